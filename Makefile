@@ -1,0 +1,120 @@
+# cio: one plain GNU Makefile.
+#   make                      libcio.a, libcio.so and the examples
+#   make check [T=pattern]    every test (per backend), then every example
+#   make check SAN=address,undefined | SAN=thread | VALGRIND=1
+#   make demo                 the guided run of the examples
+#   make bench [B=name]       benchmarks against peers (never part of check)
+#   make install PREFIX=/usr/local
+
+ifeq ($(origin CC),default)
+CC = gcc
+endif
+PREFIX ?= /usr/local
+SAN ?=
+VALGRIND ?=
+CIO_CTX ?= asm
+BACKENDS ?= epoll poll
+T ?=
+B ?=
+
+WARN = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 $(WARN) -Iinclude -fPIC -fvisibility=hidden -pthread
+LDLIBS = -lm -pthread
+
+ifeq ($(CIO_CTX),ucontext)
+CFLAGS += -DCIO_CTX_UCONTEXT
+endif
+ifneq ($(SAN),)
+CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SAN)
+endif
+
+# Each configuration builds in its own directory, so they never mix.
+VARIANT := $(notdir $(CC))-$(CIO_CTX)$(if $(SAN),-$(subst $(comma),-,$(SAN)))$(if $(VALGRIND),-vg)
+comma := ,
+B_DIR := build/$(VARIANT)
+
+SRC := $(wildcard src/*.c)
+ASM := $(wildcard src/*.S)
+OBJ := $(SRC:src/%.c=$(B_DIR)/obj/%.o) $(ASM:src/%.S=$(B_DIR)/obj/%.o)
+TEST_SRC := $(wildcard tests/*.c)
+EXAMPLES := $(basename $(notdir $(wildcard examples/*.c)))
+HDR := include/cio.h $(wildcard src/*.h)
+
+LIB_A := $(B_DIR)/libcio.a
+LIB_SO := $(B_DIR)/libcio.so
+TEST_BIN := $(B_DIR)/tests/run
+EX_BIN := $(EXAMPLES:%=$(B_DIR)/examples/%)
+
+all: $(LIB_A) $(LIB_SO) $(EX_BIN)
+
+$(B_DIR)/obj/%.o: src/%.c $(HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(B_DIR)/obj/%.o: src/%.S
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB_A): $(OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(LIB_SO): $(OBJ)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B_DIR)/examples/%: examples/%.c $(LIB_A) include/cio.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
+
+$(TEST_BIN): $(TEST_SRC) tests/harness.h $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $(TEST_SRC) $(LIB_A) -o $@ $(LDLIBS)
+
+# Valgrind: memcheck with leak checking; any error fails the test. The
+# harness gives slow runs ten times the time and a twentieth of the load.
+ifneq ($(VALGRIND),)
+RUNNER = valgrind -q --error-exitcode=99 --leak-check=full \
+	--errors-for-leak-kinds=definite,indirect --track-fds=no
+SLOW = 1
+endif
+ifneq ($(SAN),)
+SLOW = 1
+endif
+
+check: $(TEST_BIN) $(EX_BIN)
+	@status=0; \
+	for b in $(BACKENDS); do \
+	  CIO_BACKEND=$$b CIO_TEST_SLOW=$(SLOW) $(RUNNER) $(TEST_BIN) $(T) || status=1; \
+	done; \
+	if [ -z "$(T)" ]; then \
+	  CIO_TEST_SLOW=$(SLOW) RUNNER="$(RUNNER)" sh examples/check.sh $(B_DIR)/examples || status=1; \
+	fi; \
+	exit $$status
+
+demo: $(EX_BIN)
+	@sh examples/demo.sh $(B_DIR)/examples
+
+# Benchmarks build optimised, without sanitizers, into bench/build.
+BENCH_SRC := $(wildcard bench/cio_*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=bench/build/%)
+bench/build/%: bench/%.c $(LIB_A)
+	@mkdir -p bench/build
+	$(CC) $(CFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
+
+bench: $(BENCH_BIN)
+	@bash bench/run.sh $(B)
+
+install: $(LIB_A) $(LIB_SO)
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/cio.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/
+	sed 's|@PREFIX@|$(PREFIX)|' cio.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cio.pc
+
+clean:
+	rm -rf build bench/build
+
+.PHONY: all check demo bench install clean
+.SECONDARY:

@@ -1,0 +1,403 @@
+/*
+ * cio: asyncio for C.
+ *
+ * One event loop per thread, callbacks and timers on it, and tasks: plain C
+ * functions running on their own stacks, where any cio call may suspend the
+ * task exactly where Python would write `await`.
+ *
+ * Conventions, everywhere below:
+ *  - A call that can fail returns int: 0 (or a count) on success, a negative
+ *    errno on failure; cio_strerror() names every code.
+ *  - A call that fails never runs its callback; a call that succeeds runs it
+ *    (or completes its future) exactly once.
+ *  - Objects are opaque. `_new` / `_free` are library memory; `_ref` /
+ *    `_unref` are shared; `_close` is asynchronous teardown.
+ *  - asyncio's names keep their names with a cio_ prefix.
+ */
+#ifndef CIO_H
+#define CIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define CIO_API __attribute__((visibility("default")))
+#else
+#define CIO_API
+#endif
+
+/* ---------------------------------------------------------------- errors
+ * asyncio's exceptions map to errno codes: CancelledError -ECANCELED,
+ * TimeoutError -ETIMEDOUT, QueueShutDown -ESHUTDOWN, QueueEmpty/QueueFull
+ * -EAGAIN, InvalidStateError -EINVAL. Those with no errno get codes far
+ * outside errno's range.
+ */
+#define CIO_EINCOMPLETE (-30001) /* IncompleteReadError: EOF before the end */
+#define CIO_ELIMIT (-30002)      /* LimitOverrunError: buffer limit reached */
+#define CIO_EBROKEN (-30003)     /* BrokenBarrierError */
+
+/* Names an error code (negative errno or CIO_E*); never NULL, static. */
+CIO_API const char *cio_strerror(int err);
+
+/* ------------------------------------------------------------------ loop
+ * The event loop: a queue of ready callbacks, a heap of timers and a set
+ * of watched file descriptors. A loop belongs to the thread that runs it;
+ * only cio_call_soon_threadsafe() may be called from other threads.
+ *
+ * Ordering (asyncio's, kept exactly): ready callbacks run in FIFO order; a
+ * callback scheduled while the ready queue runs waits for the next
+ * iteration; stop() lets the current iteration finish. Timers with equal
+ * deadlines run in the order they were scheduled (asyncio leaves this
+ * undefined; cio defines it).
+ */
+typedef struct cio_loop cio_loop;
+typedef void (*cio_callback)(void *arg);
+
+typedef struct cio_loop_options {
+    const char *backend; /* "epoll", "poll", or NULL: $CIO_BACKEND, else epoll */
+    int debug;           /* 1 on, -1 off, 0: on when $CIO_DEBUG is set and not "0" */
+    double slow_callback_duration; /* debug: warn above this (s); 0 = 0.1 */
+} cio_loop_options;
+
+/* Creates a loop; opts may be NULL. *loop is the caller's until
+ * cio_loop_free(). Returns 0, -ENOMEM, -EMFILE, -EINVAL (unknown backend). */
+CIO_API int cio_loop_new(cio_loop **loop, const cio_loop_options *opts);
+
+/* Closes the loop: drops pending callbacks, timers and watchers, reports
+ * objects still alive. Returns 0 (also when already closed), -EBUSY when
+ * running. The memory stays until cio_loop_free(). */
+CIO_API int cio_loop_close(cio_loop *loop);
+
+/* Closes (if needed) and frees the loop. NULL is a no-op. Must not be
+ * called while the loop runs. */
+CIO_API void cio_loop_free(cio_loop *loop);
+
+/* Runs until cio_loop_stop(). Returns 0, -EBUSY (already running, or this
+ * thread runs another loop), -ESHUTDOWN (closed). */
+CIO_API int cio_loop_run_forever(cio_loop *loop);
+
+/* Runs one iteration, waiting at most `timeout` seconds for I/O or timers
+ * (negative: as long as needed, 0: not at all) - for embedding cio in
+ * another loop. Returns the number of callbacks run, or as run_forever. */
+CIO_API int cio_loop_run_once(cio_loop *loop, double timeout);
+
+/* Asks the running loop to stop after the current iteration; called while
+ * not running, the next run_forever runs one iteration and stops.
+ * Returns 0 or -EINVAL (NULL). */
+CIO_API int cio_loop_stop(cio_loop *loop);
+
+CIO_API int cio_loop_is_running(const cio_loop *loop); /* 1 or 0 */
+CIO_API int cio_loop_is_closed(const cio_loop *loop);  /* 1 or 0 */
+
+/* The loop's monotonic clock in seconds, read at most once per iteration
+ * (the first call in an iteration reads it, later ones return the same). */
+CIO_API double cio_loop_time(cio_loop *loop);
+
+/* The loop running in this thread, or NULL. */
+CIO_API cio_loop *cio_get_running_loop(void);
+
+/* Debug mode: warns about slow callbacks and catches calls from a thread
+ * that does not own the loop (they then return -EPERM). */
+CIO_API int cio_loop_set_debug(cio_loop *loop, int enabled);
+CIO_API int cio_loop_get_debug(const cio_loop *loop);
+
+/* A scheduled callback, returned by value: cancelling it after it ran (or
+ * after it was cancelled) is a harmless no-op, while the loop lives. */
+typedef struct cio_handle {
+    void *slot;
+    uint64_t id;
+} cio_handle;
+
+/* Schedules cb(arg) for the next iteration. *handle (may be NULL) can cancel
+ * it. Returns 0, -EINVAL (NULL loop or cb), -ESHUTDOWN (closed), -ENOMEM,
+ * -EPERM (debug mode, wrong thread). */
+CIO_API int cio_call_soon(cio_loop *loop, cio_callback cb, void *arg,
+                          cio_handle *handle);
+
+/* Schedules cb(arg) in `delay` seconds (>= 0, not NaN), or at loop time
+ * `when`. Errors as cio_call_soon, plus -EINVAL for a bad delay. */
+CIO_API int cio_call_later(cio_loop *loop, double delay, cio_callback cb,
+                           void *arg, cio_handle *handle);
+CIO_API int cio_call_at(cio_loop *loop, double when, cio_callback cb,
+                        void *arg, cio_handle *handle);
+
+/* From any thread: schedules cb(arg) and wakes the loop. Returns 0,
+ * -EINVAL, -ESHUTDOWN, -ENOMEM. */
+CIO_API int cio_call_soon_threadsafe(cio_loop *loop, cio_callback cb,
+                                     void *arg);
+
+/* Cancels a scheduled callback. Returns 1 if it was pending and will not
+ * run, 0 if it already ran or was cancelled. */
+CIO_API int cio_handle_cancel(cio_handle handle);
+
+/* Watches fd (level-triggered): cb(arg) runs each iteration the fd is
+ * readable / writable. One callback per fd and direction; adding again
+ * replaces it. Returns 0, -EBADF (fd not open), -EINVAL, -ESHUTDOWN,
+ * -ENOMEM, -EPERM (a regular file: epoll cannot watch it). */
+CIO_API int cio_add_reader(cio_loop *loop, int fd, cio_callback cb,
+                           void *arg);
+CIO_API int cio_add_writer(cio_loop *loop, int fd, cio_callback cb,
+                           void *arg);
+
+/* Stops watching. Returns 1 if a watcher was removed, 0 if none, or
+ * -EINVAL. The fd is the caller's: remove watchers before closing it. */
+CIO_API int cio_remove_reader(cio_loop *loop, int fd);
+CIO_API int cio_remove_writer(cio_loop *loop, int fd);
+
+/* What an error the library cannot return concerned: asyncio's context
+ * dict. All pointers are borrowed for the duration of the handler call. */
+typedef struct cio_error_context {
+    const char *message; /* what happened, never NULL */
+    int error;           /* negative code, or 0 */
+    const char *what;    /* "task", "future", "handle", ... or NULL */
+    const char *name;    /* the object's name (a task's), or NULL */
+    void *object;        /* the object concerned, or NULL */
+} cio_error_context;
+
+typedef void (*cio_exception_handler)(cio_loop *loop,
+                                      const cio_error_context *ctx,
+                                      void *arg);
+
+/* Installs handler (NULL restores the default, which prints to stderr).
+ * Returns 0 or -EINVAL. */
+CIO_API int cio_loop_set_exception_handler(cio_loop *loop,
+                                           cio_exception_handler handler,
+                                           void *arg);
+
+/* Reports ctx through the loop's handler; library and user code use it for
+ * errors they cannot return. Returns 0 or -EINVAL. */
+CIO_API int cio_loop_call_exception_handler(cio_loop *loop,
+                                            const cio_error_context *ctx);
+
+/* The default handler: one line on stderr, "cio: <message>" and details. */
+CIO_API void cio_loop_default_exception_handler(cio_loop *loop,
+                                                const cio_error_context *ctx);
+
+/* --------------------------------------------------------------- futures
+ * A future is a result that is not there yet: a status (0 or a count on
+ * success, a negative code on failure) and a void * value. Done-callbacks
+ * run through call_soon, in registration order. Futures are reference
+ * counted; the creator holds the first reference.
+ *
+ * A task is a future (cio_task is the same type): everything that takes a
+ * future takes a task.
+ */
+typedef struct cio_future cio_future;
+typedef struct cio_future cio_task;
+typedef void (*cio_done_callback)(cio_future *fut, void *arg);
+
+/* Creates a pending future on loop (NULL: the running loop). The caller
+ * owns the one reference. Returns 0, -EINVAL (no loop), -ENOMEM. */
+CIO_API int cio_future_new(cio_loop *loop, cio_future **fut);
+
+/* Adds a reference (returns fut) / drops one (frees at zero; NULL ok). */
+CIO_API cio_future *cio_future_ref(cio_future *fut);
+CIO_API void cio_future_unref(cio_future *fut);
+
+/* Completes the future with status 0 and value (a borrowed pointer the
+ * future only carries). Returns 0, or -EINVAL when already done. */
+CIO_API int cio_future_set_result(cio_future *fut, void *value);
+
+/* Completes the future with error err (< 0, not -ECANCELED: use cancel).
+ * Returns 0, or -EINVAL when already done or err is not an error. */
+CIO_API int cio_future_set_error(cio_future *fut, int err);
+
+/* Cancels the future (for a task: requests cancellation). Returns 1 if
+ * it was pending, 0 if already done. */
+CIO_API int cio_future_cancel(cio_future *fut);
+
+CIO_API int cio_future_done(const cio_future *fut);      /* 1 or 0 */
+CIO_API int cio_future_cancelled(const cio_future *fut); /* 1 or 0 */
+
+/* The result: returns the status (>= 0) and sets *value (may be NULL), or
+ * the error, -ECANCELED if cancelled, -EAGAIN if not done yet. Marks the
+ * error retrieved. */
+CIO_API int cio_future_result(cio_future *fut, void **value);
+
+/* Adds cb(fut, arg), scheduled when the future completes (at once if it is
+ * done). Returns 0, -EINVAL, -ENOMEM. */
+CIO_API int cio_future_add_done_callback(cio_future *fut,
+                                         cio_done_callback cb, void *arg);
+
+/* Removes every registration of (cb, arg); returns how many. */
+CIO_API int cio_future_remove_done_callback(cio_future *fut,
+                                            cio_done_callback cb, void *arg);
+
+CIO_API cio_loop *cio_future_get_loop(const cio_future *fut);
+
+/* ----------------------------------------------------------------- tasks
+ * A task runs fn(arg) on its own stack. Any suspension point (cio_await,
+ * cio_sleep, ...) parks the task and lets the loop run others. fn's return
+ * value is the task's status: >= 0 success, < 0 error, -ECANCELED makes
+ * the task cancelled.
+ *
+ * Cancellation is level-triggered: once cio_task_cancel(t) is called, the
+ * suspension point t is parked in, and every later one, returns
+ * -ECANCELED until fn returns or calls cio_task_uncancel(). Cancelling a
+ * task that awaits a future cancels that future too.
+ *
+ * The loop holds a reference to every task until it finishes. A task that
+ * failed and whose error nobody retrieved is reported through the
+ * exception handler when its last reference goes.
+ */
+typedef int (*cio_task_fn)(void *arg);
+
+typedef struct cio_task_options {
+    const char *name;  /* copied; NULL: "Task-N" */
+    size_t stack_size; /* bytes of address space; 0: 256 KiB */
+} cio_task_options;
+
+/* Starts fn(arg) as a task on the running loop. *task (may be NULL) gets a
+ * reference the caller must drop. Returns 0, -EINVAL (no running loop),
+ * -ENOMEM. */
+CIO_API int cio_create_task(cio_task_fn fn, void *arg, cio_task **task);
+
+/* The extended form: a given loop (NULL: the running one) and options (may
+ * be NULL). Errors as cio_create_task, plus -ESHUTDOWN (closed loop). */
+CIO_API int cio_task_new(cio_loop *loop, cio_task_fn fn, void *arg,
+                         const cio_task_options *opts, cio_task **task);
+
+/* The task running in this thread, or NULL (borrowed). */
+CIO_API cio_task *cio_current_task(void);
+
+/* Stores up to cap unfinished tasks of loop (NULL: running) in out
+ * (borrowed until the caller next suspends); returns how many there are. */
+CIO_API int cio_all_tasks(cio_loop *loop, cio_task **out, size_t cap);
+
+/* The task's name (valid while the task lives) / sets it (copied). */
+CIO_API const char *cio_task_get_name(const cio_task *task);
+CIO_API int cio_task_set_name(cio_task *task, const char *name);
+
+/* Requests cancellation. Returns 1 if the task was not done, 0 if it was,
+ * -EINVAL if not a task. */
+CIO_API int cio_task_cancel(cio_task *task);
+
+/* How many cancellation requests are pending (asyncio's cancelling()). */
+CIO_API int cio_task_cancelling(const cio_task *task);
+
+/* Withdraws one request; returns how many remain. At zero, suspension
+ * points work again (for cleanup that must await). */
+CIO_API int cio_task_uncancel(cio_task *task);
+
+/* Sets the current task's result value (a borrowed pointer carried as its
+ * future's value). Returns 0, or -EINVAL outside a task. */
+CIO_API int cio_task_set_value(void *value);
+
+/* Suspends the current task until fut is done. Returns fut's status (value
+ * in *value, which may be NULL), fut's error, -ECANCELED if this task is
+ * cancelled (then fut is cancelled too), -ETIMEDOUT if an enclosing
+ * timeout scope expired, -EINVAL (NULL, or not inside a task), -EDEADLK
+ * (a task awaiting itself). */
+CIO_API int cio_await(cio_future *fut, void **value);
+
+/* ------------------------------------------------------------------ flow */
+
+/* asyncio.run: a new loop, fn(arg) as its main task until it finishes,
+ * then cancels and finishes the tasks left, closes and frees the loop.
+ * Returns fn's status, or -EBUSY if this thread already runs a loop. */
+CIO_API int cio_run(cio_task_fn fn, void *arg);
+
+/* Runs loop until fut is done; returns fut's status or error. */
+CIO_API int cio_loop_run_until_complete(cio_loop *loop, cio_future *fut);
+
+/* Suspends the current task for `seconds` (0 yields once). Returns 0,
+ * -ECANCELED, -ETIMEDOUT (scope), -EINVAL. */
+CIO_API int cio_sleep(double seconds);
+
+/* One future's outcome, as gather and friends report it. */
+typedef struct cio_result {
+    int status;  /* >= 0 or an error */
+    void *value; /* borrowed */
+} cio_result;
+
+/* Waits for all n futures; results[i] is future i's (may be NULL). Returns
+ * 0 when all succeeded, else the first error to happen (the others keep
+ * running, as in asyncio). With return_exceptions, waits for all and
+ * returns 0, each slot holding its own status. If the calling task is
+ * cancelled, every future is cancelled and -ECANCELED returned. */
+CIO_API int cio_gather(cio_future *const *futs, size_t n,
+                       int return_exceptions, cio_result *results);
+
+typedef enum cio_wait_mode {
+    CIO_ALL_COMPLETED = 0,
+    CIO_FIRST_COMPLETED,
+    CIO_FIRST_EXCEPTION
+} cio_wait_mode;
+
+/* Waits (timeout < 0: no timeout) until `mode` holds; the futures are not
+ * cancelled on timeout. done and pending (each room for n, may be NULL)
+ * receive the two sets in argument order; *ndone / *npending their sizes.
+ * Returns 0, -ECANCELED, -EINVAL (n == 0). */
+CIO_API int cio_wait(cio_future *const *futs, size_t n, cio_wait_mode mode,
+                     double timeout, cio_future **done, size_t *ndone,
+                     cio_future **pending, size_t *npending);
+
+/* Awaits fut for at most timeout seconds (< 0: none). On timeout, cancels
+ * fut, waits for it to finish and returns -ETIMEDOUT. */
+CIO_API int cio_wait_for(cio_future *fut, double timeout, void **value);
+
+/* asyncio.as_completed: an iterator yielding futures as they finish. */
+typedef struct cio_as_completed cio_as_completed;
+
+/* Starts iterating n futures (timeout < 0: none); *it is the caller's. */
+CIO_API int cio_as_completed_new(cio_future *const *futs, size_t n,
+                                 double timeout, cio_as_completed **it);
+/* Suspends for the next finished future (*fut borrowed from the caller's
+ * array). Returns 1 with *fut set, 0 when all were returned, -ETIMEDOUT,
+ * -ECANCELED. */
+CIO_API int cio_as_completed_next(cio_as_completed *it, cio_future **fut);
+CIO_API void cio_as_completed_free(cio_as_completed *it);
+
+/* asyncio.shield: *out (the caller's reference) completes as fut does, but
+ * cancelling *out does not cancel fut. Returns 0, -EINVAL, -ENOMEM. */
+CIO_API int cio_shield(cio_future *fut, cio_future **out);
+
+/* A timeout scope, in the caller's memory (usually the task's stack).
+ * Inside it, once the deadline passes, every suspension point returns
+ * -ETIMEDOUT; cio_timeout_end() returns -ETIMEDOUT if this scope expired.
+ * Scopes nest and must end in reverse order of their start. */
+typedef struct cio_timeout_scope {
+    void *priv[8];
+} cio_timeout_scope;
+
+/* Opens a scope with a deadline `delay` seconds from now (< 0: none) or
+ * at loop time `when` (< 0 or INFINITY: none). Returns 0, -EINVAL (not in
+ * a task), -ENOMEM. */
+CIO_API int cio_timeout(cio_timeout_scope *scope, double delay);
+CIO_API int cio_timeout_at(cio_timeout_scope *scope, double when);
+/* Moves the deadline (when < 0: none). Returns 0, -EINVAL if expired. */
+CIO_API int cio_timeout_reschedule(cio_timeout_scope *scope, double when);
+CIO_API double cio_timeout_when(const cio_timeout_scope *scope);
+CIO_API int cio_timeout_expired(const cio_timeout_scope *scope); /* 1/0 */
+/* Closes the scope: 0, or -ETIMEDOUT if it expired. */
+CIO_API int cio_timeout_end(cio_timeout_scope *scope);
+
+/* asyncio.TaskGroup: tasks spawned into a group are joined together; the
+ * first child to fail cancels the others (and the parent task, until it
+ * joins). Create it, spawn, join, free: all from one parent task. */
+typedef struct cio_task_group cio_task_group;
+
+CIO_API int cio_task_group_new(cio_task_group **group);
+/* Starts fn(arg) in the group; *task (may be NULL) is borrowed until the
+ * group is freed. Returns 0, -ENOMEM, -ESHUTDOWN (joined or aborted). */
+CIO_API int cio_task_group_spawn(cio_task_group *group, cio_task_fn fn,
+                                 void *arg, const cio_task_options *opts,
+                                 cio_task **task);
+/* Waits for every child. Returns 0, the first child's error, or
+ * -ECANCELED if the parent was cancelled from outside. */
+CIO_API int cio_task_group_join(cio_task_group *group);
+/* Children, in spawn order: each one's status stays readable. */
+CIO_API size_t cio_task_group_size(const cio_task_group *group);
+CIO_API cio_task *cio_task_group_task(const cio_task_group *group, size_t i);
+/* Frees the group (joining first if the parent did not). */
+CIO_API void cio_task_group_free(cio_task_group *group);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CIO_H */

@@ -1,0 +1,120 @@
+/* The poll backend: portable, O(n) per wait. An array of pollfds and an
+ * fd -> slot index so watch changes are O(1). */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <poll.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct poll_state {
+    struct pollfd *fds;
+    int nfds, cap;
+    int *slot_of; /* fd -> index in fds, -1 if unwatched */
+    int slot_cap;
+} poll_state;
+
+static int poll_init(cio_loop *loop)
+{
+    poll_state *st = cio__calloc(1, sizeof *st);
+    if (!st)
+        return -ENOMEM;
+    loop->backend_data = st;
+    return 0;
+}
+
+static void poll_fini(cio_loop *loop)
+{
+    poll_state *st = loop->backend_data;
+    cio__free(st->fds);
+    cio__free(st->slot_of);
+    cio__free(st);
+    loop->backend_data = NULL;
+}
+
+static int grow(poll_state *st, int fd)
+{
+    if (fd >= st->slot_cap) {
+        int cap = st->slot_cap ? st->slot_cap : 64;
+        while (cap <= fd)
+            cap *= 2;
+        int *s = cio__realloc(st->slot_of, cap * sizeof *s);
+        if (!s)
+            return -ENOMEM;
+        memset(s + st->slot_cap, 0xff, (cap - st->slot_cap) * sizeof *s);
+        st->slot_of = s;
+        st->slot_cap = cap;
+    }
+    if (st->nfds == st->cap) {
+        int cap = st->cap ? st->cap * 2 : 64;
+        struct pollfd *f = cio__realloc(st->fds, cap * sizeof *f);
+        if (!f)
+            return -ENOMEM;
+        st->fds = f;
+        st->cap = cap;
+    }
+    return 0;
+}
+
+/* epoll refuses fds that are not open (EBADF) and regular files (EPERM);
+ * poll would accept both, so check the same here and behave alike. */
+static int check_fd(int fd)
+{
+    unsigned mode;
+    int err = cio__sys_fstat_mode(fd, &mode);
+    if (err)
+        return err;
+    return S_ISREG(mode) || S_ISDIR(mode) ? -EPERM : 0;
+}
+
+static int poll_watch(cio_loop *loop, int fd, unsigned old, unsigned events)
+{
+    poll_state *st = loop->backend_data;
+    short want = ((events & CIO__READ) ? POLLIN : 0) |
+                 ((events & CIO__WRITE) ? POLLOUT : 0);
+    if (!old) {
+        int err = check_fd(fd);
+        if (!err)
+            err = grow(st, fd);
+        if (err)
+            return err;
+        st->slot_of[fd] = st->nfds;
+        st->fds[st->nfds++] = (struct pollfd){.fd = fd, .events = want};
+        return 0;
+    }
+    int i = st->slot_of[fd];
+    if (events) {
+        st->fds[i].events = want;
+        return 0;
+    }
+    st->fds[i] = st->fds[--st->nfds]; /* move the last into the hole */
+    st->slot_of[st->fds[i].fd] = i;
+    st->slot_of[fd] = -1;
+    return 0;
+}
+
+static int poll_wait_events(cio_loop *loop, int timeout_ms)
+{
+    poll_state *st = loop->backend_data;
+    int n = cio__sys_poll(st->fds, st->nfds, timeout_ms);
+    if (n <= 0)
+        return n;
+    /* Collect first: callbacks run later, but io_event may not change the
+     * array, so walking it directly is safe. */
+    for (int i = 0; i < st->nfds; i++) {
+        short r = st->fds[i].revents;
+        if (!r)
+            continue;
+        unsigned events = 0;
+        if (r & (POLLIN | POLLERR | POLLHUP | POLLNVAL))
+            events |= CIO__READ;
+        if (r & (POLLOUT | POLLERR | POLLHUP | POLLNVAL))
+            events |= CIO__WRITE;
+        cio__io_event(loop, st->fds[i].fd, events);
+    }
+    return n;
+}
+
+const cio__backend cio__backend_poll = {
+    "poll", poll_init, poll_fini, poll_watch, poll_wait_events,
+};

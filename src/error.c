@@ -1,0 +1,27 @@
+/* Names for error codes: errno's own, and cio's codes outside its range. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <string.h>
+
+const char *cio_strerror(int err)
+{
+    switch (err) {
+    case 0:
+        return "success";
+    case CIO_EINCOMPLETE:
+        return "incomplete read: end of stream before the expected data";
+    case CIO_ELIMIT:
+        return "limit overrun: separator not found within the buffer limit";
+    case CIO_EBROKEN:
+        return "broken barrier";
+    }
+    if (err < 0 && err > -4096) {
+        /* strerror is not thread-safe in general, but glibc returns static
+         * strings for known codes; unknown ones fall through below. */
+        const char *s = strerrordesc_np(-err);
+        if (s)
+            return s;
+    }
+    return "unknown error";
+}

@@ -1,0 +1,170 @@
+/* cio internals shared across the source files: never installed, never exported
+ * from libcio.so (everything here is cio__ and hidden). */
+#ifndef CIO_INTERNAL_H
+#define CIO_INTERNAL_H
+
+#include "cio.h"
+#include "list.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/types.h>
+
+#define CIO_HIDDEN __attribute__((visibility("hidden")))
+#define cio__likely(x) __builtin_expect(!!(x), 1)
+#define cio__unlikely(x) __builtin_expect(!!(x), 0)
+
+/* Always on: a broken invariant aborts with file:line. Never used for what
+ * the world can cause (ENOMEM, a peer reset, a short write). */
+#define cio__assert(cond)                                                      \
+    ((cond) ? (void)0 : cio__assert_fail(#cond, __FILE__, __LINE__))
+CIO_HIDDEN _Noreturn void cio__assert_fail(const char *expr, const char *file,
+                                           int line);
+
+/* ------------------------------------------------ allocation and syscalls
+ * Every allocation and system call the library makes goes through these,
+ * so a test can make the N-th one fail (sys.c). The cio__sys_* calls
+ * return -errno on failure instead of -1 and errno. */
+CIO_HIDDEN void *cio__malloc(size_t n);
+CIO_HIDDEN void *cio__calloc(size_t n, size_t size);
+CIO_HIDDEN void *cio__realloc(void *p, size_t n);
+CIO_HIDDEN char *cio__strdup(const char *s);
+CIO_HIDDEN void cio__free(void *p);
+
+CIO_HIDDEN int cio__sys_epoll_create1(int flags);
+CIO_HIDDEN int cio__sys_epoll_ctl(int epfd, int op, int fd, void *event);
+CIO_HIDDEN int cio__sys_epoll_wait(int epfd, void *events, int max,
+                                   int timeout_ms);
+CIO_HIDDEN int cio__sys_poll(void *fds, unsigned long n, int timeout_ms);
+CIO_HIDDEN int cio__sys_eventfd(unsigned initval, int flags);
+CIO_HIDDEN ssize_t cio__sys_read(int fd, void *buf, size_t n);
+CIO_HIDDEN ssize_t cio__sys_write(int fd, const void *buf, size_t n);
+CIO_HIDDEN int cio__sys_close(int fd);
+CIO_HIDDEN int cio__sys_fstat_mode(int fd, unsigned *mode);
+CIO_HIDDEN void *cio__sys_mmap(size_t len, int *err);
+CIO_HIDDEN int cio__sys_munmap(void *addr, size_t len);
+CIO_HIDDEN int cio__sys_madvise(void *addr, size_t len, int advice);
+CIO_HIDDEN int cio__sys_mprotect(void *addr, size_t len, int prot);
+
+/* Failure injection, for tests: the nth counted call (1-based) of the
+ * given kinds fails once, allocations with NULL, syscalls with -err. */
+enum { CIO__FAULT_ALLOC = 1, CIO__FAULT_SYS = 2 };
+CIO_HIDDEN void cio__fault_arm(unsigned kinds, long nth, int err);
+CIO_HIDDEN void cio__fault_disarm(void);
+CIO_HIDDEN int cio__fault_fired(void);   /* did the armed failure happen */
+CIO_HIDDEN long cio__alloc_live(void);   /* allocations not yet freed */
+CIO_HIDDEN int cio__fault_check(unsigned kind); /* 0, or the error to fail */
+
+/* ---------------------------------------------------------------- handles
+ * A callback waiting to run: on the ready list, in the timer heap, or
+ * neither (free in the pool, or an embedded handle at rest). Pool handles
+ * are carved from slabs that live as long as the loop, so a cio_handle
+ * value held by the user never points at freed memory; `id` tells whether
+ * it still names the same scheduling. Embedded handles (a task's wake-up,
+ * an fd watcher's) live inside their owner and never enter the pool. */
+enum {
+    CIO__H_IDLE = 0,  /* not scheduled */
+    CIO__H_READY = 1, /* on loop->ready or the batch being run */
+    CIO__H_TIMER = 2  /* in loop->heap */
+};
+
+typedef struct cio__handle {
+    cio__list link;      /* ready list / pool free list */
+    cio_callback cb;
+    void *arg;
+    cio_loop *loop;
+    uint64_t id;         /* this scheduling's id; 0 while free */
+    double when;         /* timers: the deadline */
+    uint64_t seq;        /* timers: scheduling order, the tie-break */
+    size_t heap_index;   /* timers: position in loop->heap */
+    uint8_t state;       /* CIO__H_* */
+    uint8_t embedded;    /* owned by another object, not the pool */
+} cio__handle;
+
+/* Embedded handles: scheduled by their owner, no allocation, no id. */
+CIO_HIDDEN void cio__handle_init(cio__handle *h, cio_loop *loop,
+                                 cio_callback cb, void *arg);
+CIO_HIDDEN void cio__handle_schedule(cio__handle *h);   /* to ready, once */
+CIO_HIDDEN int cio__handle_schedule_at(cio__handle *h, double when);
+CIO_HIDDEN void cio__handle_unschedule(cio__handle *h); /* from anywhere */
+
+/* ---------------------------------------------------------------- backend
+ * The poller contract, as Redis's ae: the backend only reports which fds
+ * fired (cio__io_event); the loop alone runs callbacks. */
+enum { CIO__READ = 1, CIO__WRITE = 2 };
+
+typedef struct cio__backend {
+    const char *name;
+    int (*init)(cio_loop *loop);
+    void (*fini)(cio_loop *loop);
+    /* fd's interest changes from `old` to `events` (0: unwatch). */
+    int (*watch)(cio_loop *loop, int fd, unsigned old, unsigned events);
+    /* Waits up to timeout_ms (-1: forever); returns events seen or -err. */
+    int (*wait)(cio_loop *loop, int timeout_ms);
+} cio__backend;
+
+CIO_HIDDEN extern const cio__backend cio__backend_epoll;
+CIO_HIDDEN extern const cio__backend cio__backend_poll;
+CIO_HIDDEN void cio__io_event(cio_loop *loop, int fd, unsigned events);
+
+/* One fd's watchers: an embedded handle per direction. */
+typedef struct cio__watcher {
+    cio__handle io[2]; /* [0] reader, [1] writer; cb NULL when unset */
+    unsigned events;   /* CIO__READ|CIO__WRITE as told to the backend */
+} cio__watcher;
+
+typedef struct cio__slab cio__slab;
+typedef struct cio__stack_pool cio__stack_pool;
+
+struct cio_loop {
+    const cio__backend *backend;
+    void *backend_data;          /* the backend's own state */
+    int wakefd;                  /* eventfd for threadsafe wake-ups */
+
+    cio__list ready;             /* handles for the next batch */
+    cio__list batch;             /* handles of the batch being run */
+    cio__handle **heap;          /* timers, min-heap on (when, seq) */
+    size_t heap_len, heap_cap;
+    uint64_t next_id;            /* handle ids and timer seqs */
+    cio__list free_handles;      /* the pool */
+    cio__slab *slabs;            /* the pool's memory */
+
+    cio__watcher **watchers;     /* indexed by fd; NULL when unwatched */
+    int watchers_cap;
+    int nwatched;                /* user fds with a watcher */
+
+    double now;                  /* cached loop time */
+    bool now_valid;              /* false: next cio_loop_time() reads */
+    unsigned ran_since_poll;     /* callbacks run since the last poll */
+
+    bool running, stopping, closed, debug;
+    double slow_callback_duration;
+    pthread_t owner;             /* the thread running it */
+
+    cio_exception_handler handler;
+    void *handler_arg;
+
+    _Atomic(cio__handle *) posts; /* call_soon_threadsafe, newest first */
+    atomic_int sleeping;         /* in a blocking poll */
+    atomic_int wake_sent;        /* an eventfd write is outstanding */
+
+    /* tasks (task.c) */
+    cio__list tasks;             /* every unfinished task */
+    size_t ntasks;
+    uint64_t task_counter;       /* for "Task-N" names */
+    cio__stack_pool *stacks;     /* reusable task stacks */
+};
+
+CIO_HIDDEN extern _Thread_local cio_loop *cio__running_loop;
+CIO_HIDDEN void cio__report(cio_loop *loop, const char *message, int error,
+                            const char *what, const char *name, void *obj);
+/* Loop checks shared by every scheduling entry point. */
+CIO_HIDDEN int cio__loop_check(cio_loop *loop);
+
+/* Tasks hook into the loop's teardown. */
+CIO_HIDDEN void cio__tasks_close(cio_loop *loop);
+
+#endif

@@ -1,0 +1,797 @@
+/* The event loop: ready callbacks, timers, fd watchers, threadsafe posts.
+ *
+ * One iteration is four phases (cio_loop_run_once):
+ *   poll    ask the backend which fds are ready (or sleep until a timer)
+ *   posts   take what other threads handed over with call_soon_threadsafe
+ *   timers  move due timers to the ready queue, in (deadline, seq) order
+ *   ready   run the callbacks that were ready when the phase began
+ *
+ * Speed: a system call costs about a microsecond here, so the poll phase
+ * skips the kernel while callbacks are waiting, unless fds are watched and
+ * POLL_EVERY callbacks ran since the last poll (I/O is never starved, and
+ * a chain of call_soon callbacks costs no system call). The clock is read
+ * lazily, at most once per iteration.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+enum {
+    SLAB_HANDLES = 64,
+    POLL_EVERY = 64,           /* callbacks between polls while busy */
+    HANDLE_POOLED = 0,         /* cio__handle.embedded values */
+    HANDLE_EMBEDDED = 1,
+    HANDLE_POSTED = 2          /* malloc'd by a poster, freed after it ran */
+};
+
+struct cio__slab {
+    cio__slab *next;
+    cio__handle h[SLAB_HANDLES];
+};
+
+_Thread_local cio_loop *cio__running_loop;
+
+static double monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------ handle pool */
+
+static cio__handle *handle_get(cio_loop *loop)
+{
+    cio__list *n = cio__list_pop_front(&loop->free_handles);
+    if (!n) {
+        cio__slab *s = cio__malloc(sizeof *s);
+        if (!s)
+            return NULL;
+        s->next = loop->slabs;
+        loop->slabs = s;
+        for (int i = 1; i < SLAB_HANDLES; i++) {
+            s->h[i].id = 0;
+            cio__list_push_back(&loop->free_handles, &s->h[i].link);
+        }
+        n = &s->h[0].link;
+    }
+    return cio__container_of(n, cio__handle, link);
+}
+
+/* Returns a pool handle once it left every queue; ids of old cio_handle
+ * values held by the user no longer match. */
+static void handle_put(cio_loop *loop, cio__handle *h)
+{
+    h->id = 0;
+    h->state = CIO__H_IDLE;
+    cio__list_push_back(&loop->free_handles, &h->link);
+}
+
+void cio__handle_init(cio__handle *h, cio_loop *loop, cio_callback cb,
+                      void *arg)
+{
+    memset(h, 0, sizeof *h);
+    cio__list_init(&h->link);
+    h->cb = cb;
+    h->arg = arg;
+    h->loop = loop;
+    h->embedded = HANDLE_EMBEDDED;
+}
+
+/* ------------------------------------------------------------ timer heap
+ * A binary min-heap on (when, seq); each handle knows its index, so
+ * cancelling is O(log n) and frees the slot at once. */
+
+static bool timer_before(const cio__handle *a, const cio__handle *b)
+{
+    return a->when < b->when || (a->when == b->when && a->seq < b->seq);
+}
+
+static void heap_set(cio_loop *loop, size_t i, cio__handle *h)
+{
+    loop->heap[i] = h;
+    h->heap_index = i;
+}
+
+static void sift_up(cio_loop *loop, size_t i)
+{
+    cio__handle *h = loop->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!timer_before(h, loop->heap[parent]))
+            break;
+        heap_set(loop, i, loop->heap[parent]);
+        i = parent;
+    }
+    heap_set(loop, i, h);
+}
+
+static void sift_down(cio_loop *loop, size_t i)
+{
+    cio__handle *h = loop->heap[i];
+    size_t n = loop->heap_len;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && timer_before(loop->heap[c + 1], loop->heap[c]))
+            c++;
+        if (!timer_before(loop->heap[c], h))
+            break;
+        heap_set(loop, i, loop->heap[c]);
+        i = c;
+    }
+    heap_set(loop, i, h);
+}
+
+static int heap_push(cio_loop *loop, cio__handle *h)
+{
+    if (loop->heap_len == loop->heap_cap) {
+        size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
+        cio__handle **heap = cio__realloc(loop->heap, cap * sizeof *heap);
+        if (!heap)
+            return -ENOMEM;
+        loop->heap = heap;
+        loop->heap_cap = cap;
+    }
+    heap_set(loop, loop->heap_len++, h);
+    sift_up(loop, loop->heap_len - 1);
+    return 0;
+}
+
+static void heap_remove(cio_loop *loop, cio__handle *h)
+{
+    size_t i = h->heap_index;
+    cio__handle *last = loop->heap[--loop->heap_len];
+    if (last != h) {
+        heap_set(loop, i, last);
+        if (i > 0 && timer_before(last, loop->heap[(i - 1) / 2]))
+            sift_up(loop, i);
+        else
+            sift_down(loop, i);
+    }
+}
+
+/* ------------------------------------------------------------ scheduling */
+
+void cio__handle_schedule(cio__handle *h)
+{
+    if (h->state != CIO__H_IDLE)
+        return;
+    h->state = CIO__H_READY;
+    cio__list_push_back(&h->loop->ready, &h->link);
+}
+
+int cio__handle_schedule_at(cio__handle *h, double when)
+{
+    cio__handle_unschedule(h);
+    h->when = when;
+    h->seq = ++h->loop->next_id;
+    int err = heap_push(h->loop, h);
+    if (err == 0)
+        h->state = CIO__H_TIMER;
+    return err;
+}
+
+void cio__handle_unschedule(cio__handle *h)
+{
+    if (h->state == CIO__H_READY)
+        cio__list_unlink(&h->link);
+    else if (h->state == CIO__H_TIMER)
+        heap_remove(h->loop, h);
+    h->state = CIO__H_IDLE;
+}
+
+int cio__loop_check(cio_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (loop->closed)
+        return -ESHUTDOWN;
+    if (loop->debug && loop->running &&
+        !pthread_equal(loop->owner, pthread_self())) {
+        cio__report(loop, "non-thread-safe call into a loop from a thread "
+                          "that does not own it", -EPERM, "loop", NULL, loop);
+        return -EPERM;
+    }
+    return 0;
+}
+
+/* Takes a pool handle for cb(arg) and tells the user its identity. */
+static cio__handle *new_handle(cio_loop *loop, cio_callback cb, void *arg,
+                               cio_handle *out)
+{
+    cio__handle *h = handle_get(loop);
+    if (!h)
+        return NULL;
+    cio__list_init(&h->link);
+    h->cb = cb;
+    h->arg = arg;
+    h->loop = loop;
+    h->id = ++loop->next_id;
+    h->state = CIO__H_IDLE;
+    h->embedded = HANDLE_POOLED;
+    if (out) {
+        out->slot = h;
+        out->id = h->id;
+    }
+    return h;
+}
+
+int cio_call_soon(cio_loop *loop, cio_callback cb, void *arg,
+                  cio_handle *handle)
+{
+    int err = cio__loop_check(loop);
+    if (err)
+        return err;
+    if (!cb)
+        return -EINVAL;
+    cio__handle *h = new_handle(loop, cb, arg, handle);
+    if (!h)
+        return -ENOMEM;
+    cio__handle_schedule(h);
+    return 0;
+}
+
+int cio_call_at(cio_loop *loop, double when, cio_callback cb, void *arg,
+                cio_handle *handle)
+{
+    int err = cio__loop_check(loop);
+    if (err)
+        return err;
+    if (!cb || isnan(when))
+        return -EINVAL;
+    cio__handle *h = new_handle(loop, cb, arg, NULL);
+    if (!h)
+        return -ENOMEM;
+    err = cio__handle_schedule_at(h, when);
+    if (err) {
+        handle_put(loop, h);
+        return err;
+    }
+    if (handle) {
+        handle->slot = h;
+        handle->id = h->id;
+    }
+    return 0;
+}
+
+int cio_call_later(cio_loop *loop, double delay, cio_callback cb, void *arg,
+                   cio_handle *handle)
+{
+    if (!loop || !(delay >= 0)) /* also rejects NaN */
+        return -EINVAL;
+    return cio_call_at(loop, cio_loop_time(loop) + delay, cb, arg, handle);
+}
+
+int cio_handle_cancel(cio_handle handle)
+{
+    cio__handle *h = handle.slot;
+    if (!h || handle.id == 0 || h->id != handle.id ||
+        h->state == CIO__H_IDLE)
+        return 0;
+    cio__handle_unschedule(h);
+    handle_put(h->loop, h);
+    return 1;
+}
+
+/* ---------------------------------------------------- threadsafe posting
+ * Posters push onto a lock-free stack and write the eventfd only when the
+ * loop sleeps in the kernel and no wake-up is outstanding, so a busy loop
+ * takes posts without any system call. `sleeping` is set before the loop
+ * re-checks the stack, and posters read it after pushing: with sequential
+ * consistency one of the two always sees the other, so no post is missed.
+ */
+
+int cio_call_soon_threadsafe(cio_loop *loop, cio_callback cb, void *arg)
+{
+    if (!loop || !cb)
+        return -EINVAL;
+    if (loop->closed)
+        return -ESHUTDOWN;
+    cio__handle *h = cio__malloc(sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    cio__handle_init(h, loop, cb, arg);
+    h->embedded = HANDLE_POSTED;
+    cio__handle *head = atomic_load(&loop->posts);
+    do {
+        h->link.next = (cio__list *)head;
+    } while (!atomic_compare_exchange_weak(&loop->posts, &head, h));
+    if (atomic_load(&loop->sleeping) && !atomic_exchange(&loop->wake_sent, 1)) {
+        uint64_t one = 1;
+        /* EAGAIN (counter full) still leaves the fd readable. */
+        (void)cio__sys_write(loop->wakefd, &one, sizeof one);
+    }
+    return 0;
+}
+
+/* Moves posted handles to the ready queue, oldest first. */
+static void take_posts(cio_loop *loop)
+{
+    if (!atomic_load_explicit(&loop->posts, memory_order_relaxed))
+        return;
+    cio__handle *h = atomic_exchange(&loop->posts, NULL);
+    cio__handle *oldest_first = NULL;
+    while (h) {
+        cio__handle *next = (cio__handle *)h->link.next;
+        h->link.next = (cio__list *)oldest_first;
+        oldest_first = h;
+        h = next;
+    }
+    while (oldest_first) {
+        h = oldest_first;
+        oldest_first = (cio__handle *)h->link.next;
+        h->state = CIO__H_READY;
+        cio__list_push_back(&loop->ready, &h->link);
+    }
+}
+
+/* ---------------------------------------------------------- fd watchers */
+
+static int add_watcher(cio_loop *loop, int fd, int dir, cio_callback cb,
+                       void *arg)
+{
+    int err = cio__loop_check(loop);
+    if (err)
+        return err;
+    if (!cb || fd < 0 || fd == loop->wakefd)
+        return fd < 0 ? -EBADF : -EINVAL;
+    if (fd >= loop->watchers_cap) {
+        int cap = loop->watchers_cap ? loop->watchers_cap : 64;
+        while (cap <= fd)
+            cap *= 2;
+        cio__watcher **w = cio__realloc(loop->watchers, cap * sizeof *w);
+        if (!w)
+            return -ENOMEM;
+        memset(w + loop->watchers_cap, 0,
+               (cap - loop->watchers_cap) * sizeof *w);
+        loop->watchers = w;
+        loop->watchers_cap = cap;
+    }
+    cio__watcher *w = loop->watchers[fd];
+    bool fresh = !w;
+    if (fresh) {
+        w = cio__malloc(sizeof *w);
+        if (!w)
+            return -ENOMEM;
+        cio__handle_init(&w->io[0], loop, NULL, NULL);
+        cio__handle_init(&w->io[1], loop, NULL, NULL);
+        w->events = 0;
+    }
+    unsigned bit = dir == 0 ? CIO__READ : CIO__WRITE;
+    if (!(w->events & bit)) {
+        err = loop->backend->watch(loop, fd, w->events, w->events | bit);
+        if (err) {
+            if (fresh)
+                cio__free(w);
+            return err;
+        }
+    }
+    if (fresh) {
+        loop->watchers[fd] = w;
+        loop->nwatched++;
+    }
+    w->events |= bit;
+    w->io[dir].cb = cb;
+    w->io[dir].arg = arg;
+    return 0;
+}
+
+static void free_watcher(cio_loop *loop, int fd)
+{
+    cio__free(loop->watchers[fd]);
+    loop->watchers[fd] = NULL;
+    loop->nwatched--;
+}
+
+static int remove_watcher(cio_loop *loop, int fd, int dir)
+{
+    if (!loop || fd < 0)
+        return -EINVAL;
+    if (fd >= loop->watchers_cap || !loop->watchers[fd])
+        return 0;
+    cio__watcher *w = loop->watchers[fd];
+    unsigned bit = dir == 0 ? CIO__READ : CIO__WRITE;
+    if (!(w->events & bit))
+        return 0;
+    /* The fd may already be closed; the kernel forgot it then, and there
+     * is nothing left to undo, so the backend's answer is not an error. */
+    (void)loop->backend->watch(loop, fd, w->events, w->events & ~bit);
+    w->events &= ~bit;
+    cio__handle_unschedule(&w->io[dir]);
+    w->io[dir].cb = NULL;
+    if (!w->events)
+        free_watcher(loop, fd);
+    return 1;
+}
+
+int cio_add_reader(cio_loop *loop, int fd, cio_callback cb, void *arg)
+{
+    return add_watcher(loop, fd, 0, cb, arg);
+}
+int cio_add_writer(cio_loop *loop, int fd, cio_callback cb, void *arg)
+{
+    return add_watcher(loop, fd, 1, cb, arg);
+}
+int cio_remove_reader(cio_loop *loop, int fd)
+{
+    return remove_watcher(loop, fd, 0);
+}
+int cio_remove_writer(cio_loop *loop, int fd)
+{
+    return remove_watcher(loop, fd, 1);
+}
+
+/* Called by the backend for each fd that fired. */
+void cio__io_event(cio_loop *loop, int fd, unsigned events)
+{
+    if (fd == loop->wakefd) {
+        uint64_t count;
+        (void)cio__sys_read(fd, &count, sizeof count);
+        atomic_store(&loop->wake_sent, 0);
+        return;
+    }
+    if (fd >= loop->watchers_cap || !loop->watchers[fd])
+        return;
+    cio__watcher *w = loop->watchers[fd];
+    if ((events & CIO__READ) && w->io[0].cb)
+        cio__handle_schedule(&w->io[0]);
+    if ((events & CIO__WRITE) && w->io[1].cb)
+        cio__handle_schedule(&w->io[1]);
+}
+
+/* ------------------------------------------------------------ iteration */
+
+double cio_loop_time(cio_loop *loop)
+{
+    if (!loop->now_valid) {
+        loop->now = monotonic_now();
+        loop->now_valid = true;
+    }
+    return loop->now;
+}
+
+/* How long the poll may block, in ms (rounded up, so a timer is never
+ * polled for early and spun on): 0 when work is waiting, -1 forever. */
+static int poll_timeout(cio_loop *loop, double max_wait)
+{
+    if (!cio__list_empty(&loop->ready) || loop->stopping)
+        return 0;
+    double wait = max_wait;
+    if (loop->heap_len) {
+        double until = loop->heap[0]->when - cio_loop_time(loop);
+        if (until < 0)
+            until = 0;
+        if (wait < 0 || until < wait)
+            wait = until;
+    }
+    if (wait < 0)
+        return -1;
+    double ms = ceil(wait * 1e3);
+    return ms > 86400e3 ? 86400000 : (int)ms;
+}
+
+static int poll_phase(cio_loop *loop, double max_wait)
+{
+    int timeout = poll_timeout(loop, max_wait);
+    if (timeout == 0 && (loop->nwatched == 0 ||
+                         loop->ran_since_poll < POLL_EVERY))
+        return 0;
+    if (timeout != 0) {
+        atomic_store(&loop->sleeping, 1);
+        if (atomic_load(&loop->posts))
+            timeout = 0;
+    }
+    int n = loop->backend->wait(loop, timeout);
+    atomic_store(&loop->sleeping, 0);
+    loop->ran_since_poll = 0;
+    loop->now_valid = false;
+    return n == -EINTR ? 0 : n;
+}
+
+static void timers_phase(cio_loop *loop)
+{
+    if (!loop->heap_len)
+        return;
+    double end = cio_loop_time(loop) + 1e-9; /* the clock's resolution */
+    while (loop->heap_len && loop->heap[0]->when <= end) {
+        cio__handle *h = loop->heap[0];
+        heap_remove(loop, h);
+        h->state = CIO__H_READY;
+        cio__list_push_back(&loop->ready, &h->link);
+    }
+}
+
+static void run_one(cio_loop *loop, cio_callback cb, void *arg)
+{
+    if (!loop->debug) {
+        cb(arg);
+        return;
+    }
+    double t0 = monotonic_now();
+    cb(arg);
+    double took = monotonic_now() - t0;
+    if (took >= loop->slow_callback_duration)
+        fprintf(stderr, "cio: warning: executing callback %p took %.3f "
+                        "seconds\n", (void *)(uintptr_t)cb, took);
+}
+
+/* Runs exactly the callbacks that were ready when the phase began; ones
+ * they schedule wait for the next iteration, as asyncio's do. */
+static int ready_phase(cio_loop *loop)
+{
+    int ran = 0;
+    cio__list_splice(&loop->batch, &loop->ready);
+    cio__list *n;
+    while ((n = cio__list_pop_front(&loop->batch))) {
+        cio__handle *h = cio__container_of(n, cio__handle, link);
+        cio_callback cb = h->cb;
+        void *arg = h->arg;
+        h->state = CIO__H_IDLE;
+        if (h->embedded == HANDLE_POOLED)
+            handle_put(loop, h);
+        else if (h->embedded == HANDLE_POSTED)
+            cio__free(h);
+        run_one(loop, cb, arg);
+        ran++;
+    }
+    loop->ran_since_poll += ran;
+    return ran;
+}
+
+static int iterate(cio_loop *loop, double max_wait)
+{
+    loop->now_valid = false;
+    int err = poll_phase(loop, max_wait);
+    if (err < 0)
+        return err;
+    take_posts(loop);
+    timers_phase(loop);
+    return ready_phase(loop);
+}
+
+/* Marks loop as running in this thread; -EBUSY if it or another loop
+ * already runs here. */
+static int enter(cio_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (loop->closed)
+        return -ESHUTDOWN;
+    if (loop->running || cio__running_loop)
+        return -EBUSY;
+    loop->running = true;
+    loop->owner = pthread_self();
+    cio__running_loop = loop;
+    return 0;
+}
+
+static void leave(cio_loop *loop)
+{
+    loop->running = false;
+    cio__running_loop = NULL;
+}
+
+int cio_loop_run_forever(cio_loop *loop)
+{
+    int err = enter(loop);
+    if (err)
+        return err;
+    for (;;) {
+        err = iterate(loop, -1);
+        if (err < 0 || loop->stopping)
+            break;
+    }
+    loop->stopping = false;
+    leave(loop);
+    return err < 0 ? err : 0;
+}
+
+int cio_loop_run_once(cio_loop *loop, double timeout)
+{
+    if (loop && isnan(timeout))
+        return -EINVAL;
+    int err = enter(loop);
+    if (err)
+        return err;
+    int ran = iterate(loop, timeout < 0 ? -1 : timeout);
+    loop->stopping = false;
+    leave(loop);
+    return ran;
+}
+
+int cio_loop_stop(cio_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    loop->stopping = true;
+    return 0;
+}
+
+int cio_loop_is_running(const cio_loop *loop) { return loop && loop->running; }
+int cio_loop_is_closed(const cio_loop *loop) { return loop && loop->closed; }
+cio_loop *cio_get_running_loop(void) { return cio__running_loop; }
+
+int cio_loop_set_debug(cio_loop *loop, int enabled)
+{
+    if (!loop)
+        return -EINVAL;
+    loop->debug = enabled != 0;
+    return 0;
+}
+
+int cio_loop_get_debug(const cio_loop *loop) { return loop && loop->debug; }
+
+/* ------------------------------------------------------ exception handler */
+
+void cio_loop_default_exception_handler(cio_loop *loop,
+                                        const cio_error_context *ctx)
+{
+    (void)loop;
+    fprintf(stderr, "cio: %s", ctx->message ? ctx->message : "error");
+    if (ctx->what)
+        fprintf(stderr, " (%s%s%s)", ctx->what, ctx->name ? " " : "",
+                ctx->name ? ctx->name : "");
+    if (ctx->error)
+        fprintf(stderr, ": %s", cio_strerror(ctx->error));
+    fputc('\n', stderr);
+}
+
+int cio_loop_set_exception_handler(cio_loop *loop,
+                                   cio_exception_handler handler, void *arg)
+{
+    if (!loop)
+        return -EINVAL;
+    loop->handler = handler;
+    loop->handler_arg = arg;
+    return 0;
+}
+
+int cio_loop_call_exception_handler(cio_loop *loop,
+                                    const cio_error_context *ctx)
+{
+    if (!loop || !ctx || !ctx->message)
+        return -EINVAL;
+    if (loop->handler)
+        loop->handler(loop, ctx, loop->handler_arg);
+    else
+        cio_loop_default_exception_handler(loop, ctx);
+    return 0;
+}
+
+void cio__report(cio_loop *loop, const char *message, int error,
+                 const char *what, const char *name, void *obj)
+{
+    cio_error_context ctx = {message, error, what, name, obj};
+    cio_loop_call_exception_handler(loop, &ctx);
+}
+
+/* ------------------------------------------------------ create and close */
+
+static const cio__backend *pick_backend(const char *name)
+{
+    if (!name)
+        name = getenv("CIO_BACKEND");
+    if (!name || !*name || strcmp(name, "epoll") == 0)
+        return &cio__backend_epoll;
+    if (strcmp(name, "poll") == 0)
+        return &cio__backend_poll;
+    return NULL;
+}
+
+static bool debug_from_env(void)
+{
+    const char *d = getenv("CIO_DEBUG");
+    return d && *d && strcmp(d, "0") != 0;
+}
+
+int cio_loop_new(cio_loop **out, const cio_loop_options *opts)
+{
+    static const cio_loop_options defaults;
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!opts)
+        opts = &defaults;
+    const cio__backend *backend = pick_backend(opts->backend);
+    if (!backend || opts->slow_callback_duration < 0)
+        return -EINVAL;
+    cio_loop *loop = cio__calloc(1, sizeof *loop);
+    if (!loop)
+        return -ENOMEM;
+    loop->backend = backend;
+    loop->debug = opts->debug > 0 || (opts->debug == 0 && debug_from_env());
+    loop->slow_callback_duration =
+        opts->slow_callback_duration > 0 ? opts->slow_callback_duration : 0.1;
+    cio__list_init(&loop->ready);
+    cio__list_init(&loop->batch);
+    cio__list_init(&loop->free_handles);
+    cio__list_init(&loop->tasks);
+    int err = loop->wakefd = cio__sys_eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (err < 0)
+        goto fail_loop;
+    err = backend->init(loop);
+    if (err)
+        goto fail_wakefd;
+    err = backend->watch(loop, loop->wakefd, 0, CIO__READ);
+    if (err)
+        goto fail_backend;
+    *out = loop;
+    return 0;
+fail_backend:
+    backend->fini(loop);
+fail_wakefd:
+    cio__sys_close(loop->wakefd);
+fail_loop:
+    cio__free(loop);
+    return err;
+}
+
+/* Drops every queued callback: pool handles go back to the pool, posted
+ * ones are freed, embedded ones are left to their owners (already torn
+ * down by now). */
+static void drop_handles(cio_loop *loop)
+{
+    take_posts(loop);
+    cio__list_splice(&loop->batch, &loop->ready);
+    cio__list *n;
+    while ((n = cio__list_pop_front(&loop->batch))) {
+        cio__handle *h = cio__container_of(n, cio__handle, link);
+        h->state = CIO__H_IDLE;
+        if (h->embedded == HANDLE_POOLED)
+            handle_put(loop, h);
+        else if (h->embedded == HANDLE_POSTED)
+            cio__free(h);
+    }
+    while (loop->heap_len) {
+        cio__handle *h = loop->heap[0];
+        cio__handle_unschedule(h);
+        if (h->embedded == HANDLE_POOLED)
+            handle_put(loop, h);
+    }
+}
+
+int cio_loop_close(cio_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (loop->running)
+        return -EBUSY;
+    if (loop->closed)
+        return 0;
+    cio__tasks_close(loop);
+    for (int fd = 0; fd < loop->watchers_cap; fd++)
+        if (loop->watchers[fd]) {
+            cio__handle_unschedule(&loop->watchers[fd]->io[0]);
+            cio__handle_unschedule(&loop->watchers[fd]->io[1]);
+            (void)loop->backend->watch(loop, fd, loop->watchers[fd]->events, 0);
+            free_watcher(loop, fd);
+        }
+    drop_handles(loop);
+    loop->backend->fini(loop);
+    cio__sys_close(loop->wakefd);
+    loop->closed = true;
+    return 0;
+}
+
+void cio_loop_free(cio_loop *loop)
+{
+    if (!loop)
+        return;
+    cio__assert(!loop->running);
+    cio_loop_close(loop);
+    while (loop->slabs) {
+        cio__slab *s = loop->slabs;
+        loop->slabs = s->next;
+        cio__free(s);
+    }
+    cio__free(loop->heap);
+    cio__free(loop->watchers);
+    cio__free(loop);
+}

@@ -1,0 +1,170 @@
+/* The one indirection under every allocation and system call, so a test
+ * can make the N-th one fail (SQLite's and neco's approach), and a count of
+ * live allocations, so a test can prove nothing leaked. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static atomic_long live_allocs;
+static atomic_uint fault_kinds; /* 0: disarmed (the fast path) */
+static atomic_long fault_countdown;
+static atomic_int fault_err;
+static atomic_int fault_hit;
+
+void cio__fault_arm(unsigned kinds, long nth, int err)
+{
+    atomic_store(&fault_hit, 0);
+    atomic_store(&fault_err, err > 0 ? err : -err);
+    atomic_store(&fault_countdown, nth);
+    atomic_store(&fault_kinds, kinds);
+}
+
+void cio__fault_disarm(void) { atomic_store(&fault_kinds, 0); }
+int cio__fault_fired(void) { return atomic_load(&fault_hit); }
+long cio__alloc_live(void) { return atomic_load(&live_allocs); }
+
+/* Returns 0 to go ahead, or the (negative) error this call must fail with. */
+int cio__fault_check(unsigned kind)
+{
+    if (cio__likely(!(atomic_load_explicit(&fault_kinds,
+                                           memory_order_relaxed) & kind)))
+        return 0;
+    if (atomic_fetch_sub(&fault_countdown, 1) != 1)
+        return 0;
+    atomic_store(&fault_kinds, 0);
+    atomic_store(&fault_hit, 1);
+    return kind == CIO__FAULT_ALLOC ? -ENOMEM : -atomic_load(&fault_err);
+}
+
+void *cio__malloc(size_t n)
+{
+    if (cio__fault_check(CIO__FAULT_ALLOC))
+        return NULL;
+    void *p = malloc(n ? n : 1);
+    if (p)
+        atomic_fetch_add_explicit(&live_allocs, 1, memory_order_relaxed);
+    return p;
+}
+
+void *cio__calloc(size_t n, size_t size)
+{
+    if (cio__fault_check(CIO__FAULT_ALLOC))
+        return NULL;
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (p)
+        atomic_fetch_add_explicit(&live_allocs, 1, memory_order_relaxed);
+    return p;
+}
+
+/* Like realloc, but on failure the old block stays valid and counted. */
+void *cio__realloc(void *p, size_t n)
+{
+    if (!p)
+        return cio__malloc(n);
+    if (cio__fault_check(CIO__FAULT_ALLOC))
+        return NULL;
+    return realloc(p, n ? n : 1);
+}
+
+char *cio__strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = cio__malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+void cio__free(void *p)
+{
+    if (!p)
+        return;
+    atomic_fetch_sub_explicit(&live_allocs, 1, memory_order_relaxed);
+    free(p);
+}
+
+/* Wraps a -1/errno call into a -errno return, after the fault check. */
+#define SYSCALL(expr)                                                          \
+    do {                                                                       \
+        int fault_ = cio__fault_check(CIO__FAULT_SYS);                         \
+        if (fault_)                                                            \
+            return fault_;                                                     \
+        long r_ = (long)(expr);                                                \
+        return r_ < 0 ? -errno : r_;                                           \
+    } while (0)
+
+int cio__sys_epoll_create1(int flags) { SYSCALL(epoll_create1(flags)); }
+int cio__sys_epoll_ctl(int epfd, int op, int fd, void *event)
+{
+    SYSCALL(epoll_ctl(epfd, op, fd, event));
+}
+int cio__sys_epoll_wait(int epfd, void *events, int max, int timeout_ms)
+{
+    SYSCALL(epoll_wait(epfd, events, max, timeout_ms));
+}
+int cio__sys_poll(void *fds, unsigned long n, int timeout_ms)
+{
+    SYSCALL(poll(fds, n, timeout_ms));
+}
+int cio__sys_eventfd(unsigned initval, int flags)
+{
+    SYSCALL(eventfd(initval, flags));
+}
+ssize_t cio__sys_read(int fd, void *buf, size_t n) { SYSCALL(read(fd, buf, n)); }
+ssize_t cio__sys_write(int fd, const void *buf, size_t n)
+{
+    SYSCALL(write(fd, buf, n));
+}
+int cio__sys_madvise(void *addr, size_t len, int advice)
+{
+    SYSCALL(madvise(addr, len, advice));
+}
+int cio__sys_mprotect(void *addr, size_t len, int prot)
+{
+    SYSCALL(mprotect(addr, len, prot));
+}
+int cio__sys_munmap(void *addr, size_t len) { SYSCALL(munmap(addr, len)); }
+
+/* close is never failed by injection: a failed close cannot be retried
+ * (the fd is gone either way), so there is no error path to test. */
+int cio__sys_close(int fd) { return close(fd) < 0 ? -errno : 0; }
+
+int cio__sys_fstat_mode(int fd, unsigned *mode)
+{
+    struct stat st;
+    int fault = cio__fault_check(CIO__FAULT_SYS);
+    if (fault)
+        return fault;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    *mode = st.st_mode;
+    return 0;
+}
+
+void *cio__sys_mmap(size_t len, int *err)
+{
+    *err = cio__fault_check(CIO__FAULT_SYS);
+    if (*err)
+        return NULL;
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+        *err = -errno;
+        return NULL;
+    }
+    return p;
+}
+
+_Noreturn void cio__assert_fail(const char *expr, const char *file, int line)
+{
+    fprintf(stderr, "cio: assertion failed: %s (%s:%d)\n", expr, file, line);
+    abort();
+}
