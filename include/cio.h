@@ -362,7 +362,7 @@ CIO_API int cio_shield(cio_future *fut, cio_future **out);
  * -ETIMEDOUT; cio_timeout_end() returns -ETIMEDOUT if this scope expired.
  * Scopes nest and must end in reverse order of their start. */
 typedef struct cio_timeout_scope {
-    void *priv[8];
+    void *priv[16]; /* opaque: the scope lives here, no allocation */
 } cio_timeout_scope;
 
 /* Opens a scope with a deadline `delay` seconds from now (< 0: none) or

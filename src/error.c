@@ -15,6 +15,13 @@ const char *cio_strerror(int err)
         return "limit overrun: separator not found within the buffer limit";
     case CIO_EBROKEN:
         return "broken barrier";
+    /* asyncio's meanings, where errno's text would mislead */
+    case -ECANCELED:
+        return "cancelled";
+    case -ETIMEDOUT:
+        return "timed out";
+    case -ESHUTDOWN:
+        return "shut down";
     }
     if (err < 0 && err > -4096) {
         /* strerror is not thread-safe in general, but glibc returns static

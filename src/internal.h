@@ -4,6 +4,7 @@
 #define CIO_INTERNAL_H
 
 #include "cio.h"
+#include "ctx.h"
 #include "list.h"
 
 #include <pthread.h>
@@ -164,7 +165,96 @@ CIO_HIDDEN void cio__report(cio_loop *loop, const char *message, int error,
 /* Loop checks shared by every scheduling entry point. */
 CIO_HIDDEN int cio__loop_check(cio_loop *loop);
 
+/* --------------------------------------------------------------- futures */
+enum { CIO__F_PENDING = 0, CIO__F_DONE, CIO__F_CANCELLED };
+enum { CIO__F_FUTURE = 0, CIO__F_TASK };
+
+/* Someone waiting for a future. A task parked in cio_await is woken
+ * directly (`task` set); anyone else gets `h` scheduled on completion.
+ * A waiter is linked in fut->waiters until the future completes or its
+ * owner detaches it. */
+typedef struct cio__waiter {
+    cio__list link;          /* in fut->waiters */
+    cio__handle h;           /* callbacks: scheduled on completion */
+    struct cio__task *task;  /* an awaiting task, or NULL */
+    cio_future *fut;         /* what it waits for */
+    void (*drop)(struct cio__waiter *w); /* frees it if fut dies pending */
+    bool ref_fut;            /* hold a reference on fut while scheduled */
+} cio__waiter;
+
+struct cio_future {
+    cio_loop *loop;
+    unsigned refs;
+    uint8_t state;           /* CIO__F_* */
+    uint8_t kind;            /* CIO__F_FUTURE or CIO__F_TASK */
+    bool retrieved;          /* its outcome was read: no "never retrieved" */
+    int status;              /* >= 0 result, < 0 error */
+    void *value;             /* borrowed, carried for the user */
+    cio__list waiters;       /* cio__waiter, in registration order */
+};
+
+CIO_HIDDEN void cio__future_init(cio_future *f, cio_loop *loop, int kind);
+/* Completes f and hands it to every waiter, in order. */
+CIO_HIDDEN void cio__future_complete(cio_future *f, int state, int status,
+                                     void *value);
+CIO_HIDDEN void cio__waiter_add(cio_future *f, cio__waiter *w);
+CIO_HIDDEN void cio__waiter_detach(cio__waiter *w);
+/* Adds a callback whose arg is released by `release` if f dies pending. */
+CIO_HIDDEN int cio__future_add_callback(cio_future *f, cio_done_callback cb,
+                                        void *arg, void (*release)(void *));
+
+/* ------------------------------------------------------------------ tasks
+ * Invariants: a task is on loop->tasks from creation until it finishes.
+ * While it waits it is `parked` and its wake handle is idle; cio__wake
+ * unparks it and schedules the wake handle, which resumes it. A task's
+ * interrupt hook runs when it is cancelled or a scope expires while it is
+ * parked; the hook must eventually wake it. */
+typedef struct cio__scope cio__scope;
+
+typedef struct cio__task {
+    cio_future fut;          /* first: a task is a future */
+    cio__fiber fiber;        /* its stack and saved registers */
+    cio_task_fn fn;
+    void *arg;
+    char *name;              /* owned; NULL: "Task-<id>" */
+    uint64_t id;
+    cio__list all;           /* in loop->tasks while unfinished */
+    cio__handle wake;        /* resumes it */
+    int wake_result;         /* what the waker said */
+    bool parked, started;
+    int cancel_requests;     /* asyncio's cancelling() */
+    int expired_scopes;      /* active timeout scopes past their deadline */
+    cio__scope *scope;       /* the innermost active timeout scope */
+    void (*interrupt)(struct cio__task *t, void *arg); /* while parked */
+    void *interrupt_arg;
+    void *result_value;      /* cio_task_set_value */
+    cio__waiter await;       /* cio_await's waiter */
+} cio__task;
+
+CIO_HIDDEN extern _Thread_local cio__task *cio__current;
+/* -ECANCELED if t has cancellation requests, else -ETIMEDOUT if one of its
+ * scopes expired, else 0: what every suspension point returns first. */
+CIO_HIDDEN int cio__interrupted(const cio__task *t);
+/* Parks the current task until cio__wake; returns the wake result.
+ * interrupt (NULL: just wake) runs if it is cancelled meanwhile. */
+CIO_HIDDEN int cio__park(void (*interrupt)(cio__task *t, void *arg),
+                         void *arg);
+/* Parks and returns cio__interrupted() if set, else the wake result. */
+CIO_HIDDEN int cio__park_checked(void (*interrupt)(cio__task *t, void *arg),
+                                 void *arg);
+CIO_HIDDEN void cio__wake(cio__task *t, int result);
+CIO_HIDDEN void cio__interrupt(cio__task *t);
+CIO_HIDDEN int cio__task_stack_info(char **lo, size_t *size, char *name,
+                                    size_t cap);
 /* Tasks hook into the loop's teardown. */
 CIO_HIDDEN void cio__tasks_close(cio_loop *loop);
+
+/* ------------------------------------------------------------------ stacks */
+CIO_HIDDEN extern bool cio__stack_force_mprotect;
+CIO_HIDDEN int cio__stack_get(cio_loop *loop, size_t size, char **lo);
+CIO_HIDDEN void cio__stack_put(cio_loop *loop, char *lo, size_t size);
+CIO_HIDDEN void cio__stack_pool_free(cio_loop *loop);
+CIO_HIDDEN size_t cio__stack_round(size_t size);
+CIO_HIDDEN void cio__stack_watch_overflow(void);
 
 #endif

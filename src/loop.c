@@ -786,6 +786,7 @@ void cio_loop_free(cio_loop *loop)
         return;
     cio__assert(!loop->running);
     cio_loop_close(loop);
+    cio__stack_pool_free(loop);
     while (loop->slabs) {
         cio__slab *s = loop->slabs;
         loop->slabs = s->next;

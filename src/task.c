@@ -1,4 +1,398 @@
-/* Tasks: placeholder until the coroutine layer lands. */
+/* Tasks: stackful coroutines on the loop. Every suspension in cio reduces
+ * to one small kernel (libdill's): park the current task with an interrupt
+ * hook, and wake it with a result. The loop's own stack is the scheduler:
+ * a task's wake handle, run as an ordinary ready callback, switches into
+ * the task; the task switches back when it parks or finishes.
+ */
+#define _GNU_SOURCE
 #include "internal.h"
 
-void cio__tasks_close(cio_loop *loop) { (void)loop; }
+#include <inttypes.h>
+#include <math.h>
+#include <string.h>
+
+enum { DEFAULT_STACK = 256 * 1024 };
+
+_Thread_local cio__task *cio__current;
+static _Thread_local cio__fiber scheduler; /* the thread's own stack */
+
+static cio__task *as_task(const cio_future *f)
+{
+    return f && f->kind == CIO__F_TASK ? (cio__task *)(uintptr_t)f : NULL;
+}
+
+/* ----------------------------------------------------------- the kernel */
+
+int cio__interrupted(const cio__task *t)
+{
+    if (t->cancel_requests > 0)
+        return -ECANCELED;
+    if (t->expired_scopes > 0)
+        return -ETIMEDOUT;
+    return 0;
+}
+
+void cio__wake(cio__task *t, int result)
+{
+    if (!t->parked)
+        return; /* already woken: the first result wins */
+    t->parked = false;
+    t->interrupt = NULL;
+    t->wake_result = result;
+    cio__handle_schedule(&t->wake);
+}
+
+void cio__interrupt(cio__task *t)
+{
+    if (!t->parked)
+        return; /* it will see the request at its next suspension point */
+    if (t->interrupt)
+        t->interrupt(t, t->interrupt_arg);
+    else
+        cio__wake(t, 0);
+}
+
+int cio__park(void (*interrupt)(cio__task *t, void *arg), void *arg)
+{
+    cio__task *t = cio__current;
+    t->parked = true;
+    t->interrupt = interrupt;
+    t->interrupt_arg = arg;
+    cio__fiber_switch(&t->fiber, &scheduler, 0);
+    return t->wake_result;
+}
+
+int cio__park_checked(void (*interrupt)(cio__task *t, void *arg), void *arg)
+{
+    int woke = cio__park(interrupt, arg);
+    int r = cio__interrupted(cio__current);
+    return r ? r : woke;
+}
+
+/* ------------------------------------------------------ running a task */
+
+static void finish(cio__task *t, int status)
+{
+    cio__list_unlink(&t->all);
+    t->fut.loop->ntasks--;
+    if (status == -ECANCELED)
+        cio__future_complete(&t->fut, CIO__F_CANCELLED, -ECANCELED, NULL);
+    else
+        cio__future_complete(&t->fut, CIO__F_DONE, status,
+                             status >= 0 ? t->result_value : NULL);
+}
+
+static void release_stack(cio__task *t)
+{
+    if (!t->fiber.stack_lo)
+        return;
+    cio__fiber_destroy(&t->fiber);
+    cio__stack_put(t->fut.loop, t->fiber.stack_lo, t->fiber.stack_size);
+    t->fiber.stack_lo = NULL;
+}
+
+/* The first frame on a task's stack. */
+static void task_entry(void *arg)
+{
+    cio__task *t = arg;
+    cio__fiber_arrived(NULL, &scheduler);
+    finish(t, t->fn(t->arg));
+    cio__fiber_switch(&t->fiber, &scheduler, 1);
+    cio__assert(!"a finished task was resumed");
+}
+
+/* The wake handle's callback, on the loop's stack: one step of the task. */
+static void task_step(void *arg)
+{
+    cio__task *t = arg;
+    if (!t->started) {
+        t->started = true;
+        if (t->cancel_requests > 0) { /* cancelled before it ran: never runs */
+            release_stack(t);
+            finish(t, -ECANCELED);
+            cio_future_unref(&t->fut); /* the loop's reference */
+            return;
+        }
+        cio__stack_watch_overflow();
+        cio__fiber_make(&t->fiber, task_entry, t);
+    }
+    cio__current = t;
+    cio__fiber_switch(&scheduler, &t->fiber, 0);
+    cio__current = NULL;
+    if (t->fut.state != CIO__F_PENDING) {
+        release_stack(t);
+        cio_future_unref(&t->fut);
+    }
+}
+
+/* ------------------------------------------------------------ the API */
+
+int cio_task_new(cio_loop *loop, cio_task_fn fn, void *arg,
+                 const cio_task_options *opts, cio_task **out)
+{
+    if (out)
+        *out = NULL;
+    if (!loop)
+        loop = cio__running_loop;
+    int err = cio__loop_check(loop);
+    if (err)
+        return err;
+    if (!fn)
+        return -EINVAL;
+    cio__task *t = cio__malloc(sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    memset(t, 0, sizeof *t);
+    cio__future_init(&t->fut, loop, CIO__F_TASK);
+    size_t size = cio__stack_round(opts && opts->stack_size ? opts->stack_size
+                                                            : DEFAULT_STACK);
+    err = cio__stack_get(loop, size, &t->fiber.stack_lo);
+    if (err)
+        goto fail;
+    t->fiber.stack_size = size;
+    if (opts && opts->name && !(t->name = cio__strdup(opts->name))) {
+        err = -ENOMEM;
+        goto fail_stack;
+    }
+    t->fn = fn;
+    t->arg = arg;
+    t->id = ++loop->task_counter;
+    cio__handle_init(&t->wake, loop, task_step, t);
+    cio__list_init(&t->await.link);
+    cio__list_push_back(&loop->tasks, &t->all);
+    loop->ntasks++;
+    t->parked = true; /* so that the first wake starts it */
+    cio__wake(t, 0);
+    if (out)
+        *out = cio_future_ref(&t->fut);
+    return 0;
+fail_stack:
+    cio__stack_put(loop, t->fiber.stack_lo, size);
+fail:
+    cio__free(t);
+    return err;
+}
+
+int cio_create_task(cio_task_fn fn, void *arg, cio_task **out)
+{
+    if (!cio__running_loop) {
+        if (out)
+            *out = NULL;
+        return -EINVAL;
+    }
+    return cio_task_new(cio__running_loop, fn, arg, NULL, out);
+}
+
+void cio__task_free(cio_future *f)
+{
+    cio__task *t = as_task(f);
+    release_stack(t);
+    cio__free(t->name);
+    cio__free(t);
+}
+
+cio_task *cio_current_task(void)
+{
+    return cio__current ? &cio__current->fut : NULL;
+}
+
+int cio_all_tasks(cio_loop *loop, cio_task **out, size_t cap)
+{
+    if (!loop)
+        loop = cio__running_loop;
+    if (!loop)
+        return -EINVAL;
+    size_t i = 0;
+    for (cio__list *n = loop->tasks.next; n != &loop->tasks; n = n->next) {
+        if (i < cap && out)
+            out[i] = &cio__container_of(n, cio__task, all)->fut;
+        i++;
+    }
+    return (int)i;
+}
+
+const char *cio_task_get_name(const cio_task *task)
+{
+    cio__task *t = as_task(task);
+    if (!t)
+        return NULL;
+    if (!t->name) { /* "Task-N", made on first use: spawning stays cheap */
+        char buf[32];
+        snprintf(buf, sizeof buf, "Task-%" PRIu64, t->id);
+        t->name = cio__strdup(buf);
+        if (!t->name)
+            return "Task";
+    }
+    return t->name;
+}
+
+int cio_task_set_name(cio_task *task, const char *name)
+{
+    cio__task *t = as_task(task);
+    if (!t || !name)
+        return -EINVAL;
+    char *copy = cio__strdup(name);
+    if (!copy)
+        return -ENOMEM;
+    cio__free(t->name);
+    t->name = copy;
+    return 0;
+}
+
+int cio_task_cancel(cio_task *task)
+{
+    cio__task *t = as_task(task);
+    if (!t)
+        return -EINVAL;
+    if (t->fut.state != CIO__F_PENDING)
+        return 0;
+    t->cancel_requests++;
+    cio__interrupt(t);
+    return 1;
+}
+
+int cio_task_cancelling(const cio_task *task)
+{
+    cio__task *t = as_task(task);
+    return t ? t->cancel_requests : -EINVAL;
+}
+
+int cio_task_uncancel(cio_task *task)
+{
+    cio__task *t = as_task(task);
+    if (!t)
+        return -EINVAL;
+    if (t->cancel_requests > 0)
+        t->cancel_requests--;
+    return t->cancel_requests;
+}
+
+int cio_task_set_value(void *value)
+{
+    if (!cio__current)
+        return -EINVAL;
+    cio__current->result_value = value;
+    return 0;
+}
+
+/* ----------------------------------------------------------- awaiting */
+
+/* Cancelling a task that awaits a future cancels the future (asyncio);
+ * the task stays parked until the future completes, which wakes it. */
+static void await_interrupt(cio__task *t, void *arg)
+{
+    (void)t;
+    cio_future_cancel(arg);
+}
+
+int cio_await(cio_future *f, void **value)
+{
+    cio__task *t = cio__current;
+    if (value)
+        *value = NULL;
+    if (!t || !f || f->loop != t->fut.loop)
+        return -EINVAL;
+    if (f == &t->fut)
+        return -EDEADLK;
+    int r = cio__interrupted(t);
+    if (r)
+        return r;
+    if (f->state == CIO__F_PENDING) {
+        cio_future_ref(f); /* it must outlive our look at its result */
+        t->await.task = t;
+        cio__waiter_add(f, &t->await);
+        r = cio__park_checked(await_interrupt, f);
+        cio__list_unlink(&t->await.link);
+        if (r == 0)
+            r = cio_future_result(f, value);
+        cio_future_unref(f);
+        return r;
+    }
+    return cio_future_result(f, value);
+}
+
+/* ------------------------------------------------------------ sleeping */
+
+static void sleep_done(void *arg) { cio__wake(arg, 0); }
+
+int cio_sleep(double seconds)
+{
+    cio__task *t = cio__current;
+    if (!t || !(seconds >= 0))
+        return -EINVAL;
+    int r = cio__interrupted(t);
+    if (r)
+        return r;
+    cio_loop *loop = t->fut.loop;
+    if (seconds == 0) { /* yield: to the back of the ready queue, awake */
+        cio__handle_schedule(&t->wake);
+        cio__fiber_switch(&t->fiber, &scheduler, 0);
+        return cio__interrupted(t);
+    }
+    cio__handle timer;
+    cio__handle_init(&timer, loop, sleep_done, t);
+    r = cio__handle_schedule_at(&timer, cio_loop_time(loop) + seconds);
+    if (r)
+        return r;
+    r = cio__park_checked(NULL, NULL);
+    cio__handle_unschedule(&timer);
+    return r;
+}
+
+/* ----------------------------------------------------------- teardown */
+
+int cio__task_stack_info(char **lo, size_t *size, char *name, size_t cap)
+{
+    cio__task *t = cio__current;
+    if (!t || !t->fiber.stack_lo)
+        return 0;
+    *lo = t->fiber.stack_lo;
+    *size = t->fiber.stack_size;
+    /* Called from a signal handler: no allocation, plain copying. */
+    size_t i = 0;
+    if (t->name) {
+        for (; t->name[i] && i + 1 < cap; i++)
+            name[i] = t->name[i];
+    } else {
+        char digits[24];
+        int k = 0;
+        uint64_t id = t->id;
+        do
+            digits[k++] = (char)('0' + id % 10);
+        while ((id /= 10) && k < 24);
+        for (const char *p = "Task-"; *p && i + 1 < cap; p++)
+            name[i++] = *p;
+        while (k && i + 1 < cap)
+            name[i++] = digits[--k];
+    }
+    name[i] = 0;
+    return 1;
+}
+
+/* The loop closes with tasks still pending: asyncio's "Task was destroyed
+ * but it is pending!". They cannot run any more; each is reported, marked
+ * cancelled (its holders see it done) and its stack reclaimed. */
+void cio__tasks_close(cio_loop *loop)
+{
+    cio__list *n;
+    while ((n = cio__list_pop_front(&loop->tasks))) {
+        cio__task *t = cio__container_of(n, cio__task, all);
+        cio__list_init(&t->all);
+        loop->ntasks--;
+        cio__report(loop, "Task was destroyed but it is pending!", 0, "task",
+                    cio_task_get_name(&t->fut), t);
+        cio__list_unlink(&t->await.link);
+        cio__handle_unschedule(&t->wake);
+        t->parked = false;
+        /* Its waiters belong to tasks that are going too: tell none. */
+        while ((n = cio__list_pop_front(&t->fut.waiters))) {
+            cio__waiter *w = cio__container_of(n, cio__waiter, link);
+            if (w->drop)
+                w->drop(w);
+        }
+        t->fut.state = CIO__F_CANCELLED;
+        t->fut.status = -ECANCELED;
+        release_stack(t);
+        cio_future_unref(&t->fut);
+    }
+}

@@ -1,0 +1,3 @@
+module cio.bench/go_tasks
+
+go 1.19

@@ -1,0 +1,642 @@
+/* The flow of many tasks: asyncio's high-level API. Everything here is
+ * built from the task kernel (park, wake, interrupt) and one helper that
+ * watches many futures at once (`multi`). */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* --------------------------------------------------------------- running */
+
+static void stop_loop(cio_future *f, void *arg)
+{
+    (void)f;
+    cio_loop_stop(arg);
+}
+
+int cio_loop_run_until_complete(cio_loop *loop, cio_future *fut)
+{
+    if (!loop || !fut || fut->loop != loop)
+        return -EINVAL;
+    int err = cio_future_add_done_callback(fut, stop_loop, loop);
+    if (err)
+        return err;
+    err = cio_loop_run_forever(loop);
+    cio_future_remove_done_callback(fut, stop_loop, loop);
+    if (err)
+        return err;
+    return cio_future_result(fut, NULL); /* -EAGAIN: stopped before done */
+}
+
+/* asyncio.run's _cancel_all_tasks: cancel what is left and let it finish;
+ * errors other than cancellation are reported, as asyncio does. */
+static void cancel_all_tasks(cio_loop *loop)
+{
+    for (cio__list *n = loop->tasks.next; n != &loop->tasks; n = n->next)
+        cio_task_cancel(&cio__container_of(n, cio__task, all)->fut);
+    while (loop->ntasks > 0)
+        if (cio_loop_run_once(loop, -1) < 0)
+            break;
+}
+
+int cio_run(cio_task_fn fn, void *arg)
+{
+    if (cio__running_loop)
+        return -EBUSY;
+    if (!fn)
+        return -EINVAL;
+    cio_loop *loop;
+    int err = cio_loop_new(&loop, NULL);
+    if (err)
+        return err;
+    cio_task *main_task;
+    err = cio_task_new(loop, fn, arg, &(cio_task_options){.name = "main"},
+                       &main_task);
+    if (err == 0) {
+        err = cio_loop_run_until_complete(loop, main_task);
+        cio_future_unref(main_task);
+        cancel_all_tasks(loop);
+    }
+    cio_loop_free(loop);
+    return err;
+}
+
+/* ---------------------------------------------------------- timeout scopes
+ * A scope's deadline is a timer; when it fires the scope is marked expired
+ * and the task interrupted, so its suspension points return -ETIMEDOUT
+ * until the scope ends (level-triggered, as cancellation). */
+struct cio__scope {
+    cio__handle timer;
+    cio__task *task;
+    cio__scope *parent;
+    double when; /* INFINITY: no deadline */
+    bool expired;
+};
+_Static_assert(sizeof(cio__scope) <= sizeof(cio_timeout_scope),
+               "cio_timeout_scope is too small for the real scope");
+
+static void scope_fire(void *arg)
+{
+    cio__scope *s = arg;
+    s->expired = true;
+    s->task->expired_scopes++;
+    cio__interrupt(s->task);
+}
+
+static int scope_arm(cio__scope *s, double when)
+{
+    cio__handle_unschedule(&s->timer);
+    s->when = when < 0 || isnan(when) ? INFINITY : when;
+    if (isinf(s->when))
+        return 0;
+    return cio__handle_schedule_at(&s->timer, s->when);
+}
+
+int cio_timeout_at(cio_timeout_scope *scope, double when)
+{
+    cio__task *t = cio__current;
+    if (!t || !scope)
+        return -EINVAL;
+    cio__scope *s = (cio__scope *)scope;
+    memset(s, 0, sizeof *s);
+    s->task = t;
+    cio__handle_init(&s->timer, t->fut.loop, scope_fire, s);
+    int err = scope_arm(s, when);
+    if (err)
+        return err;
+    s->parent = t->scope;
+    t->scope = s;
+    return 0;
+}
+
+int cio_timeout(cio_timeout_scope *scope, double delay)
+{
+    if (!cio__current || !scope)
+        return -EINVAL;
+    if (delay < 0 || isnan(delay))
+        return cio_timeout_at(scope, INFINITY);
+    return cio_timeout_at(scope, cio_loop_time(cio__current->fut.loop) + delay);
+}
+
+int cio_timeout_reschedule(cio_timeout_scope *scope, double when)
+{
+    cio__scope *s = (cio__scope *)scope;
+    if (!s || !s->task || s->expired)
+        return -EINVAL;
+    return scope_arm(s, when);
+}
+
+double cio_timeout_when(const cio_timeout_scope *scope)
+{
+    const cio__scope *s = (const cio__scope *)scope;
+    return s && s->task ? s->when : NAN;
+}
+
+int cio_timeout_expired(const cio_timeout_scope *scope)
+{
+    const cio__scope *s = (const cio__scope *)scope;
+    return s && s->expired;
+}
+
+int cio_timeout_end(cio_timeout_scope *scope)
+{
+    cio__scope *s = (cio__scope *)scope;
+    if (!s || !s->task || s->task != cio__current || s->task->scope != s)
+        return -EINVAL; /* not the innermost scope of this task */
+    cio__handle_unschedule(&s->timer);
+    s->task->scope = s->parent;
+    if (!s->expired)
+        return 0;
+    s->task->expired_scopes--;
+    return -ETIMEDOUT;
+}
+
+/* ------------------------------------------------------- many futures
+ * `multi` watches n futures for one parked task: a waiter per future,
+ * scheduled when that future completes, counts it and wakes the task when
+ * the condition holds. Completion order is kept for as_completed. */
+typedef struct multi multi;
+typedef struct node {
+    cio__waiter w;
+    multi *m;
+    size_t index;
+} node;
+
+struct multi {
+    cio__task *task;       /* parked, or NULL while it runs */
+    cio_future *const *futs;
+    size_t n, ndone;
+    node *nodes;
+    size_t *order;         /* indices in completion order */
+    bool first_done;       /* wake on the first completion */
+    bool on_error;         /* wake on the first error (cancel counts) */
+    bool on_exception;     /* wake on the first error (cancel does not) */
+    bool need_all;         /* interrupted: wait for every one */
+    bool failed;           /* an error or exception arrived */
+    bool timed_out;
+    cio__handle timer;
+};
+
+static bool multi_ready(const multi *m)
+{
+    if (m->ndone == m->n)
+        return true;
+    if (m->need_all)
+        return false;
+    return m->timed_out || (m->first_done && m->ndone > 0) || m->failed;
+}
+
+static void multi_count(multi *m, size_t i)
+{
+    cio_future *f = m->futs[i];
+    m->order[m->ndone++] = i;
+    if (f->state == CIO__F_CANCELLED ? m->on_error
+                                     : f->status < 0 &&
+                                           (m->on_error || m->on_exception))
+        m->failed = true;
+}
+
+static void node_fired(void *arg)
+{
+    node *nd = arg;
+    multi *m = nd->m;
+    multi_count(m, nd->index);
+    if (m->task && multi_ready(m))
+        cio__wake(m->task, 0);
+}
+
+static void multi_timeout(void *arg)
+{
+    multi *m = arg;
+    m->timed_out = true;
+    if (m->task && multi_ready(m))
+        cio__wake(m->task, 0);
+}
+
+/* Validates the futures and watches the pending ones. */
+static int multi_start(multi *m, cio__task *t, cio_future *const *futs,
+                       size_t n, double timeout)
+{
+    memset(m, 0, sizeof *m);
+    if (!futs || n == 0)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!futs[i] || futs[i]->loop != t->fut.loop || futs[i] == &t->fut)
+            return futs[i] == &t->fut ? -EDEADLK : -EINVAL;
+    m->futs = futs;
+    m->n = n;
+    m->nodes = cio__calloc(n, sizeof *m->nodes);
+    m->order = cio__calloc(n, sizeof *m->order);
+    if (!m->nodes || !m->order) {
+        cio__free(m->nodes);
+        cio__free(m->order);
+        return -ENOMEM;
+    }
+    cio__handle_init(&m->timer, t->fut.loop, multi_timeout, m);
+    if (timeout >= 0) {
+        int err = cio__handle_schedule_at(
+            &m->timer, cio_loop_time(t->fut.loop) + timeout);
+        if (err) {
+            cio__free(m->nodes);
+            cio__free(m->order);
+            return err;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        node *nd = &m->nodes[i];
+        nd->m = m;
+        nd->index = i;
+        cio__list_init(&nd->w.link);
+        cio__handle_init(&nd->w.h, t->fut.loop, node_fired, nd);
+        if (futs[i]->state != CIO__F_PENDING)
+            multi_count(m, i); /* done already: counted in argument order */
+        else
+            cio__waiter_add(futs[i], &nd->w);
+    }
+    return 0;
+}
+
+/* Parks until the condition holds; on interruption calls on_interrupt
+ * (which may set need_all and keep waiting). Returns the interruption. */
+static int multi_wait(multi *m, void (*on_interrupt)(cio__task *, void *))
+{
+    cio__task *t = cio__current;
+    int r = cio__interrupted(t);
+    if (r)
+        return r;
+    while (!multi_ready(m)) {
+        m->task = t;
+        cio__park(on_interrupt, m);
+        m->task = NULL;
+        r = cio__interrupted(t);
+        if (r && !m->need_all)
+            return r;
+    }
+    return r;
+}
+
+static void multi_end(multi *m)
+{
+    for (size_t i = 0; i < m->n; i++)
+        cio__waiter_detach(&m->nodes[i].w);
+    cio__handle_unschedule(&m->timer);
+    cio__free(m->nodes);
+    cio__free(m->order);
+}
+
+/* gather, wait_for's cousins: cancel every pending future, then keep
+ * waiting until all of them finished. */
+static void cancel_all_interrupt(cio__task *t, void *arg)
+{
+    multi *m = arg;
+    m->need_all = true;
+    for (size_t i = 0; i < m->n; i++)
+        cio_future_cancel(m->futs[i]);
+    if (multi_ready(m))
+        cio__wake(t, 0);
+}
+
+static void wake_interrupt(cio__task *t, void *arg)
+{
+    (void)arg;
+    cio__wake(t, 0);
+}
+
+int cio_gather(cio_future *const *futs, size_t n, int return_exceptions,
+               cio_result *results)
+{
+    cio__task *t = cio__current;
+    if (!t)
+        return -EINVAL;
+    multi m;
+    int r = multi_start(&m, t, futs, n, -1);
+    if (r)
+        return r;
+    m.on_error = !return_exceptions;
+    for (size_t i = 0; i < n && m.on_error; i++) /* errors before we came */
+        if (futs[i]->state != CIO__F_PENDING && futs[i]->status < 0)
+            m.failed = true;
+    r = multi_wait(&m, cancel_all_interrupt);
+    int first_error = 0;
+    for (size_t k = 0; k < m.ndone; k++) { /* in completion order */
+        int status = cio_future_result(futs[m.order[k]], NULL);
+        if (status < 0 && !first_error)
+            first_error = status;
+    }
+    if (results)
+        for (size_t i = 0; i < n; i++) {
+            results[i].value = NULL;
+            results[i].status = cio_future_result(futs[i], &results[i].value);
+        }
+    multi_end(&m);
+    if (r)
+        return r;
+    return return_exceptions ? 0 : first_error;
+}
+
+int cio_wait(cio_future *const *futs, size_t n, cio_wait_mode mode,
+             double timeout, cio_future **done, size_t *ndone,
+             cio_future **pending, size_t *npending)
+{
+    cio__task *t = cio__current;
+    if (!t || mode > CIO_FIRST_EXCEPTION || isnan(timeout))
+        return -EINVAL;
+    multi m;
+    int r = multi_start(&m, t, futs, n, timeout);
+    if (r)
+        return r;
+    m.first_done = mode == CIO_FIRST_COMPLETED;
+    m.on_exception = mode == CIO_FIRST_EXCEPTION;
+    for (size_t i = 0; i < n && m.on_exception; i++)
+        if (futs[i]->state == CIO__F_DONE && futs[i]->status < 0)
+            m.failed = true;
+    r = multi_wait(&m, wake_interrupt);
+    size_t nd = 0, np = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (futs[i]->state != CIO__F_PENDING) {
+            if (done)
+                done[nd] = futs[i];
+            nd++;
+        } else {
+            if (pending)
+                pending[np] = futs[i];
+            np++;
+        }
+    }
+    if (ndone)
+        *ndone = nd;
+    if (npending)
+        *npending = np;
+    multi_end(&m);
+    return r;
+}
+
+int cio_wait_for(cio_future *fut, double timeout, void **value)
+{
+    if (value)
+        *value = NULL;
+    if (!cio__current || !fut || isnan(timeout))
+        return -EINVAL;
+    if (timeout < 0)
+        return cio_await(fut, value);
+    cio__task *t = cio__current;
+    cio_timeout_scope scope;
+    int r = cio_timeout(&scope, timeout);
+    if (r)
+        return r;
+    cio_future_ref(fut);
+    r = cio_await(fut, value);
+    int expired = cio_timeout_end(&scope) == -ETIMEDOUT;
+    if (r == -ETIMEDOUT || (expired && r != -ECANCELED)) {
+        /* The deadline passed: fut was cancelled (an awaited future is
+         * cancelled with its awaiter) and has finished; as asyncio, a
+         * result it still produced is returned, a cancellation becomes
+         * -ETIMEDOUT. */
+        r = cio_future_done(fut) ? cio_future_result(fut, value) : -ETIMEDOUT;
+        if (r == -ECANCELED && !t->cancel_requests)
+            r = -ETIMEDOUT;
+    }
+    cio_future_unref(fut);
+    return r;
+}
+
+/* ------------------------------------------------------- as_completed */
+
+struct cio_as_completed {
+    multi m;
+    size_t returned;
+};
+
+int cio_as_completed_new(cio_future *const *futs, size_t n, double timeout,
+                         cio_as_completed **out)
+{
+    cio__task *t = cio__current;
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!t || isnan(timeout))
+        return -EINVAL;
+    cio_as_completed *it = cio__malloc(sizeof *it);
+    if (!it)
+        return -ENOMEM;
+    int r = multi_start(&it->m, t, futs, n, timeout);
+    if (r) {
+        cio__free(it);
+        return r;
+    }
+    it->m.first_done = true;
+    it->returned = 0;
+    *out = it;
+    return 0;
+}
+
+int cio_as_completed_next(cio_as_completed *it, cio_future **fut)
+{
+    cio__task *t = cio__current;
+    if (!it || !fut || !t)
+        return -EINVAL;
+    *fut = NULL;
+    if (it->returned == it->m.n)
+        return 0;
+    int r = cio__interrupted(t);
+    while (!r && it->returned == it->m.ndone && !it->m.timed_out) {
+        it->m.task = t;
+        r = cio__park_checked(wake_interrupt, NULL);
+        it->m.task = NULL;
+    }
+    if (r)
+        return r;
+    if (it->returned == it->m.ndone)
+        return -ETIMEDOUT;
+    *fut = it->m.futs[it->m.order[it->returned++]];
+    return 1;
+}
+
+void cio_as_completed_free(cio_as_completed *it)
+{
+    if (!it)
+        return;
+    multi_end(&it->m);
+    cio__free(it);
+}
+
+/* -------------------------------------------------------------- shield */
+
+static void shield_copy(cio_future *inner, void *arg)
+{
+    cio_future *outer = arg;
+    if (outer->state == CIO__F_PENDING) {
+        if (inner->state == CIO__F_CANCELLED)
+            cio_future_cancel(outer);
+        else
+            cio__future_complete(outer, CIO__F_DONE,
+                                 cio_future_result(inner, NULL), inner->value);
+    }
+    cio_future_unref(outer);
+}
+
+static void shield_release(void *arg) { cio_future_unref(arg); }
+
+int cio_shield(cio_future *fut, cio_future **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!fut)
+        return -EINVAL;
+    cio_future *outer;
+    int err = cio_future_new(fut->loop, &outer);
+    if (err)
+        return err;
+    err = cio__future_add_callback(fut, shield_copy, cio_future_ref(outer),
+                                   shield_release);
+    if (err) {
+        cio_future_unref(outer);
+        cio_future_unref(outer);
+        return err;
+    }
+    *out = outer;
+    return 0;
+}
+
+/* ---------------------------------------------------------- task groups
+ * asyncio.TaskGroup: the first child to fail (other than by cancellation)
+ * cancels the others, and the parent too while it has not reached join;
+ * join waits for every child, then takes back the parent's cancellations
+ * that the group made. */
+struct cio_task_group {
+    cio__task *parent;
+    cio_task **children;
+    size_t n, cap, running;
+    int first_error;
+    int parent_cancels;  /* cancellations the group gave the parent */
+    bool joining, joined, aborting;
+};
+
+int cio_task_group_new(cio_task_group **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!cio__current)
+        return -EINVAL;
+    cio_task_group *g = cio__calloc(1, sizeof *g);
+    if (!g)
+        return -ENOMEM;
+    g->parent = cio__current;
+    *out = g;
+    return 0;
+}
+
+static void group_abort(cio_task_group *g)
+{
+    if (g->aborting)
+        return;
+    g->aborting = true;
+    for (size_t i = 0; i < g->n; i++)
+        cio_task_cancel(g->children[i]);
+}
+
+static void child_done(cio_future *child, void *arg)
+{
+    cio_task_group *g = arg;
+    g->running--;
+    int status = child->state == CIO__F_CANCELLED ? -ECANCELED : child->status;
+    if (status < 0 && status != -ECANCELED) {
+        child->retrieved = true; /* the group reports it through join */
+        if (!g->first_error)
+            g->first_error = status;
+        group_abort(g);
+        if (!g->joining && g->parent->fut.state == CIO__F_PENDING) {
+            g->parent_cancels++;
+            cio_task_cancel(&g->parent->fut);
+        }
+    }
+    if (g->joining && g->running == 0)
+        cio__wake(g->parent, 0);
+}
+
+int cio_task_group_spawn(cio_task_group *g, cio_task_fn fn, void *arg,
+                         const cio_task_options *opts, cio_task **out)
+{
+    if (out)
+        *out = NULL;
+    if (!g || !fn)
+        return -EINVAL;
+    if (g->joined || g->aborting)
+        return -ESHUTDOWN;
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 8;
+        cio_task **c = cio__realloc(g->children, cap * sizeof *c);
+        if (!c)
+            return -ENOMEM;
+        g->children = c;
+        g->cap = cap;
+    }
+    cio_task *t;
+    int err = cio_task_new(g->parent->fut.loop, fn, arg, opts, &t);
+    if (err)
+        return err;
+    err = cio_future_add_done_callback(t, child_done, g);
+    if (err) {
+        cio_task_cancel(t);
+        cio_future_unref(t);
+        return err;
+    }
+    g->children[g->n++] = t;
+    g->running++;
+    if (out)
+        *out = t;
+    return 0;
+}
+
+/* The parent is cancelled from outside while joining: cancel the children
+ * and keep waiting for them. */
+static void join_interrupt(cio__task *t, void *arg)
+{
+    cio_task_group *g = arg;
+    group_abort(g);
+    if (g->running == 0)
+        cio__wake(t, 0);
+}
+
+int cio_task_group_join(cio_task_group *g)
+{
+    if (!g || cio__current != g->parent || g->joined)
+        return -EINVAL;
+    cio__task *t = g->parent;
+    g->joining = true;
+    if (cio__interrupted(t))
+        group_abort(g);
+    while (g->running > 0)
+        cio__park(join_interrupt, g);
+    g->joining = false;
+    g->joined = true;
+    for (; g->parent_cancels > 0; g->parent_cancels--)
+        cio_task_uncancel(&t->fut);
+    if (g->first_error)
+        return g->first_error;
+    return cio__interrupted(t);
+}
+
+size_t cio_task_group_size(const cio_task_group *g) { return g ? g->n : 0; }
+
+cio_task *cio_task_group_task(const cio_task_group *g, size_t i)
+{
+    return g && i < g->n ? g->children[i] : NULL;
+}
+
+void cio_task_group_free(cio_task_group *g)
+{
+    if (!g)
+        return;
+    if (!g->joined && cio__current == g->parent)
+        cio_task_group_join(g);
+    for (size_t i = 0; i < g->n; i++) {
+        cio_future_remove_done_callback(g->children[i], child_done, g);
+        cio_future_unref(g->children[i]);
+    }
+    cio__free(g->children);
+    cio__free(g);
+}
