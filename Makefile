@@ -5,6 +5,7 @@
 #   make demo                 the guided run of the examples
 #   make bench [B=name]       benchmarks against peers (never part of check)
 #   make install PREFIX=/usr/local
+#   BUILD_DIR=dir             build somewhere else (parallel work trees)
 
 ifeq ($(origin CC),default)
 CC = gcc
@@ -33,7 +34,8 @@ endif
 # Each configuration builds in its own directory, so they never mix.
 VARIANT := $(notdir $(CC))-$(CIO_CTX)$(if $(SAN),-$(subst $(comma),-,$(SAN)))$(if $(VALGRIND),-vg)
 comma := ,
-B_DIR := build/$(VARIANT)
+BUILD_DIR ?= build/$(VARIANT)
+B_DIR := $(BUILD_DIR)
 
 SRC := $(wildcard src/*.c)
 ASM := $(wildcard src/*.S)
