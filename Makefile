@@ -103,7 +103,7 @@ BENCH_SRC := $(wildcard bench/cio_*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=bench/build/%)
 bench/build/%: bench/%.c $(LIB_A)
 	@mkdir -p bench/build
-	$(CC) $(CFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) -Ibench $< $(LIB_A) -o $@ $(LDLIBS)
 
 bench: $(BENCH_BIN)
 	@bash bench/run.sh $(B)

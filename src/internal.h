@@ -117,6 +117,12 @@ typedef struct cio__watcher {
     unsigned events;   /* CIO__READ|CIO__WRITE as told to the backend */
 } cio__watcher;
 
+/* One call_soon_threadsafe request. */
+typedef struct cio__post {
+    cio_callback cb;
+    void *arg;
+} cio__post;
+
 typedef struct cio__slab cio__slab;
 typedef struct cio__stack_pool cio__stack_pool;
 
@@ -148,7 +154,13 @@ struct cio_loop {
     cio_exception_handler handler;
     void *handler_arg;
 
-    _Atomic(cio__handle *) posts; /* call_soon_threadsafe, newest first */
+    /* call_soon_threadsafe: posters append to `posted` under post_lock;
+     * each iteration swaps it with `torun` and runs that in order. */
+    pthread_mutex_t post_lock;
+    cio__post *posted, *torun;
+    size_t nposted, posted_cap, ntorun, torun_cap;
+    atomic_size_t post_count;    /* nposted, readable without the lock */
+    cio__handle post_batch;      /* runs `torun` from the ready queue */
     atomic_int sleeping;         /* in a blocking poll */
     atomic_int wake_sent;        /* an eventfd write is outstanding */
 
@@ -251,7 +263,9 @@ CIO_HIDDEN void cio__tasks_close(cio_loop *loop);
 
 /* ------------------------------------------------------------------ stacks */
 CIO_HIDDEN extern bool cio__stack_force_mprotect;
-CIO_HIDDEN int cio__stack_get(cio_loop *loop, size_t size, char **lo);
+CIO_HIDDEN int cio__stack_reserve(cio_loop *loop, size_t size);
+CIO_HIDDEN void cio__stack_unreserve(cio_loop *loop, size_t size);
+CIO_HIDDEN int cio__stack_take(cio_loop *loop, size_t size, char **lo);
 CIO_HIDDEN void cio__stack_put(cio_loop *loop, char *lo, size_t size);
 CIO_HIDDEN void cio__stack_pool_free(cio_loop *loop);
 CIO_HIDDEN size_t cio__stack_round(size_t size);

@@ -25,8 +25,7 @@ enum {
     SLAB_HANDLES = 64,
     POLL_EVERY = 64,           /* callbacks between polls while busy */
     HANDLE_POOLED = 0,         /* cio__handle.embedded values */
-    HANDLE_EMBEDDED = 1,
-    HANDLE_POSTED = 2          /* malloc'd by a poster, freed after it ran */
+    HANDLE_EMBEDDED = 1
 };
 
 struct cio__slab {
@@ -281,10 +280,16 @@ int cio_handle_cancel(cio_handle handle)
 }
 
 /* ---------------------------------------------------- threadsafe posting
- * Posters push onto a lock-free stack and write the eventfd only when the
- * loop sleeps in the kernel and no wake-up is outstanding, so a busy loop
- * takes posts without any system call. `sleeping` is set before the loop
- * re-checks the stack, and posters read it after pushing: with sequential
+ * Posters append (cb, arg) to a vector under a mutex, libuv's way: no
+ * allocation per post once the vector has grown. Each iteration the loop
+ * swaps the vector out and schedules one embedded handle that runs the
+ * batch in order: the same order as if each post had been appended to the
+ * ready queue, as asyncio does.
+ *
+ * A poster writes the eventfd only when the loop sleeps in the kernel and
+ * no wake-up is outstanding, so a busy loop takes posts without a system
+ * call. The loop sets `sleeping` before re-checking post_count, and a
+ * poster sets post_count before reading `sleeping`: with sequential
  * consistency one of the two always sees the other, so no post is missed.
  */
 
@@ -292,44 +297,60 @@ int cio_call_soon_threadsafe(cio_loop *loop, cio_callback cb, void *arg)
 {
     if (!loop || !cb)
         return -EINVAL;
-    if (loop->closed)
-        return -ESHUTDOWN;
-    cio__handle *h = cio__malloc(sizeof *h);
-    if (!h)
-        return -ENOMEM;
-    cio__handle_init(h, loop, cb, arg);
-    h->embedded = HANDLE_POSTED;
-    cio__handle *head = atomic_load(&loop->posts);
-    do {
-        h->link.next = (cio__list *)head;
-    } while (!atomic_compare_exchange_weak(&loop->posts, &head, h));
-    if (atomic_load(&loop->sleeping) && !atomic_exchange(&loop->wake_sent, 1)) {
+    pthread_mutex_lock(&loop->post_lock);
+    int err = loop->closed ? -ESHUTDOWN : 0;
+    if (!err && loop->nposted == loop->posted_cap) {
+        size_t cap = loop->posted_cap ? loop->posted_cap * 2 : 64;
+        cio__post *p = cio__realloc(loop->posted, cap * sizeof *p);
+        if (p) {
+            loop->posted = p;
+            loop->posted_cap = cap;
+        } else {
+            err = -ENOMEM;
+        }
+    }
+    if (!err) {
+        loop->posted[loop->nposted++] = (cio__post){cb, arg};
+        atomic_store(&loop->post_count, loop->nposted);
+    }
+    pthread_mutex_unlock(&loop->post_lock);
+    if (!err && atomic_load(&loop->sleeping) &&
+        !atomic_exchange(&loop->wake_sent, 1)) {
         uint64_t one = 1;
         /* EAGAIN (counter full) still leaves the fd readable. */
         (void)cio__sys_write(loop->wakefd, &one, sizeof one);
     }
-    return 0;
+    return err;
 }
 
-/* Moves posted handles to the ready queue, oldest first. */
+static void run_one(cio_loop *loop, cio_callback cb, void *arg);
+
+static void run_posts(void *arg)
+{
+    cio_loop *loop = arg;
+    for (size_t i = 0; i < loop->ntorun; i++)
+        run_one(loop, loop->torun[i].cb, loop->torun[i].arg);
+    loop->ntorun = 0;
+}
+
+/* Takes what other threads posted since the last iteration. */
 static void take_posts(cio_loop *loop)
 {
-    if (!atomic_load_explicit(&loop->posts, memory_order_relaxed))
+    if (!atomic_load_explicit(&loop->post_count, memory_order_relaxed) ||
+        loop->ntorun)
         return;
-    cio__handle *h = atomic_exchange(&loop->posts, NULL);
-    cio__handle *oldest_first = NULL;
-    while (h) {
-        cio__handle *next = (cio__handle *)h->link.next;
-        h->link.next = (cio__list *)oldest_first;
-        oldest_first = h;
-        h = next;
-    }
-    while (oldest_first) {
-        h = oldest_first;
-        oldest_first = (cio__handle *)h->link.next;
-        h->state = CIO__H_READY;
-        cio__list_push_back(&loop->ready, &h->link);
-    }
+    pthread_mutex_lock(&loop->post_lock);
+    cio__post *p = loop->torun;
+    size_t cap = loop->torun_cap;
+    loop->torun = loop->posted;
+    loop->torun_cap = loop->posted_cap;
+    loop->ntorun = loop->nposted;
+    loop->posted = p;
+    loop->posted_cap = cap;
+    loop->nposted = 0;
+    atomic_store(&loop->post_count, 0);
+    pthread_mutex_unlock(&loop->post_lock);
+    cio__handle_schedule(&loop->post_batch);
 }
 
 /* ---------------------------------------------------------- fd watchers */
@@ -485,7 +506,7 @@ static int poll_phase(cio_loop *loop, double max_wait)
         return 0;
     if (timeout != 0) {
         atomic_store(&loop->sleeping, 1);
-        if (atomic_load(&loop->posts))
+        if (atomic_load(&loop->post_count))
             timeout = 0;
     }
     int n = loop->backend->wait(loop, timeout);
@@ -536,8 +557,6 @@ static int ready_phase(cio_loop *loop)
         h->state = CIO__H_IDLE;
         if (h->embedded == HANDLE_POOLED)
             handle_put(loop, h);
-        else if (h->embedded == HANDLE_POSTED)
-            cio__free(h);
         run_one(loop, cb, arg);
         ran++;
     }
@@ -713,6 +732,8 @@ int cio_loop_new(cio_loop **out, const cio_loop_options *opts)
     cio__list_init(&loop->batch);
     cio__list_init(&loop->free_handles);
     cio__list_init(&loop->tasks);
+    cio__handle_init(&loop->post_batch, loop, run_posts, loop);
+    pthread_mutex_init(&loop->post_lock, NULL);
     int err = loop->wakefd = cio__sys_eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (err < 0)
         goto fail_loop;
@@ -729,16 +750,21 @@ fail_backend:
 fail_wakefd:
     cio__sys_close(loop->wakefd);
 fail_loop:
+    pthread_mutex_destroy(&loop->post_lock);
     cio__free(loop);
     return err;
 }
 
-/* Drops every queued callback: pool handles go back to the pool, posted
- * ones are freed, embedded ones are left to their owners (already torn
- * down by now). */
+/* Drops every queued callback: pool handles go back to the pool, embedded
+ * ones are left to their owners (already torn down by now), posts that
+ * never ran are forgotten. */
 static void drop_handles(cio_loop *loop)
 {
-    take_posts(loop);
+    pthread_mutex_lock(&loop->post_lock);
+    loop->closed = true; /* from here posters get -ESHUTDOWN */
+    loop->nposted = loop->ntorun = 0;
+    atomic_store(&loop->post_count, 0);
+    pthread_mutex_unlock(&loop->post_lock);
     cio__list_splice(&loop->batch, &loop->ready);
     cio__list *n;
     while ((n = cio__list_pop_front(&loop->batch))) {
@@ -746,8 +772,6 @@ static void drop_handles(cio_loop *loop)
         h->state = CIO__H_IDLE;
         if (h->embedded == HANDLE_POOLED)
             handle_put(loop, h);
-        else if (h->embedded == HANDLE_POSTED)
-            cio__free(h);
     }
     while (loop->heap_len) {
         cio__handle *h = loop->heap[0];
@@ -794,5 +818,8 @@ void cio_loop_free(cio_loop *loop)
     }
     cio__free(loop->heap);
     cio__free(loop->watchers);
+    cio__free(loop->posted);
+    cio__free(loop->torun);
+    pthread_mutex_destroy(&loop->post_lock);
     cio__free(loop);
 }

@@ -24,7 +24,7 @@
 #define MADV_GUARD_INSTALL 102
 #endif
 
-enum { REGION_STACKS = 64, MAX_CLASSES = 8 };
+enum { REGION_STACKS = 256, MAX_CLASSES = 8 };
 
 bool cio__stack_force_mprotect; /* tests: behave as on an older kernel */
 
@@ -33,14 +33,21 @@ typedef struct region {
     char *base;
     size_t len;
     size_t stride;             /* guard + stack */
-    unsigned carved;           /* stacks handed out so far */
+    unsigned carved;           /* slots handed out so far */
     unsigned vg_ids[REGION_STACKS];
 } region;
 
+/* Stacks of one size. A spawned task reserves a stack; it takes one only
+ * when it first runs, the most recently used first (its pages are warm),
+ * so a million spawned tasks that run one after another share one stack.
+ * available = nhot + ncold + uncarved slots, always >= reserved. */
 typedef struct size_class {
     size_t size;               /* usable bytes */
-    void *free;                /* free stacks, linked through their tops */
-    region *regions;
+    void *hot;                 /* used stacks, linked through their tops */
+    void *cold;                /* guarded, never used (mprotect mode) */
+    size_t nhot, ncold, uncarved, reserved;
+    region *regions, **tail;   /* in creation order */
+    region *cur;               /* the first with uncarved slots */
 } size_class;
 
 struct cio__stack_pool {
@@ -64,8 +71,30 @@ static void **top_link(char *lo, size_t size)
     return (void **)(lo + size - sizeof(void *));
 }
 
-static size_class *find_class(cio__stack_pool *pool, size_t size)
+static void push(void **list, size_t *count, char *lo, size_t size)
 {
+    void **link = top_link(lo, size);
+    *link = *list;
+    *list = link;
+    (*count)++;
+}
+
+static char *pop(void **list, size_t *count, size_t size)
+{
+    char *top = *list;
+    *list = *(void **)top;
+    (*count)--;
+    return top + sizeof(void *) - size;
+}
+
+static size_class *find_class(cio_loop *loop, size_t size)
+{
+    cio__stack_pool *pool = loop->stacks;
+    if (!pool) {
+        pool = loop->stacks = cio__calloc(1, sizeof *pool);
+        if (!pool)
+            return NULL;
+    }
     for (int i = 0; i < pool->nclasses; i++)
         if (pool->classes[i].size == size)
             return &pool->classes[i];
@@ -85,7 +114,13 @@ static int install_guard(cio__stack_pool *pool, char *guard)
             return err;
         pool->mprotect_guards = true; /* an older kernel */
     }
-    return cio__sys_mprotect(guard, page_size(), PROT_NONE);
+    int err = cio__sys_mprotect(guard, page_size(), PROT_NONE);
+    return err == -EAGAIN ? -ENOMEM : err; /* out of maps: ENOMEM */
+}
+
+static bool mprotect_mode(const cio__stack_pool *pool)
+{
+    return pool->mprotect_guards || cio__stack_force_mprotect;
 }
 
 static int new_region(size_class *c)
@@ -102,53 +137,95 @@ static int new_region(size_class *c)
         return err;
     }
     r->carved = 0;
-    r->next = c->regions;
-    c->regions = r;
+    r->next = NULL;
+    if (!c->regions)
+        c->tail = &c->regions;
+    *c->tail = r;
+    c->tail = &r->next;
+    if (!c->cur)
+        c->cur = r;
+    c->uncarved += REGION_STACKS;
     return 0;
 }
 
-/* Takes a stack of `size` usable bytes (a multiple of the page size). */
-int cio__stack_get(cio_loop *loop, size_t size, char **lo)
+/* Takes the next uncarved slot and guards it. */
+static int carve(cio__stack_pool *pool, size_class *c, char **lo)
 {
-    cio__stack_pool *pool = loop->stacks;
-    if (!pool) {
-        pool = loop->stacks = cio__calloc(1, sizeof *pool);
-        if (!pool)
-            return -ENOMEM;
-    }
-    size_class *c = find_class(pool, size);
-    if (!c)
-        return -ENOMEM;
-    if (c->free) {
-        char *top = c->free;
-        c->free = *(void **)top;
-        *lo = top + sizeof(void *) - size;
-        return 0;
-    }
-    if (!c->regions || c->regions->carved == REGION_STACKS) {
-        int err = new_region(c);
-        if (err)
-            return err;
-    }
-    region *r = c->regions;
+    region *r = c->cur;
+    cio__assert(c->uncarved > 0 && r && r->carved < REGION_STACKS);
     char *guard = r->base + r->carved * r->stride;
     int err = install_guard(pool, guard);
     if (err)
-        return err == -EAGAIN ? -ENOMEM : err;
+        return err;
     r->vg_ids[r->carved] =
         cio__valgrind_stack_register(guard + page_size(), guard + r->stride);
-    r->carved++;
+    if (++r->carved == REGION_STACKS)
+        c->cur = r->next;
+    c->uncarved--;
     *lo = guard + page_size();
+    return 0;
+}
+
+/* At spawn: makes sure a stack of `size` will be there at the first run.
+ * Address space is reserved now; with mprotect guards (which cost memory
+ * maps, the scarce resource) the guard is installed now too, so running
+ * out is an error of the spawn call. */
+int cio__stack_reserve(cio_loop *loop, size_t size)
+{
+    size_class *c = find_class(loop, size);
+    if (!c)
+        return -ENOMEM;
+    if (c->nhot + c->ncold + c->uncarved <= c->reserved) {
+        /* Every slot is spoken for: a new region, unless mprotect mode
+         * can still carve (and guard) one of the slots it holds. */
+        if (!c->uncarved || !mprotect_mode(loop->stacks)) {
+            int err = new_region(c);
+            if (err)
+                return err;
+        }
+        if (mprotect_mode(loop->stacks)) {
+            char *lo;
+            int err = carve(loop->stacks, c, &lo);
+            if (err)
+                return err;
+            push(&c->cold, &c->ncold, lo, size);
+        }
+    }
+    c->reserved++;
+    return 0;
+}
+
+void cio__stack_unreserve(cio_loop *loop, size_t size)
+{
+    size_class *c = find_class(loop, size);
+    cio__assert(c && c->reserved > 0);
+    c->reserved--;
+}
+
+/* At the first run: a reserved stack, the warmest there is. Fails only if
+ * a guard cannot be installed (the kernel is out of memory). */
+int cio__stack_take(cio_loop *loop, size_t size, char **lo)
+{
+    size_class *c = find_class(loop, size);
+    cio__assert(c && c->reserved > 0);
+    if (c->nhot)
+        *lo = pop(&c->hot, &c->nhot, size);
+    else if (c->ncold)
+        *lo = pop(&c->cold, &c->ncold, size);
+    else {
+        int err = carve(loop->stacks, c, lo);
+        if (err)
+            return err;
+    }
+    c->reserved--;
     return 0;
 }
 
 void cio__stack_put(cio_loop *loop, char *lo, size_t size)
 {
-    size_class *c = find_class(loop->stacks, size);
+    size_class *c = find_class(loop, size);
     cio__assert(c);
-    void **link = top_link(lo, size);
-    *link = c->free;
-    c->free = link;
+    push(&c->hot, &c->nhot, lo, size);
 }
 
 void cio__stack_pool_free(cio_loop *loop)

@@ -82,13 +82,17 @@ static void finish(cio__task *t, int status)
                              status >= 0 ? t->result_value : NULL);
 }
 
+/* Gives back the task's stack, or its reservation if it never ran. */
 static void release_stack(cio__task *t)
 {
-    if (!t->fiber.stack_lo)
-        return;
-    cio__fiber_destroy(&t->fiber);
-    cio__stack_put(t->fut.loop, t->fiber.stack_lo, t->fiber.stack_size);
-    t->fiber.stack_lo = NULL;
+    if (t->fiber.stack_lo) {
+        cio__fiber_destroy(&t->fiber);
+        cio__stack_put(t->fut.loop, t->fiber.stack_lo, t->fiber.stack_size);
+        t->fiber.stack_lo = NULL;
+    } else if (t->fiber.stack_size) {
+        cio__stack_unreserve(t->fut.loop, t->fiber.stack_size);
+    }
+    t->fiber.stack_size = 0;
 }
 
 /* The first frame on a task's stack. */
@@ -107,9 +111,14 @@ static void task_step(void *arg)
     cio__task *t = arg;
     if (!t->started) {
         t->started = true;
-        if (t->cancel_requests > 0) { /* cancelled before it ran: never runs */
+        /* Cancelled before it ran: it never runs, as in asyncio. */
+        int err = t->cancel_requests > 0 ? -ECANCELED : 0;
+        if (!err)
+            err = cio__stack_take(t->fut.loop, t->fiber.stack_size,
+                                  &t->fiber.stack_lo);
+        if (err) {
             release_stack(t);
-            finish(t, -ECANCELED);
+            finish(t, err);
             cio_future_unref(&t->fut); /* the loop's reference */
             return;
         }
@@ -146,7 +155,7 @@ int cio_task_new(cio_loop *loop, cio_task_fn fn, void *arg,
     cio__future_init(&t->fut, loop, CIO__F_TASK);
     size_t size = cio__stack_round(opts && opts->stack_size ? opts->stack_size
                                                             : DEFAULT_STACK);
-    err = cio__stack_get(loop, size, &t->fiber.stack_lo);
+    err = cio__stack_reserve(loop, size); /* taken when it first runs */
     if (err)
         goto fail;
     t->fiber.stack_size = size;
@@ -167,7 +176,7 @@ int cio_task_new(cio_loop *loop, cio_task_fn fn, void *arg,
         *out = cio_future_ref(&t->fut);
     return 0;
 fail_stack:
-    cio__stack_put(loop, t->fiber.stack_lo, size);
+    cio__stack_unreserve(loop, size);
 fail:
     cio__free(t);
     return err;
