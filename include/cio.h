@@ -397,6 +397,273 @@ CIO_API cio_task *cio_task_group_task(const cio_task_group *group, size_t i);
 /* Frees the group (joining first if the parent did not). */
 CIO_API void cio_task_group_free(cio_task_group *group);
 
+/* -------------------------------------------------------------- threads
+ * Blocking code runs in other threads; results come back to the loop.
+ * A cio_cfuture is asyncio's concurrent.futures.Future: a result any
+ * thread can wait for. An executor is a pool of worker threads, started
+ * lazily up to its maximum; idle workers exit after a few seconds.
+ */
+typedef struct cio_cfuture cio_cfuture;
+typedef struct cio_executor cio_executor;
+/* Work for a thread: returns a status (>= 0) or an error (< 0). */
+typedef int (*cio_work_fn)(void *arg);
+
+/* Waits up to timeout seconds (< 0: forever) for the result, from any
+ * thread but a loop's own (it would block the loop). Returns the status,
+ * the error, -ECANCELED, or -ETIMEDOUT (still pending). */
+CIO_API int cio_cfuture_result(cio_cfuture *fut, double timeout);
+/* Cancels: work not started never runs; a coroutine's task is cancelled.
+ * Returns 1 if it was pending, 0 if it was done or already running. */
+CIO_API int cio_cfuture_cancel(cio_cfuture *fut);
+CIO_API int cio_cfuture_done(cio_cfuture *fut);      /* 1 or 0 */
+CIO_API int cio_cfuture_cancelled(cio_cfuture *fut); /* 1 or 0 */
+/* Drops the caller's reference (NULL ok); any thread. */
+CIO_API void cio_cfuture_unref(cio_cfuture *fut);
+
+/* Creates a thread pool of at most max_workers threads (<= 0: asyncio's
+ * min(32, CPUs + 4)). *ex is the caller's until cio_executor_free().
+ * Returns 0, -EINVAL, -ENOMEM. */
+CIO_API int cio_executor_new(cio_executor **ex, int max_workers);
+
+/* Runs fn(arg) in a worker; *fut (may be NULL) gets a reference the
+ * caller must drop. Any thread. Returns 0, -ESHUTDOWN, -ENOMEM, -EAGAIN
+ * (no thread could be started). */
+CIO_API int cio_executor_submit(cio_executor *ex, cio_work_fn fn, void *arg,
+                                cio_cfuture **fut);
+
+/* Stops accepting work. cancel_futures: queued work is cancelled, not run.
+ * wait: returns once every worker has finished. Returns 0 or -EINVAL. */
+CIO_API int cio_executor_shutdown(cio_executor *ex, int wait,
+                                  int cancel_futures);
+
+/* Shuts down (waiting) and frees. NULL is a no-op. */
+CIO_API void cio_executor_free(cio_executor *ex);
+
+/* Makes ex the loop's default executor; the loop owns it from then on and
+ * shuts it down when it closes (a previous default is shut down, waiting,
+ * and freed). Returns 0, -EINVAL, -ESHUTDOWN. */
+CIO_API int cio_loop_set_default_executor(cio_loop *loop, cio_executor *ex);
+
+/* asyncio's loop.run_in_executor: runs fn(arg) in ex (NULL: the loop's
+ * default executor, created on first use). *fut (the caller's reference)
+ * completes on the loop's thread with fn's status. Cancelling *fut does
+ * not stop a running thread: its result is then dropped. Loop thread only.
+ * Returns 0, -EINVAL, -ESHUTDOWN, -ENOMEM, -EAGAIN. */
+CIO_API int cio_run_in_executor(cio_loop *loop, cio_executor *ex,
+                                cio_work_fn fn, void *arg, cio_future **fut);
+
+/* asyncio.to_thread: from a task, runs fn(arg) in the default executor
+ * and awaits it. Returns fn's status, or as cio_await. */
+CIO_API int cio_to_thread(cio_work_fn fn, void *arg);
+
+/* From any other thread: starts fn(arg) as a task on loop (run by another
+ * thread). *fut (the caller's reference) completes with the task's status;
+ * cancelling it cancels the task. Returns 0, -EINVAL, -ESHUTDOWN, -ENOMEM. */
+CIO_API int cio_run_coroutine_threadsafe(cio_loop *loop, cio_task_fn fn,
+                                         void *arg, cio_cfuture **fut);
+
+/* ------------------------------------------------------------------ sync
+ * asyncio's synchronization primitives, for the tasks of one loop (not for
+ * threads). Every call that may wait is a suspension point like any other:
+ * a task that is cancelled, or whose timeout scope has expired, gets
+ * -ECANCELED / -ETIMEDOUT from it at once or while it waits, and outside a
+ * task it returns -EINVAL. Waiters are served in FIFO order.
+ *
+ * Nothing is lost to cancellation. A release hands the lock (a unit, a
+ * notification) straight to the first waiter; if that waiter is cancelled
+ * before it runs, it passes what it was handed on to the next waiter and
+ * returns -ECANCELED. So no waiter starves and no lock stays held by
+ * nobody, however wait, cancel and timeouts interleave.
+ *
+ * The primitives live in the caller's memory (a struct member, a static,
+ * a task's stack): that is where they are wanted, and it makes them free
+ * of allocation, so nothing can fail and nothing needs freeing. The types
+ * are opaque blobs. Lock, event and condition start from their _INIT
+ * initialiser (all zero) or _init; semaphore and barrier from _init. There
+ * is no _fini: the memory must stay valid while a task waits on it, and is
+ * plain memory again once none does. Every function returns -EINVAL for a
+ * NULL object.
+ */
+typedef struct cio_lock {
+    void *priv[4]; /* opaque */
+} cio_lock;
+#define CIO_LOCK_INIT {{0}}
+
+/* Initialises an unlocked lock in the caller's memory. Returns 0. */
+CIO_API int cio_lock_init(cio_lock *lock);
+/* Waits until the lock is free and takes it. Returns 0, or -ECANCELED /
+ * -ETIMEDOUT without it. A release hands the lock straight to the first
+ * waiter, so locked() stays 1 and newcomers queue behind (asyncio's
+ * fairness: they also queue behind a woken waiter). */
+CIO_API int cio_lock_acquire(cio_lock *lock);
+/* Releases the lock; any task or callback may (a lock has no owner).
+ * Returns 0, or -EINVAL if it was not locked (asyncio's RuntimeError). */
+CIO_API int cio_lock_release(cio_lock *lock);
+CIO_API int cio_lock_locked(const cio_lock *lock); /* 1 or 0 */
+
+/* An event: a flag tasks can wait for. */
+typedef struct cio_event {
+    void *priv[4]; /* opaque */
+} cio_event;
+#define CIO_EVENT_INIT {{0}}
+
+/* Initialises a cleared event in the caller's memory. Returns 0. */
+CIO_API int cio_event_init(cio_event *ev);
+/* Sets the flag and wakes every waiter. Returns 0. */
+CIO_API int cio_event_set(cio_event *ev);
+/* Clears the flag; waiters already woken still return 0. Returns 0. */
+CIO_API int cio_event_clear(cio_event *ev);
+CIO_API int cio_event_is_set(const cio_event *ev); /* 1 or 0 */
+/* Waits until the flag is set (returns at once if it is). Returns 0,
+ * -ECANCELED, -ETIMEDOUT. */
+CIO_API int cio_event_wait(cio_event *ev);
+
+/* A condition variable: a lock and a queue of tasks waiting for a notify.
+ * Several conditions may share one lock. */
+typedef struct cio_condition {
+    void *priv[8]; /* opaque */
+} cio_condition;
+#define CIO_CONDITION_INIT {{0}} /* with a lock of its own */
+
+/* Initialises a condition on lock (the caller's; it must outlive the
+ * condition), or on a lock of its own if lock is NULL. Returns 0. */
+CIO_API int cio_condition_init(cio_condition *cond, cio_lock *lock);
+/* The condition's lock: as cio_lock_acquire / _release / _locked. */
+CIO_API int cio_condition_acquire(cio_condition *cond);
+CIO_API int cio_condition_release(cio_condition *cond);
+CIO_API int cio_condition_locked(const cio_condition *cond);
+/* Releases the lock, waits to be notified, and takes the lock again before
+ * returning, even when cancelled or timed out (as asyncio: the caller
+ * always holds the lock afterwards). Returns 0, -ECANCELED / -ETIMEDOUT
+ * (lock held; a notification it had received goes to the next waiter), or
+ * -EPERM if the lock is not locked (it cannot tell by whom: as asyncio,
+ * cio only checks that it is locked). */
+CIO_API int cio_condition_wait(cio_condition *cond);
+/* A predicate for wait_for: non-zero when the awaited state holds. */
+typedef int (*cio_predicate)(void *arg);
+/* Waits until pred(arg) is true, calling it (lock held) first and after
+ * every wake-up. Returns 0 (lock held), or as cio_condition_wait. */
+CIO_API int cio_condition_wait_for(cio_condition *cond, cio_predicate pred,
+                                   void *arg);
+/* Wakes up to n waiters, oldest first; they return once they get the lock
+ * back, so release it. Returns how many, or -EPERM if not locked. */
+CIO_API int cio_condition_notify(cio_condition *cond, int n);
+/* Wakes every waiter. Returns how many, or -EPERM if not locked. */
+CIO_API int cio_condition_notify_all(cio_condition *cond);
+
+/* A semaphore: a counter of units; acquire takes one, release gives one. */
+typedef struct cio_semaphore {
+    void *priv[4]; /* opaque */
+} cio_semaphore;
+
+/* Initialises a semaphore with `value` units (>= 0). Returns 0, -EINVAL. */
+CIO_API int cio_semaphore_init(cio_semaphore *sem, int value);
+/* The same, bounded: releasing it above `value` units is an error. */
+CIO_API int cio_bounded_semaphore_init(cio_semaphore *sem, int value);
+/* Takes a unit, waiting while there is none. Returns 0, or -ECANCELED /
+ * -ETIMEDOUT without one. */
+CIO_API int cio_semaphore_acquire(cio_semaphore *sem);
+/* Gives a unit back (straight to the first waiter, if any). Returns 0,
+ * -EINVAL (a bounded semaphore released too often: asyncio's ValueError),
+ * -EOVERFLOW (INT_MAX units). */
+CIO_API int cio_semaphore_release(cio_semaphore *sem);
+CIO_API int cio_semaphore_locked(const cio_semaphore *sem); /* 1: would wait */
+
+/* A barrier: `parties` tasks wait until all of them have arrived. */
+typedef struct cio_barrier {
+    void *priv[4]; /* opaque */
+} cio_barrier;
+
+/* Initialises a barrier for `parties` (>= 1) tasks. Returns 0, -EINVAL. */
+CIO_API int cio_barrier_init(cio_barrier *b, int parties);
+/* Waits until `parties` tasks wait, then all go on; while they leave,
+ * newcomers wait for the next round. Returns this task's arrival index
+ * (0 .. parties-1), CIO_EBROKEN (aborted or reset while waiting, or
+ * broken), -ECANCELED / -ETIMEDOUT (it leaves; as asyncio, the barrier is
+ * not broken). */
+CIO_API int cio_barrier_wait(cio_barrier *b);
+/* Back to empty; tasks waiting get CIO_EBROKEN. Does not wait (asyncio's
+ * is a coroutine only to take an internal lock). Returns 0. */
+CIO_API int cio_barrier_reset(cio_barrier *b);
+/* Breaks the barrier: waiters, and all later ones until a reset, get
+ * CIO_EBROKEN. Does not wait. Returns 0. */
+CIO_API int cio_barrier_abort(cio_barrier *b);
+CIO_API int cio_barrier_parties(const cio_barrier *b);   /* as initialised */
+CIO_API int cio_barrier_n_waiting(const cio_barrier *b); /* while filling */
+CIO_API int cio_barrier_broken(const cio_barrier *b);    /* 1 or 0 */
+
+/* ----------------------------------------------------------------- queue
+ * asyncio's queues, for the tasks of one loop: FIFO, priority (smallest
+ * first, by a comparison function) and LIFO. Items are fixed-size values,
+ * copied in and out; the size is chosen at creation. A queue of pointers
+ * is a queue of sizeof(void *) items; what they point to stays the
+ * caller's. A queue is library memory (_new / _free): a bounded one
+ * allocates its maxsize * item_size bytes at creation and never again, an
+ * unbounded one (maxsize 0) grows as needed.
+ *
+ * Waiting getters and putters are served in FIFO order. An item put while
+ * getters wait is promised to the first of them, and a slot freed while
+ * putters wait to the first of them: newcomers never take what a woken
+ * waiter was promised. A waiter cancelled (or timed out) before it ran
+ * passes its promise on to the next one: no item is lost, a putter that
+ * returns an error inserted nothing, nobody starves. qsize() does not count
+ * items promised to woken getters and full() counts slots promised to
+ * woken putters, so empty() / full() say exactly whether get_nowait /
+ * put_nowait would succeed.
+ */
+typedef struct cio_queue cio_queue;
+/* Orders a priority queue: < 0 if a comes out before b. Items comparing
+ * equal come out in insertion order (asyncio's heapq promises none). */
+typedef int (*cio_queue_cmp)(const void *a, const void *b, void *arg);
+
+/* Creates a FIFO queue of item_size-byte items, at most maxsize of them
+ * (0: unbounded). *q is the caller's until cio_queue_free(). Returns 0,
+ * -EINVAL (item_size 0), -ENOMEM. */
+CIO_API int cio_queue_new(cio_queue **q, size_t item_size, size_t maxsize);
+/* The same, smallest first by cmp(a, b, arg); arg is borrowed for the
+ * queue's life. */
+CIO_API int cio_priority_queue_new(cio_queue **q, size_t item_size,
+                                   size_t maxsize, cio_queue_cmp cmp,
+                                   void *arg);
+/* The same, newest first. */
+CIO_API int cio_lifo_queue_new(cio_queue **q, size_t item_size,
+                               size_t maxsize);
+/* Frees q; NULL is a no-op. Tasks still waiting on it are woken with
+ * -ESHUTDOWN (as by shutdown(immediate), and join too); the memory goes
+ * once the last of them has returned. */
+CIO_API void cio_queue_free(cio_queue *q);
+
+/* Copies item_size bytes from item into the queue, waiting while it is
+ * full. Returns 0, -ESHUTDOWN, -ECANCELED / -ETIMEDOUT (nothing inserted),
+ * -ENOMEM (an unbounded queue could not grow). */
+CIO_API int cio_queue_put(cio_queue *q, const void *item);
+/* Moves the next item into item (item_size bytes; NULL drops it), waiting
+ * while there is none. Returns 0, -ESHUTDOWN (shut down and empty, or shut
+ * down immediately), -ECANCELED / -ETIMEDOUT (nothing taken). */
+CIO_API int cio_queue_get(cio_queue *q, void *item);
+/* put without waiting, from anywhere (callbacks too). Returns 0, -EAGAIN
+ * (full: asyncio's QueueFull), -ESHUTDOWN, -ENOMEM. */
+CIO_API int cio_queue_put_nowait(cio_queue *q, const void *item);
+/* get without waiting, from anywhere. Returns 0, -EAGAIN (empty:
+ * QueueEmpty), -ESHUTDOWN. */
+CIO_API int cio_queue_get_nowait(cio_queue *q, void *item);
+CIO_API size_t cio_queue_qsize(const cio_queue *q);   /* items get can take */
+CIO_API size_t cio_queue_maxsize(const cio_queue *q); /* 0: unbounded */
+CIO_API int cio_queue_empty(const cio_queue *q);      /* 1 or 0 */
+CIO_API int cio_queue_full(const cio_queue *q);       /* 1 or 0 */
+/* Tells the queue an item got earlier is dealt with (for join). Returns 0,
+ * or -EINVAL if called more times than items were put (ValueError). */
+CIO_API int cio_queue_task_done(cio_queue *q);
+/* Waits until every item put has been got and task_done. Returns 0,
+ * -ECANCELED, -ETIMEDOUT, -ESHUTDOWN (the queue was freed). */
+CIO_API int cio_queue_join(cio_queue *q);
+/* Shuts the queue down (Python 3.13): put returns -ESHUTDOWN from now on,
+ * get once the queue is empty; waiting putters wake with -ESHUTDOWN, and
+ * waiting getters once it is empty. immediate: the items are dropped now,
+ * each counting as task_done (which may release join), and get returns
+ * -ESHUTDOWN at once. Returns 0. */
+CIO_API int cio_queue_shutdown(cio_queue *q, int immediate);
+
 #ifdef __cplusplus
 }
 #endif

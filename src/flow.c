@@ -57,6 +57,10 @@ int cio_run(cio_task_fn fn, void *arg)
         err = cio_loop_run_until_complete(loop, main_task);
         cio_future_unref(main_task);
         cancel_all_tasks(loop);
+        /* asyncio's shutdown_default_executor, with its 300 s timeout;
+         * results posted meanwhile are delivered by one more iteration. */
+        cio__executor_shutdown_default(loop, 300);
+        cio_loop_run_once(loop, 0);
     }
     cio_loop_free(loop);
     return err;
@@ -473,7 +477,6 @@ static void shield_copy(cio_future *inner, void *arg)
             cio__future_complete(outer, CIO__F_DONE,
                                  cio_future_result(inner, NULL), inner->value);
     }
-    cio_future_unref(outer);
 }
 
 static void shield_release(void *arg) { cio_future_unref(arg); }

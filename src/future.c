@@ -12,7 +12,7 @@ typedef struct done_cb {
     cio__waiter w;
     cio_done_callback cb;
     void *arg;
-    void (*release)(void *arg); /* drops arg if it never runs */
+    void (*release)(void *arg); /* drops arg once: ran, removed or dropped */
 } done_cb;
 
 void cio__future_init(cio_future *f, cio_loop *loop, int kind)
@@ -177,6 +177,8 @@ static void run_done_cb(void *arg)
     done_cb *d = arg;
     cio_future *f = d->w.fut;
     d->cb(f, d->arg);
+    if (d->release)
+        d->release(d->arg);
     cio__free(d);
     cio_future_unref(f); /* taken when it was scheduled */
 }
@@ -237,6 +239,8 @@ int cio_future_remove_done_callback(cio_future *f, cio_done_callback cb,
             done_cb *d = cio__container_of(w, done_cb, w);
             if (d->cb == cb && d->arg == arg) {
                 cio__list_unlink(n);
+                if (d->release)
+                    d->release(d->arg);
                 cio__free(d);
                 removed++;
             }

@@ -45,6 +45,8 @@ CIO_HIDDEN ssize_t cio__sys_read(int fd, void *buf, size_t n);
 CIO_HIDDEN ssize_t cio__sys_write(int fd, const void *buf, size_t n);
 CIO_HIDDEN int cio__sys_close(int fd);
 CIO_HIDDEN int cio__sys_fstat_mode(int fd, unsigned *mode);
+CIO_HIDDEN int cio__sys_thread_create(pthread_t *t, void *(*fn)(void *),
+                                      void *arg);
 CIO_HIDDEN void *cio__sys_mmap(size_t len, int *err);
 CIO_HIDDEN int cio__sys_munmap(void *addr, size_t len);
 CIO_HIDDEN int cio__sys_madvise(void *addr, size_t len, int advice);
@@ -117,11 +119,20 @@ typedef struct cio__watcher {
     unsigned events;   /* CIO__READ|CIO__WRITE as told to the backend */
 } cio__watcher;
 
-/* One call_soon_threadsafe request. */
+/* One call_soon_threadsafe request; drop (may be NULL) frees arg if the
+ * loop closes before cb ran. */
 typedef struct cio__post {
-    cio_callback cb;
+    cio_callback cb, drop;
     void *arg;
 } cio__post;
+
+/* run_in_executor's link between a worker and the loop (executor.c),
+ * listed in loop->bridges under post_lock while its work is in flight. */
+typedef struct cio__bridge {
+    cio__list link;
+    bool orphaned;           /* the loop closed first */
+    atomic_int refs;         /* the loop's and the worker's */
+} cio__bridge;
 
 typedef struct cio__slab cio__slab;
 typedef struct cio__stack_pool cio__stack_pool;
@@ -163,6 +174,8 @@ struct cio_loop {
     cio__handle post_batch;      /* runs `torun` from the ready queue */
     atomic_int sleeping;         /* in a blocking poll */
     atomic_int wake_sent;        /* an eventfd write is outstanding */
+    cio__list bridges;           /* cio__bridge in flight, under post_lock */
+    struct cio_executor *default_executor; /* owned; NULL until first use */
 
     /* tasks (task.c) */
     cio__list tasks;             /* every unfinished task */
@@ -176,6 +189,16 @@ CIO_HIDDEN void cio__report(cio_loop *loop, const char *message, int error,
                             const char *what, const char *name, void *obj);
 /* Loop checks shared by every scheduling entry point. */
 CIO_HIDDEN int cio__loop_check(cio_loop *loop);
+/* Threadsafe posting in two halves: append with post_lock held (returns
+ * -ESHUTDOWN once closed, -ENOMEM), then wake the loop after unlocking. */
+CIO_HIDDEN int cio__post_locked(cio_loop *loop, cio_callback cb,
+                                cio_callback drop, void *arg);
+CIO_HIDDEN void cio__post_wake(cio_loop *loop);
+/* The executor's part of closing a loop: its default executor. */
+CIO_HIDDEN void cio__executor_loop_close(cio_loop *loop);
+CIO_HIDDEN void cio__executor_shutdown_default(cio_loop *loop, double timeout);
+CIO_HIDDEN extern double cio__executor_idle_timeout;
+CIO_HIDDEN void cio__bridge_orphaned(cio__bridge *b); /* loop thread */
 
 /* --------------------------------------------------------------- futures */
 enum { CIO__F_PENDING = 0, CIO__F_DONE, CIO__F_CANCELLED };
@@ -211,7 +234,8 @@ CIO_HIDDEN void cio__future_complete(cio_future *f, int state, int status,
                                      void *value);
 CIO_HIDDEN void cio__waiter_add(cio_future *f, cio__waiter *w);
 CIO_HIDDEN void cio__waiter_detach(cio__waiter *w);
-/* Adds a callback whose arg is released by `release` if f dies pending. */
+/* Adds a callback whose arg is released by `release` exactly once: after
+ * it ran, when it is removed, or when f dies pending. */
 CIO_HIDDEN int cio__future_add_callback(cio_future *f, cio_done_callback cb,
                                         void *arg, void (*release)(void *));
 
@@ -270,5 +294,40 @@ CIO_HIDDEN void cio__stack_put(cio_loop *loop, char *lo, size_t size);
 CIO_HIDDEN void cio__stack_pool_free(cio_loop *loop);
 CIO_HIDDEN size_t cio__stack_round(size_t size);
 CIO_HIDDEN void cio__stack_watch_overflow(void);
+
+/* ======================================================= sync and queue
+ * (issue 4: sync.c, queue.c) A wait queue parks tasks in FIFO order, each
+ * on a cio__wait node that lives on the parked task's own stack for the
+ * length of the wait. All-zero is an empty queue, so primitives embedding
+ * one can be initialised with {0}. Whoever wakes a node unlinks it first:
+ * a woken task is on no wait queue. */
+typedef struct cio__waitq cio__waitq;
+typedef struct cio__wait {
+    struct cio__wait *next, *prev;
+    cio__waitq *q;           /* the queue it is on; NULL once unlinked */
+    cio__task *task;         /* the parked task */
+} cio__wait;
+
+struct cio__waitq {
+    cio__wait *head, *tail;  /* oldest first; both NULL when empty */
+};
+
+/* The wake result that hands something over (the lock, a unit, an item's
+ * reservation, a notification); an interrupted waiter wakes with 0. */
+enum { CIO__HANDED = 1 };
+
+static inline bool cio__waitq_empty(const cio__waitq *q) { return !q->head; }
+
+/* Parks the current task at the back of q until a waker hands it a result
+ * (returned). Interruptible: cancellation or an expired scope unlinks it
+ * and wakes it with 0 (the caller reads cio__interrupted). Otherwise it
+ * stays parked through both. -EINVAL: tasks of another loop wait on q. */
+CIO_HIDDEN int cio__waitq_park(cio__waitq *q, bool interruptible);
+/* Unlinks the oldest waiter and wakes it with result; returns 0 if q was
+ * empty, else 1. */
+CIO_HIDDEN int cio__waitq_wake_one(cio__waitq *q, int result);
+/* Wakes every waiter, oldest first; returns how many. */
+CIO_HIDDEN size_t cio__waitq_wake_all(cio__waitq *q, int result);
+/* ================================================== end sync and queue */
 
 #endif

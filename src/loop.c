@@ -293,33 +293,42 @@ int cio_handle_cancel(cio_handle handle)
  * consistency one of the two always sees the other, so no post is missed.
  */
 
+int cio__post_locked(cio_loop *loop, cio_callback cb, cio_callback drop,
+                     void *arg)
+{
+    if (loop->closed)
+        return -ESHUTDOWN;
+    if (loop->nposted == loop->posted_cap) {
+        size_t cap = loop->posted_cap ? loop->posted_cap * 2 : 64;
+        cio__post *p = cio__realloc(loop->posted, cap * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        loop->posted = p;
+        loop->posted_cap = cap;
+    }
+    loop->posted[loop->nposted++] = (cio__post){cb, drop, arg};
+    atomic_store(&loop->post_count, loop->nposted);
+    return 0;
+}
+
+void cio__post_wake(cio_loop *loop)
+{
+    if (atomic_load(&loop->sleeping) && !atomic_exchange(&loop->wake_sent, 1)) {
+        uint64_t one = 1;
+        /* EAGAIN (counter full) still leaves the fd readable. */
+        (void)cio__sys_write(loop->wakefd, &one, sizeof one);
+    }
+}
+
 int cio_call_soon_threadsafe(cio_loop *loop, cio_callback cb, void *arg)
 {
     if (!loop || !cb)
         return -EINVAL;
     pthread_mutex_lock(&loop->post_lock);
-    int err = loop->closed ? -ESHUTDOWN : 0;
-    if (!err && loop->nposted == loop->posted_cap) {
-        size_t cap = loop->posted_cap ? loop->posted_cap * 2 : 64;
-        cio__post *p = cio__realloc(loop->posted, cap * sizeof *p);
-        if (p) {
-            loop->posted = p;
-            loop->posted_cap = cap;
-        } else {
-            err = -ENOMEM;
-        }
-    }
-    if (!err) {
-        loop->posted[loop->nposted++] = (cio__post){cb, arg};
-        atomic_store(&loop->post_count, loop->nposted);
-    }
+    int err = cio__post_locked(loop, cb, NULL, arg);
     pthread_mutex_unlock(&loop->post_lock);
-    if (!err && atomic_load(&loop->sleeping) &&
-        !atomic_exchange(&loop->wake_sent, 1)) {
-        uint64_t one = 1;
-        /* EAGAIN (counter full) still leaves the fd readable. */
-        (void)cio__sys_write(loop->wakefd, &one, sizeof one);
-    }
+    if (!err)
+        cio__post_wake(loop);
     return err;
 }
 
@@ -732,6 +741,7 @@ int cio_loop_new(cio_loop **out, const cio_loop_options *opts)
     cio__list_init(&loop->batch);
     cio__list_init(&loop->free_handles);
     cio__list_init(&loop->tasks);
+    cio__list_init(&loop->bridges);
     cio__handle_init(&loop->post_batch, loop, run_posts, loop);
     pthread_mutex_init(&loop->post_lock, NULL);
     int err = loop->wakefd = cio__sys_eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -755,16 +765,37 @@ fail_loop:
     return err;
 }
 
-/* Drops every queued callback: pool handles go back to the pool, embedded
- * ones are left to their owners (already torn down by now), posts that
- * never ran are forgotten. */
-static void drop_handles(cio_loop *loop)
+/* Closes the door to other threads: from here posters get -ESHUTDOWN.
+ * Posts that never ran are dropped, and work in flight in executors is
+ * orphaned: its worker frees what it shares with us when it finishes. */
+static void close_posts(cio_loop *loop)
 {
+    cio__list orphans;
+    cio__list_init(&orphans);
     pthread_mutex_lock(&loop->post_lock);
-    loop->closed = true; /* from here posters get -ESHUTDOWN */
+    loop->closed = true;
+    for (cio__list *n = loop->bridges.next; n != &loop->bridges; n = n->next)
+        cio__container_of(n, cio__bridge, link)->orphaned = true;
+    cio__list_splice(&orphans, &loop->bridges);
+    pthread_mutex_unlock(&loop->post_lock);
+    /* Nobody appends now; the lock is not needed to read them. */
+    cio__list *n;
+    while ((n = cio__list_pop_front(&orphans)))
+        cio__bridge_orphaned(cio__container_of(n, cio__bridge, link));
+    for (size_t i = 0; i < loop->ntorun; i++)
+        if (loop->torun[i].drop)
+            loop->torun[i].drop(loop->torun[i].arg);
+    for (size_t i = 0; i < loop->nposted; i++)
+        if (loop->posted[i].drop)
+            loop->posted[i].drop(loop->posted[i].arg);
     loop->nposted = loop->ntorun = 0;
     atomic_store(&loop->post_count, 0);
-    pthread_mutex_unlock(&loop->post_lock);
+}
+
+/* Drops every queued callback: pool handles go back to the pool, embedded
+ * ones are left to their owners (already torn down by now). */
+static void drop_handles(cio_loop *loop)
+{
     cio__list_splice(&loop->batch, &loop->ready);
     cio__list *n;
     while ((n = cio__list_pop_front(&loop->batch))) {
@@ -789,6 +820,7 @@ int cio_loop_close(cio_loop *loop)
         return -EBUSY;
     if (loop->closed)
         return 0;
+    cio__executor_loop_close(loop); /* its workers may still post to us */
     cio__tasks_close(loop);
     for (int fd = 0; fd < loop->watchers_cap; fd++)
         if (loop->watchers[fd]) {
@@ -797,10 +829,10 @@ int cio_loop_close(cio_loop *loop)
             (void)loop->backend->watch(loop, fd, loop->watchers[fd]->events, 0);
             free_watcher(loop, fd);
         }
+    close_posts(loop);
     drop_handles(loop);
     loop->backend->fini(loop);
     cio__sys_close(loop->wakefd);
-    loop->closed = true;
     return 0;
 }
 

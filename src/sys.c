@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -147,6 +148,21 @@ int cio__sys_fstat_mode(int fd, unsigned *mode)
         return -errno;
     *mode = st.st_mode;
     return 0;
+}
+
+/* Starts a thread with every signal blocked: signals belong to the
+ * loop's thread, never to cio's workers. */
+int cio__sys_thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    int fault = cio__fault_check(CIO__FAULT_SYS);
+    if (fault)
+        return fault;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return -err;
 }
 
 void *cio__sys_mmap(size_t len, int *err)
