@@ -126,8 +126,6 @@ int cio_cfuture_cancel(cio_cfuture *f)
         pthread_mutex_unlock(&f->loop->post_lock);
         if (err)
             cio_cfuture_unref(f);
-        else
-            cio__post_wake(f->loop);
     }
     return 1;
 }
@@ -531,9 +529,7 @@ static void bridge_done(cio_cfuture *cf, void *arg)
             cio__list_unlink(&br->b.link);
     }
     pthread_mutex_unlock(&loop->post_lock);
-    if (err == 0)
-        cio__post_wake(loop);
-    else if (br->b.orphaned)
+    if (err && br->b.orphaned)
         bridge_unref(br);
     /* -ENOMEM on a live loop: the bridge stays listed and is orphaned when
      * the loop closes; its future is never completed. */
@@ -631,6 +627,15 @@ static void coro_finished(cio_future *task, void *arg)
     cio_future_unref(task);
 }
 
+/* Releases coro_finished's reference; if the loop closed before the task
+ * finished, the callback never ran: its waiters learn it was cancelled. */
+static void coro_release(void *arg)
+{
+    cio_cfuture *cf = arg;
+    cfuture_move(cf, -1, CF_CANCELLED, -ECANCELED);
+    cio_cfuture_unref(cf);
+}
+
 static void coro_begin(void *arg)
 {
     coro_start *cs = arg;
@@ -640,7 +645,7 @@ static void coro_begin(void *arg)
         int err = cio_task_new(cf->loop, cs->fn, cs->arg, NULL, &t);
         if (!err) {
             err = cio__future_add_callback(t, coro_finished, cf,
-                                           release_cfuture);
+                                           coro_release);
             if (!err) {
                 cf->task = t;
                 cio__free(cs);
@@ -687,7 +692,6 @@ int cio_run_coroutine_threadsafe(cio_loop *loop, cio_task_fn fn, void *arg,
         cio_cfuture_unref(cf);
         return err;
     }
-    cio__post_wake(loop);
     *out = cf;
     return 0;
 }

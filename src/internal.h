@@ -189,11 +189,10 @@ CIO_HIDDEN void cio__report(cio_loop *loop, const char *message, int error,
                             const char *what, const char *name, void *obj);
 /* Loop checks shared by every scheduling entry point. */
 CIO_HIDDEN int cio__loop_check(cio_loop *loop);
-/* Threadsafe posting in two halves: append with post_lock held (returns
- * -ESHUTDOWN once closed, -ENOMEM), then wake the loop after unlocking. */
+/* Threadsafe posting, with post_lock held: appends and wakes the loop.
+ * Returns -ESHUTDOWN once closed, -ENOMEM. */
 CIO_HIDDEN int cio__post_locked(cio_loop *loop, cio_callback cb,
                                 cio_callback drop, void *arg);
-CIO_HIDDEN void cio__post_wake(cio_loop *loop);
 /* The executor's part of closing a loop: its default executor. */
 CIO_HIDDEN void cio__executor_loop_close(cio_loop *loop);
 CIO_HIDDEN void cio__executor_shutdown_default(cio_loop *loop, double timeout);

@@ -286,7 +286,8 @@ int cio_handle_cancel(cio_handle handle)
  * batch in order: the same order as if each post had been appended to the
  * ready queue, as asyncio does.
  *
- * A poster writes the eventfd only when the loop sleeps in the kernel and
+ * A poster writes the eventfd (holding the lock, so the loop cannot be
+ * closed under it) only when the loop sleeps in the kernel and
  * no wake-up is outstanding, so a busy loop takes posts without a system
  * call. The loop sets `sleeping` before re-checking post_count, and a
  * poster sets post_count before reading `sleeping`: with sequential
@@ -308,16 +309,14 @@ int cio__post_locked(cio_loop *loop, cio_callback cb, cio_callback drop,
     }
     loop->posted[loop->nposted++] = (cio__post){cb, drop, arg};
     atomic_store(&loop->post_count, loop->nposted);
-    return 0;
-}
-
-void cio__post_wake(cio_loop *loop)
-{
+    /* Still under the lock: once it is released the loop may run the post,
+     * close and be freed, so nothing of it may be touched after. */
     if (atomic_load(&loop->sleeping) && !atomic_exchange(&loop->wake_sent, 1)) {
         uint64_t one = 1;
         /* EAGAIN (counter full) still leaves the fd readable. */
         (void)cio__sys_write(loop->wakefd, &one, sizeof one);
     }
+    return 0;
 }
 
 int cio_call_soon_threadsafe(cio_loop *loop, cio_callback cb, void *arg)
@@ -327,8 +326,6 @@ int cio_call_soon_threadsafe(cio_loop *loop, cio_callback cb, void *arg)
     pthread_mutex_lock(&loop->post_lock);
     int err = cio__post_locked(loop, cb, NULL, arg);
     pthread_mutex_unlock(&loop->post_lock);
-    if (!err)
-        cio__post_wake(loop);
     return err;
 }
 
