@@ -20,6 +20,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <errno.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <netdb.h>
+
+/* Declared here too: strict C11 builds see <netdb.h> without it. */
+struct addrinfo;
 
 #ifdef __cplusplus
 extern "C" {
@@ -40,6 +47,9 @@ extern "C" {
 #define CIO_EINCOMPLETE (-30001) /* IncompleteReadError: EOF before the end */
 #define CIO_ELIMIT (-30002)      /* LimitOverrunError: buffer limit reached */
 #define CIO_EBROKEN (-30003)     /* BrokenBarrierError */
+/* getaddrinfo's EAI_* code e (negative in glibc) is CIO_EAI_BASE + e. */
+#define CIO_EAI_BASE (-30100)
+#define CIO_EAI(e) (CIO_EAI_BASE + (e))
 
 /* Names an error code (negative errno or CIO_E*); never NULL, static. */
 CIO_API const char *cio_strerror(int err);
@@ -663,6 +673,275 @@ CIO_API int cio_queue_join(cio_queue *q);
  * each counting as task_done (which may release join), and get returns
  * -ESHUTDOWN at once. Returns 0. */
 CIO_API int cio_queue_shutdown(cio_queue *q, int immediate);
+
+/* ------------------------------------------------------------- sockets
+ * Coroutine forms of the socket calls, for tasks, on non-blocking fds:
+ * each waits (a suspension point) while the fd is not ready. Every fd cio
+ * creates is non-blocking and close-on-exec; no cio call raises SIGPIPE.
+ */
+
+/* Receives up to n bytes: the count, 0 at EOF, or an error. */
+CIO_API ssize_t cio_sock_recv(int fd, void *buf, size_t n);
+/* The same: asyncio's sock_recv and sock_recv_into are one call in C. */
+CIO_API ssize_t cio_sock_recv_into(int fd, void *buf, size_t n);
+/* Sends all n bytes. Returns 0 or an error (-EPIPE, -ECONNRESET, ...). */
+CIO_API int cio_sock_sendall(int fd, const void *buf, size_t n);
+/* Connects. Returns 0, -ECONNREFUSED, -ETIMEDOUT, ... */
+CIO_API int cio_sock_connect(int fd, const struct sockaddr *addr,
+                             socklen_t len);
+/* Accepts a connection: returns the new fd (non-blocking, close-on-exec,
+ * the caller's) and fills addr/len (both may be NULL), or an error. */
+CIO_API int cio_sock_accept(int fd, struct sockaddr *addr, socklen_t *len);
+CIO_API ssize_t cio_sock_recvfrom(int fd, void *buf, size_t n,
+                                  struct sockaddr *addr, socklen_t *len);
+CIO_API ssize_t cio_sock_sendto(int fd, const void *buf, size_t n,
+                                const struct sockaddr *addr, socklen_t len);
+
+/* getaddrinfo in the default executor, as asyncio. *res is the caller's:
+ * release it with freeaddrinfo(). Returns 0 or CIO_EAI(EAI_*). */
+CIO_API int cio_getaddrinfo(const char *host, const char *port,
+                            const struct addrinfo *hints,
+                            struct addrinfo **res);
+/* getnameinfo in the default executor. Returns 0 or CIO_EAI(EAI_*). */
+CIO_API int cio_getnameinfo(const struct sockaddr *addr, socklen_t len,
+                            char *host, size_t hostlen, char *serv,
+                            size_t servlen, int flags);
+
+/* ------------------------------------------------ transports, protocols
+ * The callback layer: a transport moves bytes, a protocol (a struct of
+ * callbacks and its context pointer) reacts to them. No task is needed.
+ * Callbacks a protocol leaves NULL are skipped. A transport is freed by
+ * cio right after connection_lost returns.
+ */
+typedef struct cio_transport cio_transport;
+typedef struct cio_server cio_server;
+
+typedef struct cio_protocol {
+    void (*connection_made)(cio_transport *t, void *ctx);
+    void (*data_received)(cio_transport *t, const char *data, size_t n,
+                          void *ctx);
+    /* The peer sent EOF: return 1 to keep the transport open for writing
+     * (a half-close), 0 to close it. NULL: close. */
+    int (*eof_received)(cio_transport *t, void *ctx);
+    /* The last call: error is 0 for a plain close. */
+    void (*connection_lost)(cio_transport *t, int error, void *ctx);
+    /* The write buffer went above the high-water mark / back below the
+     * low-water mark. */
+    void (*pause_writing)(cio_transport *t, void *ctx);
+    void (*resume_writing)(cio_transport *t, void *ctx);
+    /* asyncio.BufferedProtocol: when get_buffer is set, data is read
+     * straight into the buffer it returns (at least 1 byte, *size set),
+     * then buffer_updated says how many bytes arrived. */
+    void *(*get_buffer)(cio_transport *t, size_t sizehint, size_t *size,
+                        void *ctx);
+    void (*buffer_updated)(cio_transport *t, size_t n, void *ctx);
+    /* Datagram endpoints. */
+    void (*datagram_received)(cio_transport *t, const char *data, size_t n,
+                              const struct sockaddr *addr, socklen_t len,
+                              void *ctx);
+    void (*error_received)(cio_transport *t, int error, void *ctx);
+} cio_protocol;
+
+/* A server's per-connection context: factory(arg) is called for each
+ * new connection (NULL factory: every connection gets arg). */
+typedef void *(*cio_protocol_factory)(void *arg);
+
+/* Queues data (copied as needed) and sends what it can at once. Returns
+ * 0, -EPIPE (closing or lost), -ENOMEM. Never blocks, never raises
+ * SIGPIPE; errors from the peer arrive through connection_lost. */
+CIO_API int cio_transport_write(cio_transport *t, const void *data,
+                                size_t n);
+/* Writes the buffers as one gathered write (writev). */
+CIO_API int cio_transport_writelines(cio_transport *t, const struct iovec *iov,
+                                     int iovcnt);
+/* Closes the write side once the buffer is flushed. Returns 0, -EPIPE,
+ * -ENOTSUP (cannot, e.g. datagrams). */
+CIO_API int cio_transport_write_eof(cio_transport *t);
+CIO_API int cio_transport_can_write_eof(cio_transport *t); /* 1 or 0 */
+/* Closes after flushing the buffer; connection_lost(0) follows. */
+CIO_API void cio_transport_close(cio_transport *t);
+/* Closes now, dropping the buffer; connection_lost(0) follows. */
+CIO_API void cio_transport_abort(cio_transport *t);
+CIO_API int cio_transport_is_closing(const cio_transport *t); /* 1 or 0 */
+/* asyncio's get_extra_info: "peername" and "sockname" fill a sockaddr in
+ * buf (*len: its size in, the address's out); "socket" an int fd.
+ * Returns 0, -ENOENT (unknown name), -EINVAL, -ENOTCONN. */
+CIO_API int cio_transport_get_extra_info(cio_transport *t, const char *name,
+                                         void *buf, socklen_t *len);
+/* Write-buffer water marks (0, 0: 64 KiB high, a quarter of it low).
+ * Returns 0 or -EINVAL (low > high). */
+CIO_API int cio_transport_set_write_buffer_limits(cio_transport *t,
+                                                  size_t high, size_t low);
+CIO_API size_t cio_transport_get_write_buffer_size(const cio_transport *t);
+CIO_API int cio_transport_pause_reading(cio_transport *t);
+CIO_API int cio_transport_resume_reading(cio_transport *t);
+CIO_API int cio_transport_is_reading(const cio_transport *t); /* 1 or 0 */
+/* The protocol context given at creation (or by the factory). */
+CIO_API void *cio_transport_get_context(const cio_transport *t);
+/* Datagram transports: sends one datagram (addr NULL: to the connected
+ * peer). Returns 0 or an error; errors of earlier sends may arrive through
+ * error_received. */
+CIO_API int cio_transport_sendto(cio_transport *t, const void *data,
+                                 size_t n, const struct sockaddr *addr,
+                                 socklen_t len);
+
+typedef struct cio_connection_options {
+    const char *local_host;      /* bind to this address first, or NULL */
+    const char *local_port;
+    int family;                  /* AF_INET, AF_INET6, 0: either */
+    double happy_eyeballs_delay; /* s between attempts; 0: 0.25 */
+} cio_connection_options;
+
+/* From a task: resolves host, connects (Happy Eyeballs across the
+ * addresses: the next attempt starts after a delay, the first to connect
+ * wins), makes a transport with proto/ctx and runs connection_made before
+ * returning. *t is valid until connection_lost returns. opts may be NULL.
+ * Returns 0, CIO_EAI(...), -ECONNREFUSED, -ETIMEDOUT, -ENOMEM, ... */
+CIO_API int cio_create_connection(const char *host, const char *port,
+                                  const cio_protocol *proto, void *ctx,
+                                  const cio_connection_options *opts,
+                                  cio_transport **t);
+CIO_API int cio_create_unix_connection(const char *path,
+                                       const cio_protocol *proto, void *ctx,
+                                       cio_transport **t);
+/* Wraps a connected socket (the transport owns fd from then on), on loop
+ * (NULL: the running one). */
+CIO_API int cio_connect_accepted_socket(cio_loop *loop, int fd,
+                                        const cio_protocol *proto, void *ctx,
+                                        cio_transport **t);
+
+typedef struct cio_server_options {
+    int backlog;        /* 0: 100, as asyncio */
+    int reuse_address;  /* -1 off; 0 (default) and 1: on */
+    int reuse_port;     /* 1: SO_REUSEPORT (one loop per core) */
+    int delay_serving;  /* 1: do not accept until start_serving */
+} cio_server_options;
+
+/* From a task: listens on host (NULL or "": every interface, IPv4 and
+ * IPv6) and port ("0": any free port); each connection gets a transport
+ * with proto and factory(arg). *server is valid until cio_server_free.
+ * Returns 0, CIO_EAI(...), -EADDRINUSE, -EACCES, -ENOMEM, ... */
+CIO_API int cio_create_server(const char *host, const char *port,
+                              const cio_protocol *proto,
+                              cio_protocol_factory factory, void *arg,
+                              const cio_server_options *opts,
+                              cio_server **server);
+CIO_API int cio_create_unix_server(const char *path,
+                                   const cio_protocol *proto,
+                                   cio_protocol_factory factory, void *arg,
+                                   const cio_server_options *opts,
+                                   cio_server **server);
+CIO_API int cio_server_start_serving(cio_server *s);
+CIO_API int cio_server_is_serving(const cio_server *s); /* 1 or 0 */
+/* From a task: serves until the server is closed (returns 0) or the task
+ * is cancelled (-ECANCELED; the server is closed then). */
+CIO_API int cio_server_serve_forever(cio_server *s);
+/* Stops listening; connections already made go on. */
+CIO_API void cio_server_close(cio_server *s);
+/* Closes (close_clients) or aborts every connection of the server. */
+CIO_API void cio_server_close_clients(cio_server *s);
+CIO_API void cio_server_abort_clients(cio_server *s);
+/* From a task: waits until the server is closed and its connections are
+ * gone. Returns 0 or -ECANCELED. */
+CIO_API int cio_server_wait_closed(cio_server *s);
+/* Stores up to cap listening fds (borrowed); returns how many there are. */
+CIO_API int cio_server_sockets(const cio_server *s, int *fds, size_t cap);
+/* The port the first listening socket is bound to (0 for Unix). */
+CIO_API int cio_server_port(const cio_server *s);
+/* Closes the server if open and frees it; its connections go on. */
+CIO_API void cio_server_free(cio_server *s);
+
+/* UDP: from a task, a datagram endpoint bound to local_host/local_port
+ * (may be NULL) and/or connected to remote_host/remote_port (may be NULL).
+ * Returns 0, CIO_EAI(...), -EADDRINUSE, ... */
+CIO_API int cio_create_datagram_endpoint(const char *local_host,
+                                         const char *local_port,
+                                         const char *remote_host,
+                                         const char *remote_port,
+                                         const cio_protocol *proto,
+                                         void *ctx, cio_transport **t);
+
+/* --------------------------------------------------------------- streams
+ * The coroutine layer over transports: read and write with calls that
+ * wait, from tasks. A stream reads into its own buffer; readline and
+ * readuntil return pointers into it, borrowed until the next read call on
+ * the stream. The buffer limit (64 KiB by default) bounds readline and
+ * readuntil: a peer cannot make a reader use unbounded memory.
+ */
+typedef struct cio_stream cio_stream;
+
+typedef struct cio_stream_options {
+    size_t limit; /* 0: 64 KiB */
+} cio_stream_options;
+
+/* From a task: connects (as cio_create_connection) and returns a stream,
+ * the caller's until cio_stream_free. opts may be NULL. */
+CIO_API int cio_open_connection(const char *host, const char *port,
+                                const cio_stream_options *opts,
+                                cio_stream **s);
+CIO_API int cio_open_unix_connection(const char *path,
+                                     const cio_stream_options *opts,
+                                     cio_stream **s);
+
+/* Runs as a new task for each connection; the stream is closed and freed
+ * when it returns. */
+typedef int (*cio_client_connected)(cio_stream *s, void *arg);
+
+/* From a task: a server whose every connection runs cb(stream, arg) as a
+ * task. Returns as cio_create_server. */
+CIO_API int cio_start_server(cio_client_connected cb, void *arg,
+                             const char *host, const char *port,
+                             const cio_stream_options *sopts,
+                             const cio_server_options *opts,
+                             cio_server **server);
+CIO_API int cio_start_unix_server(cio_client_connected cb, void *arg,
+                                  const char *path,
+                                  const cio_stream_options *sopts,
+                                  const cio_server_options *opts,
+                                  cio_server **server);
+
+/* Reads up to n bytes (waits for at least one): the count, 0 at EOF, or
+ * an error. */
+CIO_API ssize_t cio_stream_read(cio_stream *s, void *buf, size_t n);
+/* Reads to EOF: *data (release with cio_free) gets the bytes; returns
+ * the count or an error. */
+CIO_API ssize_t cio_stream_read_all(cio_stream *s, char **data);
+/* Reads a line: *line (borrowed) points at it, '\n' included; returns
+ * its length, a shorter last line at EOF, 0 at EOF, or CIO_ELIMIT (the
+ * line was longer than the limit: it is consumed, as asyncio's). */
+CIO_API ssize_t cio_stream_readline(cio_stream *s, const char **line);
+/* Reads exactly n bytes into buf: returns n, or CIO_EINCOMPLETE at an
+ * early EOF with the *partial bytes that came copied into buf. */
+CIO_API ssize_t cio_stream_readexactly(cio_stream *s, void *buf, size_t n,
+                                       size_t *partial);
+/* Reads through the first of the separators: *data (borrowed) points at
+ * the bytes, separator included. CIO_ELIMIT: not found within the limit
+ * (the data stays buffered); CIO_EINCOMPLETE at EOF first. */
+CIO_API ssize_t cio_stream_readuntil(cio_stream *s, const char *const *seps,
+                                     size_t nseps, const char **data);
+CIO_API int cio_stream_at_eof(const cio_stream *s); /* 1 or 0 */
+
+/* Queues data (never waits): 0, -EPIPE, -ENOMEM. Call drain to wait. */
+CIO_API int cio_stream_write(cio_stream *s, const void *data, size_t n);
+CIO_API int cio_stream_writelines(cio_stream *s, const struct iovec *iov,
+                                  int iovcnt);
+/* Waits while the write buffer is above its high-water mark. Returns 0,
+ * the connection's error once it is lost, -ECANCELED, -ETIMEDOUT. */
+CIO_API int cio_stream_drain(cio_stream *s);
+CIO_API int cio_stream_write_eof(cio_stream *s);
+CIO_API int cio_stream_can_write_eof(cio_stream *s);
+/* Starts closing (flushing first). */
+CIO_API void cio_stream_close(cio_stream *s);
+CIO_API int cio_stream_is_closing(const cio_stream *s);
+/* Waits until the connection is closed. Returns 0 or its error. */
+CIO_API int cio_stream_wait_closed(cio_stream *s);
+CIO_API int cio_stream_get_extra_info(cio_stream *s, const char *name,
+                                      void *buf, socklen_t *len);
+/* Closes (if open) and frees the stream. NULL is a no-op. */
+CIO_API void cio_stream_free(cio_stream *s);
+
+/* Frees memory cio handed to the caller (cio_stream_read_all). */
+CIO_API void cio_free(void *p);
 
 #ifdef __cplusplus
 }
