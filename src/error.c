@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
+#include <netdb.h>
 #include <string.h>
 
 const char *cio_strerror(int err)
@@ -23,6 +24,8 @@ const char *cio_strerror(int err)
     case -ESHUTDOWN:
         return "shut down";
     }
+    if (err <= CIO_EAI_BASE && err > CIO_EAI_BASE - 200)
+        return gai_strerror(err - CIO_EAI_BASE); /* static strings */
     if (err < 0 && err > -4096) {
         /* strerror is not thread-safe in general, but glibc returns static
          * strings for known codes; unknown ones fall through below. */

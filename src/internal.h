@@ -45,6 +45,21 @@ CIO_HIDDEN ssize_t cio__sys_read(int fd, void *buf, size_t n);
 CIO_HIDDEN ssize_t cio__sys_write(int fd, const void *buf, size_t n);
 CIO_HIDDEN int cio__sys_close(int fd);
 CIO_HIDDEN int cio__sys_fstat_mode(int fd, unsigned *mode);
+CIO_HIDDEN int cio__sys_socket(int domain, int type, int protocol);
+CIO_HIDDEN int cio__sys_bind(int fd, const void *addr, unsigned len);
+CIO_HIDDEN int cio__sys_listen(int fd, int backlog);
+CIO_HIDDEN int cio__sys_accept(int fd, void *addr, unsigned *len);
+CIO_HIDDEN int cio__sys_connect(int fd, const void *addr, unsigned len);
+CIO_HIDDEN ssize_t cio__sys_recv(int fd, void *buf, size_t n);
+CIO_HIDDEN ssize_t cio__sys_send(int fd, const void *buf, size_t n);
+CIO_HIDDEN ssize_t cio__sys_sendv(int fd, const struct iovec *iov, int n);
+CIO_HIDDEN ssize_t cio__sys_recvfrom(int fd, void *buf, size_t n, void *addr,
+                                     unsigned *len);
+CIO_HIDDEN ssize_t cio__sys_sendto(int fd, const void *buf, size_t n,
+                                   const void *addr, unsigned len);
+CIO_HIDDEN int cio__sys_shutdown(int fd, int how);
+CIO_HIDDEN int cio__sys_setsockopt(int fd, int level, int name, int value);
+CIO_HIDDEN int cio__sys_socket_error(int fd);
 CIO_HIDDEN int cio__sys_thread_create(pthread_t *t, void *(*fn)(void *),
                                       void *arg);
 CIO_HIDDEN void *cio__sys_mmap(size_t len, int *err);
@@ -175,6 +190,9 @@ struct cio_loop {
     atomic_int sleeping;         /* in a blocking poll */
     atomic_int wake_sent;        /* an eventfd write is outstanding */
     cio__list bridges;           /* cio__bridge in flight, under post_lock */
+    cio__list transports;        /* net.c: transports not owned by a server */
+    cio__list servers;           /* net.c: servers not yet freed */
+    char *read_buf;              /* net.c: shared by every reader */
     struct cio_executor *default_executor; /* owned; NULL until first use */
 
     /* tasks (task.c) */
@@ -283,6 +301,14 @@ CIO_HIDDEN int cio__task_stack_info(char **lo, size_t *size, char *name,
                                     size_t cap);
 /* Tasks hook into the loop's teardown. */
 CIO_HIDDEN void cio__tasks_close(cio_loop *loop);
+
+/* ------------------------------------------------------------ networking */
+CIO_HIDDEN extern double cio__accept_retry_delay;
+CIO_HIDDEN void cio__net_close(cio_loop *loop);
+CIO_HIDDEN void cio__server_conn_gone(cio_server *s);
+/* stream.c's state for a server, freed by free_hook with the server. */
+CIO_HIDDEN void cio__server_set_owner(cio_server *s, void *owner,
+                                      void (*free_hook)(void *));
 
 /* ------------------------------------------------------------------ stacks */
 CIO_HIDDEN extern bool cio__stack_force_mprotect;

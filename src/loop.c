@@ -739,6 +739,8 @@ int cio_loop_new(cio_loop **out, const cio_loop_options *opts)
     cio__list_init(&loop->free_handles);
     cio__list_init(&loop->tasks);
     cio__list_init(&loop->bridges);
+    cio__list_init(&loop->transports);
+    cio__list_init(&loop->servers);
     cio__handle_init(&loop->post_batch, loop, run_posts, loop);
     pthread_mutex_init(&loop->post_lock, NULL);
     int err = loop->wakefd = cio__sys_eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -819,6 +821,7 @@ int cio_loop_close(cio_loop *loop)
         return 0;
     cio__executor_loop_close(loop); /* its workers may still post to us */
     cio__tasks_close(loop);
+    cio__net_close(loop);
     for (int fd = 0; fd < loop->watchers_cap; fd++)
         if (loop->watchers[fd]) {
             cio__handle_unschedule(&loop->watchers[fd]->io[0]);

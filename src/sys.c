@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -133,6 +134,62 @@ int cio__sys_mprotect(void *addr, size_t len, int prot)
     SYSCALL(mprotect(addr, len, prot));
 }
 int cio__sys_munmap(void *addr, size_t len) { SYSCALL(munmap(addr, len)); }
+
+int cio__sys_socket(int domain, int type, int protocol)
+{
+    SYSCALL(socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol));
+}
+int cio__sys_bind(int fd, const void *addr, unsigned len)
+{
+    SYSCALL(bind(fd, addr, len));
+}
+int cio__sys_listen(int fd, int backlog) { SYSCALL(listen(fd, backlog)); }
+int cio__sys_accept(int fd, void *addr, unsigned *len)
+{
+    SYSCALL(accept4(fd, addr, (socklen_t *)len, SOCK_NONBLOCK | SOCK_CLOEXEC));
+}
+int cio__sys_connect(int fd, const void *addr, unsigned len)
+{
+    SYSCALL(connect(fd, addr, len));
+}
+ssize_t cio__sys_recv(int fd, void *buf, size_t n) { SYSCALL(recv(fd, buf, n, 0)); }
+/* MSG_NOSIGNAL: a peer that went away is -EPIPE, never SIGPIPE. */
+ssize_t cio__sys_send(int fd, const void *buf, size_t n)
+{
+    SYSCALL(send(fd, buf, n, MSG_NOSIGNAL));
+}
+ssize_t cio__sys_sendv(int fd, const struct iovec *iov, int n)
+{
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+    SYSCALL(sendmsg(fd, &msg, MSG_NOSIGNAL));
+}
+ssize_t cio__sys_recvfrom(int fd, void *buf, size_t n, void *addr,
+                          unsigned *len)
+{
+    SYSCALL(recvfrom(fd, buf, n, 0, addr, (socklen_t *)len));
+}
+ssize_t cio__sys_sendto(int fd, const void *buf, size_t n, const void *addr,
+                        unsigned len)
+{
+    SYSCALL(sendto(fd, buf, n, MSG_NOSIGNAL, addr, len));
+}
+int cio__sys_shutdown(int fd, int how) { SYSCALL(shutdown(fd, how)); }
+int cio__sys_setsockopt(int fd, int level, int name, int value)
+{
+    SYSCALL(setsockopt(fd, level, name, &value, sizeof value));
+}
+/* Reads and clears a socket's pending error (0 or -errno). */
+int cio__sys_socket_error(int fd)
+{
+    int fault = cio__fault_check(CIO__FAULT_SYS);
+    if (fault)
+        return fault;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        return -errno;
+    return -err;
+}
 
 /* close is never failed by injection: a failed close cannot be retried
  * (the fd is gone either way), so there is no error path to test. */
