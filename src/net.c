@@ -1433,8 +1433,9 @@ int cio_create_datagram_endpoint(const char *local_host,
 
 static cio__list *loop_transports(cio_loop *loop) { return &loop->transports; }
 
-/* The loop closes with transports or servers alive: each is reported and
- * freed; connection_lost is not called (its loop cannot run it). */
+/* The loop closes with transports or servers alive: each is reported,
+ * told connection_lost(-ESHUTDOWN) if it never heard of its end (the one
+ * place its owner can free its context), and freed. */
 void cio__net_close(cio_loop *loop)
 {
     cio__list *n;
@@ -1449,11 +1450,12 @@ void cio__net_close(cio_loop *loop)
         cio__list_init(&t->link);
         if (!t->closing)
             cio__report(loop, "unclosed transport", 0, "transport", NULL, t);
+        if (!t->lost_scheduled)
+            t->lost_error = -ESHUTDOWN;
         reader_off(t);
         cio_remove_writer(loop, t->fd);
         cio__handle_unschedule(&t->made_handle);
         cio__handle_unschedule(&t->lost_handle);
-        t->made = false; /* connection_lost must not run now */
         t->server = NULL;
         call_connection_lost(t);
     }

@@ -1,0 +1,599 @@
+/* Streams: asyncio's StreamReader and StreamWriter as one object over a
+ * transport. The stream is the transport's protocol: data_received fills
+ * the read buffer and wakes the task waiting to read; pause/resume_writing
+ * gate drain. Reading pauses the transport while more than twice the
+ * limit is buffered, so memory stays bounded whatever the peer sends.
+ *
+ * readline and readuntil hand out pointers into the buffer, valid until
+ * the next read call: while such data is out ("pinned"), data arriving
+ * never moves it; a buffer that must grow meanwhile is replaced and the
+ * old one kept until that next read.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <string.h>
+
+enum { DEFAULT_LIMIT = 64 * 1024 };
+
+/* A task waiting in drain. */
+typedef struct drainer {
+    cio__list link;
+    cio__task *task;
+} drainer;
+
+struct cio_stream {
+    cio_transport *t;          /* NULL once the connection is lost */
+    size_t limit;
+    char *buf;                 /* unread data: buf[head .. len) */
+    size_t head, len, cap;
+    char *stash;               /* an old buffer holding pinned data */
+    bool pinned;               /* a borrowed pointer is out */
+    bool eof, lost, orphaned;  /* orphaned: freed by the user, await lost */
+    bool paused;               /* the transport is above its high mark */
+    int error;                 /* the connection's error, once lost */
+    cio__task *reader;         /* the task waiting for data */
+    cio__list drainers;
+    cio_future *closed;        /* done when the connection is lost */
+    /* Streams a server made (copied: the server may go first). */
+    cio_client_connected handler;
+    void *handler_arg;
+    cio_loop *loop;
+};
+
+typedef struct stream_server {
+    cio_client_connected cb;
+    void *arg;
+    size_t limit;
+    cio_loop *loop;
+} stream_server;
+
+/* ------------------------------------------------------------ the buffer */
+
+static size_t avail(const cio_stream *s) { return s->len - s->head; }
+
+/* Starts a read call: borrowed data from the last one is released. */
+static void unpin(cio_stream *s)
+{
+    s->pinned = false;
+    cio__free(s->stash);
+    s->stash = NULL;
+    if (s->head == s->len)
+        s->head = s->len = 0;
+}
+
+/* Makes room for n more bytes at the end, moving nothing that is pinned. */
+static int reserve(cio_stream *s, size_t n)
+{
+    if (s->len + n <= s->cap)
+        return 0;
+    if (!s->pinned && s->head && avail(s) + n <= s->cap) {
+        memmove(s->buf, s->buf + s->head, avail(s));
+        s->len -= s->head;
+        s->head = 0;
+        return 0;
+    }
+    size_t cap = s->cap ? s->cap : 4096;
+    while (cap < avail(s) + n)
+        cap *= 2;
+    char *b = cio__malloc(cap);
+    if (!b)
+        return -ENOMEM;
+    memcpy(b, s->buf + s->head, avail(s));
+    if (s->pinned && !s->stash)
+        s->stash = s->buf; /* the borrowed bytes live there */
+    else
+        cio__free(s->buf);
+    s->len -= s->head;
+    s->head = 0;
+    s->buf = b;
+    s->cap = cap;
+    return 0;
+}
+
+/* Consumes n bytes; reading resumes once the buffer is under the limit. */
+static void consume(cio_stream *s, size_t n)
+{
+    s->head += n;
+    if (s->t && !s->lost && avail(s) <= s->limit &&
+        !cio_transport_is_reading(s->t) && !cio_transport_is_closing(s->t))
+        cio_transport_resume_reading(s->t);
+}
+
+static void wake_reader(cio_stream *s)
+{
+    if (s->reader)
+        cio__wake(s->reader, 0);
+}
+
+static void wake_drainers(cio_stream *s)
+{
+    for (cio__list *n = s->drainers.next; n != &s->drainers; n = n->next)
+        cio__wake(cio__container_of(n, drainer, link)->task, 0);
+}
+
+/* ------------------------------------------------------- the protocol */
+
+static void stream_free_now(cio_stream *s)
+{
+    cio_future_unref(s->closed);
+    cio__free(s->stash);
+    cio__free(s->buf);
+    cio__free(s);
+}
+
+static void on_data(cio_transport *t, const char *data, size_t n, void *ctx)
+{
+    cio_stream *s = ctx;
+    if (reserve(s, n)) {
+        cio_transport_abort(t); /* cannot keep the bytes: lose the link */
+        s->error = -ENOMEM;
+        return;
+    }
+    memcpy(s->buf + s->len, data, n);
+    s->len += n;
+    if (avail(s) > 2 * s->limit)
+        cio_transport_pause_reading(t);
+    wake_reader(s);
+}
+
+static int on_eof(cio_transport *t, void *ctx)
+{
+    (void)t;
+    cio_stream *s = ctx;
+    s->eof = true;
+    wake_reader(s);
+    return 1; /* keep the write side open: a half-close */
+}
+
+static void on_lost(cio_transport *t, int error, void *ctx)
+{
+    (void)t;
+    cio_stream *s = ctx;
+    s->t = NULL;
+    s->lost = s->eof = true;
+    if (error && !s->error)
+        s->error = error;
+    if (s->orphaned) {
+        stream_free_now(s);
+        return;
+    }
+    wake_reader(s);
+    wake_drainers(s);
+    if (!cio_future_done(s->closed))
+        cio_future_set_result(s->closed, NULL);
+}
+
+static void on_pause(cio_transport *t, void *ctx)
+{
+    (void)t;
+    ((cio_stream *)ctx)->paused = true;
+}
+
+static void on_resume(cio_transport *t, void *ctx)
+{
+    (void)t;
+    cio_stream *s = ctx;
+    s->paused = false;
+    wake_drainers(s);
+}
+
+static void on_made(cio_transport *t, void *ctx);
+
+static const cio_protocol stream_protocol = {
+    .connection_made = on_made,
+    .data_received = on_data,
+    .eof_received = on_eof,
+    .connection_lost = on_lost,
+    .pause_writing = on_pause,
+    .resume_writing = on_resume,
+};
+
+static cio_stream *stream_new(cio_loop *loop, size_t limit)
+{
+    cio_stream *s = cio__calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    if (cio_future_new(loop, &s->closed)) {
+        cio__free(s);
+        return NULL;
+    }
+    s->limit = limit ? limit : DEFAULT_LIMIT;
+    cio__list_init(&s->drainers);
+    return s;
+}
+
+/* ------------------------------------------------------------- reading */
+
+/* Waits for the buffer to change. Returns 0, -EBUSY (another task is
+ * reading), -ECANCELED, -ETIMEDOUT. */
+static int wait_data(cio_stream *s)
+{
+    if (s->reader)
+        return -EBUSY;
+    if (s->t && !s->lost && !cio_transport_is_reading(s->t) &&
+        avail(s) <= 2 * s->limit)
+        cio_transport_resume_reading(s->t);
+    s->reader = cio__current;
+    int r = cio__park_checked(NULL, NULL);
+    s->reader = NULL;
+    return r;
+}
+
+/* Every read call starts here: a task, not interrupted, nothing pinned. */
+static int read_begin(cio_stream *s)
+{
+    if (!s || !cio__current)
+        return -EINVAL;
+    unpin(s);
+    return cio__interrupted(cio__current);
+}
+
+/* At EOF: 0, or the connection's error if it was lost to one. */
+static ssize_t eof_result(const cio_stream *s) { return s->error; }
+
+ssize_t cio_stream_read(cio_stream *s, void *buf, size_t n)
+{
+    int r = read_begin(s);
+    if (r || n == 0)
+        return r;
+    while (!avail(s) && !s->eof)
+        if ((r = wait_data(s)))
+            return r;
+    if (!avail(s))
+        return eof_result(s);
+    size_t take = avail(s) < n ? avail(s) : n;
+    memcpy(buf, s->buf + s->head, take);
+    consume(s, take);
+    return (ssize_t)take;
+}
+
+ssize_t cio_stream_read_all(cio_stream *s, char **data)
+{
+    if (data)
+        *data = NULL;
+    int r = read_begin(s);
+    if (r || !data)
+        return r ? r : -EINVAL;
+    while (!s->eof) {
+        if (avail(s) > s->limit) /* read_all is not bound by the limit */
+            cio_transport_resume_reading(s->t);
+        if ((r = wait_data(s)))
+            return r;
+    }
+    if (s->error)
+        return s->error;
+    size_t n = avail(s);
+    char *out = cio__malloc(n + 1);
+    if (!out)
+        return -ENOMEM;
+    memcpy(out, s->buf + s->head, n);
+    out[n] = 0; /* convenient for text; not counted */
+    consume(s, n);
+    *data = out;
+    return (ssize_t)n;
+}
+
+ssize_t cio_stream_readexactly(cio_stream *s, void *buf, size_t n,
+                               size_t *partial)
+{
+    if (partial)
+        *partial = 0;
+    int r = read_begin(s);
+    if (r)
+        return r;
+    while (avail(s) < n && !s->eof) {
+        if (avail(s) > 2 * s->limit) /* n itself may exceed the limit */
+            cio_transport_resume_reading(s->t);
+        if ((r = wait_data(s)))
+            return r;
+    }
+    size_t take = avail(s) < n ? avail(s) : n;
+    memcpy(buf, s->buf + s->head, take);
+    consume(s, take);
+    if (take == n)
+        return (ssize_t)n;
+    if (partial)
+        *partial = take;
+    return s->error ? s->error : CIO_EINCOMPLETE;
+}
+
+/* Finds the earliest end of any separator in the buffer; 0 if none. */
+static size_t find_sep(const cio_stream *s, const char *const *seps,
+                       size_t nseps)
+{
+    size_t best = 0;
+    const char *data = s->buf + s->head;
+    for (size_t i = 0; i < nseps; i++) {
+        size_t k = strlen(seps[i]);
+        const char *at = memmem(data, avail(s), seps[i], k);
+        if (at) {
+            size_t end = (size_t)(at - data) + k;
+            if (!best || end < best)
+                best = end;
+        }
+    }
+    return best;
+}
+
+ssize_t cio_stream_readuntil(cio_stream *s, const char *const *seps,
+                             size_t nseps, const char **data)
+{
+    if (data)
+        *data = NULL;
+    int r = read_begin(s);
+    if (r)
+        return r;
+    if (!data || !seps || nseps == 0)
+        return -EINVAL;
+    for (size_t i = 0; i < nseps; i++)
+        if (!seps[i] || !*seps[i])
+            return -EINVAL;
+    for (;;) {
+        size_t end = find_sep(s, seps, nseps);
+        if (end > s->limit)
+            return CIO_ELIMIT; /* found, but too far: the data stays */
+        if (end) {
+            *data = s->buf + s->head;
+            s->pinned = true;
+            consume(s, end);
+            return (ssize_t)end;
+        }
+        if (avail(s) > s->limit)
+            return CIO_ELIMIT;
+        if (s->eof)
+            return s->error ? s->error : CIO_EINCOMPLETE;
+        if ((r = wait_data(s)))
+            return r;
+    }
+}
+
+/* asyncio's readline: readuntil("\n"), except that a partial last line is
+ * returned at EOF, and a line over the limit is consumed (the whole line
+ * if its end came, else everything buffered) before CIO_ELIMIT. */
+ssize_t cio_stream_readline(cio_stream *s, const char **line)
+{
+    static const char *const nl[] = {"\n"};
+    ssize_t n = cio_stream_readuntil(s, nl, 1, line);
+    if (n == CIO_EINCOMPLETE) {
+        *line = s->buf + s->head;
+        s->pinned = true;
+        n = (ssize_t)avail(s);
+        consume(s, avail(s));
+    } else if (n == CIO_ELIMIT) {
+        size_t end = find_sep(s, nl, 1);
+        consume(s, end ? end : avail(s));
+    }
+    return n;
+}
+
+int cio_stream_at_eof(const cio_stream *s)
+{
+    return s && s->eof && avail(s) == 0;
+}
+
+/* ------------------------------------------------------------- writing */
+
+static int write_check(const cio_stream *s)
+{
+    if (!s)
+        return -EINVAL;
+    if (s->lost || !s->t)
+        return s->error ? s->error : -EPIPE;
+    return 0;
+}
+
+int cio_stream_write(cio_stream *s, const void *data, size_t n)
+{
+    int r = write_check(s);
+    return r ? r : cio_transport_write(s->t, data, n);
+}
+
+int cio_stream_writelines(cio_stream *s, const struct iovec *iov, int iovcnt)
+{
+    int r = write_check(s);
+    return r ? r : cio_transport_writelines(s->t, iov, iovcnt);
+}
+
+int cio_stream_drain(cio_stream *s)
+{
+    if (!s || !cio__current)
+        return -EINVAL;
+    int r = cio__interrupted(cio__current);
+    while (!r && s->paused && !s->lost) {
+        drainer d = {.task = cio__current};
+        cio__list_push_back(&s->drainers, &d.link);
+        r = cio__park_checked(NULL, NULL);
+        cio__list_unlink(&d.link);
+    }
+    if (r)
+        return r;
+    if (s->lost)
+        return s->error ? s->error : -ECONNRESET;
+    return 0;
+}
+
+int cio_stream_write_eof(cio_stream *s)
+{
+    int r = write_check(s);
+    return r ? r : cio_transport_write_eof(s->t);
+}
+
+int cio_stream_can_write_eof(cio_stream *s)
+{
+    return s && s->t && cio_transport_can_write_eof(s->t);
+}
+
+void cio_stream_close(cio_stream *s)
+{
+    if (s && s->t)
+        cio_transport_close(s->t);
+}
+
+int cio_stream_is_closing(const cio_stream *s)
+{
+    return s && (!s->t || cio_transport_is_closing(s->t));
+}
+
+int cio_stream_wait_closed(cio_stream *s)
+{
+    if (!s || !cio__current)
+        return -EINVAL;
+    cio_future *mine; /* shielded: cancelling us must not cancel `closed` */
+    int r = cio_shield(s->closed, &mine);
+    if (r)
+        return r;
+    r = cio_await(mine, NULL);
+    cio_future_unref(mine);
+    return r ? r : s->error;
+}
+
+int cio_stream_get_extra_info(cio_stream *s, const char *name, void *buf,
+                              socklen_t *len)
+{
+    if (!s)
+        return -EINVAL;
+    if (!s->t)
+        return -ENOTCONN;
+    return cio_transport_get_extra_info(s->t, name, buf, len);
+}
+
+void cio_stream_free(cio_stream *s)
+{
+    if (!s)
+        return;
+    if (s->lost || !s->t) {
+        stream_free_now(s);
+        return;
+    }
+    /* The transport still calls us: close it, free at connection_lost. */
+    s->orphaned = true;
+    cio_transport_close(s->t);
+}
+
+/* ---------------------------------------------------------- connecting */
+
+int cio_open_connection(const char *host, const char *port,
+                        const cio_stream_options *opts, cio_stream **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!cio__current)
+        return -EINVAL;
+    cio_stream *s = stream_new(cio__current->fut.loop, opts ? opts->limit : 0);
+    if (!s)
+        return -ENOMEM;
+    int r = cio_create_connection(host, port, &stream_protocol, s, NULL, &s->t);
+    if (r) {
+        stream_free_now(s);
+        return r;
+    }
+    *out = s;
+    return 0;
+}
+
+int cio_open_unix_connection(const char *path, const cio_stream_options *opts,
+                             cio_stream **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!cio__current)
+        return -EINVAL;
+    cio_stream *s = stream_new(cio__current->fut.loop, opts ? opts->limit : 0);
+    if (!s)
+        return -ENOMEM;
+    int r = cio_create_unix_connection(path, &stream_protocol, s, &s->t);
+    if (r) {
+        stream_free_now(s);
+        return r;
+    }
+    *out = s;
+    return 0;
+}
+
+/* ------------------------------------------------------------- serving */
+
+/* Each connection's task: the user's callback, then the stream goes. */
+static int run_handler(void *arg)
+{
+    cio_stream *s = arg;
+    int r = s->handler(s, s->handler_arg);
+    cio_stream_free(s);
+    return r;
+}
+
+static void on_made(cio_transport *t, void *ctx)
+{
+    cio_stream *s = ctx;
+    if (!s) { /* the factory could not allocate */
+        cio_transport_abort(t);
+        return;
+    }
+    s->t = t;
+    if (!s->handler)
+        return; /* a client stream: its creator has it */
+    int err = cio_task_new(s->loop, run_handler, s, NULL, NULL);
+    if (err) {
+        cio__report(s->loop, "cannot start a connection's task", err,
+                    "server", NULL, NULL);
+        s->orphaned = true;
+        cio_transport_abort(t);
+    }
+}
+
+static void *stream_factory(void *arg)
+{
+    stream_server *ss = arg;
+    cio_stream *s = stream_new(ss->loop, ss->limit);
+    if (s) {
+        s->handler = ss->cb;
+        s->handler_arg = ss->arg;
+        s->loop = ss->loop;
+    }
+    return s;
+}
+
+static void stream_server_free(void *p) { cio__free(p); }
+
+static int start(cio_client_connected cb, void *arg, const char *host,
+                 const char *port, const char *path,
+                 const cio_stream_options *sopts,
+                 const cio_server_options *opts, cio_server **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!cb || !cio__current)
+        return -EINVAL;
+    stream_server *ss = cio__malloc(sizeof *ss);
+    if (!ss)
+        return -ENOMEM;
+    *ss = (stream_server){cb, arg, sopts ? sopts->limit : 0,
+                          cio__current->fut.loop};
+    int r = path ? cio_create_unix_server(path, &stream_protocol,
+                                          stream_factory, ss, opts, out)
+                 : cio_create_server(host, port, &stream_protocol,
+                                     stream_factory, ss, opts, out);
+    if (r) {
+        cio__free(ss);
+        return r;
+    }
+    cio__server_set_owner(*out, ss, stream_server_free);
+    return 0;
+}
+
+int cio_start_server(cio_client_connected cb, void *arg, const char *host,
+                     const char *port, const cio_stream_options *sopts,
+                     const cio_server_options *opts, cio_server **server)
+{
+    return start(cb, arg, host, port, NULL, sopts, opts, server);
+}
+
+int cio_start_unix_server(cio_client_connected cb, void *arg,
+                          const char *path, const cio_stream_options *sopts,
+                          const cio_server_options *opts, cio_server **server)
+{
+    return start(cb, arg, NULL, NULL, path, sopts, opts, server);
+}
