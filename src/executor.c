@@ -165,6 +165,7 @@ struct cio_executor {
     pthread_cond_t worker_gone;  /* shutdown(wait) waits here */
     work *head, **tail;
     int max_workers, nworkers, nidle;
+    size_t nqueued;              /* work not yet taken by a worker */
     bool shutdown;
     bool abandoned;              /* its owner left: the last worker frees it */
     pthread_t *exited;           /* finished workers, to be joined */
@@ -259,6 +260,7 @@ static void *worker_main(void *arg)
             break; /* shut down, or idle for too long */
         if (!(ex->head = w->next))
             ex->tail = &ex->head;
+        ex->nqueued--;
         pthread_mutex_unlock(&ex->lock);
         if (cfuture_move(w->fut, CF_PENDING, CF_RUNNING, 0))
             cfuture_move(w->fut, CF_RUNNING, CF_DONE, w->fn(w->arg));
@@ -290,7 +292,9 @@ static int enqueue(cio_executor *ex, work *w)
         return -ESHUTDOWN;
     }
     int err = 0;
-    if (ex->nidle == 0 && ex->nworkers < ex->max_workers) {
+    /* An idle worker takes one item when it wakes: more queued items than
+     * idle workers need more workers (a burst must not wait in line). */
+    if (ex->nqueued >= (size_t)ex->nidle && ex->nworkers < ex->max_workers) {
         pthread_t id;
         err = cio__sys_thread_create(&id, worker_main, ex);
         if (err == 0)
@@ -304,6 +308,7 @@ static int enqueue(cio_executor *ex, work *w)
         w->next = NULL;
         *ex->tail = w;
         ex->tail = &w->next;
+        ex->nqueued++;
         pthread_cond_signal(&ex->has_work);
     }
     pthread_mutex_unlock(&ex->lock);
@@ -363,6 +368,7 @@ int cio_executor_shutdown(cio_executor *ex, int wait, int cancel_futures)
         cancelled = ex->head;
         ex->head = NULL;
         ex->tail = &ex->head;
+        ex->nqueued = 0;
     }
     pthread_cond_broadcast(&ex->has_work);
     pthread_mutex_unlock(&ex->lock);
@@ -479,7 +485,8 @@ static void bridge_unref(bridge *br)
     cio__free(br);
 }
 
-/* On the loop: the result arrived. A cancelled future drops it. */
+/* On the loop: the result arrived (the bridge's deliver handle ran). A
+ * cancelled future drops it. */
 static void bridge_deliver(void *arg)
 {
     bridge *br = arg;
@@ -494,11 +501,11 @@ static void bridge_deliver(void *arg)
             cio__future_complete(f, CIO__F_DONE, status, NULL);
     }
     cio_future_unref(f);
-    bridge_unref(br); /* the worker's, carried by the post */
+    bridge_unref(br); /* the worker's, carried to the loop */
     bridge_unref(br); /* the loop's */
 }
 
-/* On the loop: it closed with the result posted but not delivered. */
+/* On the loop: it closed with the result in but not delivered. */
 static void bridge_drop(void *arg)
 {
     bridge *br = arg;
@@ -522,17 +529,12 @@ static void bridge_done(cio_cfuture *cf, void *arg)
     bridge *br = arg;
     cio_loop *loop = br->loop;
     pthread_mutex_lock(&loop->post_lock);
-    int err = br->b.orphaned ? -ESHUTDOWN : 0;
-    if (!err) {
-        err = cio__post_locked(loop, bridge_deliver, bridge_drop, br);
-        if (!err)
-            cio__list_unlink(&br->b.link);
-    }
+    bool orphaned = br->b.orphaned;
+    if (!orphaned) /* the worker's reference goes with it to the loop */
+        cio__bridge_arrived_locked(loop, &br->b);
     pthread_mutex_unlock(&loop->post_lock);
-    if (err && br->b.orphaned)
+    if (orphaned)
         bridge_unref(br);
-    /* -ENOMEM on a live loop: the bridge stays listed and is orphaned when
-     * the loop closes; its future is never completed. */
 }
 
 /* On the loop: the future was cancelled; work not started need not run. */
@@ -574,6 +576,8 @@ int cio_run_in_executor(cio_loop *loop, cio_executor *ex, cio_work_fn fn,
     br->loop = loop;
     atomic_init(&br->b.refs, 2);
     cio__list_init(&br->b.link);
+    cio__handle_init(&br->b.deliver, loop, bridge_deliver, br);
+    br->b.deliver.drop = bridge_drop;
     /* Listed before the work can finish, so bridge_done finds it listed. */
     pthread_mutex_lock(&loop->post_lock);
     cio__list_push_back(&loop->bridges, &br->b.link);

@@ -76,6 +76,7 @@ struct cio__scope {
     cio__scope *parent;
     double when; /* INFINITY: no deadline */
     bool expired;
+    bool ended;
 };
 _Static_assert(sizeof(cio__scope) <= sizeof(cio_timeout_scope),
                "cio_timeout_scope is too small for the real scope");
@@ -126,7 +127,7 @@ int cio_timeout(cio_timeout_scope *scope, double delay)
 int cio_timeout_reschedule(cio_timeout_scope *scope, double when)
 {
     cio__scope *s = (cio__scope *)scope;
-    if (!s || !s->task || s->expired)
+    if (!s || !s->task || s->expired || s->ended)
         return -EINVAL;
     return scope_arm(s, when);
 }
@@ -150,6 +151,7 @@ int cio_timeout_end(cio_timeout_scope *scope)
         return -EINVAL; /* not the innermost scope of this task */
     cio__handle_unschedule(&s->timer);
     s->task->scope = s->parent;
+    s->ended = true;
     if (!s->expired)
         return 0;
     s->task->expired_scopes--;
@@ -313,6 +315,8 @@ int cio_gather(cio_future *const *futs, size_t n, int return_exceptions,
     cio__task *t = cio__current;
     if (!t)
         return -EINVAL;
+    if (n == 0) /* asyncio.gather() of nothing: done at once */
+        return 0;
     multi m;
     int r = multi_start(&m, t, futs, n, -1);
     if (r)
@@ -424,7 +428,8 @@ int cio_as_completed_new(cio_future *const *futs, size_t n, double timeout,
     cio_as_completed *it = cio__malloc(sizeof *it);
     if (!it)
         return -ENOMEM;
-    int r = multi_start(&it->m, t, futs, n, timeout);
+    int r = n == 0 ? (memset(&it->m, 0, sizeof it->m), 0) /* yields none */
+                   : multi_start(&it->m, t, futs, n, timeout);
     if (r) {
         cio__free(it);
         return r;

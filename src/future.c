@@ -183,6 +183,18 @@ static void run_done_cb(void *arg)
     cio_future_unref(f); /* taken when it was scheduled */
 }
 
+/* The loop closed with the callback scheduled: as if it ran, minus the
+ * call. */
+static void drop_scheduled_done_cb(void *arg)
+{
+    done_cb *d = arg;
+    cio_future *f = d->w.fut;
+    if (d->release)
+        d->release(d->arg);
+    cio__free(d);
+    cio_future_unref(f);
+}
+
 static void drop_done_cb(cio__waiter *w)
 {
     done_cb *d = cio__container_of(w, done_cb, w);
@@ -204,6 +216,7 @@ int cio__future_add_callback(cio_future *f, cio_done_callback cb, void *arg,
     memset(&d->w, 0, sizeof d->w);
     cio__list_init(&d->w.link);
     cio__handle_init(&d->w.h, f->loop, run_done_cb, d);
+    d->w.h.drop = drop_scheduled_done_cb;
     d->w.fut = f;
     d->w.drop = drop_done_cb;
     d->w.ref_fut = true;

@@ -92,6 +92,7 @@ enum {
 typedef struct cio__handle {
     cio__list link;      /* ready list / pool free list */
     cio_callback cb;
+    cio_callback drop;   /* embedded: frees arg if the loop closes first */
     void *arg;
     cio_loop *loop;
     uint64_t id;         /* this scheduling's id; 0 while free */
@@ -144,9 +145,10 @@ typedef struct cio__post {
 /* run_in_executor's link between a worker and the loop (executor.c),
  * listed in loop->bridges under post_lock while its work is in flight. */
 typedef struct cio__bridge {
-    cio__list link;
+    cio__list link;          /* loop->bridges, then loop->arrived */
     bool orphaned;           /* the loop closed first */
     atomic_int refs;         /* the loop's and the worker's */
+    cio__handle deliver;     /* scheduled once the result arrived */
 } cio__bridge;
 
 typedef struct cio__slab cio__slab;
@@ -172,6 +174,7 @@ struct cio_loop {
     double now;                  /* cached loop time */
     bool now_valid;              /* false: next cio_loop_time() reads */
     unsigned ran_since_poll;     /* callbacks run since the last poll */
+    unsigned ran;                /* callbacks run in this ready phase */
 
     bool running, stopping, closed, debug;
     double slow_callback_duration;
@@ -190,6 +193,7 @@ struct cio_loop {
     atomic_int sleeping;         /* in a blocking poll */
     atomic_int wake_sent;        /* an eventfd write is outstanding */
     cio__list bridges;           /* cio__bridge in flight, under post_lock */
+    cio__list arrived;           /* cio__bridge with results, under post_lock */
     cio__list transports;        /* net.c: transports not owned by a server */
     cio__list servers;           /* net.c: servers not yet freed */
     char *read_buf;              /* net.c: shared by every reader */
@@ -216,6 +220,9 @@ CIO_HIDDEN void cio__executor_loop_close(cio_loop *loop);
 CIO_HIDDEN void cio__executor_shutdown_default(cio_loop *loop, double timeout);
 CIO_HIDDEN extern double cio__executor_idle_timeout;
 CIO_HIDDEN void cio__bridge_orphaned(cio__bridge *b); /* loop thread */
+/* With post_lock held: b's result is in; the loop delivers it. Needs no
+ * memory, so it cannot fail. */
+CIO_HIDDEN void cio__bridge_arrived_locked(cio_loop *loop, cio__bridge *b);
 
 /* --------------------------------------------------------------- futures */
 enum { CIO__F_PENDING = 0, CIO__F_DONE, CIO__F_CANCELLED };
@@ -282,6 +289,7 @@ typedef struct cio__task {
     void *interrupt_arg;
     void *result_value;      /* cio_task_set_value */
     cio__waiter await;       /* cio_await's waiter */
+    cio_future *awaiting;    /* what cio_await holds a reference on */
 } cio__task;
 
 CIO_HIDDEN extern _Thread_local cio__task *cio__current;

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 enum {
@@ -210,6 +211,7 @@ static cio__handle *new_handle(cio_loop *loop, cio_callback cb, void *arg,
         return NULL;
     cio__list_init(&h->link);
     h->cb = cb;
+    h->drop = NULL;
     h->arg = arg;
     h->loop = loop;
     h->id = ++loop->next_id;
@@ -225,6 +227,8 @@ static cio__handle *new_handle(cio_loop *loop, cio_callback cb, void *arg,
 int cio_call_soon(cio_loop *loop, cio_callback cb, void *arg,
                   cio_handle *handle)
 {
+    if (handle)
+        *handle = (cio_handle){NULL, 0};
     int err = cio__loop_check(loop);
     if (err)
         return err;
@@ -240,6 +244,8 @@ int cio_call_soon(cio_loop *loop, cio_callback cb, void *arg,
 int cio_call_at(cio_loop *loop, double when, cio_callback cb, void *arg,
                 cio_handle *handle)
 {
+    if (handle)
+        *handle = (cio_handle){NULL, 0};
     int err = cio__loop_check(loop);
     if (err)
         return err;
@@ -263,7 +269,12 @@ int cio_call_at(cio_loop *loop, double when, cio_callback cb, void *arg,
 int cio_call_later(cio_loop *loop, double delay, cio_callback cb, void *arg,
                    cio_handle *handle)
 {
-    if (!loop || !(delay >= 0)) /* also rejects NaN */
+    if (handle)
+        *handle = (cio_handle){NULL, 0};
+    int err = cio__loop_check(loop); /* before reading its clock */
+    if (err)
+        return err;
+    if (!(delay >= 0)) /* also rejects NaN */
         return -EINVAL;
     return cio_call_at(loop, cio_loop_time(loop) + delay, cb, arg, handle);
 }
@@ -294,6 +305,33 @@ int cio_handle_cancel(cio_handle handle)
  * consistency one of the two always sees the other, so no post is missed.
  */
 
+/* The eventfd is written and read directly, not through cio__sys_*: its
+ * only failure is EAGAIN with the counter full, which leaves it readable,
+ * so there is no error path to test, and a lost wake-up would hang. */
+static void wake_loop(cio_loop *loop)
+{
+    uint64_t one = 1;
+    ssize_t n = write(loop->wakefd, &one, sizeof one);
+    (void)n;
+}
+
+/* With post_lock held, after something was queued for the loop. */
+static void posted_locked(cio_loop *loop)
+{
+    atomic_fetch_add(&loop->post_count, 1);
+    /* Still under the lock: once it is released the loop may run the post,
+     * close and be freed, so nothing of it may be touched after. */
+    if (atomic_load(&loop->sleeping) && !atomic_exchange(&loop->wake_sent, 1))
+        wake_loop(loop);
+}
+
+void cio__bridge_arrived_locked(cio_loop *loop, cio__bridge *b)
+{
+    cio__list_unlink(&b->link);
+    cio__list_push_back(&loop->arrived, &b->link);
+    posted_locked(loop);
+}
+
 int cio__post_locked(cio_loop *loop, cio_callback cb, cio_callback drop,
                      void *arg)
 {
@@ -308,14 +346,7 @@ int cio__post_locked(cio_loop *loop, cio_callback cb, cio_callback drop,
         loop->posted_cap = cap;
     }
     loop->posted[loop->nposted++] = (cio__post){cb, drop, arg};
-    atomic_store(&loop->post_count, loop->nposted);
-    /* Still under the lock: once it is released the loop may run the post,
-     * close and be freed, so nothing of it may be touched after. */
-    if (atomic_load(&loop->sleeping) && !atomic_exchange(&loop->wake_sent, 1)) {
-        uint64_t one = 1;
-        /* EAGAIN (counter full) still leaves the fd readable. */
-        (void)cio__sys_write(loop->wakefd, &one, sizeof one);
-    }
+    posted_locked(loop);
     return 0;
 }
 
@@ -323,6 +354,10 @@ int cio_call_soon_threadsafe(cio_loop *loop, cio_callback cb, void *arg)
 {
     if (!loop || !cb)
         return -EINVAL;
+    /* From the loop's own thread it is call_soon, as in asyncio, where
+     * both append to the same queue: the order of the two is kept. */
+    if (cio__running_loop == loop)
+        return cio_call_soon(loop, cb, arg, NULL);
     pthread_mutex_lock(&loop->post_lock);
     int err = cio__post_locked(loop, cb, NULL, arg);
     pthread_mutex_unlock(&loop->post_lock);
@@ -345,6 +380,8 @@ static void take_posts(cio_loop *loop)
     if (!atomic_load_explicit(&loop->post_count, memory_order_relaxed) ||
         loop->ntorun)
         return;
+    cio__list arrived;
+    cio__list_init(&arrived);
     pthread_mutex_lock(&loop->post_lock);
     cio__post *p = loop->torun;
     size_t cap = loop->torun_cap;
@@ -354,9 +391,16 @@ static void take_posts(cio_loop *loop)
     loop->posted = p;
     loop->posted_cap = cap;
     loop->nposted = 0;
+    cio__list_splice(&arrived, &loop->arrived);
     atomic_store(&loop->post_count, 0);
     pthread_mutex_unlock(&loop->post_lock);
-    cio__handle_schedule(&loop->post_batch);
+    if (loop->ntorun)
+        cio__handle_schedule(&loop->post_batch);
+    cio__list *n;
+    while ((n = cio__list_pop_front(&arrived))) {
+        cio__bridge *b = cio__container_of(n, cio__bridge, link);
+        cio__handle_schedule(&b->deliver);
+    }
 }
 
 /* ---------------------------------------------------------- fd watchers */
@@ -370,16 +414,20 @@ static int add_watcher(cio_loop *loop, int fd, int dir, cio_callback cb,
     if (!cb || fd < 0 || fd == loop->wakefd)
         return fd < 0 ? -EBADF : -EINVAL;
     if (fd >= loop->watchers_cap) {
-        int cap = loop->watchers_cap ? loop->watchers_cap : 64;
-        while (cap <= fd)
+        /* An fd number beyond the table may be anything: one that is not
+         * open must not make the table grow. */
+        if (fcntl(fd, F_GETFD) < 0)
+            return -EBADF;
+        size_t cap = loop->watchers_cap ? (size_t)loop->watchers_cap : 64;
+        while (cap <= (size_t)fd)
             cap *= 2;
         cio__watcher **w = cio__realloc(loop->watchers, cap * sizeof *w);
         if (!w)
             return -ENOMEM;
         memset(w + loop->watchers_cap, 0,
-               (cap - loop->watchers_cap) * sizeof *w);
+               (cap - (size_t)loop->watchers_cap) * sizeof *w);
         loop->watchers = w;
-        loop->watchers_cap = cap;
+        loop->watchers_cap = (int)cap;
     }
     cio__watcher *w = loop->watchers[fd];
     bool fresh = !w;
@@ -460,7 +508,8 @@ void cio__io_event(cio_loop *loop, int fd, unsigned events)
 {
     if (fd == loop->wakefd) {
         uint64_t count;
-        (void)cio__sys_read(fd, &count, sizeof count);
+        ssize_t n = read(fd, &count, sizeof count); /* see wake_loop */
+        (void)n;
         atomic_store(&loop->wake_sent, 0);
         return;
     }
@@ -477,6 +526,10 @@ void cio__io_event(cio_loop *loop, int fd, unsigned events)
 
 double cio_loop_time(cio_loop *loop)
 {
+    if (!loop)
+        return NAN;
+    if (!loop->running) /* between runs the cache would be stale */
+        return monotonic_now();
     if (!loop->now_valid) {
         loop->now = monotonic_now();
         loop->now_valid = true;
@@ -504,11 +557,14 @@ static int poll_timeout(cio_loop *loop, double max_wait)
     return ms > 86400e3 ? 86400000 : (int)ms;
 }
 
-static int poll_phase(cio_loop *loop, double max_wait)
+/* `always`: poll even with callbacks waiting - the last iteration before
+ * a stop, and run_once, see I/O as asyncio's iterations do. */
+static int poll_phase(cio_loop *loop, double max_wait, bool always)
 {
     int timeout = poll_timeout(loop, max_wait);
     if (timeout == 0 && (loop->nwatched == 0 ||
-                         loop->ran_since_poll < POLL_EVERY))
+                         (!always && !loop->stopping &&
+                          loop->ran_since_poll < POLL_EVERY)))
         return 0;
     if (timeout != 0) {
         atomic_store(&loop->sleeping, 1);
@@ -537,6 +593,7 @@ static void timers_phase(cio_loop *loop)
 
 static void run_one(cio_loop *loop, cio_callback cb, void *arg)
 {
+    loop->ran++;
     if (!loop->debug) {
         cb(arg);
         return;
@@ -553,7 +610,7 @@ static void run_one(cio_loop *loop, cio_callback cb, void *arg)
  * they schedule wait for the next iteration, as asyncio's do. */
 static int ready_phase(cio_loop *loop)
 {
-    int ran = 0;
+    loop->ran = 0; /* counted by run_one: a batch of posts counts each */
     cio__list_splice(&loop->batch, &loop->ready);
     cio__list *n;
     while ((n = cio__list_pop_front(&loop->batch))) {
@@ -563,17 +620,19 @@ static int ready_phase(cio_loop *loop)
         h->state = CIO__H_IDLE;
         if (h->embedded == HANDLE_POOLED)
             handle_put(loop, h);
-        run_one(loop, cb, arg);
-        ran++;
+        if (h == &loop->post_batch)
+            run_posts(loop); /* each post counts, not the batch */
+        else
+            run_one(loop, cb, arg);
     }
-    loop->ran_since_poll += ran;
-    return ran;
+    loop->ran_since_poll += loop->ran;
+    return (int)loop->ran;
 }
 
-static int iterate(cio_loop *loop, double max_wait)
+static int iterate(cio_loop *loop, double max_wait, bool always_poll)
 {
     loop->now_valid = false;
-    int err = poll_phase(loop, max_wait);
+    int err = poll_phase(loop, max_wait, always_poll);
     if (err < 0)
         return err;
     take_posts(loop);
@@ -609,7 +668,7 @@ int cio_loop_run_forever(cio_loop *loop)
     if (err)
         return err;
     for (;;) {
-        err = iterate(loop, -1);
+        err = iterate(loop, -1, false);
         if (err < 0 || loop->stopping)
             break;
     }
@@ -625,7 +684,7 @@ int cio_loop_run_once(cio_loop *loop, double timeout)
     int err = enter(loop);
     if (err)
         return err;
-    int ran = iterate(loop, timeout < 0 ? -1 : timeout);
+    int ran = iterate(loop, timeout < 0 ? -1 : timeout, true);
     loop->stopping = false;
     leave(loop);
     return ran;
@@ -739,6 +798,7 @@ int cio_loop_new(cio_loop **out, const cio_loop_options *opts)
     cio__list_init(&loop->free_handles);
     cio__list_init(&loop->tasks);
     cio__list_init(&loop->bridges);
+    cio__list_init(&loop->arrived);
     cio__list_init(&loop->transports);
     cio__list_init(&loop->servers);
     cio__handle_init(&loop->post_batch, loop, run_posts, loop);
@@ -769,16 +829,22 @@ fail_loop:
  * orphaned: its worker frees what it shares with us when it finishes. */
 static void close_posts(cio_loop *loop)
 {
-    cio__list orphans;
+    cio__list orphans, *n;
     cio__list_init(&orphans);
     pthread_mutex_lock(&loop->post_lock);
     loop->closed = true;
-    for (cio__list *n = loop->bridges.next; n != &loop->bridges; n = n->next)
+    for (n = loop->bridges.next; n != &loop->bridges; n = n->next)
         cio__container_of(n, cio__bridge, link)->orphaned = true;
     cio__list_splice(&orphans, &loop->bridges);
+    cio__list arrived;
+    cio__list_init(&arrived);
+    cio__list_splice(&arrived, &loop->arrived);
     pthread_mutex_unlock(&loop->post_lock);
+    while ((n = cio__list_pop_front(&arrived))) {
+        cio__bridge *b = cio__container_of(n, cio__bridge, link);
+        b->deliver.drop(b->deliver.arg);
+    }
     /* Nobody appends now; the lock is not needed to read them. */
-    cio__list *n;
     while ((n = cio__list_pop_front(&orphans)))
         cio__bridge_orphaned(cio__container_of(n, cio__bridge, link));
     for (size_t i = 0; i < loop->ntorun; i++)
@@ -802,6 +868,8 @@ static void drop_handles(cio_loop *loop)
         h->state = CIO__H_IDLE;
         if (h->embedded == HANDLE_POOLED)
             handle_put(loop, h);
+        else if (h->drop)
+            h->drop(h->arg); /* its owner frees what the callback would */
     }
     while (loop->heap_len) {
         cio__handle *h = loop->heap[0];

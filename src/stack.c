@@ -24,7 +24,7 @@
 #define MADV_GUARD_INSTALL 102
 #endif
 
-enum { REGION_STACKS = 256, MAX_CLASSES = 8 };
+enum { REGION_STACKS = 256 };
 
 bool cio__stack_force_mprotect; /* tests: behave as on an older kernel */
 
@@ -42,6 +42,7 @@ typedef struct region {
  * so a million spawned tasks that run one after another share one stack.
  * available = nhot + ncold + uncarved slots, always >= reserved. */
 typedef struct size_class {
+    struct size_class *next;
     size_t size;               /* usable bytes */
     void *hot;                 /* used stacks, linked through their tops */
     void *cold;                /* guarded, never used (mprotect mode) */
@@ -51,8 +52,7 @@ typedef struct size_class {
 } size_class;
 
 struct cio__stack_pool {
-    size_class classes[MAX_CLASSES];
-    int nclasses;
+    size_class *classes;       /* one per stack size in use */
     bool mprotect_guards;
 };
 
@@ -98,14 +98,15 @@ static size_class *find_class(cio_loop *loop, size_t size)
         if (!pool)
             return NULL;
     }
-    for (int i = 0; i < pool->nclasses; i++)
-        if (pool->classes[i].size == size)
-            return &pool->classes[i];
-    if (pool->nclasses == MAX_CLASSES)
+    for (size_class *c = pool->classes; c; c = c->next)
+        if (c->size == size)
+            return c;
+    size_class *c = cio__calloc(1, sizeof *c);
+    if (!c)
         return NULL;
-    size_class *c = &pool->classes[pool->nclasses++];
-    memset(c, 0, sizeof *c);
     c->size = size;
+    c->next = pool->classes;
+    pool->classes = c;
     return c;
 }
 
@@ -236,8 +237,10 @@ void cio__stack_pool_free(cio_loop *loop)
     cio__stack_pool *pool = loop->stacks;
     if (!pool)
         return;
-    for (int i = 0; i < pool->nclasses; i++) {
-        region *r = pool->classes[i].regions;
+    while (pool->classes) {
+        size_class *c = pool->classes;
+        pool->classes = c->next;
+        region *r = c->regions;
         while (r) {
             region *next = r->next;
             for (unsigned k = 0; k < r->carved; k++)
@@ -246,6 +249,7 @@ void cio__stack_pool_free(cio_loop *loop)
             cio__free(r);
             r = next;
         }
+        cio__free(c);
     }
     cio__free(pool);
     loop->stacks = NULL;

@@ -309,9 +309,11 @@ int cio_await(cio_future *f, void **value)
     if (f->state == CIO__F_PENDING) {
         cio_future_ref(f); /* it must outlive our look at its result */
         t->await.task = t;
+        t->awaiting = f;
         cio__waiter_add(f, &t->await);
         r = cio__park_checked(await_interrupt, f);
         cio__list_unlink(&t->await.link);
+        t->awaiting = NULL;
         if (r == 0)
             r = cio_future_result(f, value);
         cio_future_unref(f);
@@ -391,6 +393,9 @@ void cio__tasks_close(cio_loop *loop)
         cio__report(loop, "Task was destroyed but it is pending!", 0, "task",
                     cio_task_get_name(&t->fut), t);
         cio__list_unlink(&t->await.link);
+        if (t->awaiting) /* the reference cio_await took */
+            cio_future_unref(t->awaiting);
+        t->awaiting = NULL;
         cio__handle_unschedule(&t->wake);
         t->parked = false;
         /* Its waiters belong to tasks that are going too: tell none. */
