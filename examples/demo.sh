@@ -1,0 +1,39 @@
+#!/bin/sh
+# The guided tour: runs the examples in the guide's order, each after one
+# line saying what it shows.  Usage: sh examples/demo.sh DIR
+# (DIR holds the built examples; examples not built yet are skipped.)
+#
+# The tour, in order: one line per example, "name|what it shows".
+# Adding an example is adding its line here.
+TOUR='
+cake|Synchronous vs asynchronous: mix the ingredients while the oven preheats
+callbacks|The event loop: callbacks run in the order they were scheduled
+threadsafe|Threads: a worker hands its results to the loop with call_soon_threadsafe
+blocking|Blocking code: run_in_executor runs it in a thread while the loop keeps going
+loop_per_thread|One loop per thread, and the two safe ways between them
+echo_client|Streams: open_connection, write and drain, write_eof, readline until EOF
+echo_server|Streams: a server runs a task per client, and serves many at once
+echo_protocol|Protocols: the echo server as callbacks, with no task per connection
+chat_server|A chat server: each line goes to every other client
+udp_echo|UDP: datagram endpoints, datagram_received and sendto
+fetch_http|HTTP: a plain GET of a page from a tiny local server
+'
+# Still to come, in this order: subprocess, graceful_shutdown (both
+# before echo_client), producer_consumer, rate_limit.
+
+dir=${1:?usage: sh examples/demo.sh DIR}
+status=0
+first=1
+
+# The here-document feeds the read loop; each example reads /dev/null.
+while IFS='|' read -r name what; do
+    [ -n "$name" ] || continue
+    [ -x "$dir/$name" ] || continue
+    [ $first = 1 ] || echo
+    first=0
+    echo "== $what (examples/$name.c)"
+    "$dir/$name" </dev/null || status=1
+done <<EOF
+$TOUR
+EOF
+exit $status

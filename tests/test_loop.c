@@ -1,0 +1,1443 @@
+/* The callback loop, tested against asyncio's documented behaviour
+ * (BaseEventLoop: call_soon, call_later, call_at, stop, run_forever,
+ * add_reader, call_soon_threadsafe, exception handlers, debug mode) and
+ * the orderings cio.h defines on top of it.
+ *
+ * Every test runs in its own forked process, so the file-level globals
+ * below start fresh in each one. */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static test_log L;     /* what ran, in order */
+static cio_loop *LOOP; /* the loop under test, for callbacks that need it */
+
+/* ------------------------------------------------------------- helpers */
+
+static cio_loop *loop_open(void)
+{
+    cio_loop *loop = NULL;
+    CHECK_ERR(cio_loop_new(&loop, NULL), 0);
+    CHECK(loop != NULL);
+    LOOP = loop;
+    return loop;
+}
+
+static cio_loop *loop_open_with(const char *backend, int debug)
+{
+    cio_loop_options opts = {backend, debug, 0};
+    cio_loop *loop = NULL;
+    CHECK_ERR(cio_loop_new(&loop, &opts), 0);
+    LOOP = loop;
+    return loop;
+}
+
+static double wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void nap(double seconds)
+{
+    struct timespec ts = {(time_t)seconds,
+                          (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+/* A pipe whose read end has one byte waiting. */
+static void readable_pipe(int p[2])
+{
+    CHECK_EQ(pipe(p), 0);
+    CHECK_EQ(write(p[1], "x", 1), 1);
+}
+
+static void close_pair(int p[2])
+{
+    close(p[0]);
+    close(p[1]);
+}
+
+static void say(void *arg) { test_log_add(&L, "%s", (const char *)arg); }
+
+static void say_stop(void *arg)
+{
+    say(arg);
+    CHECK_ERR(cio_loop_stop(LOOP), 0);
+}
+
+static void stop_cb(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(cio_loop_stop(LOOP), 0);
+}
+
+static void count_cb(void *arg) { ++*(int *)arg; }
+
+/* Runs fn with stderr going into buf (NUL-terminated). */
+static void capture_stderr(void (*fn)(void *), void *arg, char *buf,
+                           size_t cap)
+{
+    int p[2];
+    CHECK_EQ(pipe(p), 0);
+    fflush(stderr);
+    int saved = dup(2);
+    CHECK(saved >= 0);
+    CHECK(dup2(p[1], 2) == 2);
+    fn(arg);
+    fflush(stderr);
+    CHECK(dup2(saved, 2) == 2);
+    close(saved);
+    close(p[1]);
+    size_t len = 0;
+    ssize_t n;
+    while (len < cap - 1 && (n = read(p[0], buf + len, cap - 1 - len)) > 0)
+        len += (size_t)n;
+    buf[len] = 0;
+    close(p[0]);
+}
+
+/* ------------------------------------------------------------- call_soon */
+
+TEST(call_soon_runs_in_fifo_order)
+{
+    cio_loop *loop = loop_open();
+    const char *names[] = {"a", "b", "c", "d", "e"};
+    for (int i = 0; i < 5; i++)
+        CHECK_ERR(cio_call_soon(loop, say, (void *)names[i], NULL), 0);
+    CHECK_ERR(cio_call_soon(loop, stop_cb, NULL, NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_LOG(&L, "a b c d e");
+    cio_loop_free(loop);
+}
+
+static long fifo_next;
+static void fifo_check(void *arg)
+{
+    CHECK_EQ((long)(intptr_t)arg, fifo_next);
+    fifo_next++;
+}
+
+TEST(call_soon_keeps_fifo_order_for_many)
+{
+    cio_loop *loop = loop_open();
+    long n = test_scaled(100000);
+    for (long i = 0; i < n; i++)
+        CHECK_ERR(cio_call_soon(loop, fifo_check, (void *)(intptr_t)i, NULL),
+                  0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), n);
+    CHECK_EQ(fifo_next, n);
+    cio_loop_free(loop);
+}
+
+static void a_schedules_c(void *arg)
+{
+    (void)arg;
+    say("A");
+    CHECK_ERR(cio_call_soon(LOOP, say, "C", NULL), 0);
+}
+
+TEST(call_soon_from_a_callback_waits_for_the_next_iteration)
+{
+    cio_loop *loop = loop_open();
+    CHECK_ERR(cio_call_soon(loop, a_schedules_c, NULL, NULL), 0);
+    CHECK_ERR(cio_call_soon(loop, say, "B", NULL), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 2);
+    CHECK_LOG(&L, "A B");
+    CHECK_EQ(cio_loop_run_once(loop, 0), 1);
+    CHECK_LOG(&L, "A B C");
+    CHECK_EQ(cio_loop_run_once(loop, 0), 0);
+    cio_loop_free(loop);
+}
+
+TEST(run_once_returns_the_number_of_callbacks_run)
+{
+    cio_loop *loop = loop_open();
+    int n = 0;
+    for (int i = 0; i < 3; i++)
+        CHECK_ERR(cio_call_soon(loop, count_cb, &n, NULL), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 3);
+    CHECK_EQ(n, 3);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 0);
+    cio_loop_free(loop);
+}
+
+/* --------------------------------------------------- call_later, call_at */
+
+TEST(call_later_runs_in_deadline_order)
+{
+    cio_loop *loop = loop_open();
+    double t0 = wall();
+    CHECK_ERR(cio_call_later(loop, 0.03, say, "c", NULL), 0);
+    CHECK_ERR(cio_call_later(loop, 0.01, say, "a", NULL), 0);
+    CHECK_ERR(cio_call_later(loop, 0.02, say, "b", NULL), 0);
+    CHECK_ERR(cio_call_later(loop, 0.04, stop_cb, NULL, NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_LOG(&L, "a b c");
+    CHECK(wall() - t0 >= 0.035);
+    cio_loop_free(loop);
+}
+
+static double seen_time;
+static void note_time(void *arg)
+{
+    say(arg);
+    seen_time = cio_loop_time(LOOP);
+}
+
+TEST(call_at_uses_the_loop_clock)
+{
+    cio_loop *loop = loop_open();
+    double t = cio_loop_time(loop);
+    CHECK_ERR(cio_call_at(loop, t + 0.02, note_time, "late", NULL), 0);
+    CHECK_ERR(cio_call_at(loop, t - 1.0, say, "past", NULL), 0);
+    CHECK_ERR(cio_call_soon(loop, say, "soon", NULL), 0);
+    CHECK_ERR(cio_call_at(loop, t + 0.02, stop_cb, NULL, NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    /* A deadline in the past is due at once, after what was already ready. */
+    CHECK_LOG(&L, "soon past late");
+    CHECK(seen_time >= t + 0.02 - 1e-6);
+    cio_loop_free(loop);
+}
+
+TEST(due_timers_run_after_callbacks_already_ready)
+{
+    cio_loop *loop = loop_open();
+    CHECK_ERR(cio_call_later(loop, 0, say, "timer", NULL), 0);
+    CHECK_ERR(cio_call_soon(loop, say, "soon", NULL), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 2);
+    CHECK_LOG(&L, "soon timer");
+    cio_loop_free(loop);
+}
+
+static void schedules_timer_and_soon(void *arg)
+{
+    (void)arg;
+    say("A");
+    CHECK_ERR(cio_call_later(LOOP, 0, say, "T", NULL), 0);
+    CHECK_ERR(cio_call_soon(LOOP, say, "S", NULL), 0);
+}
+
+TEST(zero_delay_timer_from_a_callback_waits_for_the_next_iteration)
+{
+    cio_loop *loop = loop_open();
+    CHECK_ERR(cio_call_soon(loop, schedules_timer_and_soon, NULL, NULL), 0);
+    CHECK_ERR(cio_call_soon(loop, say, "B", NULL), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 2);
+    CHECK_LOG(&L, "A B");
+    CHECK_EQ(cio_loop_run_once(loop, 0), 2);
+    CHECK_LOG(&L, "A B S T");
+    cio_loop_free(loop);
+}
+
+/* Inside one iteration the clock is constant, so equal delays give equal
+ * deadlines; cio runs those in the order they were scheduled. */
+static void schedule_equal_delays(void *arg)
+{
+    (void)arg;
+    const char *names[] = {"1", "2", "3", "4", "5"};
+    for (int i = 0; i < 5; i++)
+        CHECK_ERR(cio_call_later(LOOP, 0.01, say, (void *)names[i], NULL), 0);
+    CHECK_ERR(cio_call_later(LOOP, 0.01, stop_cb, NULL, NULL), 0);
+}
+
+TEST(timers_with_equal_delays_run_in_scheduling_order)
+{
+    cio_loop *loop = loop_open();
+    CHECK_ERR(cio_call_soon(loop, schedule_equal_delays, NULL, NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_LOG(&L, "1 2 3 4 5");
+    cio_loop_free(loop);
+}
+
+enum { EQ_TIMERS = 3000 };
+static int eq_bucket[EQ_TIMERS];
+static int eq_order[EQ_TIMERS], eq_fired;
+
+static void eq_fire(void *arg)
+{
+    eq_order[eq_fired++] = (int)(intptr_t)arg;
+    if (eq_fired == EQ_TIMERS)
+        cio_loop_stop(LOOP);
+}
+
+TEST(timers_with_equal_deadlines_run_in_scheduling_order)
+{
+    cio_loop *loop = loop_open();
+    double t = cio_loop_time(loop) + 0.005;
+    /* Three deadlines, interleaved and latest first, so the heap has to
+     * reorder them while keeping each deadline's timers in order. */
+    for (int i = 0; i < EQ_TIMERS; i++) {
+        eq_bucket[i] = 2 - i % 3;
+        CHECK_ERR(cio_call_at(loop, t + eq_bucket[i] * 0.001, eq_fire,
+                              (void *)(intptr_t)i, NULL),
+                  0);
+    }
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_EQ(eq_fired, EQ_TIMERS);
+    for (int k = 1; k < EQ_TIMERS; k++) {
+        int a = eq_order[k - 1], b = eq_order[k];
+        CHECK(eq_bucket[a] < eq_bucket[b] ||
+              (eq_bucket[a] == eq_bucket[b] && a < b));
+    }
+    cio_loop_free(loop);
+}
+
+TEST(call_later_from_outside_the_loop_counts_from_the_call)
+{
+    cio_loop *loop = loop_open();
+    (void)cio_loop_time(loop);
+    nap(0.2); /* the loop is idle: its clock must not stand still */
+    double t0 = wall();
+    CHECK_ERR(cio_call_later(loop, 0.1, say_stop, "t", NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK(wall() - t0 >= 0.09);
+    /* The same after the loop ran and returned. */
+    nap(0.2);
+    t0 = wall();
+    CHECK_ERR(cio_call_later(loop, 0.1, say_stop, "u", NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK(wall() - t0 >= 0.09);
+    CHECK_LOG(&L, "t u");
+    cio_loop_free(loop);
+}
+
+/* ------------------------------------------------------------------ stop */
+
+static void a_schedules_d(void *arg)
+{
+    (void)arg;
+    say("A");
+    CHECK_ERR(cio_call_soon(LOOP, say, "D", NULL), 0);
+}
+
+TEST(stop_lets_the_current_iteration_finish)
+{
+    cio_loop *loop = loop_open();
+    CHECK_ERR(cio_call_soon(loop, a_schedules_d, NULL, NULL), 0);
+    CHECK_ERR(cio_call_soon(loop, say_stop, "B", NULL), 0);
+    CHECK_ERR(cio_call_soon(loop, say, "C", NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_LOG(&L, "A B C");
+    CHECK_EQ(cio_loop_is_running(loop), 0);
+    /* D was scheduled for the next iteration: it waits for the next run. */
+    CHECK_ERR(cio_call_soon(loop, say_stop, "E", NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_LOG(&L, "A B C D E");
+    cio_loop_free(loop);
+}
+
+static int chain_runs;
+static void chain(void *arg)
+{
+    chain_runs++;
+    CHECK_ERR(cio_call_soon(LOOP, chain, arg, NULL), 0);
+}
+
+TEST(stop_before_run_forever_runs_exactly_one_iteration)
+{
+    cio_loop *loop = loop_open();
+    CHECK_ERR(cio_call_soon(loop, chain, NULL, NULL), 0);
+    CHECK_ERR(cio_loop_stop(loop), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_EQ(chain_runs, 1);
+    /* The stop request was used up: the chain goes on with the next run. */
+    CHECK_EQ(cio_loop_run_once(loop, 0), 1);
+    CHECK_EQ(chain_runs, 2);
+    CHECK_ERR(cio_loop_stop(loop), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_EQ(chain_runs, 3);
+    cio_loop_free(loop);
+}
+
+/* asyncio: "If stop() is called before run_forever() is called, the loop
+ * will poll the I/O selector once with a timeout of zero, run all
+ * callbacks scheduled in response to I/O events (and those that were
+ * already scheduled), and then exit." */
+TEST(stop_before_run_forever_polls_io_once)
+{
+    cio_loop *loop = loop_open();
+    int p[2];
+    readable_pipe(p);
+    CHECK_ERR(cio_add_reader(loop, p[0], say, "read"), 0);
+    CHECK_ERR(cio_call_soon(loop, say, "soon", NULL), 0);
+    CHECK_ERR(cio_loop_stop(loop), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_LOG(&L, "soon read");
+    CHECK_EQ(cio_remove_reader(loop, p[0]), 1);
+    cio_loop_free(loop);
+    close_pair(p);
+}
+
+/* --------------------------------------------------------------- handles */
+
+TEST(cancelled_handle_never_runs)
+{
+    cio_loop *loop = loop_open();
+    cio_handle h;
+    CHECK_ERR(cio_call_soon(loop, say, "x", &h), 0);
+    CHECK_ERR(cio_call_soon(loop, say, "y", NULL), 0);
+    CHECK_EQ(cio_handle_cancel(h), 1);
+    CHECK_EQ(cio_handle_cancel(h), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 1);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 0);
+    CHECK_LOG(&L, "y");
+    cio_loop_free(loop);
+}
+
+TEST(cancel_after_the_callback_ran_is_harmless)
+{
+    cio_loop *loop = loop_open();
+    cio_handle h, h2;
+    CHECK_ERR(cio_call_soon(loop, say, "x", &h), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 1);
+    CHECK_EQ(cio_handle_cancel(h), 0);
+    /* The next scheduling may reuse the slot: the old handle must not
+     * cancel it. */
+    CHECK_ERR(cio_call_soon(loop, say, "y", &h2), 0);
+    CHECK_EQ(cio_handle_cancel(h), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 1);
+    CHECK_EQ(cio_handle_cancel(h2), 0);
+    CHECK_LOG(&L, "x y");
+    cio_handle zero = {0};
+    CHECK_EQ(cio_handle_cancel(zero), 0);
+    cio_loop_free(loop);
+}
+
+static cio_handle victim;
+static void cancel_victim(void *arg)
+{
+    say(arg);
+    CHECK_EQ(cio_handle_cancel(victim), 1);
+}
+
+TEST(cancel_from_an_earlier_callback_of_the_same_iteration)
+{
+    cio_loop *loop = loop_open();
+    CHECK_ERR(cio_call_soon(loop, cancel_victim, "A", NULL), 0);
+    CHECK_ERR(cio_call_soon(loop, say, "B", &victim), 0);
+    CHECK_ERR(cio_call_soon(loop, say, "C", NULL), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 2);
+    CHECK_LOG(&L, "A C");
+    cio_loop_free(loop);
+}
+
+static cio_handle self_handle;
+static void cancel_self(void *arg)
+{
+    say(arg);
+    CHECK_EQ(cio_handle_cancel(self_handle), 0);
+}
+
+TEST(cancel_from_inside_its_own_callback_returns_0)
+{
+    cio_loop *loop = loop_open();
+    CHECK_ERR(cio_call_soon(loop, cancel_self, "me", &self_handle), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 1);
+    CHECK_LOG(&L, "me");
+    cio_loop_free(loop);
+}
+
+TEST(cancelled_timer_leaves_the_heap_at_once)
+{
+    cio_loop *loop = loop_open();
+    cio_handle h;
+    CHECK_ERR(cio_call_later(loop, 10.0, say, "never", &h), 0);
+    CHECK_EQ(loop->heap_len, 1);
+    CHECK_EQ(cio_handle_cancel(h), 1);
+    CHECK_EQ(loop->heap_len, 0); /* no timer left to wake the loop for */
+    CHECK_EQ(cio_handle_cancel(h), 0);
+    CHECK_ERR(cio_call_later(loop, 0.01, say_stop, "done", NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_LOG(&L, "done");
+    CHECK_EQ(loop->heap_len, 0);
+    cio_loop_free(loop);
+}
+
+TEST(cancelling_some_timers_keeps_the_others_in_order)
+{
+    cio_loop *loop = loop_open();
+    const char *names[] = {"t1", "t2", "t3", "t4", "t5"};
+    cio_handle h[5];
+    double t = cio_loop_time(loop);
+    for (int i = 0; i < 5; i++)
+        CHECK_ERR(cio_call_at(loop, t + 0.001 * (5 - i), say, (void *)names[i],
+                              &h[i]),
+                  0);
+    CHECK_EQ(cio_handle_cancel(h[1]), 1);
+    CHECK_EQ(cio_handle_cancel(h[3]), 1);
+    CHECK_ERR(cio_call_at(loop, t + 0.01, stop_cb, NULL, NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_LOG(&L, "t5 t3 t1");
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ(cio_handle_cancel(h[i]), 0);
+    cio_loop_free(loop);
+}
+
+/* -------------------------------------------------------------- run_once */
+
+TEST(run_once_with_a_timeout_waits_that_long)
+{
+    cio_loop *loop = loop_open();
+    double t0 = wall();
+    CHECK_EQ(cio_loop_run_once(loop, 0.05), 0);
+    CHECK(wall() - t0 >= 0.04);
+    cio_loop_free(loop);
+}
+
+TEST(run_once_waits_for_the_next_timer)
+{
+    cio_loop *loop = loop_open();
+    CHECK_ERR(cio_call_later(loop, 0.02, say, "t", NULL), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 5.0), 1);
+    CHECK_LOG(&L, "t");
+    cio_loop_free(loop);
+}
+
+TEST(run_once_with_zero_timeout_polls_io)
+{
+    cio_loop *loop = loop_open();
+    int p[2];
+    readable_pipe(p);
+    CHECK_ERR(cio_add_reader(loop, p[0], say, "read"), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 1);
+    CHECK_LOG(&L, "read");
+    CHECK_EQ(cio_remove_reader(loop, p[0]), 1);
+    cio_loop_free(loop);
+    close_pair(p);
+}
+
+/* ------------------------------------------------------------ fd watchers */
+
+TEST(reader_is_level_triggered)
+{
+    cio_loop *loop = loop_open();
+    int p[2], n = 0;
+    readable_pipe(p);
+    CHECK_ERR(cio_add_reader(loop, p[0], count_cb, &n), 0);
+    for (int i = 1; i <= 3; i++) {
+        CHECK_EQ(cio_loop_run_once(loop, -1), 1);
+        CHECK_EQ(n, i); /* still readable: it fires again */
+    }
+    char c;
+    CHECK_EQ(read(p[0], &c, 1), 1);
+    CHECK_EQ(cio_loop_run_once(loop, 0.01), 0);
+    CHECK_EQ(n, 3);
+    CHECK_EQ(cio_remove_reader(loop, p[0]), 1);
+    CHECK_EQ(cio_remove_reader(loop, p[0]), 0);
+    cio_loop_free(loop);
+    close_pair(p);
+}
+
+static int sp[2]; /* a socketpair */
+
+static void write_ping(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(write(sp[0], "ping", 4), 4);
+    say("wrote");
+    CHECK_EQ(cio_remove_writer(LOOP, sp[0]), 1);
+}
+
+static void read_ping(void *arg)
+{
+    (void)arg;
+    char buf[16] = {0};
+    CHECK_EQ(read(sp[1], buf, sizeof buf - 1), 4);
+    test_log_add(&L, "read:%s", buf);
+    CHECK_EQ(cio_remove_reader(LOOP, sp[1]), 1);
+    CHECK_ERR(cio_loop_stop(LOOP), 0);
+}
+
+TEST(writer_and_reader_on_a_socketpair)
+{
+    cio_loop *loop = loop_open();
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    CHECK_ERR(cio_add_writer(loop, sp[0], write_ping, NULL), 0);
+    CHECK_ERR(cio_add_reader(loop, sp[1], read_ping, NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_LOG(&L, "wrote read:ping");
+    CHECK_EQ(cio_remove_writer(loop, sp[0]), 0);
+    CHECK_EQ(cio_remove_reader(loop, sp[1]), 0);
+    cio_loop_free(loop);
+    close_pair(sp);
+}
+
+TEST(adding_a_reader_again_replaces_its_callback)
+{
+    cio_loop *loop = loop_open();
+    int p[2];
+    readable_pipe(p);
+    CHECK_ERR(cio_add_reader(loop, p[0], say, "first"), 0);
+    CHECK_ERR(cio_add_reader(loop, p[0], say, "second"), 0);
+    CHECK_EQ(cio_loop_run_once(loop, -1), 1);
+    CHECK_LOG(&L, "second");
+    CHECK_EQ(cio_remove_reader(loop, p[0]), 1);
+    CHECK_EQ(cio_remove_reader(loop, p[0]), 0);
+    cio_loop_free(loop);
+    close_pair(p);
+}
+
+TEST(reader_and_writer_on_one_fd_are_independent)
+{
+    cio_loop *loop = loop_open();
+    int s[2], r = 0, w = 0;
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, s), 0);
+    CHECK_EQ(write(s[1], "x", 1), 1);
+    CHECK_ERR(cio_add_reader(loop, s[0], count_cb, &r), 0);
+    CHECK_ERR(cio_add_writer(loop, s[0], count_cb, &w), 0);
+    CHECK_EQ(cio_loop_run_once(loop, -1), 2);
+    CHECK_EQ(r, 1);
+    CHECK_EQ(w, 1);
+    CHECK_EQ(cio_remove_writer(loop, s[0]), 1);
+    CHECK_EQ(cio_loop_run_once(loop, -1), 1);
+    CHECK_EQ(r, 2);
+    CHECK_EQ(w, 1);
+    CHECK_EQ(cio_remove_writer(loop, s[0]), 0);
+    CHECK_EQ(cio_remove_reader(loop, s[0]), 1);
+    CHECK_EQ(cio_loop_run_once(loop, 0.01), 0);
+    cio_loop_free(loop);
+    close_pair(s);
+}
+
+static int self_fd, self_runs;
+static void remove_self(void *arg)
+{
+    (void)arg;
+    self_runs++;
+    CHECK_EQ(cio_remove_reader(LOOP, self_fd), 1);
+}
+
+TEST(reader_removing_itself_runs_once)
+{
+    cio_loop *loop = loop_open();
+    int p[2];
+    readable_pipe(p);
+    self_fd = p[0];
+    CHECK_ERR(cio_add_reader(loop, p[0], remove_self, NULL), 0);
+    CHECK_EQ(cio_loop_run_once(loop, -1), 1);
+    CHECK_EQ(cio_loop_run_once(loop, 0.01), 0);
+    CHECK_EQ(self_runs, 1);
+    cio_loop_free(loop);
+    close_pair(p);
+}
+
+/* Two readable pipes whose readers each remove the other: whichever runs
+ * first, the other was already scheduled in the same iteration and must
+ * not run (its watcher is gone). */
+static int cross_fd[2], cross_runs;
+static void remove_other(void *arg)
+{
+    int other = cross_fd[(intptr_t)arg];
+    cross_runs++;
+    CHECK_EQ(cio_remove_reader(LOOP, other), 1);
+}
+
+TEST(reader_removed_by_an_earlier_callback_does_not_run)
+{
+    cio_loop *loop = loop_open();
+    int a[2], b[2];
+    readable_pipe(a);
+    readable_pipe(b);
+    cross_fd[0] = a[0];
+    cross_fd[1] = b[0];
+    CHECK_ERR(cio_add_reader(loop, a[0], remove_other, (void *)1), 0);
+    CHECK_ERR(cio_add_reader(loop, b[0], remove_other, (void *)0), 0);
+    CHECK_EQ(cio_loop_run_once(loop, -1), 1);
+    CHECK_EQ(cross_runs, 1);
+    CHECK_EQ(cio_remove_reader(loop, a[0]) + cio_remove_reader(loop, b[0]), 1);
+    cio_loop_free(loop);
+    close_pair(a);
+    close_pair(b);
+}
+
+TEST(add_reader_bad_fds)
+{
+    cio_loop *loop = loop_open();
+    int p[2];
+    CHECK_EQ(pipe(p), 0);
+    close_pair(p); /* p[0] now names no open file */
+    CHECK_ERR(cio_add_reader(loop, p[0], say, "x"), -EBADF);
+    CHECK_ERR(cio_add_writer(loop, p[1], say, "x"), -EBADF);
+    CHECK_ERR(cio_add_reader(loop, -1, say, "x"), -EBADF);
+    CHECK_EQ(cio_remove_reader(loop, p[0]), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 0);
+    cio_loop_free(loop);
+}
+
+TEST_T(add_reader_on_a_huge_fd_number, 5)
+{
+    cio_loop *loop = loop_open();
+    CHECK_ERR(cio_add_reader(loop, INT_MAX, say, "x"), -EBADF);
+    CHECK_ERR(cio_add_writer(loop, INT_MAX - 1, say, "x"), -EBADF);
+    cio_loop_free(loop);
+}
+
+/* epoll refuses regular files and directories; the poll backend must
+ * refuse them too, so a program behaves the same on both. */
+static void refuse_files(const char *backend)
+{
+    cio_loop *loop = loop_open_with(backend, -1);
+    char path[] = "/tmp/cio-test-XXXXXX";
+    int f = mkstemp(path);
+    CHECK(f >= 0);
+    unlink(path);
+    int d = open("/tmp", O_RDONLY | O_DIRECTORY);
+    CHECK(d >= 0);
+    CHECK_ERR(cio_add_reader(loop, f, say, "x"), -EPERM);
+    CHECK_ERR(cio_add_writer(loop, f, say, "x"), -EPERM);
+    CHECK_ERR(cio_add_reader(loop, d, say, "x"), -EPERM);
+    CHECK_EQ(cio_remove_reader(loop, f), 0);
+    int p[2];
+    CHECK_EQ(pipe(p), 0);
+    CHECK_ERR(cio_add_reader(loop, p[0], say, "x"), 0);
+    CHECK_EQ(cio_remove_reader(loop, p[0]), 1);
+    cio_loop_free(loop);
+    close_pair(p);
+    close(f);
+    close(d);
+}
+
+TEST(add_reader_on_a_regular_file_is_eperm_on_both_backends)
+{
+    refuse_files("epoll");
+    refuse_files("poll");
+}
+
+TEST(closing_the_loop_drops_watchers_but_not_the_fds)
+{
+    cio_loop *loop = loop_open();
+    int p[2], n = 0;
+    readable_pipe(p);
+    CHECK_ERR(cio_add_reader(loop, p[0], count_cb, &n), 0);
+    CHECK_ERR(cio_add_writer(loop, p[1], count_cb, &n), 0);
+    CHECK_ERR(cio_loop_close(loop), 0);
+    CHECK_EQ(cio_remove_reader(loop, p[0]), 0);
+    CHECK_EQ(cio_remove_writer(loop, p[1]), 0);
+    CHECK_EQ(write(p[1], "y", 1), 1); /* still the caller's, still open */
+    CHECK_EQ(n, 0);
+    cio_loop_free(loop);
+    close_pair(p);
+}
+
+/* ------------------------------------------------------ threadsafe calls */
+
+/* Waits until the loop is blocked in the kernel (an internal flag), so the
+ * post below has to wake it. */
+static void wait_until_sleeping(cio_loop *loop)
+{
+    while (!atomic_load(&loop->sleeping))
+        nap(0.0005);
+    nap(0.01);
+}
+
+static void *post_stop(void *arg)
+{
+    cio_loop *loop = arg;
+    wait_until_sleeping(loop);
+    CHECK_ERR(cio_call_soon_threadsafe(loop, say_stop, "posted"), 0);
+    return NULL;
+}
+
+TEST(call_soon_threadsafe_wakes_a_blocked_loop)
+{
+    cio_loop *loop = loop_open();
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, post_stop, loop), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_EQ(pthread_join(th, NULL), 0);
+    CHECK_LOG(&L, "posted");
+    cio_loop_free(loop);
+}
+
+enum { POSTERS = 2 };
+static long posts_each, posts_seen, post_next[POSTERS];
+
+static void post_check(void *arg)
+{
+    intptr_t v = (intptr_t)arg;
+    int t = (int)(v >> 24);
+    long i = (long)(v & 0xffffff);
+    CHECK_EQ(i, post_next[t]); /* each thread's posts keep their order */
+    post_next[t]++;
+    if (++posts_seen == POSTERS * posts_each)
+        cio_loop_stop(LOOP);
+}
+
+static void *post_many(void *arg)
+{
+    intptr_t t = (intptr_t)arg;
+    for (long i = 0; i < posts_each; i++) {
+        CHECK_ERR(cio_call_soon_threadsafe(LOOP, post_check,
+                                           (void *)((t << 24) | i)),
+                  0);
+        if (i % 1000 == 0)
+            nap(0.0002); /* let the loop fall asleep now and then */
+    }
+    return NULL;
+}
+
+TEST_T(call_soon_threadsafe_keeps_each_threads_order, 30)
+{
+    cio_loop *loop = loop_open();
+    posts_each = test_scaled(20000);
+    pthread_t th[POSTERS];
+    for (intptr_t t = 0; t < POSTERS; t++)
+        CHECK_EQ(pthread_create(&th[t], NULL, post_many, (void *)t), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    for (int t = 0; t < POSTERS; t++)
+        CHECK_EQ(pthread_join(th[t], NULL), 0);
+    CHECK_EQ(posts_seen, POSTERS * posts_each);
+    cio_loop_free(loop);
+}
+
+TEST(call_soon_threadsafe_from_the_loop_thread_and_leftovers_at_close)
+{
+    cio_loop *loop = loop_open();
+    CHECK_ERR(cio_call_soon_threadsafe(loop, say, "a"), 0);
+    CHECK_ERR(cio_call_soon(loop, say, "b", NULL), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 2);
+    /* Posts never run are freed by close (the harness checks for leaks). */
+    CHECK_ERR(cio_call_soon_threadsafe(loop, say, "dropped"), 0);
+    CHECK_ERR(cio_call_soon_threadsafe(loop, say, "dropped"), 0);
+    CHECK_ERR(cio_loop_close(loop), 0);
+    CHECK_ERR(cio_call_soon_threadsafe(loop, say, "x"), -ESHUTDOWN);
+    cio_loop_free(loop);
+    CHECK_EQ(strstr(L.buf, "dropped") == NULL, 1);
+}
+
+/* asyncio's call_soon_threadsafe is call_soon plus a wake-up: called from
+ * the loop's own thread, it keeps its place among call_soon callbacks. */
+static void mix_posts_and_soon(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(cio_call_soon_threadsafe(LOOP, say, "a"), 0);
+    CHECK_ERR(cio_call_soon(LOOP, say, "b", NULL), 0);
+    CHECK_ERR(cio_call_soon_threadsafe(LOOP, say, "c"), 0);
+    CHECK_ERR(cio_call_soon(LOOP, say_stop, "d", NULL), 0);
+}
+
+TEST(call_soon_threadsafe_on_the_loop_thread_keeps_call_soon_order)
+{
+    cio_loop *loop = loop_open();
+    CHECK_ERR(cio_call_soon(loop, mix_posts_and_soon, NULL, NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_LOG(&L, "a b c d");
+    cio_loop_free(loop);
+}
+
+TEST(run_once_counts_each_posted_callback)
+{
+    cio_loop *loop = loop_open();
+    for (int i = 0; i < 3; i++)
+        CHECK_ERR(cio_call_soon_threadsafe(loop, say, "p"), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 3);
+    CHECK_LOG(&L, "p p p");
+    cio_loop_free(loop);
+}
+
+/* ------------------------------------------------------ exception handler */
+
+static struct {
+    int calls;
+    cio_loop *loop;
+    cio_error_context ctx;
+    void *arg;
+} got;
+
+static void record_handler(cio_loop *loop, const cio_error_context *ctx,
+                           void *arg)
+{
+    got.calls++;
+    got.loop = loop;
+    got.ctx = *ctx;
+    got.arg = arg;
+}
+
+static void report_boom(void *arg)
+{
+    cio_error_context c = {"boom", -EIO, "handle", "h1", arg};
+    CHECK_ERR(cio_loop_call_exception_handler(LOOP, &c), 0);
+}
+
+TEST(exception_handler_receives_the_context)
+{
+    cio_loop *loop = loop_open();
+    int marker, obj;
+    CHECK_ERR(cio_loop_set_exception_handler(loop, record_handler, &marker),
+              0);
+    report_boom(&obj);
+    CHECK_EQ(got.calls, 1);
+    CHECK(got.loop == loop);
+    CHECK(got.arg == &marker);
+    CHECK_STR(got.ctx.message, "boom");
+    CHECK_ERR(got.ctx.error, -EIO);
+    CHECK_STR(got.ctx.what, "handle");
+    CHECK_STR(got.ctx.name, "h1");
+    CHECK(got.ctx.object == &obj);
+
+    /* NULL restores the default, which prints one line to stderr. */
+    CHECK_ERR(cio_loop_set_exception_handler(loop, NULL, NULL), 0);
+    char out[512];
+    capture_stderr(report_boom, &obj, out, sizeof out);
+    CHECK_EQ(got.calls, 1);
+    CHECK(strncmp(out, "cio: boom", 9) == 0);
+    CHECK(strstr(out, "handle h1") != NULL);
+    CHECK(strstr(out, cio_strerror(-EIO)) != NULL);
+    CHECK(strchr(out, '\n') == out + strlen(out) - 1);
+    cio_loop_free(loop);
+}
+
+TEST(exception_handler_bad_arguments)
+{
+    cio_loop *loop = loop_open();
+    cio_error_context c = {"m", 0, NULL, NULL, NULL};
+    cio_error_context no_message = {NULL, -EIO, NULL, NULL, NULL};
+    CHECK_ERR(cio_loop_call_exception_handler(NULL, &c), -EINVAL);
+    CHECK_ERR(cio_loop_call_exception_handler(loop, NULL), -EINVAL);
+    CHECK_ERR(cio_loop_call_exception_handler(loop, &no_message), -EINVAL);
+    CHECK_ERR(cio_loop_set_exception_handler(NULL, record_handler, NULL),
+              -EINVAL);
+    CHECK_ERR(cio_loop_set_exception_handler(loop, record_handler, NULL), 0);
+    CHECK_ERR(cio_loop_call_exception_handler(loop, &c), 0);
+    CHECK_EQ(got.calls, 1);
+    CHECK_ERR(got.ctx.error, 0);
+    CHECK(got.ctx.what == NULL && got.ctx.name == NULL);
+    cio_loop_free(loop);
+}
+
+/* ------------------------------------------------------------ debug mode */
+
+static atomic_int eperm_reports;
+static void count_eperm(cio_loop *loop, const cio_error_context *ctx,
+                        void *arg)
+{
+    (void)loop;
+    (void)arg;
+    if (ctx->error == -EPERM)
+        atomic_fetch_add(&eperm_reports, 1);
+}
+
+static int debug_pipe[2];
+static void *wrong_thread_calls(void *arg)
+{
+    cio_loop *loop = arg;
+    CHECK_EQ(cio_get_running_loop() == NULL, 1);
+    CHECK_ERR(cio_call_soon(loop, say, "no", NULL), -EPERM);
+    CHECK_ERR(cio_call_later(loop, 0.01, say, "no", NULL), -EPERM);
+    CHECK_ERR(cio_call_at(loop, 0, say, "no", NULL), -EPERM);
+    CHECK_ERR(cio_add_reader(loop, debug_pipe[0], say, "no"), -EPERM);
+    CHECK_ERR(cio_call_soon_threadsafe(loop, say_stop, "yes"), 0);
+    return NULL;
+}
+
+static pthread_t debug_thread;
+static void start_wrong_thread(void *arg)
+{
+    CHECK_EQ(pthread_create(&debug_thread, NULL, wrong_thread_calls, arg), 0);
+}
+
+TEST(debug_mode_refuses_calls_from_another_thread)
+{
+    cio_loop *loop = loop_open_with(NULL, 1);
+    CHECK_EQ(cio_loop_get_debug(loop), 1);
+    CHECK_EQ(pipe(debug_pipe), 0);
+    CHECK_ERR(cio_loop_set_exception_handler(loop, count_eperm, NULL), 0);
+    CHECK_ERR(cio_call_soon(loop, start_wrong_thread, loop, NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_EQ(pthread_join(debug_thread, NULL), 0);
+    CHECK_LOG(&L, "yes");
+    CHECK_EQ(atomic_load(&eperm_reports), 4);
+    CHECK_EQ(cio_remove_reader(loop, debug_pipe[0]), 0);
+    cio_loop_free(loop);
+    close_pair(debug_pipe);
+}
+
+static void *call_soon_from_thread(void *arg)
+{
+    CHECK_ERR(cio_call_soon(arg, say, "from thread", NULL), 0);
+    return NULL;
+}
+
+TEST(debug_mode_allows_other_threads_while_the_loop_is_not_running)
+{
+    cio_loop *loop = loop_open_with(NULL, 1);
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, call_soon_from_thread, loop), 0);
+    CHECK_EQ(pthread_join(th, NULL), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 1);
+    CHECK_LOG(&L, "from thread");
+    cio_loop_free(loop);
+}
+
+static void slow(void *arg)
+{
+    (void)arg;
+    nap(0.03);
+}
+
+static void run_slow_callback(void *arg)
+{
+    CHECK_ERR(cio_call_soon(arg, slow, NULL, NULL), 0);
+    CHECK_EQ(cio_loop_run_once(arg, 0), 1);
+}
+
+TEST(debug_mode_warns_about_slow_callbacks)
+{
+    cio_loop_options opts = {NULL, 1, 0.01};
+    cio_loop *loop;
+    CHECK_ERR(cio_loop_new(&loop, &opts), 0);
+    char out[512];
+    capture_stderr(run_slow_callback, loop, out, sizeof out);
+    CHECK(strstr(out, "took") != NULL);
+    cio_loop_free(loop);
+}
+
+TEST(debug_mode_switches)
+{
+    cio_loop *loop = loop_open_with(NULL, -1);
+    CHECK_EQ(cio_loop_get_debug(loop), 0);
+    CHECK_ERR(cio_loop_set_debug(loop, 1), 0);
+    CHECK_EQ(cio_loop_get_debug(loop), 1);
+    CHECK_ERR(cio_loop_set_debug(loop, 0), 0);
+    CHECK_EQ(cio_loop_get_debug(loop), 0);
+    cio_loop_free(loop);
+
+    CHECK_EQ(setenv("CIO_DEBUG", "1", 1), 0);
+    loop = loop_open_with(NULL, 0);
+    CHECK_EQ(cio_loop_get_debug(loop), 1);
+    cio_loop_free(loop);
+    loop = loop_open_with(NULL, -1); /* explicit off beats the environment */
+    CHECK_EQ(cio_loop_get_debug(loop), 0);
+    cio_loop_free(loop);
+    CHECK_EQ(setenv("CIO_DEBUG", "0", 1), 0);
+    loop = loop_open_with(NULL, 0);
+    CHECK_EQ(cio_loop_get_debug(loop), 0);
+    cio_loop_free(loop);
+}
+
+/* --------------------------------------------------------------- bad use */
+
+static cio_loop *other_loop;
+static void nested_runs(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(cio_loop_run_forever(LOOP), -EBUSY);
+    CHECK_ERR(cio_loop_run_once(LOOP, 0), -EBUSY);
+    /* This thread already runs a loop: it cannot run a second one. */
+    CHECK_ERR(cio_loop_run_forever(other_loop), -EBUSY);
+    CHECK_ERR(cio_loop_run_once(other_loop, 0), -EBUSY);
+    CHECK_EQ(cio_loop_is_running(LOOP), 1);
+    CHECK_EQ(cio_loop_is_running(other_loop), 0);
+    say_stop("checked");
+}
+
+TEST(run_forever_on_a_running_loop_is_ebusy)
+{
+    CHECK_ERR(cio_loop_new(&other_loop, NULL), 0);
+    cio_loop *loop = loop_open();
+    CHECK_ERR(cio_call_soon(loop, nested_runs, NULL, NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_LOG(&L, "checked");
+    cio_loop_free(loop);
+    cio_loop_free(other_loop);
+}
+
+TEST(a_closed_loop_refuses_to_run_and_to_schedule)
+{
+    cio_loop *loop = loop_open();
+    int p[2];
+    CHECK_EQ(pipe(p), 0);
+    CHECK_EQ(cio_loop_is_closed(loop), 0);
+    CHECK_ERR(cio_loop_close(loop), 0);
+    CHECK_EQ(cio_loop_is_closed(loop), 1);
+    CHECK_ERR(cio_loop_close(loop), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), -ESHUTDOWN);
+    CHECK_ERR(cio_loop_run_once(loop, 0), -ESHUTDOWN);
+    CHECK_ERR(cio_call_soon(loop, say, "x", NULL), -ESHUTDOWN);
+    CHECK_ERR(cio_call_later(loop, 0.1, say, "x", NULL), -ESHUTDOWN);
+    CHECK_ERR(cio_call_at(loop, 0, say, "x", NULL), -ESHUTDOWN);
+    CHECK_ERR(cio_call_soon_threadsafe(loop, say, "x"), -ESHUTDOWN);
+    CHECK_ERR(cio_add_reader(loop, p[0], say, "x"), -ESHUTDOWN);
+    CHECK_ERR(cio_add_writer(loop, p[1], say, "x"), -ESHUTDOWN);
+    cio_loop_free(loop);
+    close_pair(p);
+    CHECK_EQ(L.len, 0);
+}
+
+static void try_close(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(cio_loop_close(LOOP), -EBUSY);
+    CHECK_EQ(cio_loop_is_closed(LOOP), 0);
+    say_stop("tried");
+}
+
+TEST(closing_a_running_loop_is_ebusy)
+{
+    cio_loop *loop = loop_open();
+    CHECK_ERR(cio_call_soon(loop, try_close, NULL, NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_LOG(&L, "tried");
+    CHECK_ERR(cio_loop_close(loop), 0);
+    cio_loop_free(loop);
+}
+
+TEST(null_loops_and_callbacks_are_einval)
+{
+    cio_loop *loop = loop_open();
+    cio_handle h = {0};
+    CHECK_ERR(cio_loop_new(NULL, NULL), -EINVAL);
+    CHECK_ERR(cio_call_soon(NULL, say, "x", &h), -EINVAL);
+    CHECK_ERR(cio_call_soon(loop, NULL, "x", &h), -EINVAL);
+    CHECK_ERR(cio_call_later(NULL, 0, say, "x", NULL), -EINVAL);
+    CHECK_ERR(cio_call_later(loop, 0, NULL, "x", NULL), -EINVAL);
+    CHECK_ERR(cio_call_at(NULL, 0, say, "x", NULL), -EINVAL);
+    CHECK_ERR(cio_call_at(loop, 0, NULL, "x", NULL), -EINVAL);
+    CHECK_ERR(cio_call_soon_threadsafe(NULL, say, "x"), -EINVAL);
+    CHECK_ERR(cio_call_soon_threadsafe(loop, NULL, "x"), -EINVAL);
+    CHECK_ERR(cio_add_reader(NULL, 0, say, "x"), -EINVAL);
+    CHECK_ERR(cio_add_writer(NULL, 1, say, "x"), -EINVAL);
+    CHECK_ERR(cio_remove_reader(NULL, 0), -EINVAL);
+    CHECK_ERR(cio_remove_writer(NULL, 1), -EINVAL);
+    CHECK_ERR(cio_remove_reader(loop, -1), -EINVAL);
+    CHECK_ERR(cio_loop_run_forever(NULL), -EINVAL);
+    CHECK_ERR(cio_loop_run_once(NULL, 0), -EINVAL);
+    CHECK_ERR(cio_loop_stop(NULL), -EINVAL);
+    CHECK_ERR(cio_loop_close(NULL), -EINVAL);
+    CHECK_ERR(cio_loop_set_debug(NULL, 1), -EINVAL);
+    CHECK_EQ(cio_loop_get_debug(NULL), 0);
+    CHECK_EQ(cio_loop_is_running(NULL), 0);
+    CHECK_EQ(cio_loop_is_closed(NULL), 0);
+    cio_loop_free(NULL);
+    CHECK_EQ(cio_handle_cancel(h), 0);
+
+    int p[2];
+    CHECK_EQ(pipe(p), 0);
+    CHECK_ERR(cio_add_reader(loop, p[0], NULL, "x"), -EINVAL);
+    CHECK_ERR(cio_add_writer(loop, p[1], NULL, "x"), -EINVAL);
+    CHECK_EQ(cio_remove_reader(loop, p[0]), 0);
+    close_pair(p);
+
+    cio_loop_options bad_backend = {"kqueue", 0, 0};
+    cio_loop_options bad_slow = {NULL, 0, -1};
+    cio_loop *l2 = (cio_loop *)&h;
+    CHECK_ERR(cio_loop_new(&l2, &bad_backend), -EINVAL);
+    CHECK(l2 == NULL);
+    CHECK_ERR(cio_loop_new(&l2, &bad_slow), -EINVAL);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 0);
+    cio_loop_free(loop);
+}
+
+TEST(negative_and_nan_delays_are_einval)
+{
+    cio_loop *loop = loop_open();
+    cio_handle h = {0};
+    CHECK_ERR(cio_call_later(loop, -1, say, "x", &h), -EINVAL);
+    CHECK_ERR(cio_call_later(loop, -1e-9, say, "x", &h), -EINVAL);
+    CHECK_ERR(cio_call_later(loop, -INFINITY, say, "x", &h), -EINVAL);
+    CHECK_ERR(cio_call_later(loop, NAN, say, "x", &h), -EINVAL);
+    CHECK_ERR(cio_call_at(loop, NAN, say, "x", &h), -EINVAL);
+    CHECK_ERR(cio_loop_run_once(loop, NAN), -EINVAL);
+    CHECK_EQ(cio_handle_cancel(h), 0);
+    CHECK_EQ(loop->heap_len, 0);
+    /* Zero and infinity are valid delays. */
+    CHECK_ERR(cio_call_later(loop, INFINITY, say, "never", &h), 0);
+    CHECK_ERR(cio_call_later(loop, 0, say, "now", NULL), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0.01), 1);
+    CHECK_EQ(cio_loop_run_once(loop, 0.01), 0);
+    CHECK_LOG(&L, "now");
+    CHECK_EQ(cio_handle_cancel(h), 1);
+    cio_loop_free(loop);
+}
+
+static void check_running_loop(void *arg)
+{
+    CHECK(cio_get_running_loop() == arg);
+    CHECK_EQ(cio_loop_is_running(arg), 1);
+    say_stop("inside");
+}
+
+TEST(get_running_loop_inside_and_outside)
+{
+    CHECK(cio_get_running_loop() == NULL);
+    cio_loop *loop = loop_open();
+    CHECK(cio_get_running_loop() == NULL);
+    CHECK_ERR(cio_call_soon(loop, check_running_loop, loop, NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK(cio_get_running_loop() == NULL);
+    CHECK_ERR(cio_call_soon(loop, check_running_loop, loop, NULL), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 1);
+    CHECK(cio_get_running_loop() == NULL);
+    CHECK_LOG(&L, "inside inside");
+    cio_loop_free(loop);
+}
+
+static double first_time;
+static void time_first(void *arg)
+{
+    (void)arg;
+    first_time = cio_loop_time(LOOP);
+    nap(0.02);
+    CHECK(cio_loop_time(LOOP) == first_time);
+}
+static void time_second(void *arg)
+{
+    (void)arg;
+    CHECK(cio_loop_time(LOOP) == first_time);
+    CHECK_ERR(cio_call_soon(LOOP, say_stop, "next", NULL), 0);
+}
+static void time_next(void *arg)
+{
+    (void)arg;
+    CHECK(cio_loop_time(LOOP) >= first_time + 0.019);
+}
+
+TEST(loop_time_is_constant_within_one_iteration)
+{
+    cio_loop *loop = loop_open();
+    CHECK_ERR(cio_call_soon(loop, time_first, NULL, NULL), 0);
+    CHECK_ERR(cio_call_soon(loop, time_second, NULL, NULL), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 2);
+    CHECK_ERR(cio_call_soon(loop, time_next, NULL, NULL), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 2);
+    CHECK_LOG(&L, "next");
+    cio_loop_free(loop);
+}
+
+/* ------------------------------------------------- threads and loops */
+
+static pthread_barrier_t both_running;
+static cio_loop *thread_loop;
+
+static void in_thread_loop(void *arg)
+{
+    (void)arg;
+    CHECK(cio_get_running_loop() == thread_loop);
+    pthread_barrier_wait(&both_running);
+    CHECK(cio_get_running_loop() == thread_loop);
+    CHECK_ERR(cio_loop_stop(thread_loop), 0);
+}
+
+static void *thread_main(void *arg)
+{
+    (void)arg;
+    CHECK(cio_get_running_loop() == NULL); /* main's loop is running */
+    CHECK_ERR(cio_loop_new(&thread_loop, NULL), 0);
+    CHECK_ERR(cio_call_soon(thread_loop, in_thread_loop, NULL, NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(thread_loop), 0);
+    CHECK(cio_get_running_loop() == NULL);
+    cio_loop_free(thread_loop);
+    return NULL;
+}
+
+static pthread_t other_thread;
+static void in_main_loop(void *arg)
+{
+    CHECK_EQ(pthread_create(&other_thread, NULL, thread_main, NULL), 0);
+    pthread_barrier_wait(&both_running);
+    CHECK(cio_get_running_loop() == arg);
+    say_stop("main");
+}
+
+TEST(each_thread_has_its_own_running_loop)
+{
+    cio_loop *loop = loop_open();
+    CHECK_EQ(pthread_barrier_init(&both_running, NULL, 2), 0);
+    CHECK_ERR(cio_call_soon(loop, in_main_loop, loop, NULL), 0);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_EQ(pthread_join(other_thread, NULL), 0);
+    CHECK(cio_get_running_loop() == NULL);
+    CHECK_LOG(&L, "main");
+    pthread_barrier_destroy(&both_running);
+    cio_loop_free(loop);
+}
+
+/* ---------------------------------------------------- failure injection
+ * One scenario touches every path that allocates or makes a system call:
+ * a new loop, 200 call_soon, 200 call_later, a reader on a pipe, and a
+ * post from another thread to the loop while it sleeps in the kernel.
+ * With the N-th allocation or system call failing, it must end with a
+ * clean error (or recover) and leak nothing. */
+
+enum { FAULT_SOON = 200, FAULT_LATER = 200 };
+
+typedef struct fault_run {
+    cio_loop *loop;
+    int pipe[2];
+    int soon, later, reads, posts;
+    atomic_int all_ran; /* loop -> poster: only the post is missing */
+    atomic_int quit;    /* scenario -> poster: give up */
+    int post_err;       /* the first error the poster got */
+} fault_run;
+
+static void fault_progress(fault_run *r)
+{
+    if (r->soon == FAULT_SOON && r->later == FAULT_LATER && r->reads == 1)
+        atomic_store(&r->all_ran, 1);
+}
+
+static void fault_soon(void *arg)
+{
+    fault_run *r = arg;
+    r->soon++;
+    fault_progress(r);
+}
+
+static void fault_later(void *arg)
+{
+    fault_run *r = arg;
+    r->later++;
+    fault_progress(r);
+}
+
+static void fault_read(void *arg)
+{
+    fault_run *r = arg;
+    char c;
+    CHECK_EQ(read(r->pipe[0], &c, 1), 1);
+    CHECK_EQ(cio_remove_reader(r->loop, r->pipe[0]), 1);
+    r->reads++;
+    fault_progress(r);
+}
+
+static void fault_posted(void *arg)
+{
+    fault_run *r = arg;
+    r->posts++;
+    CHECK_ERR(cio_loop_stop(r->loop), 0);
+}
+
+static void *fault_poster(void *arg)
+{
+    fault_run *r = arg;
+    while (!atomic_load(&r->quit) &&
+           !(atomic_load(&r->all_ran) && atomic_load(&r->loop->sleeping)))
+        nap(0.0002);
+    if (atomic_load(&r->quit))
+        return NULL;
+    /* A failed post never runs; the injected failure happens once, so
+     * the retry goes through. */
+    int err = cio_call_soon_threadsafe(r->loop, fault_posted, r);
+    if (err) {
+        r->post_err = err;
+        CHECK_ERR(cio_call_soon_threadsafe(r->loop, fault_posted, r), 0);
+    }
+    return NULL;
+}
+
+static int fault_scenario(void *arg)
+{
+    (void)arg;
+    fault_run r = {0};
+    pthread_t th;
+    bool started = false;
+    int err = cio_loop_new(&r.loop, NULL);
+    if (err)
+        return err;
+    readable_pipe(r.pipe);
+    for (int i = 0; i < FAULT_SOON && !err; i++)
+        err = cio_call_soon(r.loop, fault_soon, &r, NULL);
+    for (int i = 0; i < FAULT_LATER && !err; i++)
+        err = cio_call_later(r.loop, (i % 20) * 0.0005, fault_later, &r, NULL);
+    if (!err)
+        err = cio_add_reader(r.loop, r.pipe[0], fault_read, &r);
+    if (!err) {
+        CHECK_EQ(pthread_create(&th, NULL, fault_poster, &r), 0);
+        started = true;
+        err = cio_loop_run_forever(r.loop);
+    }
+    atomic_store(&r.quit, 1);
+    if (started)
+        CHECK_EQ(pthread_join(th, NULL), 0);
+    if (!err)
+        err = r.post_err;
+    if (!err) {
+        CHECK_EQ(r.soon, FAULT_SOON);
+        CHECK_EQ(r.later, FAULT_LATER);
+        CHECK_EQ(r.reads, 1);
+        CHECK_EQ(r.posts, 1);
+    }
+    cio_loop_free(r.loop);
+    close_pair(r.pipe);
+    return err;
+}
+
+TEST_T(failing_allocations_give_clean_errors, 60)
+{
+    CHECK(test_fault_loop(CIO__FAULT_ALLOC, 0, fault_scenario, NULL) > 5);
+}
+
+TEST_T(failing_system_calls_emfile_give_clean_errors, 60)
+{
+    CHECK(test_fault_loop(CIO__FAULT_SYS, EMFILE, fault_scenario, NULL) > 3);
+}
+
+TEST_T(failing_system_calls_enomem_give_clean_errors, 60)
+{
+    CHECK(test_fault_loop(CIO__FAULT_SYS, ENOMEM, fault_scenario, NULL) > 3);
+}
+
+/* ----------------------------------------------------------------- stress
+ * 100,000 timers with pseudo-random delays in [0, 0.05), quantised to
+ * 0.1 ms so many share a deadline, a third of them cancelled: the rest
+ * fire in (deadline, scheduling order), never before their deadline. */
+
+enum { STRESS_MAX = 100000 };
+static double st_when[STRESS_MAX];
+static cio_handle st_handle[STRESS_MAX];
+static long st_fired, st_expected, st_last = -1;
+
+static void st_fire(void *arg)
+{
+    long i = (long)(intptr_t)arg;
+    if (st_last >= 0 && (st_when[i] < st_when[st_last] ||
+                         (st_when[i] == st_when[st_last] && i < st_last)))
+        test_fail(__FILE__, __LINE__, "timer %ld (%.6f) fired after %ld (%.6f)",
+                  i, st_when[i], st_last, st_when[st_last]);
+    if (cio_loop_time(LOOP) + 2e-9 < st_when[i])
+        test_fail(__FILE__, __LINE__, "timer %ld fired %.6f s early", i,
+                  st_when[i] - cio_loop_time(LOOP));
+    st_last = i;
+    if (++st_fired == st_expected)
+        cio_loop_stop(LOOP);
+}
+
+TEST_T(stress_100k_timers_fire_in_deadline_order, 60)
+{
+    cio_loop *loop = loop_open();
+    long n = test_scaled(STRESS_MAX);
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    double base = cio_loop_time(loop);
+    for (long i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        st_when[i] = base + (double)(x % 500) * 1e-4;
+        CHECK_ERR(cio_call_at(loop, st_when[i], st_fire, (void *)(intptr_t)i,
+                              &st_handle[i]),
+                  0);
+    }
+    st_expected = n;
+    for (long i = 0; i < n; i += 3) {
+        CHECK_EQ(cio_handle_cancel(st_handle[i]), 1);
+        st_expected--;
+    }
+    CHECK_EQ(loop->heap_len, st_expected);
+    CHECK_ERR(cio_loop_run_forever(loop), 0);
+    CHECK_EQ(st_fired, st_expected);
+    CHECK_EQ(loop->heap_len, 0);
+    cio_loop_free(loop);
+}
