@@ -309,7 +309,10 @@ CIO_API int cio_await(cio_future *fut, void **value);
 
 /* asyncio.run: a new loop, fn(arg) as its main task until it finishes,
  * then cancels and finishes the tasks left, closes and frees the loop.
- * Returns fn's status, or -EBUSY if this thread already runs a loop. */
+ * In the main thread, with SIGINT at its default, the first Ctrl-C cancels
+ * the main task (which may clean up) and a second one interrupts for real,
+ * as Python 3.11's. Returns fn's status (-ECANCELED after a Ctrl-C), or
+ * -EBUSY if this thread already runs a loop. */
 CIO_API int cio_run(cio_task_fn fn, void *arg);
 
 /* Runs loop until fut is done; returns fut's status or error. */
@@ -942,6 +945,23 @@ CIO_API void cio_stream_free(cio_stream *s);
 
 /* Frees memory cio handed to the caller (cio_stream_read_all). */
 CIO_API void cio_free(void *p);
+
+/* --------------------------------------------------------------- signals
+ * Unix signals delivered as ordinary loop callbacks (through signalfd), so
+ * a handler may do anything a callback may. As in asyncio, only the main
+ * thread's loop handles signals. The signal is blocked in the calling
+ * thread (threads it starts later inherit that); cio's worker threads
+ * block every signal.
+ */
+
+/* Runs cb(arg) on loop whenever signum arrives; adding again replaces.
+ * Returns 0, -EINVAL (SIGKILL, SIGSTOP, not a signal), -EPERM (not the
+ * main thread), -ESHUTDOWN, -ENOMEM. */
+CIO_API int cio_add_signal_handler(cio_loop *loop, int signum,
+                                   cio_callback cb, void *arg);
+/* Stops handling signum (its default action is back). Returns 1 if a
+ * handler was removed, 0 if none, -EINVAL. */
+CIO_API int cio_remove_signal_handler(cio_loop *loop, int signum);
 
 #ifdef __cplusplus
 }

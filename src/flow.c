@@ -54,7 +54,9 @@ int cio_run(cio_task_fn fn, void *arg)
     err = cio_task_new(loop, fn, arg, &(cio_task_options){.name = "main"},
                        &main_task);
     if (err == 0) {
+        void *sigint = cio__run_sigint_begin(loop, main_task);
         err = cio_loop_run_until_complete(loop, main_task);
+        cio__run_sigint_end(loop, sigint);
         cio_future_unref(main_task);
         cancel_all_tasks(loop);
         /* asyncio's shutdown_default_executor, with its 300 s timeout;

@@ -197,6 +197,7 @@ struct cio_loop {
     cio__list transports;        /* net.c: transports not owned by a server */
     cio__list servers;           /* net.c: servers not yet freed */
     char *read_buf;              /* net.c: shared by every reader */
+    struct cio__signals *signals; /* signal.c: NULL until a handler */
     struct cio_executor *default_executor; /* owned; NULL until first use */
 
     /* tasks (task.c) */
@@ -309,6 +310,11 @@ CIO_HIDDEN int cio__task_stack_info(char **lo, size_t *size, char *name,
                                     size_t cap);
 /* Tasks hook into the loop's teardown. */
 CIO_HIDDEN void cio__tasks_close(cio_loop *loop);
+
+/* --------------------------------------------------------------- signals */
+CIO_HIDDEN void cio__signals_close(cio_loop *loop);
+CIO_HIDDEN void *cio__run_sigint_begin(cio_loop *loop, cio_task *main_task);
+CIO_HIDDEN void cio__run_sigint_end(cio_loop *loop, void *state);
 
 /* ------------------------------------------------------------ networking */
 CIO_HIDDEN extern double cio__accept_retry_delay;

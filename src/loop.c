@@ -888,6 +888,7 @@ int cio_loop_close(cio_loop *loop)
     if (loop->closed)
         return 0;
     cio__executor_loop_close(loop); /* its workers may still post to us */
+    cio__signals_close(loop);
     cio__net_close(loop);  /* wakes tasks parked on streams: before tasks */
     cio__tasks_close(loop);
     for (int fd = 0; fd < loop->watchers_cap; fd++)
