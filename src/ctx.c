@@ -23,6 +23,7 @@
 #endif
 
 #ifdef CIO_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 #ifdef CIO_TSAN
@@ -123,6 +124,18 @@ void cio__fiber_destroy(cio__fiber *f)
 #endif
     f->tsan = NULL;
     f->asan_fake = NULL;
+}
+
+/* A stack handed to a new task: AddressSanitizer may still hold poison
+ * from frames of an earlier task that never returned (one torn down with
+ * its loop, or one that lived in a region since unmapped and mapped
+ * again); the new task starts on clean memory. */
+void cio__fiber_stack_fresh(void *lo, size_t size)
+{
+#ifdef CIO_ASAN
+    __asan_unpoison_memory_region(lo, size);
+#endif
+    (void)lo, (void)size;
 }
 
 unsigned cio__valgrind_stack_register(void *lo, void *hi)

@@ -37,6 +37,9 @@ void cio__fiber_destroy(cio__fiber *f);
  * stack bounds are learnt if unknown (a thread's own stack). */
 void cio__fiber_arrived(cio__fiber *me, cio__fiber *from);
 
+/* A stack about to be used by a new fiber (clears sanitizer state). */
+void cio__fiber_stack_fresh(void *lo, size_t size);
+
 /* Valgrind: registers / deregisters a stack range. */
 unsigned cio__valgrind_stack_register(void *lo, void *hi);
 void cio__valgrind_stack_deregister(unsigned id);

@@ -284,10 +284,18 @@ static void reader_on(cio_transport *t);
 static void on_readable(void *arg);
 static void on_writable(void *arg);
 
+/* As asyncio: a protocol always hears connection_made, then
+ * connection_lost - its only chance to free its context - even when the
+ * transport closed before connection_made had its turn. */
 static void call_connection_lost(void *arg)
 {
     cio_transport *t = arg;
-    if (t->p.connection_lost && t->made)
+    if (!t->made) {
+        t->made = true;
+        if (t->p.connection_made)
+            t->p.connection_made(t, t->ctx);
+    }
+    if (t->p.connection_lost)
         t->p.connection_lost(t, t->lost_error, t->ctx);
     cio__list_unlink(&t->link);
     if (t->server)
@@ -315,7 +323,7 @@ static void force_close(cio_transport *t, int err)
     cio_remove_writer(t->loop, t->fd);
     t->reading = false;
     t->whead = t->wlen = 0;
-    cio__handle_unschedule(&t->made_handle);
+    cio__handle_unschedule(&t->made_handle); /* lost runs made first */
     cio__handle_schedule(&t->lost_handle);
 }
 

@@ -79,7 +79,8 @@ static int reserve(cio_stream *s, size_t n)
     char *b = cio__malloc(cap);
     if (!b)
         return -ENOMEM;
-    memcpy(b, s->buf + s->head, avail(s));
+    if (avail(s))
+        memcpy(b, s->buf + s->head, avail(s));
     if (s->pinned && !s->stash)
         s->stash = s->buf; /* the borrowed bytes live there */
     else
@@ -303,6 +304,8 @@ static size_t find_sep(const cio_stream *s, const char *const *seps,
                        size_t nseps)
 {
     size_t best = 0;
+    if (!avail(s))
+        return 0;
     const char *data = s->buf + s->head;
     for (size_t i = 0; i < nseps; i++) {
         size_t k = strlen(seps[i]);
@@ -534,6 +537,10 @@ static void on_made(cio_transport *t, void *ctx)
     s->t = t;
     if (!s->handler)
         return; /* a client stream: its creator has it */
+    if (cio_transport_is_closing(t)) { /* closed before it began */
+        s->orphaned = true;            /* freed by connection_lost */
+        return;
+    }
     int err = cio_task_new(s->loop, run_handler, s, NULL, NULL);
     if (err) {
         cio__report(s->loop, "cannot start a connection's task", err,

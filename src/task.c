@@ -123,6 +123,7 @@ static void task_step(void *arg)
             return;
         }
         cio__stack_watch_overflow();
+        cio__fiber_stack_fresh(t->fiber.stack_lo, t->fiber.stack_size);
         cio__fiber_make(&t->fiber, task_entry, t);
     }
     cio__current = t;
