@@ -295,6 +295,11 @@ static int enqueue(cio_executor *ex, work *w)
     /* An idle worker takes one item when it wakes: more queued items than
      * idle workers need more workers (a burst must not wait in line). */
     if (ex->nqueued >= (size_t)ex->nidle && ex->nworkers < ex->max_workers) {
+        /* Join retired workers first, so that nworkers + nexited stays
+         * within `exited` (max_workers). They no longer need the lock:
+         * joining under it cannot deadlock. */
+        while (ex->nexited)
+            pthread_join(ex->exited[--ex->nexited], NULL);
         pthread_t id;
         err = cio__sys_thread_create(&id, worker_main, ex);
         if (err == 0)
