@@ -179,21 +179,22 @@ int cio__stack_reserve(cio_loop *loop, size_t size)
     size_class *c = find_class(loop, size);
     if (!c)
         return -ENOMEM;
-    if (c->nhot + c->ncold + c->uncarved <= c->reserved) {
-        /* Every slot is spoken for: a new region, unless mprotect mode
-         * can still carve (and guard) one of the slots it holds. */
-        if (!c->uncarved || !mprotect_mode(loop->stacks)) {
-            int err = new_region(c);
-            if (err)
-                return err;
-        }
-        if (mprotect_mode(loop->stacks)) {
+    if (mprotect_mode(loop->stacks)) {
+        /* Every reservation is backed by a guarded stack. */
+        if (c->nhot + c->ncold <= c->reserved) {
             char *lo;
-            int err = carve(loop->stacks, c, &lo);
+            int err = c->uncarved ? 0 : new_region(c);
+            if (!err)
+                err = carve(loop->stacks, c, &lo);
             if (err)
                 return err;
             push(&c->cold, &c->ncold, lo, size);
         }
+    } else if (c->nhot + c->ncold + c->uncarved <= c->reserved) {
+        /* Address space only: guards come when a stack is first taken. */
+        int err = new_region(c);
+        if (err)
+            return err;
     }
     c->reserved++;
     return 0;
@@ -217,7 +218,11 @@ int cio__stack_take(cio_loop *loop, size_t size, char **lo)
     else if (c->ncold)
         *lo = pop(&c->cold, &c->ncold, size);
     else {
-        int err = carve(loop->stacks, c, lo);
+        /* uncarved is empty only if the kernel refused MADV_GUARD_INSTALL
+         * after reservations counted on it: carve from a new region. */
+        int err = c->uncarved ? 0 : new_region(c);
+        if (!err)
+            err = carve(loop->stacks, c, lo);
         if (err)
             return err;
     }
