@@ -963,6 +963,80 @@ CIO_API int cio_add_signal_handler(cio_loop *loop, int signum,
  * handler was removed, 0 if none, -EINVAL. */
 CIO_API int cio_remove_signal_handler(cio_loop *loop, int signum);
 
+/* ---------------------------------------------------------- subprocesses
+ * Child processes with their stdin, stdout and stderr as streams. A child
+ * inherits only the fds it is given (0, 1, 2 as chosen below), the signal
+ * dispositions are reset to their defaults in it, and it is always reaped:
+ * by cio_process_wait, or in the background once its process object is
+ * freed or its loop closed first.
+ */
+typedef struct cio_process cio_process;
+
+typedef enum cio_stdio_kind {
+    CIO_STDIO_INHERIT = 0, /* the parent's (the default) */
+    CIO_STDIO_PIPE,        /* a pipe: a stream in the process object */
+    CIO_STDIO_DEVNULL,     /* /dev/null */
+    CIO_STDIO_FD,          /* the given fd (duplicated; still the caller's) */
+    CIO_STDIO_STDOUT       /* stderr only: wherever stdout goes */
+} cio_stdio_kind;
+
+typedef struct cio_stdio {
+    cio_stdio_kind kind;
+    int fd; /* CIO_STDIO_FD */
+} cio_stdio;
+
+typedef struct cio_process_options {
+    cio_stdio in, out, err;
+    const char *cwd;    /* NULL: the parent's */
+    char *const *env;   /* NULL: the parent's environment */
+    size_t limit;       /* the pipe streams' buffer limit; 0: 64 KiB */
+} cio_process_options;
+
+/* From a task: starts argv[0] (searched in PATH) with argv (NULL-ended).
+ * *p is the caller's until cio_process_free. Returns 0, -ENOENT (no such
+ * program), -EACCES, -EINVAL, -ENOMEM, -EMFILE. */
+CIO_API int cio_create_subprocess_exec(const char *const *argv,
+                                       const cio_process_options *opts,
+                                       cio_process **p);
+/* The same for `/bin/sh -c cmd`. */
+CIO_API int cio_create_subprocess_shell(const char *cmd,
+                                        const cio_process_options *opts,
+                                        cio_process **p);
+CIO_API pid_t cio_process_pid(const cio_process *p);
+/* 1 with *code set once it exited (>= 0: exit status; < 0: -signal), 0
+ * while it runs. */
+CIO_API int cio_process_returncode(const cio_process *p, int *code);
+/* Its pipe streams (borrowed; NULL unless CIO_STDIO_PIPE). */
+CIO_API cio_stream *cio_process_stdin(cio_process *p);
+CIO_API cio_stream *cio_process_stdout(cio_process *p);
+CIO_API cio_stream *cio_process_stderr(cio_process *p);
+/* Waits for it to exit; *code as cio_process_returncode. Cancelling the
+ * wait leaves the child watched. Returns 0, -ECANCELED, -ETIMEDOUT. */
+CIO_API int cio_process_wait(cio_process *p, int *code);
+/* Writes input (n bytes, then EOF) to its stdin while reading all of its
+ * stdout and stderr (each NULL if not wanted or not a pipe; release with
+ * cio_free), then waits: neither side can block on a full pipe. Returns 0
+ * or an error. */
+CIO_API int cio_process_communicate(cio_process *p, const void *input,
+                                    size_t n, char **out, size_t *outlen,
+                                    char **err, size_t *errlen);
+/* Sends a signal. Returns 0, -ESRCH (it already exited), -EINVAL. */
+CIO_API int cio_process_send_signal(cio_process *p, int sig);
+CIO_API int cio_process_terminate(cio_process *p); /* SIGTERM */
+CIO_API int cio_process_kill(cio_process *p);      /* SIGKILL */
+/* Frees the object and its streams; a child still running is reaped in
+ * the background when it exits. NULL is a no-op. */
+CIO_API void cio_process_free(cio_process *p);
+
+/* asyncio's connect_read_pipe / connect_write_pipe: a transport over any
+ * pipe fd (owned by the transport from then on). */
+CIO_API int cio_connect_read_pipe(cio_loop *loop, int fd,
+                                  const cio_protocol *proto, void *ctx,
+                                  cio_transport **t);
+CIO_API int cio_connect_write_pipe(cio_loop *loop, int fd,
+                                   const cio_protocol *proto, void *ctx,
+                                   cio_transport **t);
+
 #ifdef __cplusplus
 }
 #endif

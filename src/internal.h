@@ -60,6 +60,7 @@ CIO_HIDDEN ssize_t cio__sys_sendto(int fd, const void *buf, size_t n,
 CIO_HIDDEN int cio__sys_shutdown(int fd, int how);
 CIO_HIDDEN int cio__sys_setsockopt(int fd, int level, int name, int value);
 CIO_HIDDEN int cio__sys_socket_error(int fd);
+CIO_HIDDEN ssize_t cio__sys_writev_pipe(int fd, const struct iovec *iov, int n);
 CIO_HIDDEN int cio__sys_thread_create(pthread_t *t, void *(*fn)(void *),
                                       void *arg);
 CIO_HIDDEN void *cio__sys_mmap(size_t len, int *err);
@@ -198,6 +199,7 @@ struct cio_loop {
     cio__list servers;           /* net.c: servers not yet freed */
     char *read_buf;              /* net.c: shared by every reader */
     struct cio__signals *signals; /* signal.c: NULL until a handler */
+    cio__list processes;         /* process.c: children being watched */
     struct cio_executor *default_executor; /* owned; NULL until first use */
 
     /* tasks (task.c) */
@@ -311,6 +313,10 @@ CIO_HIDDEN int cio__task_stack_info(char **lo, size_t *size, char *name,
 /* Tasks hook into the loop's teardown. */
 CIO_HIDDEN void cio__tasks_close(cio_loop *loop);
 
+/* ------------------------------------------------------------- processes */
+CIO_HIDDEN extern bool cio__process_force_thread_watcher;
+CIO_HIDDEN void cio__processes_close(cio_loop *loop);
+
 /* --------------------------------------------------------------- signals */
 CIO_HIDDEN void cio__signals_close(cio_loop *loop);
 CIO_HIDDEN void *cio__run_sigint_begin(cio_loop *loop, cio_task *main_task);
@@ -320,6 +326,13 @@ CIO_HIDDEN void cio__run_sigint_end(cio_loop *loop, void *state);
 CIO_HIDDEN extern double cio__accept_retry_delay;
 CIO_HIDDEN void cio__net_close(cio_loop *loop);
 CIO_HIDDEN void cio__server_conn_gone(cio_server *s);
+/* Pipe transports (process.c's and cio_connect_*_pipe). */
+CIO_HIDDEN int cio__pipe_transport(cio_loop *loop, int fd, bool write_side,
+                                   const cio_protocol *proto, void *ctx,
+                                   cio_transport **t);
+/* A stream over a pipe (for a child's stdin, stdout, stderr). */
+CIO_HIDDEN int cio__stream_pipe(cio_loop *loop, int fd, bool write_side,
+                                size_t limit, cio_stream **s);
 /* stream.c's state for a server, freed by free_hook with the server. */
 CIO_HIDDEN void cio__server_set_owner(cio_server *s, void *owner,
                                       void (*free_hook)(void *));

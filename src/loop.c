@@ -801,6 +801,7 @@ int cio_loop_new(cio_loop **out, const cio_loop_options *opts)
     cio__list_init(&loop->arrived);
     cio__list_init(&loop->transports);
     cio__list_init(&loop->servers);
+    cio__list_init(&loop->processes);
     cio__handle_init(&loop->post_batch, loop, run_posts, loop);
     pthread_mutex_init(&loop->post_lock, NULL);
     int err = loop->wakefd = cio__sys_eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -889,6 +890,7 @@ int cio_loop_close(cio_loop *loop)
         return 0;
     cio__executor_loop_close(loop); /* its workers may still post to us */
     cio__signals_close(loop);
+    cio__processes_close(loop); /* running children go to the reaper */
     cio__net_close(loop);  /* wakes tasks parked on streams: before tasks */
     cio__tasks_close(loop);
     for (int fd = 0; fd < loop->watchers_cap; fd++)

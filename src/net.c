@@ -238,7 +238,7 @@ int cio_getnameinfo(const struct sockaddr *addr, socklen_t len, char *host,
 
 /* ------------------------------------------------------------ transports */
 
-enum { T_STREAM, T_DGRAM };
+enum { T_STREAM, T_DGRAM, T_PIPE };
 
 typedef struct datagram {
     struct datagram *next;
@@ -263,6 +263,7 @@ struct cio_transport {
     bool protocol_paused;      /* pause_writing was called */
     bool made;                 /* connection_made ran */
     bool lost_scheduled;       /* connection_lost is on its way */
+    bool pipe_write;           /* T_PIPE: the write end (else the read end) */
     int lost_error;            /* for connection_lost */
     char *wbuf;                /* write buffer: wbuf[whead .. wlen) */
     size_t whead, wlen, wcap;
@@ -277,7 +278,22 @@ static cio__list *loop_transports(cio_loop *loop);
 
 static size_t buffered(const cio_transport *t)
 {
-    return t->kind == T_STREAM ? t->wlen - t->whead : t->dq_bytes;
+    return t->kind == T_DGRAM ? t->dq_bytes : t->wlen - t->whead;
+}
+
+/* Byte I/O for sockets and pipes alike. */
+static ssize_t t_recv(cio_transport *t, void *buf, size_t n)
+{
+    return t->kind == T_PIPE ? cio__sys_read(t->fd, buf, n)
+                             : cio__sys_recv(t->fd, buf, n);
+}
+
+static ssize_t t_sendv(cio_transport *t, const struct iovec *iov, int n)
+{
+    if (t->kind == T_PIPE)
+        return cio__sys_writev_pipe(t->fd, iov, n);
+    return n == 1 ? cio__sys_send(t->fd, iov[0].iov_base, iov[0].iov_len)
+                  : cio__sys_sendv(t->fd, iov, n);
 }
 
 static void reader_on(cio_transport *t);
@@ -417,7 +433,7 @@ static void read_stream(cio_transport *t)
         fatal_error(t, -ENOMEM);
         return;
     }
-    ssize_t n = cio__sys_recv(t->fd, buf, size);
+    ssize_t n = t_recv(t, buf, size);
     if (n > 0) {
         if (t->p.get_buffer) {
             if (t->p.buffer_updated)
@@ -455,10 +471,12 @@ static void read_datagram(cio_transport *t)
 static void on_readable(void *arg)
 {
     cio_transport *t = arg;
-    if (t->kind == T_STREAM)
-        read_stream(t);
-    else
+    if (t->kind == T_DGRAM)
         read_datagram(t);
+    else if (t->pipe_write) /* the write end "readable": the reader left */
+        force_close(t, buffered(t) ? -EPIPE : 0);
+    else
+        read_stream(t);
 }
 
 /* Tells the protocol when the buffer crosses the water marks. */
@@ -482,7 +500,10 @@ static void flushed(cio_transport *t)
     cio_remove_writer(t->loop, t->fd);
     if (t->eof_requested && !t->eof_written) {
         t->eof_written = true;
-        (void)cio__sys_shutdown(t->fd, SHUT_WR);
+        if (t->kind == T_PIPE) /* a pipe's EOF is its closing */
+            t->closing = true;
+        else
+            (void)cio__sys_shutdown(t->fd, SHUT_WR);
     }
     if (t->closing)
         force_close(t, 0);
@@ -490,7 +511,8 @@ static void flushed(cio_transport *t)
 
 static void write_stream_buffer(cio_transport *t)
 {
-    ssize_t n = cio__sys_send(t->fd, t->wbuf + t->whead, t->wlen - t->whead);
+    struct iovec iov = {t->wbuf + t->whead, t->wlen - t->whead};
+    ssize_t n = t_sendv(t, &iov, 1);
     if (n < 0) {
         if (n != -EAGAIN && n != -EINTR)
             fatal_error(t, (int)n);
@@ -529,10 +551,10 @@ static void write_datagrams(cio_transport *t)
 static void on_writable(void *arg)
 {
     cio_transport *t = arg;
-    if (t->kind == T_STREAM)
-        write_stream_buffer(t);
-    else
+    if (t->kind == T_DGRAM)
         write_datagrams(t);
+    else
+        write_stream_buffer(t);
 }
 
 /* Appends to the write buffer (compacting or growing it). */
@@ -574,17 +596,15 @@ static bool writable(const cio_transport *t)
 int cio_transport_writelines(cio_transport *t, const struct iovec *iov,
                              int iovcnt)
 {
-    if (!t || (iovcnt && !iov) || iovcnt < 0 || t->kind != T_STREAM)
+    if (!t || (iovcnt && !iov) || iovcnt < 0 || t->kind == T_DGRAM ||
+        (t->kind == T_PIPE && !t->pipe_write))
         return -EINVAL;
     if (!writable(t))
         return -EPIPE;
     int first = 0;
     size_t skip = 0; /* bytes of iov[first] already sent */
     if (t->wlen == t->whead) { /* nothing queued: try the kernel first */
-        ssize_t n = iovcnt == 1
-                        ? cio__sys_send(t->fd, iov[0].iov_base, iov[0].iov_len)
-                        : cio__sys_sendv(t->fd, iov, iovcnt > 1024 ? 1024
-                                                                   : iovcnt);
+        ssize_t n = t_sendv(t, iov, iovcnt > 1024 ? 1024 : iovcnt);
         if (n < 0 && n != -EAGAIN && n != -EINTR) {
             fatal_error(t, (int)n);
             return 0; /* the error arrives through connection_lost */
@@ -622,12 +642,16 @@ int cio_transport_write_eof(cio_transport *t)
 {
     if (!t)
         return -EINVAL;
-    if (t->kind != T_STREAM)
+    if (t->kind == T_DGRAM || (t->kind == T_PIPE && !t->pipe_write))
         return -ENOTSUP;
     if (t->closing)
         return -EPIPE;
     if (t->eof_requested)
         return 0;
+    if (t->kind == T_PIPE) { /* closing a pipe is its EOF */
+        cio_transport_close(t);
+        return 0;
+    }
     t->eof_requested = true;
     if (t->wlen == t->whead) {
         t->eof_written = true;
@@ -640,7 +664,7 @@ int cio_transport_write_eof(cio_transport *t)
 
 int cio_transport_can_write_eof(cio_transport *t)
 {
-    return t && t->kind == T_STREAM;
+    return t && (t->kind == T_STREAM || (t->kind == T_PIPE && t->pipe_write));
 }
 
 void cio_transport_close(cio_transport *t)
@@ -790,6 +814,57 @@ static int make_transport(cio_loop *loop, int fd, int kind,
     if (out)
         *out = t;
     return 0;
+}
+
+int cio__pipe_transport(cio_loop *loop, int fd, bool write_side,
+                        const cio_protocol *proto, void *ctx,
+                        cio_transport **out)
+{
+    cio_transport *t;
+    int err = transport_new(loop, fd, T_PIPE, proto, ctx, &t);
+    if (err)
+        return err;
+    t->pipe_write = write_side;
+    cio__list_push_back(loop_transports(loop), &t->link);
+    cio__handle_schedule(&t->made_handle);
+    if (out)
+        *out = t;
+    return 0;
+}
+
+/* asyncio's connect_read_pipe / connect_write_pipe: the transport owns fd
+ * (made non-blocking) from then on. */
+static int connect_pipe(cio_loop *loop, int fd, bool write_side,
+                        const cio_protocol *proto, void *ctx,
+                        cio_transport **out)
+{
+    if (out)
+        *out = NULL;
+    if (!loop)
+        loop = cio__running_loop;
+    int err = cio__loop_check(loop);
+    if (err)
+        return err;
+    if (fd < 0 || !proto)
+        return -EINVAL;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0)
+        return -EBADF;
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return cio__pipe_transport(loop, fd, write_side, proto, ctx, out);
+}
+
+int cio_connect_read_pipe(cio_loop *loop, int fd, const cio_protocol *proto,
+                          void *ctx, cio_transport **t)
+{
+    return connect_pipe(loop, fd, false, proto, ctx, t);
+}
+
+int cio_connect_write_pipe(cio_loop *loop, int fd, const cio_protocol *proto,
+                           void *ctx, cio_transport **t)
+{
+    return connect_pipe(loop, fd, true, proto, ctx, t);
 }
 
 int cio_connect_accepted_socket(cio_loop *loop, int fd,

@@ -604,3 +604,21 @@ int cio_start_unix_server(cio_client_connected cb, void *arg,
 {
     return start(cb, arg, NULL, NULL, path, sopts, opts, server);
 }
+
+/* --------------------------------------------------------------- pipes */
+
+int cio__stream_pipe(cio_loop *loop, int fd, bool write_side, size_t limit,
+                     cio_stream **out)
+{
+    cio_stream *s = stream_new(loop, limit);
+    if (!s)
+        return -ENOMEM;
+    int err = cio__pipe_transport(loop, fd, write_side, &stream_protocol, s,
+                                  &s->t);
+    if (err) {
+        stream_free_now(s);
+        return err;
+    }
+    *out = s;
+    return 0;
+}

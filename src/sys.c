@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -189,6 +190,30 @@ int cio__sys_socket_error(int fd)
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         return -errno;
     return -err;
+}
+
+/* A write to a pipe whose reader is gone raises SIGPIPE, and write() has
+ * no MSG_NOSIGNAL: block the signal around it and take the one the write
+ * raised (if it was not already pending), so the caller sees -EPIPE. */
+ssize_t cio__sys_writev_pipe(int fd, const struct iovec *iov, int n)
+{
+    int fault = cio__fault_check(CIO__FAULT_SYS);
+    if (fault)
+        return fault;
+    sigset_t pipe_only, old, pending;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE);
+    ssize_t r = writev(fd, iov, n);
+    int err = errno;
+    if (r < 0 && err == EPIPE && !was_pending) {
+        struct timespec zero = {0, 0};
+        sigtimedwait(&pipe_only, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r < 0 ? -err : r;
 }
 
 /* close is never failed by injection: a failed close cannot be retried

@@ -1,0 +1,500 @@
+/* Subprocesses: spawning with posix_spawn, pipes as streams, and exit
+ * watching with pidfd (a thread per child where the kernel lacks pidfd).
+ *
+ * posix_spawn (glibc: clone with CLONE_VM|CLONE_VFORK) is fast even from a
+ * large process, reports a program that cannot run as an error of the
+ * call, and takes the child's set-up as data: which fds it gets, where it
+ * runs, its signal mask. Every child is reaped: by the loop when it exits,
+ * or by a reaper thread when nobody is left to wait for it.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+bool cio__process_force_thread_watcher; /* tests: as without pidfd */
+
+struct cio_process {
+    cio_loop *loop;
+    pid_t pid;
+    int pidfd;               /* -1: watched by a thread */
+    atomic_int refs;         /* the user's and the watcher's */
+    bool exited;
+    int returncode;          /* >= 0 exit status, < 0 -signal */
+    cio_future *exit_fut;    /* done when it exited */
+    cio_stream *in, *out, *err;
+    cio__list link;          /* in loop->processes while watched */
+};
+
+static void process_unref(cio_process *p)
+{
+    if (atomic_fetch_sub(&p->refs, 1) != 1)
+        return;
+    cio_future_unref(p->exit_fut);
+    cio__free(p);
+}
+
+static int decode(const siginfo_t *si)
+{
+    return si->si_code == CLD_EXITED ? si->si_status : -si->si_status;
+}
+
+/* The child exited and was reaped: record it, stop watching. */
+static void exited(cio_process *p, int code)
+{
+    p->exited = true;
+    p->returncode = code;
+    cio__list_unlink(&p->link);
+    if (!cio_future_done(p->exit_fut))
+        cio_future_set_result(p->exit_fut, NULL);
+    process_unref(p); /* the watcher's */
+}
+
+/* ---------------------------------------------------------- the reaper */
+
+static void *reap(void *arg)
+{
+    pid_t pid = (pid_t)(intptr_t)arg;
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    return NULL;
+}
+
+/* Nobody will wait for this child: a detached thread reaps it, so it never
+ * lingers as a zombie. */
+static void hand_to_reaper(pid_t pid)
+{
+    pthread_t t;
+    if (cio__sys_thread_create(&t, reap, (void *)(intptr_t)pid) == 0)
+        pthread_detach(t);
+}
+
+/* ------------------------------------------------------ watching: pidfd */
+
+static void on_pidfd(void *arg)
+{
+    cio_process *p = arg;
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG) < 0 ||
+        si.si_pid == 0)
+        return; /* not yet */
+    cio_remove_reader(p->loop, p->pidfd);
+    close(p->pidfd);
+    p->pidfd = -1;
+    exited(p, decode(&si));
+}
+
+/* ----------------------------------------- watching: a thread per child */
+
+static void thread_saw_exit(void *arg)
+{
+    cio_process *p = arg;
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG) == 0 && si.si_pid)
+        exited(p, decode(&si));
+    else
+        process_unref(p);
+}
+
+static void thread_exit_dropped(void *arg)
+{
+    cio_process *p = arg;
+    waitpid(p->pid, NULL, WNOHANG); /* it has exited: reap it now */
+    process_unref(p);
+}
+
+static void *watch_thread(void *arg)
+{
+    cio_process *p = arg;
+    siginfo_t si;
+    /* Wait without reaping: the loop reaps, reading the status itself. */
+    while (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOWAIT) < 0 &&
+           errno == EINTR)
+        ;
+    pthread_mutex_lock(&p->loop->post_lock);
+    int err = cio__post_locked(p->loop, thread_saw_exit, thread_exit_dropped,
+                               p);
+    pthread_mutex_unlock(&p->loop->post_lock);
+    if (err) { /* the loop closed: reap it here */
+        waitpid(p->pid, NULL, 0);
+        process_unref(p);
+    }
+    return NULL;
+}
+
+static int watch(cio_process *p)
+{
+    int fd = cio__process_force_thread_watcher
+                 ? -ENOSYS
+                 : (int)syscall(SYS_pidfd_open, p->pid, 0);
+    if (fd < 0 && fd != -ENOSYS)
+        fd = -errno;
+    if (fd >= 0) {
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        int err = cio_add_reader(p->loop, fd, on_pidfd, p);
+        if (err == 0) {
+            p->pidfd = fd;
+            return 0;
+        }
+        close(fd);
+    }
+    pthread_t t; /* no pidfd (or it could not be watched): a thread */
+    int err = cio__sys_thread_create(&t, watch_thread, p);
+    if (err)
+        return err;
+    pthread_detach(t);
+    return 0;
+}
+
+/* Loop close: children still running go to the reaper. */
+void cio__processes_close(cio_loop *loop)
+{
+    cio__list *n;
+    while ((n = cio__list_pop_front(&loop->processes))) {
+        cio_process *p = cio__container_of(n, cio_process, link);
+        cio__list_init(&p->link);
+        if (p->pidfd < 0)
+            continue; /* its thread reaps it when the post is refused */
+        cio_remove_reader(loop, p->pidfd);
+        close(p->pidfd);
+        p->pidfd = -1;
+        hand_to_reaper(p->pid);
+        process_unref(p); /* the watcher's */
+    }
+}
+
+/* ------------------------------------------------------------ spawning */
+
+typedef struct spawn_plan {
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    int pipes[3][2];
+} spawn_plan;
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        cio__sys_close(*fd);
+    *fd = -1;
+}
+
+static void plan_free(spawn_plan *sp)
+{
+    for (int i = 0; i < 3; i++) {
+        close_fd(&sp->pipes[i][0]);
+        close_fd(&sp->pipes[i][1]);
+    }
+    posix_spawn_file_actions_destroy(&sp->fa);
+    posix_spawnattr_destroy(&sp->attr);
+}
+
+/* Sets up fd i (0, 1, 2) of the child as `io` says. */
+static int plan_stdio(spawn_plan *sp, int i, const cio_stdio *io)
+{
+    switch (io->kind) {
+    case CIO_STDIO_INHERIT:
+        return 0;
+    case CIO_STDIO_PIPE: {
+        int err = pipe2(sp->pipes[i], O_CLOEXEC) < 0 ? -errno : 0;
+        if (err)
+            return err;
+        int child = i == 0 ? sp->pipes[i][0] : sp->pipes[i][1];
+        return -posix_spawn_file_actions_adddup2(&sp->fa, child, i);
+    }
+    case CIO_STDIO_DEVNULL:
+        return -posix_spawn_file_actions_addopen(
+            &sp->fa, i, "/dev/null", i == 0 ? O_RDONLY : O_WRONLY, 0);
+    case CIO_STDIO_FD:
+        if (io->fd < 0 || fcntl(io->fd, F_GETFD) < 0)
+            return -EBADF;
+        return -posix_spawn_file_actions_adddup2(&sp->fa, io->fd, i);
+    case CIO_STDIO_STDOUT:
+        return i == 2 ? -posix_spawn_file_actions_adddup2(&sp->fa, 1, 2)
+                      : -EINVAL;
+    }
+    return -EINVAL;
+}
+
+static int plan(spawn_plan *sp, const cio_process_options *o)
+{
+    memset(sp->pipes, 0xff, sizeof sp->pipes);
+    posix_spawn_file_actions_init(&sp->fa);
+    posix_spawnattr_init(&sp->attr);
+    const cio_stdio *io[3] = {&o->in, &o->out, &o->err};
+    for (int i = 0; i < 3; i++) {
+        int err = plan_stdio(sp, i, io[i]);
+        if (err)
+            return err;
+    }
+    if (o->cwd && posix_spawn_file_actions_addchdir_np(&sp->fa, o->cwd))
+        return -ENOMEM;
+    /* Only 0, 1 and 2 go to the child, whatever else is open. */
+    if (posix_spawn_file_actions_addclosefrom_np(&sp->fa, 3))
+        return -ENOMEM;
+    /* No blocked signals (cio blocks handled ones) and default actions. */
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    sigdelset(&all, SIGKILL);
+    sigdelset(&all, SIGSTOP);
+    posix_spawnattr_setsigmask(&sp->attr, &none);
+    posix_spawnattr_setsigdefault(&sp->attr, &all);
+    posix_spawnattr_setflags(&sp->attr,
+                             POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    return 0;
+}
+
+/* Wraps the parent's end of pipe i as a stream. */
+static int adopt_pipe(cio_process *p, spawn_plan *sp, int i, size_t limit,
+                      cio_stream **s)
+{
+    int *end = i == 0 ? &sp->pipes[i][1] : &sp->pipes[i][0];
+    if (*end < 0)
+        return 0;
+    fcntl(*end, F_SETFL, O_NONBLOCK);
+    int err = cio__stream_pipe(p->loop, *end, i == 0, limit, s);
+    if (err == 0)
+        *end = -1; /* the stream owns it now */
+    return err;
+}
+
+static int spawn(const char *file, char *const argv[],
+                 const cio_process_options *opts, cio_process **out)
+{
+    static const cio_process_options defaults;
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!cio__current || !file || !argv)
+        return -EINVAL;
+    if (!opts)
+        opts = &defaults;
+    int err = cio__fault_check(CIO__FAULT_SYS);
+    if (err)
+        return err;
+    cio_process *p = cio__calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    p->loop = cio__current->fut.loop;
+    p->pidfd = -1;
+    atomic_init(&p->refs, 2);
+    cio__list_init(&p->link);
+    err = cio_future_new(p->loop, &p->exit_fut);
+    if (err) {
+        cio__free(p);
+        return err;
+    }
+    spawn_plan sp;
+    err = plan(&sp, opts);
+    if (!err)
+        err = -posix_spawnp(&p->pid, file, &sp.fa, &sp.attr, argv,
+                            opts->env ? opts->env : environ);
+    if (err) {
+        plan_free(&sp);
+        cio_future_unref(p->exit_fut);
+        cio__free(p);
+        return err;
+    }
+    /* The child has its ends; ours become streams. */
+    close_fd(&sp.pipes[0][0]);
+    close_fd(&sp.pipes[1][1]);
+    close_fd(&sp.pipes[2][1]);
+    err = adopt_pipe(p, &sp, 0, opts->limit, &p->in);
+    if (!err)
+        err = adopt_pipe(p, &sp, 1, opts->limit, &p->out);
+    if (!err)
+        err = adopt_pipe(p, &sp, 2, opts->limit, &p->err);
+    if (!err)
+        err = watch(p);
+    plan_free(&sp);
+    if (err) { /* it runs, but we cannot talk to it: stop it, reap it */
+        kill(p->pid, SIGKILL);
+        hand_to_reaper(p->pid);
+        atomic_store(&p->refs, 1);
+        cio_process_free(p);
+        return err;
+    }
+    cio__list_push_back(&p->loop->processes, &p->link);
+    *out = p;
+    return 0;
+}
+
+int cio_create_subprocess_exec(const char *const *argv,
+                               const cio_process_options *opts,
+                               cio_process **p)
+{
+    if (!argv || !argv[0])
+        return p ? (*p = NULL, -EINVAL) : -EINVAL;
+    return spawn(argv[0], (char *const *)argv, opts, p);
+}
+
+int cio_create_subprocess_shell(const char *cmd,
+                                const cio_process_options *opts,
+                                cio_process **p)
+{
+    if (!cmd)
+        return p ? (*p = NULL, -EINVAL) : -EINVAL;
+    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    return spawn(argv[0], (char *const *)argv, opts, p);
+}
+
+/* ---------------------------------------------------------- the object */
+
+pid_t cio_process_pid(const cio_process *p) { return p ? p->pid : -1; }
+
+int cio_process_returncode(const cio_process *p, int *code)
+{
+    if (!p || !p->exited)
+        return 0;
+    if (code)
+        *code = p->returncode;
+    return 1;
+}
+
+cio_stream *cio_process_stdin(cio_process *p) { return p ? p->in : NULL; }
+cio_stream *cio_process_stdout(cio_process *p) { return p ? p->out : NULL; }
+cio_stream *cio_process_stderr(cio_process *p) { return p ? p->err : NULL; }
+
+int cio_process_wait(cio_process *p, int *code)
+{
+    if (!p || !cio__current)
+        return -EINVAL;
+    if (!p->exited) {
+        /* Shielded: cancelling this wait leaves the child watched. */
+        cio_future *mine;
+        int r = cio_shield(p->exit_fut, &mine);
+        if (r)
+            return r;
+        r = cio_await(mine, NULL);
+        cio_future_unref(mine);
+        if (r)
+            return r;
+    }
+    if (code)
+        *code = p->returncode;
+    return 0;
+}
+
+typedef struct comm {
+    cio_process *p;
+    const void *input;
+    size_t n;
+    char *data[2];
+    ssize_t len[2];
+} comm;
+
+static int comm_feed(void *arg)
+{
+    comm *c = arg;
+    cio_stream *s = c->p->in;
+    int r = c->n ? cio_stream_write(s, c->input, c->n) : 0;
+    if (!r && c->n)
+        r = cio_stream_drain(s);
+    cio_stream_close(s);
+    /* A child that exits without reading all of it is not an error, as in
+     * asyncio (BrokenPipeError and ConnectionResetError are ignored). */
+    return r == -EPIPE || r == -ECONNRESET ? 0 : r;
+}
+
+static int comm_read(cio_stream *s, comm *c, int i)
+{
+    c->len[i] = cio_stream_read_all(s, &c->data[i]);
+    return c->len[i] < 0 ? (int)c->len[i] : 0;
+}
+
+static int comm_out(void *arg) { return comm_read(((comm *)arg)->p->out, arg, 0); }
+static int comm_err(void *arg) { return comm_read(((comm *)arg)->p->err, arg, 1); }
+
+int cio_process_communicate(cio_process *p, const void *input, size_t n,
+                            char **out, size_t *outlen, char **err,
+                            size_t *errlen)
+{
+    if (out)
+        *out = NULL;
+    if (err)
+        *err = NULL;
+    if (!p || !cio__current || (n && (!input || !p->in)))
+        return -EINVAL;
+    comm c = {p, input, n, {NULL, NULL}, {0, 0}};
+    cio_task *tasks[3];
+    size_t nt = 0;
+    int r = 0;
+    if (p->in)
+        r = cio_task_new(NULL, comm_feed, &c, NULL, &tasks[nt++]);
+    if (!r && p->out && out)
+        r = cio_task_new(NULL, comm_out, &c, NULL, &tasks[nt++]);
+    if (!r && p->err && err)
+        r = cio_task_new(NULL, comm_err, &c, NULL, &tasks[nt++]);
+    if (r)
+        nt--; /* the failed slot holds nothing */
+    /* return_exceptions: gather waits for every one of them (even when we
+     * are cancelled: it cancels them and still waits), so none outlives
+     * `c`, which lives on this stack. */
+    cio_result res[3];
+    int g = nt ? cio_gather(tasks, nt, 1, res) : 0;
+    for (size_t i = 0; i < nt; i++) {
+        if (!r && !g && res[i].status < 0)
+            r = res[i].status;
+        cio_future_unref(tasks[i]);
+    }
+    r = r ? r : g;
+    if (!r)
+        r = cio_process_wait(p, NULL);
+    if (r) {
+        cio__free(c.data[0]);
+        cio__free(c.data[1]);
+        return r;
+    }
+    if (out) {
+        *out = c.data[0];
+        if (outlen)
+            *outlen = c.len[0] > 0 ? (size_t)c.len[0] : 0;
+    }
+    if (err) {
+        *err = c.data[1];
+        if (errlen)
+            *errlen = c.len[1] > 0 ? (size_t)c.len[1] : 0;
+    }
+    return 0;
+}
+
+int cio_process_send_signal(cio_process *p, int sig)
+{
+    if (!p || sig < 0 || sig >= NSIG)
+        return -EINVAL;
+    if (p->exited)
+        return -ESRCH;
+    /* Through the pidfd when there is one: never a recycled pid. */
+    long r = p->pidfd >= 0
+                 ? syscall(SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0)
+                 : kill(p->pid, sig);
+    return r < 0 ? -errno : 0;
+}
+
+int cio_process_terminate(cio_process *p)
+{
+    return cio_process_send_signal(p, SIGTERM);
+}
+
+int cio_process_kill(cio_process *p) { return cio_process_send_signal(p, SIGKILL); }
+
+void cio_process_free(cio_process *p)
+{
+    if (!p)
+        return;
+    cio_stream_free(p->in);
+    cio_stream_free(p->out);
+    cio_stream_free(p->err);
+    p->in = p->out = p->err = NULL;
+    process_unref(p); /* the watcher's reference frees it at the exit */
+}
