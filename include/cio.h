@@ -1028,6 +1028,46 @@ CIO_API int cio_process_kill(cio_process *p);      /* SIGKILL */
  * the background when it exits. NULL is a no-op. */
 CIO_API void cio_process_free(cio_process *p);
 
+/* The low-level form (asyncio's loop.subprocess_exec): a subprocess
+ * transport and a protocol of callbacks. connection_made comes first;
+ * pipe_data_received(fd 1 or 2), pipe_connection_lost(fd) and
+ * process_exited as they happen; connection_lost once the child exited
+ * and every pipe closed. */
+typedef struct cio_subprocess_transport cio_subprocess_transport;
+
+typedef struct cio_subprocess_protocol {
+    void (*connection_made)(cio_subprocess_transport *t, void *ctx);
+    void (*pipe_data_received)(cio_subprocess_transport *t, int fd,
+                               const char *data, size_t n, void *ctx);
+    void (*pipe_connection_lost)(cio_subprocess_transport *t, int fd,
+                                 int error, void *ctx);
+    void (*process_exited)(cio_subprocess_transport *t, void *ctx);
+    void (*connection_lost)(cio_subprocess_transport *t, int error,
+                            void *ctx);
+} cio_subprocess_protocol;
+
+/* From a task: as cio_create_subprocess_exec / _shell, with pipes going
+ * to proto. *t is the caller's until cio_subprocess_close (and freed once
+ * connection_lost was called too). */
+CIO_API int cio_subprocess_exec(const char *const *argv,
+                                const cio_process_options *opts,
+                                const cio_subprocess_protocol *proto,
+                                void *ctx, cio_subprocess_transport **t);
+CIO_API int cio_subprocess_shell(const char *cmd,
+                                 const cio_process_options *opts,
+                                 const cio_subprocess_protocol *proto,
+                                 void *ctx, cio_subprocess_transport **t);
+CIO_API pid_t cio_subprocess_get_pid(const cio_subprocess_transport *t);
+/* As cio_process_returncode. */
+CIO_API int cio_subprocess_get_returncode(const cio_subprocess_transport *t,
+                                          int *code);
+/* The transport of the child's fd 0, 1 or 2 (borrowed), NULL if none. */
+CIO_API cio_transport *
+cio_subprocess_get_pipe_transport(cio_subprocess_transport *t, int fd);
+CIO_API int cio_subprocess_send_signal(cio_subprocess_transport *t, int sig);
+/* Closes the pipes and kills the child if it still runs. */
+CIO_API void cio_subprocess_close(cio_subprocess_transport *t);
+
 /* asyncio's connect_read_pipe / connect_write_pipe: a transport over any
  * pipe fd (owned by the transport from then on). */
 CIO_API int cio_connect_read_pipe(cio_loop *loop, int fd,

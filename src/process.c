@@ -254,22 +254,36 @@ static int plan(spawn_plan *sp, const cio_process_options *o)
     return 0;
 }
 
-/* Wraps the parent's end of pipe i as a stream. */
-static int adopt_pipe(cio_process *p, spawn_plan *sp, int i, size_t limit,
-                      cio_stream **s)
+/* Takes the parent's end of the child's fd i (0: stdin, which we write). */
+typedef int (*adopt_fn)(cio_process *p, int i, int fd, void *arg);
+
+/* The Process API's adopter: each pipe becomes a stream. */
+static int adopt_stream(cio_process *p, int i, int fd, void *arg)
 {
-    int *end = i == 0 ? &sp->pipes[i][1] : &sp->pipes[i][0];
-    if (*end < 0)
-        return 0;
-    fcntl(*end, F_SETFL, O_NONBLOCK);
-    int err = cio__stream_pipe(p->loop, *end, i == 0, limit, s);
-    if (err == 0)
-        *end = -1; /* the stream owns it now */
-    return err;
+    const cio_process_options *opts = arg;
+    cio_stream **s = i == 0 ? &p->in : i == 1 ? &p->out : &p->err;
+    return cio__stream_pipe(p->loop, fd, i == 0, opts->limit, s);
+}
+
+static int adopt_pipes(cio_process *p, spawn_plan *sp, adopt_fn adopt,
+                       void *arg)
+{
+    for (int i = 0; i < 3; i++) {
+        int *end = i == 0 ? &sp->pipes[i][1] : &sp->pipes[i][0];
+        if (*end < 0)
+            continue;
+        fcntl(*end, F_SETFL, O_NONBLOCK);
+        int err = adopt(p, i, *end, arg);
+        if (err)
+            return err;
+        *end = -1; /* its transport owns it now */
+    }
+    return 0;
 }
 
 static int spawn(const char *file, char *const argv[],
-                 const cio_process_options *opts, cio_process **out)
+                 const cio_process_options *opts, adopt_fn adopt,
+                 void *adopt_arg, cio_process **out)
 {
     static const cio_process_options defaults;
     if (!out)
@@ -309,11 +323,8 @@ static int spawn(const char *file, char *const argv[],
     close_fd(&sp.pipes[0][0]);
     close_fd(&sp.pipes[1][1]);
     close_fd(&sp.pipes[2][1]);
-    err = adopt_pipe(p, &sp, 0, opts->limit, &p->in);
-    if (!err)
-        err = adopt_pipe(p, &sp, 1, opts->limit, &p->out);
-    if (!err)
-        err = adopt_pipe(p, &sp, 2, opts->limit, &p->err);
+    err = adopt_pipes(p, &sp, adopt ? adopt : adopt_stream,
+                      adopt ? adopt_arg : (void *)opts);
     if (!err)
         err = watch(p);
     plan_free(&sp);
@@ -335,7 +346,7 @@ int cio_create_subprocess_exec(const char *const *argv,
 {
     if (!argv || !argv[0])
         return p ? (*p = NULL, -EINVAL) : -EINVAL;
-    return spawn(argv[0], (char *const *)argv, opts, p);
+    return spawn(argv[0], (char *const *)argv, opts, NULL, NULL, p);
 }
 
 int cio_create_subprocess_shell(const char *cmd,
@@ -345,7 +356,7 @@ int cio_create_subprocess_shell(const char *cmd,
     if (!cmd)
         return p ? (*p = NULL, -EINVAL) : -EINVAL;
     const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-    return spawn(argv[0], (char *const *)argv, opts, p);
+    return spawn(argv[0], (char *const *)argv, opts, NULL, NULL, p);
 }
 
 /* ---------------------------------------------------------- the object */
@@ -497,4 +508,200 @@ void cio_process_free(cio_process *p)
     cio_stream_free(p->err);
     p->in = p->out = p->err = NULL;
     process_unref(p); /* the watcher's reference frees it at the exit */
+}
+
+/* ------------------------------------------------- the low-level form
+ * asyncio's loop.subprocess_exec: a subprocess transport and a protocol
+ * told of each pipe's data and end (by fd number) and of the exit;
+ * connection_lost comes once the child exited and every pipe closed. */
+
+typedef struct pipe_ctx {
+    cio_subprocess_transport *st;
+    int fd;
+} pipe_ctx;
+
+struct cio_subprocess_transport {
+    cio_process *p;
+    cio_subprocess_protocol proto;
+    void *ctx;
+    cio_transport *pipes[3];
+    pipe_ctx pc[3];
+    int open_pipes;
+    bool exited, lost, closed;
+    bool failed;               /* creation failed: no callbacks, just go */
+    cio__handle made;          /* connection_made, soon after the spawn */
+};
+
+static void sub_free(cio_subprocess_transport *st)
+{
+    cio__handle_unschedule(&st->made);
+    cio_process_free(st->p);
+    cio__free(st);
+}
+
+static void sub_maybe_lost(cio_subprocess_transport *st)
+{
+    if (st->lost || !st->exited || st->open_pipes)
+        return;
+    st->lost = true;
+    if (st->failed) {
+        cio__free(st); /* its process object is already gone */
+        return;
+    }
+    if (st->proto.connection_lost)
+        st->proto.connection_lost(st, 0, st->ctx);
+    if (st->closed)
+        sub_free(st);
+}
+
+static void sub_data(cio_transport *t, const char *data, size_t n, void *ctx)
+{
+    (void)t;
+    pipe_ctx *pc = ctx;
+    if (pc->st->proto.pipe_data_received)
+        pc->st->proto.pipe_data_received(pc->st, pc->fd, data, n,
+                                         pc->st->ctx);
+}
+
+static void sub_pipe_lost(cio_transport *t, int error, void *ctx)
+{
+    (void)t;
+    pipe_ctx *pc = ctx;
+    cio_subprocess_transport *st = pc->st;
+    st->pipes[pc->fd] = NULL;
+    st->open_pipes--;
+    if (st->proto.pipe_connection_lost && !st->failed)
+        st->proto.pipe_connection_lost(st, pc->fd, error, st->ctx);
+    sub_maybe_lost(st);
+}
+
+static const cio_protocol sub_pipe_protocol = {
+    .data_received = sub_data,
+    .connection_lost = sub_pipe_lost,
+};
+
+static int adopt_transport(cio_process *p, int i, int fd, void *arg)
+{
+    cio_subprocess_transport *st = arg;
+    st->pc[i] = (pipe_ctx){st, i};
+    int err = cio__pipe_transport(p->loop, fd, i == 0, &sub_pipe_protocol,
+                                  &st->pc[i], &st->pipes[i]);
+    if (err == 0)
+        st->open_pipes++;
+    return err;
+}
+
+static void sub_exited(cio_future *f, void *arg)
+{
+    (void)f;
+    cio_subprocess_transport *st = arg;
+    st->exited = true;
+    if (st->proto.process_exited)
+        st->proto.process_exited(st, st->ctx);
+    sub_maybe_lost(st);
+}
+
+static void sub_made(void *arg)
+{
+    cio_subprocess_transport *st = arg;
+    if (st->proto.connection_made)
+        st->proto.connection_made(st, st->ctx);
+}
+
+static int sub_spawn(const char *file, char *const argv[],
+                     const cio_process_options *opts,
+                     const cio_subprocess_protocol *proto, void *ctx,
+                     cio_subprocess_transport **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!proto || !cio__current)
+        return -EINVAL;
+    cio_subprocess_transport *st = cio__calloc(1, sizeof *st);
+    if (!st)
+        return -ENOMEM;
+    st->proto = *proto;
+    st->ctx = ctx;
+    cio__handle_init(&st->made, cio__current->fut.loop, sub_made, st);
+    int err = spawn(file, argv, opts, adopt_transport, st, &st->p);
+    if (!err)
+        err = cio_future_add_done_callback(st->p->exit_fut, sub_exited, st);
+    if (err) {
+        if (st->p) {
+            cio_process_kill(st->p);
+            cio_process_free(st->p);
+        }
+        /* Pipes made before the failure still call back into st when they
+         * close: st goes when the last one did, telling nobody. */
+        st->failed = st->exited = st->closed = true;
+        if (!st->open_pipes)
+            cio__free(st);
+        for (int i = 0; i < 3; i++)
+            if (st->pipes[i])
+                cio_transport_abort(st->pipes[i]);
+        return err;
+    }
+    /* connection_made first, then the pipes' data, as in asyncio. */
+    cio__handle_schedule(&st->made);
+    *out = st;
+    return 0;
+}
+
+int cio_subprocess_exec(const char *const *argv,
+                        const cio_process_options *opts,
+                        const cio_subprocess_protocol *proto, void *ctx,
+                        cio_subprocess_transport **t)
+{
+    if (!argv || !argv[0])
+        return t ? (*t = NULL, -EINVAL) : -EINVAL;
+    return sub_spawn(argv[0], (char *const *)argv, opts, proto, ctx, t);
+}
+
+int cio_subprocess_shell(const char *cmd, const cio_process_options *opts,
+                         const cio_subprocess_protocol *proto, void *ctx,
+                         cio_subprocess_transport **t)
+{
+    if (!cmd)
+        return t ? (*t = NULL, -EINVAL) : -EINVAL;
+    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    return sub_spawn(argv[0], (char *const *)argv, opts, proto, ctx, t);
+}
+
+pid_t cio_subprocess_get_pid(const cio_subprocess_transport *t)
+{
+    return t ? t->p->pid : -1;
+}
+
+int cio_subprocess_get_returncode(const cio_subprocess_transport *t,
+                                  int *code)
+{
+    return t ? cio_process_returncode(t->p, code) : 0;
+}
+
+cio_transport *cio_subprocess_get_pipe_transport(cio_subprocess_transport *t,
+                                                 int fd)
+{
+    return t && fd >= 0 && fd < 3 ? t->pipes[fd] : NULL;
+}
+
+int cio_subprocess_send_signal(cio_subprocess_transport *t, int sig)
+{
+    return t ? cio_process_send_signal(t->p, sig) : -EINVAL;
+}
+
+/* asyncio's close: the pipes close, a child still running is killed; the
+ * transport is freed once connection_lost has been called. */
+void cio_subprocess_close(cio_subprocess_transport *t)
+{
+    if (!t || t->closed)
+        return;
+    t->closed = true;
+    for (int i = 0; i < 3; i++)
+        if (t->pipes[i])
+            cio_transport_close(t->pipes[i]);
+    if (!t->p->exited)
+        cio_process_kill(t->p);
+    if (t->lost)
+        sub_free(t);
 }
