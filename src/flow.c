@@ -265,6 +265,9 @@ static int multi_start(multi *m, cio__task *t, cio_future *const *futs,
     return 0;
 }
 
+static void multi_end(multi *m);
+static void multi_teardown(void *arg) { multi_end(arg); }
+
 /* Parks until the condition holds; on interruption calls on_interrupt
  * (which may set need_all and keep waiting). Returns the interruption. */
 static int multi_wait(multi *m, void (*on_interrupt)(cio__task *, void *))
@@ -275,7 +278,10 @@ static int multi_wait(multi *m, void (*on_interrupt)(cio__task *, void *))
         return r;
     while (!multi_ready(m)) {
         m->task = t;
+        t->teardown = multi_teardown;
+        t->teardown_arg = m;
         cio__park(on_interrupt, m);
+        t->teardown = NULL;
         m->task = NULL;
         r = cio__interrupted(t);
         if (r && !m->need_all)
@@ -395,8 +401,7 @@ int cio_wait_for(cio_future *fut, double timeout, void **value)
     int r = cio_timeout(&scope, timeout);
     if (r)
         return r;
-    cio_future_ref(fut);
-    r = cio_await(fut, value);
+    r = cio_await(fut, value); /* the caller's reference keeps fut alive */
     int expired = cio_timeout_end(&scope) == -ETIMEDOUT;
     if (r == -ETIMEDOUT || (expired && r != -ECANCELED)) {
         /* The deadline passed: fut was cancelled (an awaited future is
@@ -407,7 +412,6 @@ int cio_wait_for(cio_future *fut, double timeout, void **value)
         if (r == -ECANCELED && !t->cancel_requests)
             r = -ETIMEDOUT;
     }
-    cio_future_unref(fut);
     return r;
 }
 

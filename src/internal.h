@@ -293,6 +293,10 @@ typedef struct cio__task {
     void *result_value;      /* cio_task_set_value */
     cio__waiter await;       /* cio_await's waiter */
     cio_future *awaiting;    /* what cio_await holds a reference on */
+    /* What to free if the loop closes while the task is parked here: the
+     * frame that made it will never run again. */
+    void (*teardown)(void *arg);
+    void *teardown_arg;
 } cio__task;
 
 CIO_HIDDEN extern _Thread_local cio__task *cio__current;

@@ -397,6 +397,9 @@ void cio__tasks_close(cio_loop *loop)
         if (t->awaiting) /* the reference cio_await took */
             cio_future_unref(t->awaiting);
         t->awaiting = NULL;
+        if (t->teardown)
+            t->teardown(t->teardown_arg);
+        t->teardown = NULL;
         cio__handle_unschedule(&t->wake);
         t->parked = false;
         /* Its waiters belong to tasks that are going too: tell none. */
