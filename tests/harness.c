@@ -162,6 +162,7 @@ static int run_one(test_case *tc, double scale)
         exit(2);
     }
     fflush(NULL);
+    double started = now();
     pid_t pid = fork();
     if (pid == 0) {
         close(p[0]);
@@ -189,8 +190,12 @@ static int run_one(test_case *tc, double scale)
     else if (!timed_out && WIFEXITED(status) &&
              WEXITSTATUS(status) == EXIT_SKIP)
         verdict = 2;
-    printf("%-4s %s\n", verdict == 0 ? "ok" : verdict == 2 ? "skip" : "FAIL",
+    double took = now() - started;
+    printf("%-4s %s", verdict == 0 ? "ok" : verdict == 2 ? "skip" : "FAIL",
            tc->name);
+    if (took >= 1.0) /* where a slow configuration spends its time */
+        printf(" (%.1f s)", took);
+    printf("\n");
     if (verdict != 0 && len)
         fputs(out, stdout);
     if (timed_out)
