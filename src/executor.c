@@ -533,13 +533,17 @@ static void bridge_done(cio_cfuture *cf, void *arg)
     (void)cf;
     bridge *br = arg;
     cio_loop *loop = br->loop;
-    pthread_mutex_lock(&loop->post_lock);
-    bool orphaned = br->b.orphaned;
-    if (!orphaned) /* the worker's reference goes with it to the loop */
-        cio__bridge_arrived_locked(loop, &br->b);
-    pthread_mutex_unlock(&loop->post_lock);
-    if (orphaned)
+    /* Claim the bridge first: once the loop orphaned it, the loop may be
+     * gone, and nothing of it may be touched. */
+    int flying = CIO__BRIDGE_FLYING;
+    if (!atomic_compare_exchange_strong(&br->b.state, &flying,
+                                        CIO__BRIDGE_LANDING)) {
         bridge_unref(br);
+        return;
+    }
+    pthread_mutex_lock(&loop->post_lock); /* close waits for us */
+    cio__bridge_arrived_locked(loop, &br->b); /* the worker's reference too */
+    pthread_mutex_unlock(&loop->post_lock);
 }
 
 /* On the loop: the future was cancelled; work not started need not run. */
@@ -580,6 +584,7 @@ int cio_run_in_executor(cio_loop *loop, cio_executor *ex, cio_work_fn fn,
     }
     br->loop = loop;
     atomic_init(&br->b.refs, 2);
+    atomic_init(&br->b.state, CIO__BRIDGE_FLYING);
     cio__list_init(&br->b.link);
     cio__handle_init(&br->b.deliver, loop, bridge_deliver, br);
     br->b.deliver.drop = bridge_drop;
@@ -642,6 +647,10 @@ static void coro_release(void *arg)
 {
     cio_cfuture *cf = arg;
     cfuture_move(cf, -1, CF_CANCELLED, -ECANCELED);
+    if (cf->task) { /* the reference coro_finished would have dropped */
+        cio_future_unref(cf->task);
+        cf->task = NULL;
+    }
     cio_cfuture_unref(cf);
 }
 

@@ -145,9 +145,12 @@ typedef struct cio__post {
 
 /* run_in_executor's link between a worker and the loop (executor.c),
  * listed in loop->bridges under post_lock while its work is in flight. */
+enum { CIO__BRIDGE_FLYING = 0, CIO__BRIDGE_LANDING, CIO__BRIDGE_ORPHANED };
+
 typedef struct cio__bridge {
     cio__list link;          /* loop->bridges, then loop->arrived */
-    bool orphaned;           /* the loop closed first */
+    atomic_int state;        /* CIO__BRIDGE_*: who got it first, the
+                              * worker (landing) or the closing loop */
     atomic_int refs;         /* the loop's and the worker's */
     cio__handle deliver;     /* scheduled once the result arrived */
 } cio__bridge;

@@ -20,6 +20,7 @@
 #include <sys/eventfd.h>
 #include <time.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <unistd.h>
 
 enum {
@@ -830,17 +831,34 @@ fail_loop:
  * orphaned: its worker frees what it shares with us when it finishes. */
 static void close_posts(cio_loop *loop)
 {
-    cio__list orphans, *n;
+    cio__list orphans, arrived, *n;
     cio__list_init(&orphans);
-    pthread_mutex_lock(&loop->post_lock);
-    loop->closed = true;
-    for (n = loop->bridges.next; n != &loop->bridges; n = n->next)
-        cio__container_of(n, cio__bridge, link)->orphaned = true;
-    cio__list_splice(&orphans, &loop->bridges);
-    cio__list arrived;
     cio__list_init(&arrived);
-    cio__list_splice(&arrived, &loop->arrived);
-    pthread_mutex_unlock(&loop->post_lock);
+    /* A worker that already claimed its bridge (LANDING) is about to take
+     * the lock to land it: let it, so that no worker touches this loop
+     * after it is freed. Unclaimed ones are orphaned: their workers will
+     * never come near the loop. */
+    for (bool landing = true; landing;) {
+        landing = false;
+        pthread_mutex_lock(&loop->post_lock);
+        loop->closed = true;
+        for (n = loop->bridges.next; n != &loop->bridges;) {
+            cio__bridge *b = cio__container_of(n, cio__bridge, link);
+            n = n->next;
+            int flying = CIO__BRIDGE_FLYING;
+            if (atomic_compare_exchange_strong(&b->state, &flying,
+                                               CIO__BRIDGE_ORPHANED)) {
+                cio__list_unlink(&b->link);
+                cio__list_push_back(&orphans, &b->link);
+            } else {
+                landing = true;
+            }
+        }
+        cio__list_splice(&arrived, &loop->arrived);
+        pthread_mutex_unlock(&loop->post_lock);
+        if (landing)
+            sched_yield();
+    }
     while ((n = cio__list_pop_front(&arrived))) {
         cio__bridge *b = cio__container_of(n, cio__bridge, link);
         b->deliver.drop(b->deliver.arg);

@@ -11,6 +11,7 @@
 #include "internal.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
@@ -22,11 +23,14 @@ extern char **environ;
 
 bool cio__process_force_thread_watcher; /* tests: as without pidfd */
 
+enum { LANDED = CIO__BRIDGE_ORPHANED + 1 };
+
 struct cio_process {
     cio_loop *loop;
     pid_t pid;
     int pidfd;               /* -1: watched by a thread */
     atomic_int refs;         /* the user's and the watcher's */
+    atomic_int claim;        /* thread watcher: CIO__BRIDGE_* as executor's */
     bool exited;
     int returncode;          /* >= 0 exit status, < 0 -signal */
     cio_future *exit_fut;    /* done when it exited */
@@ -121,10 +125,19 @@ static void *watch_thread(void *arg)
     while (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOWAIT) < 0 &&
            errno == EINTR)
         ;
-    pthread_mutex_lock(&p->loop->post_lock);
+    /* The loop may be gone: claim the right to touch it first. */
+    int flying = CIO__BRIDGE_FLYING;
+    if (!atomic_compare_exchange_strong(&p->claim, &flying,
+                                        CIO__BRIDGE_LANDING)) {
+        waitpid(p->pid, NULL, 0);
+        process_unref(p);
+        return NULL;
+    }
+    pthread_mutex_lock(&p->loop->post_lock); /* close waits for us */
     int err = cio__post_locked(p->loop, thread_saw_exit, thread_exit_dropped,
                                p);
     pthread_mutex_unlock(&p->loop->post_lock);
+    atomic_store(&p->claim, LANDED); /* the loop is not touched after this */
     if (err) { /* the loop closed: reap it here */
         waitpid(p->pid, NULL, 0);
         process_unref(p);
@@ -163,8 +176,20 @@ void cio__processes_close(cio_loop *loop)
     while ((n = cio__list_pop_front(&loop->processes))) {
         cio_process *p = cio__container_of(n, cio_process, link);
         cio__list_init(&p->link);
-        if (p->pidfd < 0)
-            continue; /* its thread reaps it when the post is refused */
+        if (p->pidfd < 0) { /* a thread watches it */
+            int flying = CIO__BRIDGE_FLYING;
+            if (atomic_compare_exchange_strong(&p->claim, &flying,
+                                               CIO__BRIDGE_ORPHANED))
+                continue; /* the thread reaps it and never comes here */
+            /* It is landing: wait until it is done with the loop (its post,
+             * dropped by close_posts, reaps the child). Our reference
+             * keeps p readable meanwhile. */
+            atomic_fetch_add(&p->refs, 1);
+            while (atomic_load(&p->claim) == CIO__BRIDGE_LANDING)
+                sched_yield();
+            process_unref(p);
+            continue;
+        }
         cio_remove_reader(loop, p->pidfd);
         close(p->pidfd);
         p->pidfd = -1;
