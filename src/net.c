@@ -832,17 +832,16 @@ int cio__pipe_transport(cio_loop *loop, int fd, bool write_side,
     return 0;
 }
 
-/* asyncio's connect_read_pipe / connect_write_pipe: the transport owns fd
- * (made non-blocking) from then on. */
-static int connect_pipe(cio_loop *loop, int fd, bool write_side,
-                        const cio_protocol *proto, void *ctx,
-                        cio_transport **out)
+/* Takes a caller's fd for a transport: checks the arguments, resolves the
+ * loop, and makes the fd non-blocking and close-on-exec. */
+static int adopt_fd(cio_loop **loop, int fd, const cio_protocol *proto,
+                    cio_transport **out)
 {
     if (out)
         *out = NULL;
-    if (!loop)
-        loop = cio__running_loop;
-    int err = cio__loop_check(loop);
+    if (!*loop)
+        *loop = cio__running_loop;
+    int err = cio__loop_check(*loop);
     if (err)
         return err;
     if (fd < 0 || !proto)
@@ -852,7 +851,18 @@ static int connect_pipe(cio_loop *loop, int fd, bool write_side,
         return -EBADF;
     fcntl(fd, F_SETFL, flags | O_NONBLOCK);
     fcntl(fd, F_SETFD, FD_CLOEXEC);
-    return cio__pipe_transport(loop, fd, write_side, proto, ctx, out);
+    return 0;
+}
+
+/* asyncio's connect_read_pipe / connect_write_pipe: the transport owns fd
+ * from then on. */
+static int connect_pipe(cio_loop *loop, int fd, bool write_side,
+                        const cio_protocol *proto, void *ctx,
+                        cio_transport **out)
+{
+    int err = adopt_fd(&loop, fd, proto, out);
+    return err ? err
+               : cio__pipe_transport(loop, fd, write_side, proto, ctx, out);
 }
 
 int cio_connect_read_pipe(cio_loop *loop, int fd, const cio_protocol *proto,
@@ -871,21 +881,9 @@ int cio_connect_accepted_socket(cio_loop *loop, int fd,
                                 const cio_protocol *proto, void *ctx,
                                 cio_transport **out)
 {
-    if (out)
-        *out = NULL;
-    if (!loop)
-        loop = cio__running_loop;
-    int err = cio__loop_check(loop);
-    if (err)
-        return err;
-    if (fd < 0 || !proto)
-        return -EINVAL;
-    int flags = fcntl(fd, F_GETFL);
-    if (flags < 0)
-        return -EBADF;
-    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
-    return make_transport(loop, fd, T_STREAM, proto, ctx, false, out);
+    int err = adopt_fd(&loop, fd, proto, out);
+    return err ? err
+               : make_transport(loop, fd, T_STREAM, proto, ctx, false, out);
 }
 
 /* -------------------------------------------------------------- servers */
