@@ -25,7 +25,7 @@
 
 enum {
     SLAB_HANDLES = 64,
-    POLL_EVERY = 64,           /* callbacks between polls while busy */
+    POLL_EVERY = 256,          /* callbacks between polls while busy */
     HANDLE_POOLED = 0,         /* cio__handle.embedded values */
     HANDLE_EMBEDDED = 1
 };
