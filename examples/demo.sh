@@ -11,6 +11,8 @@ callbacks|The event loop: callbacks run in the order they were scheduled
 threadsafe|Threads: a worker hands its results to the loop with call_soon_threadsafe
 blocking|Blocking code: run_in_executor runs it in a thread while the loop keeps going
 loop_per_thread|One loop per thread, and the two safe ways between them
+subprocess|Subprocesses: run commands three at a time, capture their output, feed a pipeline
+graceful_shutdown|Signals: on SIGTERM a server stops accepting, lets requests finish, exits 0
 echo_client|Streams: open_connection, write and drain, write_eof, readline until EOF
 echo_server|Streams: a server runs a task per client, and serves many at once
 echo_protocol|Protocols: the echo server as callbacks, with no task per connection
@@ -18,8 +20,7 @@ chat_server|A chat server: each line goes to every other client
 udp_echo|UDP: datagram endpoints, datagram_received and sendto
 fetch_http|HTTP: a plain GET of a page from a tiny local server
 '
-# Still to come, in this order: subprocess, graceful_shutdown (both
-# before echo_client), producer_consumer, rate_limit.
+# Still to come, in this order: producer_consumer, rate_limit.
 
 dir=${1:?usage: sh examples/demo.sh DIR}
 status=0

@@ -171,6 +171,8 @@ typedef struct node {
     size_t index;
 } node;
 
+enum { MULTI_INLINE = 4 };
+
 struct multi {
     cio__task *task;       /* parked, or NULL while it runs */
     cio_future *const *futs;
@@ -184,6 +186,10 @@ struct multi {
     bool failed;           /* an error or exception arrived */
     bool timed_out;
     cio__handle timer;
+    /* Room for a few futures without allocating: a small gather cannot
+     * fail for want of memory (communicate relies on it). */
+    node inline_nodes[MULTI_INLINE];
+    size_t inline_order[MULTI_INLINE];
 };
 
 static bool multi_ready(const multi *m)
@@ -234,20 +240,27 @@ static int multi_start(multi *m, cio__task *t, cio_future *const *futs,
             return futs[i] == &t->fut ? -EDEADLK : -EINVAL;
     m->futs = futs;
     m->n = n;
-    m->nodes = cio__calloc(n, sizeof *m->nodes);
-    m->order = cio__calloc(n, sizeof *m->order);
-    if (!m->nodes || !m->order) {
-        cio__free(m->nodes);
-        cio__free(m->order);
-        return -ENOMEM;
+    if (n <= MULTI_INLINE) {
+        m->nodes = m->inline_nodes;
+        m->order = m->inline_order;
+    } else {
+        m->nodes = cio__calloc(n, sizeof *m->nodes);
+        m->order = cio__calloc(n, sizeof *m->order);
+        if (!m->nodes || !m->order) {
+            cio__free(m->nodes);
+            cio__free(m->order);
+            return -ENOMEM;
+        }
     }
     cio__handle_init(&m->timer, t->fut.loop, multi_timeout, m);
     if (timeout >= 0) {
         int err = cio__handle_schedule_at(
             &m->timer, cio_loop_time(t->fut.loop) + timeout);
         if (err) {
-            cio__free(m->nodes);
-            cio__free(m->order);
+            if (m->nodes != m->inline_nodes) {
+                cio__free(m->nodes);
+                cio__free(m->order);
+            }
             return err;
         }
     }
@@ -295,8 +308,10 @@ static void multi_end(multi *m)
     for (size_t i = 0; i < m->n; i++)
         cio__waiter_detach(&m->nodes[i].w);
     cio__handle_unschedule(&m->timer);
-    cio__free(m->nodes);
-    cio__free(m->order);
+    if (m->nodes != m->inline_nodes) {
+        cio__free(m->nodes);
+        cio__free(m->order);
+    }
 }
 
 /* gather, wait_for's cousins: cancel every pending future, then keep

@@ -389,10 +389,11 @@ static void reader_on(cio_transport *t)
 {
     if (t->reading || t->closing)
         return;
-    if (cio_add_reader(t->loop, t->fd, on_readable, t) == 0)
+    int err = cio_add_reader(t->loop, t->fd, on_readable, t);
+    if (err == 0)
         t->reading = true;
     else
-        fatal_error(t, -ENOMEM);
+        fatal_error(t, err);
 }
 
 static void reader_off(cio_transport *t)
@@ -599,8 +600,8 @@ int cio_transport_writelines(cio_transport *t, const struct iovec *iov,
     if (!t || (iovcnt && !iov) || iovcnt < 0 || t->kind == T_DGRAM ||
         (t->kind == T_PIPE && !t->pipe_write))
         return -EINVAL;
-    if (!writable(t))
-        return -EPIPE;
+    if (!writable(t)) /* the error it is closing for, if any */
+        return t->lost_error ? t->lost_error : -EPIPE;
     int first = 0;
     size_t skip = 0; /* bytes of iov[first] already sent */
     if (t->wlen == t->whead) { /* nothing queued: try the kernel first */

@@ -306,6 +306,33 @@ static int adopt_pipes(cio_process *p, spawn_plan *sp, adopt_fn adopt,
     return 0;
 }
 
+/* Whether `file` names a program that can run, as posix_spawnp would look
+ * for it. posix_spawnp reports a missing program itself, but not where
+ * its vfork-style clone is a plain fork (under valgrind, say): there the
+ * child would exit 127 instead. Checking first keeps -ENOENT reliable. */
+static int check_program(const char *file)
+{
+    if (strchr(file, '/'))
+        return access(file, X_OK) == 0 ? 0 : -errno;
+    const char *path = getenv("PATH");
+    if (!path)
+        path = "/bin:/usr/bin";
+    int err = -ENOENT;
+    char buf[4096];
+    for (const char *dir = path;; dir = strchr(dir, ':') + 1) {
+        size_t len = strcspn(dir, ":");
+        if (snprintf(buf, sizeof buf, "%.*s%s%s", (int)len, dir,
+                     len ? "/" : "", file) < (int)sizeof buf) {
+            if (access(buf, X_OK) == 0)
+                return 0;
+            if (errno == EACCES)
+                err = -EACCES; /* found, but not runnable: say so */
+        }
+        if (!dir[len])
+            return err;
+    }
+}
+
 static int spawn(const char *file, char *const argv[],
                  const cio_process_options *opts, adopt_fn adopt,
                  void *adopt_arg, cio_process **out)
@@ -319,6 +346,8 @@ static int spawn(const char *file, char *const argv[],
     if (!opts)
         opts = &defaults;
     int err = cio__fault_check(CIO__FAULT_SYS);
+    if (!err)
+        err = check_program(file);
     if (err)
         return err;
     cio_process *p = cio__calloc(1, sizeof *p);
@@ -438,7 +467,8 @@ static int comm_feed(void *arg)
         r = cio_stream_drain(s);
     cio_stream_close(s);
     /* A child that exits without reading all of it is not an error, as in
-     * asyncio (BrokenPipeError and ConnectionResetError are ignored). */
+     * asyncio (BrokenPipeError and ConnectionResetError are ignored); a
+     * pipe lost to anything else is (writes report that error). */
     return r == -EPIPE || r == -ECONNRESET ? 0 : r;
 }
 
@@ -467,9 +497,11 @@ int cio_process_communicate(cio_process *p, const void *input, size_t n,
     int r = 0;
     if (p->in)
         r = cio_task_new(NULL, comm_feed, &c, NULL, &tasks[nt++]);
-    if (!r && p->out && out)
+    /* Every pipe is read, wanted or not: a child blocked writing to an
+     * unread pipe would never exit. */
+    if (!r && p->out)
         r = cio_task_new(NULL, comm_out, &c, NULL, &tasks[nt++]);
-    if (!r && p->err && err)
+    if (!r && p->err)
         r = cio_task_new(NULL, comm_err, &c, NULL, &tasks[nt++]);
     if (r)
         nt--; /* the failed slot holds nothing */
@@ -495,11 +527,15 @@ int cio_process_communicate(cio_process *p, const void *input, size_t n,
         *out = c.data[0];
         if (outlen)
             *outlen = c.len[0] > 0 ? (size_t)c.len[0] : 0;
+    } else {
+        cio__free(c.data[0]);
     }
     if (err) {
         *err = c.data[1];
         if (errlen)
             *errlen = c.len[1] > 0 ? (size_t)c.len[1] : 0;
+    } else {
+        cio__free(c.data[1]);
     }
     return 0;
 }
@@ -554,6 +590,7 @@ struct cio_subprocess_transport {
     int open_pipes;
     bool exited, lost, closed;
     bool failed;               /* creation failed: no callbacks, just go */
+    bool in_lost;              /* inside connection_lost */
     cio__handle made;          /* connection_made, soon after the spawn */
 };
 
@@ -573,8 +610,10 @@ static void sub_maybe_lost(cio_subprocess_transport *st)
         cio__free(st); /* its process object is already gone */
         return;
     }
+    st->in_lost = true; /* a close from the callback must not free st */
     if (st->proto.connection_lost)
         st->proto.connection_lost(st, 0, st->ctx);
+    st->in_lost = false;
     if (st->closed)
         sub_free(st);
 }
@@ -660,11 +699,11 @@ static int sub_spawn(const char *file, char *const argv[],
         /* Pipes made before the failure still call back into st when they
          * close: st goes when the last one did, telling nobody. */
         st->failed = st->exited = st->closed = true;
-        if (!st->open_pipes)
-            cio__free(st);
         for (int i = 0; i < 3; i++)
             if (st->pipes[i])
                 cio_transport_abort(st->pipes[i]);
+        if (!st->open_pipes) /* else the last pipe to close frees it */
+            cio__free(st);
         return err;
     }
     /* connection_made first, then the pipes' data, as in asyncio. */
@@ -727,6 +766,6 @@ void cio_subprocess_close(cio_subprocess_transport *t)
             cio_transport_close(t->pipes[i]);
     if (!t->p->exited)
         cio_process_kill(t->p);
-    if (t->lost)
+    if (t->lost && !t->in_lost)
         sub_free(t);
 }

@@ -268,7 +268,8 @@ ssize_t cio_stream_read_all(cio_stream *s, char **data)
     char *out = cio__malloc(n + 1);
     if (!out)
         return -ENOMEM;
-    memcpy(out, s->buf + s->head, n);
+    if (n)
+        memcpy(out, s->buf + s->head, n);
     out[n] = 0; /* convenient for text; not counted */
     consume(s, n);
     *data = out;
