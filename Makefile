@@ -32,8 +32,9 @@ LDFLAGS += -fsanitize=$(SAN)
 endif
 
 # Each configuration builds in its own directory, so they never mix.
-VARIANT := $(notdir $(CC))-$(CIO_CTX)$(if $(SAN),-$(subst $(comma),-,$(SAN)))$(if $(VALGRIND),-vg)
 comma := ,
+VARIANT := $(notdir $(CC))-$(CIO_CTX)$(if $(SAN),-$(subst $(comma),-,$(SAN)))$(if $(VALGRIND),-vg)
+
 BUILD_DIR ?= build/$(VARIANT)
 B_DIR := $(BUILD_DIR)
 
