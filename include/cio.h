@@ -494,8 +494,8 @@ CIO_API int cio_run_coroutine_threadsafe(cio_loop *loop, cio_task_fn fn,
  * are opaque blobs. Lock, event and condition start from their _INIT
  * initialiser (all zero) or _init; semaphore and barrier from _init. There
  * is no _fini: the memory must stay valid while a task waits on it, and is
- * plain memory again once none does. Every function returns -EINVAL for a
- * NULL object.
+ * plain memory again once none does. A NULL object gets -EINVAL (0 from
+ * the 1-or-0 queries).
  */
 typedef struct cio_lock {
     void *priv[4]; /* opaque */
@@ -626,7 +626,8 @@ CIO_API int cio_barrier_broken(const cio_barrier *b);    /* 1 or 0 */
  */
 typedef struct cio_queue cio_queue;
 /* Orders a priority queue: < 0 if a comes out before b. Items comparing
- * equal come out in insertion order (asyncio's heapq promises none). */
+ * equal come out in insertion order (asyncio's heapq promises none). It
+ * must not call into the queue. */
 typedef int (*cio_queue_cmp)(const void *a, const void *b, void *arg);
 
 /* Creates a FIFO queue of item_size-byte items, at most maxsize of them
@@ -750,8 +751,9 @@ typedef struct cio_protocol {
 typedef void *(*cio_protocol_factory)(void *arg);
 
 /* Queues data (copied as needed) and sends what it can at once. Returns
- * 0, -EPIPE (closing or lost), -ENOMEM. Never blocks, never raises
- * SIGPIPE; errors from the peer arrive through connection_lost. */
+ * 0, -EPIPE (closing), the error it is closing for (lost), -ENOMEM.
+ * Never blocks, never raises SIGPIPE; errors from the peer arrive through
+ * connection_lost. */
 CIO_API int cio_transport_write(cio_transport *t, const void *data,
                                 size_t n);
 /* Writes the buffers as one gathered write (writev). */

@@ -745,6 +745,8 @@ int cio_transport_resume_reading(cio_transport *t)
 {
     if (!t)
         return -EINVAL;
+    if (!t->paused)
+        return 0; /* as asyncio: only a paused transport resumes */
     t->paused = false;
     if (t->made)
         reader_on(t);
@@ -911,12 +913,19 @@ struct cio_server {
 
 static void on_acceptable(void *arg);
 
-static void listen_on(cio_server *s)
+static void listen_off(cio_server *s);
+
+/* Watches every listening socket; on failure watches none. */
+static int listen_on(cio_server *s)
 {
-    for (int i = 0; i < s->nfds; i++)
-        if (cio_add_reader(s->loop, s->fds[i], on_acceptable, s) != 0)
-            cio__report(s->loop, "cannot watch a listening socket", -ENOMEM,
-                        "server", NULL, s);
+    for (int i = 0; i < s->nfds; i++) {
+        int err = cio_add_reader(s->loop, s->fds[i], on_acceptable, s);
+        if (err) {
+            listen_off(s);
+            return err;
+        }
+    }
+    return 0;
 }
 
 static void listen_off(cio_server *s)
@@ -942,8 +951,9 @@ void cio__server_conn_gone(cio_server *s)
 static void resume_accepting(void *arg)
 {
     cio_server *s = arg;
-    if (s->serving && !s->closed)
-        listen_on(s);
+    if (s->serving && !s->closed && listen_on(s) != 0) /* try again later */
+        cio__handle_schedule_at(&s->retry, cio_loop_time(s->loop) +
+                                               cio__accept_retry_delay);
 }
 
 /* Out of fds or memory: say so, stop accepting for a while, then retry by
@@ -973,14 +983,15 @@ static void on_acceptable(void *arg)
             }
             if (fd < 0)
                 continue; /* ECONNABORTED and friends: the peer gave up */
-            void *ctx = s->factory ? s->factory(s->arg) : s->arg;
             cio_transport *t;
-            int err = transport_new(s->loop, fd, T_STREAM, &s->proto, ctx, &t);
+            int err = transport_new(s->loop, fd, T_STREAM, &s->proto, NULL, &t);
             if (err) {
                 cio__sys_close(fd);
                 accept_backoff(s, err);
                 return;
             }
+            /* The context last: nothing can fail after it was made. */
+            t->ctx = s->factory ? s->factory(s->arg) : s->arg;
             (void)cio__sys_setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, 1);
             t->server = s;
             s->nconns++;
@@ -1047,12 +1058,17 @@ static int listen_socket(cio_server *s, int family, const struct sockaddr *addr,
     return 0;
 }
 
+static void server_destroy(cio_server *s);
+
 static int server_finish(cio_server *s, const cio_server_options *opts,
                          cio_server **out)
 {
     cio__list_push_back(&s->loop->servers, &s->link);
-    if (!(opts && opts->delay_serving))
-        cio_server_start_serving(s);
+    int err = opts && opts->delay_serving ? 0 : cio_server_start_serving(s);
+    if (err) { /* a server that cannot accept is not made */
+        server_destroy(s);
+        return err;
+    }
     *out = s;
     return 0;
 }
@@ -1087,7 +1103,7 @@ int cio_create_server(const char *host, const char *port,
     int err = cio_getaddrinfo(host, port ? port : "0", &hints, &res);
     if (err)
         return err;
-    cio_server *s;
+    cio_server *s = NULL;
     err = server_new(loop, proto, factory, arg, opts, &s);
     for (struct addrinfo *ai = res; !err && ai; ai = ai->ai_next)
         err = listen_socket(s, ai->ai_family, ai->ai_addr, ai->ai_addrlen,
@@ -1147,8 +1163,10 @@ int cio_server_start_serving(cio_server *s)
     if (s->closed)
         return -ESHUTDOWN;
     if (!s->serving) {
+        int err = listen_on(s);
+        if (err)
+            return err;
         s->serving = true;
-        listen_on(s);
     }
     return 0;
 }

@@ -151,6 +151,8 @@ static void on_lost(cio_transport *t, int error, void *ctx)
 {
     (void)t;
     cio_stream *s = ctx;
+    if (!s) /* the factory could not allocate it */
+        return;
     s->t = NULL;
     s->lost = s->eof = true;
     if (error && !s->error)
@@ -291,7 +293,8 @@ ssize_t cio_stream_readexactly(cio_stream *s, void *buf, size_t n,
             return r;
     }
     size_t take = avail(s) < n ? avail(s) : n;
-    memcpy(buf, s->buf + s->head, take);
+    if (take)
+        memcpy(buf, s->buf + s->head, take);
     consume(s, take);
     if (take == n)
         return (ssize_t)n;
@@ -300,9 +303,10 @@ ssize_t cio_stream_readexactly(cio_stream *s, void *buf, size_t n,
     return s->error ? s->error : CIO_EINCOMPLETE;
 }
 
-/* Finds the earliest end of any separator in the buffer; 0 if none. */
+/* Finds the earliest end of any separator in the buffer (0 if none), and
+ * where that separator starts. */
 static size_t find_sep(const cio_stream *s, const char *const *seps,
-                       size_t nseps)
+                       size_t nseps, size_t *start)
 {
     size_t best = 0;
     if (!avail(s))
@@ -313,8 +317,11 @@ static size_t find_sep(const cio_stream *s, const char *const *seps,
         const char *at = memmem(data, avail(s), seps[i], k);
         if (at) {
             size_t end = (size_t)(at - data) + k;
-            if (!best || end < best)
+            if (!best || end < best) {
                 best = end;
+                if (start)
+                    *start = (size_t)(at - data);
+            }
         }
     }
     return best;
@@ -334,9 +341,10 @@ ssize_t cio_stream_readuntil(cio_stream *s, const char *const *seps,
         if (!seps[i] || !*seps[i])
             return -EINVAL;
     for (;;) {
-        size_t end = find_sep(s, seps, nseps);
-        if (end > s->limit)
-            return CIO_ELIMIT; /* found, but too far: the data stays */
+        size_t start = 0;
+        size_t end = find_sep(s, seps, nseps, &start);
+        if (end && start > s->limit) /* asyncio measures where it starts */
+            return CIO_ELIMIT;       /* found, but too far: the data stays */
         if (end) {
             *data = s->buf + s->head;
             s->pinned = true;
@@ -365,7 +373,7 @@ ssize_t cio_stream_readline(cio_stream *s, const char **line)
         n = (ssize_t)avail(s);
         consume(s, avail(s));
     } else if (n == CIO_ELIMIT) {
-        size_t end = find_sep(s, nl, 1);
+        size_t end = find_sep(s, nl, 1, NULL);
         consume(s, end ? end : avail(s));
     }
     return n;
@@ -519,13 +527,18 @@ int cio_open_unix_connection(const char *path, const cio_stream_options *opts,
 
 /* ------------------------------------------------------------- serving */
 
-/* Each connection's task: the user's callback, then the stream goes. */
+/* Each connection's task runs the user's callback. */
 static int run_handler(void *arg)
 {
     cio_stream *s = arg;
-    int r = s->handler(s, s->handler_arg);
-    cio_stream_free(s);
-    return r;
+    return s->handler(s, s->handler_arg);
+}
+
+/* The task ended - or never ran (cancelled first): the stream goes. */
+static void handler_done(cio_future *task, void *arg)
+{
+    (void)task;
+    cio_stream_free(arg);
 }
 
 static void on_made(cio_transport *t, void *ctx)
@@ -542,7 +555,14 @@ static void on_made(cio_transport *t, void *ctx)
         s->orphaned = true;            /* freed by connection_lost */
         return;
     }
-    int err = cio_task_new(s->loop, run_handler, s, NULL, NULL);
+    cio_task *task;
+    int err = cio_task_new(s->loop, run_handler, s, NULL, &task);
+    if (!err) {
+        err = cio_future_add_done_callback(task, handler_done, s);
+        if (err)
+            cio_task_cancel(task); /* it never runs; we free below */
+        cio_future_unref(task);
+    }
     if (err) {
         cio__report(s->loop, "cannot start a connection's task", err,
                     "server", NULL, NULL);
