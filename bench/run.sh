@@ -11,8 +11,21 @@
 # `bench <name> <system> unavailable -`; one that crashes or times out prints
 # `bench <name> <system> failed -`. Either way the run continues.
 #
+# The network benchmarks (echo_protocol, echo_streams, idle_conns) run each
+# system's echo server (cio's bench/build/cio_echo_protocol and
+# cio_echo_streams, then the peers) pinned to CPU 0 on a free 127.0.0.1
+# port, and drive it with bench/loadgen pinned to CPU 1:
+#   echo_protocol, echo_streams   1 KiB x 100 connections; suffixed _1k_1,
+#                  _1k_10 (1 KiB x 1, x 10) and _64k_10 (64 KiB x 10):
+#                  msgs/s, then _p50 and _p99 round-trip latency in us
+#   idle_conns     10,000 idle connections: the server's VmRSS growth per
+#                  connection (cio's streams server: idle_conns_streams)
+#
 # Environment:
 #   BENCH_N        count passed to every program (quick smoke runs), e.g. 10000
+#   BENCH_SECONDS  measured seconds per echo run (default 5; after a warm-up
+#                  of BENCH_WARMUP seconds, default 1, not counted)
+#   BENCH_IDLE_CONNS  connections of idle_conns (default 10000)
 #   BENCH_TIMEOUT  seconds allowed per program (default 300)
 #   BENCH_NO_INSTALL=1  never call apt-get
 #   PYTHON         interpreter for the Python peers (default /usr/bin/python3:
@@ -29,7 +42,8 @@ COUNT_ARGS=()
 [[ -n ${BENCH_N:-} ]] && COUNT_ARGS=("$BENCH_N")
 
 # name -> peer systems, in the order they run.
-BENCHES=(callsoon timers threadsafe spawn switch sleepers queue_pingpong queue_throughput)
+BENCHES=(callsoon timers threadsafe spawn switch sleepers queue_pingpong queue_throughput executor
+    spawn_process echo_protocol echo_streams idle_conns)
 declare -A SYSTEMS=(
     [callsoon]="libuv asyncio uvloop"
     [timers]="libuv asyncio uvloop"
@@ -39,8 +53,18 @@ declare -A SYSTEMS=(
     [sleepers]="asyncio uvloop go"
     [queue_pingpong]="asyncio uvloop go"
     [queue_throughput]="asyncio uvloop go"
+    [executor]="asyncio uvloop"
+    [spawn_process]="asyncio uvloop"
+    [echo_protocol]="epoll libuv asyncio uvloop go"
+    [echo_streams]="epoll asyncio uvloop go" # the Python peers as streams servers
+    [idle_conns]="epoll"                     # for reference
 )
-LOOP_BENCHES=" callsoon timers threadsafe " # py_loop.py + uv_<name>; rest: py_tasks.py + go
+LOOP_BENCHES=" callsoon timers threadsafe " # py_loop.py + uv_<name>
+NET_BENCHES=" echo_protocol echo_streams idle_conns " # servers + bench/loadgen
+# The rest: py_tasks.py + go_tasks.
+SECS=${BENCH_SECONDS:-5}
+WARMUP=${BENCH_WARMUP:-1}
+IDLE_N=${BENCH_IDLE_CONNS:-10000}
 
 log() { echo "run.sh: $*" >&2; }
 
@@ -54,8 +78,13 @@ if ((${#selected[@]} == 0)); then
 fi
 
 # Which peer systems the selected benchmarks need.
-need_libuv=0 need_py=0 need_go=0
+need_libuv=0 need_py=0 need_go=0 need_net=0 need_tasks=0
 for b in "${selected[@]}"; do
+    if [[ $NET_BENCHES == *" $b "* ]]; then
+        need_net=1
+    elif [[ $LOOP_BENCHES != *" $b "* ]]; then
+        need_tasks=1
+    fi
     for s in ${SYSTEMS[$b]}; do
         case $s in
             libuv) need_libuv=1 ;;
@@ -101,7 +130,7 @@ needs_build() {
 
 if ((need_libuv)) && have_pkg libuv1-dev; then
     AVAIL[libuv]=1
-    for b in $LOOP_BENCHES; do
+    for b in $LOOP_BENCHES echo; do
         out=$BUILD/uv_$b
         if needs_build "$out" "$PEERS/uv_$b.c" "$PEERS/uv_common.h"; then
             gcc -O2 -Wall -Wextra -o "$out" "$PEERS/uv_$b.c" -luv -lpthread >&2 ||
@@ -109,20 +138,36 @@ if ((need_libuv)) && have_pkg libuv1-dev; then
         fi
     done
 fi
+if ((need_net)); then
+    # The load generator and the epoll peer: plain C, no dependencies.
+    for src in "$BENCH_DIR/loadgen.c" "$PEERS/epoll_echo.c"; do
+        out=$BUILD/$(basename "$src" .c)
+        if needs_build "$out" "$src"; then
+            gcc -O2 -Wall -Wextra -o "$out" "$src" >&2 || log "building $(basename "$src") failed"
+        fi
+    done
+    [[ -x $BUILD/epoll_echo ]] && AVAIL[epoll]=1
+fi
 if ((need_py)) && [[ -x $PYTHON ]]; then
     "$PYTHON" -c 'import asyncio' 2>/dev/null && AVAIL[asyncio]=1
     "$PYTHON" -c 'import uvloop' 2>/dev/null && AVAIL[uvloop]=1
 fi
 if ((need_go)) && command -v go >/dev/null; then
-    out=$BUILD/go_tasks
-    if needs_build "$out" "$PEERS"/go_tasks/*; then
-        # Keep Go's caches under bench/build so nothing lands in $HOME, and
-        # stay offline: the program has no dependencies.
-        (cd "$PEERS/go_tasks" &&
-            GOPATH=$BUILD/gopath GOCACHE=$BUILD/gocache GOPROXY=off GOFLAGS=-mod=mod \
-                go build -o "$out" . >&2) || log "building go_tasks failed"
-    fi
-    [[ -x $out ]] && AVAIL[go]=1
+    AVAIL[go]=1
+    progs=()
+    ((need_tasks)) && progs+=(go_tasks)
+    ((need_net)) && progs+=(go_echo)
+    for prog in "${progs[@]}"; do
+        out=$BUILD/$prog
+        if needs_build "$out" "$PEERS/$prog"/*; then
+            # Keep Go's caches under bench/build so nothing lands in $HOME, and
+            # stay offline: the programs have no dependencies.
+            (cd "$PEERS/$prog" &&
+                GOPATH=$BUILD/gopath GOCACHE=$BUILD/gocache GOPROXY=off GOFLAGS=-mod=mod \
+                    go build -o "$out" . >&2) || log "building $prog failed"
+        fi
+        [[ -x $out ]] || AVAIL[go]=0
+    done
 fi
 
 # ---- run
@@ -136,8 +181,119 @@ run_prog() {
     fi
 }
 
+# ---- network benchmarks: a server on CPU 0, bench/loadgen on CPU 1
+LOADGEN=$BUILD/loadgen
+PIN_SERVER=() PIN_LOAD=()
+if command -v taskset >/dev/null && taskset -c 1 true 2>/dev/null; then
+    PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
+elif ((need_net)); then
+    log "fewer than 2 CPUs usable: server and load generator are not pinned"
+fi
+# Every loadgen run is bounded; a server lives at most as long as its four
+# runs (killed with SIGKILL by `timeout` if this script dies first).
+LG_TIMEOUT=$(awk -v s="$SECS" -v w="$WARMUP" 'BEGIN { printf "%d", s + w + 30 }')
+SERVER_TIMEOUT=$((4 * LG_TIMEOUT + 60))
+SERVER_WRAP="" SERVER_PID="" PORT=""
+if [[ " ${selected[*]} " == *" idle_conns "* ]]; then
+    # Room for the idle connections, in every server and the loadgen.
+    nofile=$(ulimit -Hn)
+    [[ $nofile == unlimited ]] && nofile=1048576
+    ((nofile > IDLE_N + 1024)) && nofile=$((IDLE_N + 1024))
+    ulimit -n "$nofile" 2>/dev/null || log "could not raise the open-file limit"
+    if ((IDLE_N + 64 > $(ulimit -n))); then
+        IDLE_N=$(($(ulimit -n) - 64))
+        log "open-file limit $(ulimit -n): idle_conns uses $IDLE_N connections"
+    fi
+fi
+
+stop_server() {
+    [[ -n $SERVER_WRAP ]] || return 0
+    kill "$SERVER_WRAP" 2>/dev/null # timeout passes the signal on
+    wait "$SERVER_WRAP" 2>/dev/null
+    SERVER_WRAP="" SERVER_PID=""
+}
+trap stop_server EXIT
+trap 'exit 130' INT TERM
+
+# start_server CMD... : runs `CMD... PORT` pinned to CPU 0 on a free
+# loopback port; sets PORT, SERVER_PID. Readiness is left to loadgen --wait.
+start_server() {
+    PORT=$("$LOADGEN" --free-port) || return 1
+    timeout -s KILL "$SERVER_TIMEOUT" "${PIN_SERVER[@]}" "$@" "$PORT" &
+    SERVER_WRAP=$!
+    local i
+    for ((i = 0; i < 200; i++)); do # timeout's child (taskset execs CMD)
+        SERVER_PID=$(cat "/proc/$SERVER_WRAP/task/$SERVER_WRAP/children" 2>/dev/null)
+        SERVER_PID=${SERVER_PID%% *}
+        [[ -n $SERVER_PID ]] && return 0
+        kill -0 "$SERVER_WRAP" 2>/dev/null || break
+        sleep 0.01
+    done
+    log "server $* did not start"
+    stop_server
+    return 1
+}
+
+server_alive() { [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; }
+
+# server_cmd BENCH SYSTEM : the echo server of SYSTEM for BENCH, in SERVER_CMD.
+server_cmd() {
+    case $1:$2 in
+        echo_protocol:cio | idle_conns:cio) SERVER_CMD=("$BUILD/cio_echo_protocol") ;;
+        echo_streams:cio | idle_conns_streams:cio) SERVER_CMD=("$BUILD/cio_echo_streams") ;;
+        *:epoll) SERVER_CMD=("$BUILD/epoll_echo") ;;
+        *:libuv) SERVER_CMD=("$BUILD/uv_echo") ;;
+        echo_protocol:asyncio) SERVER_CMD=("$PYTHON" "$PEERS/py_echo.py") ;;
+        echo_protocol:uvloop) SERVER_CMD=("$PYTHON" "$PEERS/py_echo.py" --uvloop) ;;
+        echo_streams:asyncio) SERVER_CMD=("$PYTHON" "$PEERS/py_echo.py" --streams) ;;
+        echo_streams:uvloop) SERVER_CMD=("$PYTHON" "$PEERS/py_echo.py" --streams --uvloop) ;;
+        *:go) SERVER_CMD=("$BUILD/go_echo") ;;
+        *) return 1 ;;
+    esac
+}
+
+# run_echo BENCH SYSTEM : one server, the four load shapes against it.
+run_echo() {
+    local b=$1 s=$2 shape suffix conns size name
+    server_cmd "$b" "$s" && start_server "${SERVER_CMD[@]}" || SERVER_PID=""
+    # suffix:connections:message bytes; the unsuffixed line is 1 KiB x 100.
+    for shape in :100:1024 _1k_1:1:1024 _1k_10:10:1024 _64k_10:10:65536; do
+        IFS=: read -r suffix conns size <<<"$shape"
+        name=$b$suffix
+        if ! server_alive; then
+            echo "bench $name $s failed -"
+            continue
+        fi
+        if ! timeout "$LG_TIMEOUT" "${PIN_LOAD[@]}" "$LOADGEN" --name "$name" --system "$s" \
+            --conns "$conns" --size "$size" --seconds "$SECS" --warmup "$WARMUP" --wait 10 127.0.0.1 "$PORT"; then
+            log "$s $name: the load generator failed"
+            echo "bench $name $s failed -"
+        fi
+    done
+    stop_server
+}
+
+# run_idle NAME SERVER-BENCH SYSTEM : IDLE_N idle connections, RSS growth.
+run_idle() {
+    local name=$1 b=$2 s=$3
+    if server_cmd "$b" "$s" && start_server "${SERVER_CMD[@]}" &&
+        timeout "$((IDLE_N / 100 + 90))" "${PIN_LOAD[@]}" "$LOADGEN" --idle "$IDLE_N" \
+            --pid "$SERVER_PID" --name "$name" --system "$s" --wait 10 127.0.0.1 "$PORT"; then
+        :
+    else
+        log "$s $name failed"
+        echo "bench $name $s failed -"
+    fi
+    stop_server
+}
+
 for b in "${selected[@]}"; do
-    if [[ -x $BUILD/cio_$b ]]; then
+    if [[ $b == idle_conns ]]; then
+        [[ -x $BUILD/cio_echo_protocol ]] && run_idle idle_conns idle_conns cio
+        [[ -x $BUILD/cio_echo_streams ]] && run_idle idle_conns_streams idle_conns_streams cio
+    elif [[ $NET_BENCHES == *" $b "* ]]; then
+        [[ -x $BUILD/cio_$b ]] && run_echo "$b" cio
+    elif [[ -x $BUILD/cio_$b ]]; then
         run_prog "$b" cio "$BUILD/cio_$b" "${COUNT_ARGS[@]}"
     fi
     for s in ${SYSTEMS[$b]}; do
@@ -145,7 +301,11 @@ for b in "${selected[@]}"; do
             echo "bench $b $s unavailable -"
             continue
         fi
-        if [[ $LOOP_BENCHES == *" $b "* ]]; then
+        if [[ $b == idle_conns ]]; then
+            run_idle "$b" "$b" "$s"
+        elif [[ $NET_BENCHES == *" $b "* ]]; then
+            run_echo "$b" "$s"
+        elif [[ $LOOP_BENCHES == *" $b "* ]]; then
             case $s in
                 libuv) run_prog "$b" "$s" "$BUILD/uv_$b" "${COUNT_ARGS[@]}" ;;
                 asyncio) run_prog "$b" "$s" "$PYTHON" "$PEERS/py_loop.py" "$b" "${COUNT_ARGS[@]}" ;;

@@ -7,6 +7,7 @@ Usage: py_tasks.py BENCH [COUNT] [--uvloop]
   sleepers          COUNT tasks each sleep 1 s at once (bytes/task, wall s)
   queue_pingpong    two tasks, two Queue(maxsize=1), COUNT hand-offs (ns/op)
   queue_throughput  4 producers / 4 consumers, one Queue(1024), COUNT items (items/s)
+  executor          COUNT run_in_executor round trips, 64 in flight (ns/op)
 """
 import asyncio
 import time
@@ -19,6 +20,8 @@ DEFAULTS = {
     "sleepers": 100_000,
     "queue_pingpong": 1_000_000,
     "queue_throughput": 1_000_000,
+    "executor": 100_000,
+    "spawn_process": 1_000,
 }
 
 
@@ -197,6 +200,52 @@ async def bench_queue_throughput(n, system):
     t1 = time.perf_counter_ns()
     assert q.empty()
     report("queue_throughput", system, per * workers / ((t1 - t0) / 1e9), "items/s", "{:.0f}")
+
+
+async def bench_executor(n, system):
+    """n loop.run_in_executor round trips of a trivial function on the
+    default executor, 64 in flight at a time: each completion (a done
+    callback on the loop) submits the next. ns per call, from the first
+    submit to the last delivery."""
+    loop = asyncio.get_running_loop()
+    wg = WaitGroup(loop, n)
+    submitted = 0
+
+    def trivial():
+        return 1
+
+    def on_done(fut):
+        nonlocal submitted
+        assert fut.result() == 1
+        if submitted < n:
+            submitted += 1
+            loop.run_in_executor(None, trivial).add_done_callback(on_done)
+        wg.done()
+
+    t0 = time.perf_counter_ns()
+    for _ in range(min(64, n)):
+        submitted += 1
+        loop.run_in_executor(None, trivial).add_done_callback(on_done)
+    await wg.fut
+    t1 = time.perf_counter_ns()
+    report("executor", system, (t1 - t0) / n, "ns/op")
+
+
+async def bench_spawn_process(n, system):
+    """n /bin/true children started with create_subprocess_exec, at most 16
+    at a time (a Semaphore), each awaited with wait(). Processes per second,
+    from the first spawn to the last exit."""
+    sem = asyncio.Semaphore(16)
+
+    async def one():
+        async with sem:
+            proc = await asyncio.create_subprocess_exec("/bin/true")
+            assert await proc.wait() == 0
+
+    t0 = time.perf_counter_ns()
+    await asyncio.gather(*(one() for _ in range(n)))
+    t1 = time.perf_counter_ns()
+    report("spawn_process", system, n / ((t1 - t0) / 1e9), "procs/s")
 
 
 def main():

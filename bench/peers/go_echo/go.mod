@@ -1,0 +1,3 @@
+module cio.bench/go_echo
+
+go 1.19
