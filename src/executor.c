@@ -520,7 +520,7 @@ static void bridge_drop(void *arg)
 }
 
 /* On the loop: it closed while the work was in flight. */
-void cio__bridge_orphaned(cio__bridge *b)
+static void bridge_orphaned(cio__bridge *b)
 {
     bridge *br = (bridge *)b;
     cio_future_unref(br->fut);
@@ -588,6 +588,7 @@ int cio_run_in_executor(cio_loop *loop, cio_executor *ex, cio_work_fn fn,
     cio__list_init(&br->b.link);
     cio__handle_init(&br->b.deliver, loop, bridge_deliver, br);
     br->b.deliver.drop = bridge_drop;
+    br->b.orphaned = bridge_orphaned;
     /* Listed before the work can finish, so bridge_done finds it listed. */
     pthread_mutex_lock(&loop->post_lock);
     cio__list_push_back(&loop->bridges, &br->b.link);

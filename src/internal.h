@@ -151,8 +151,10 @@ typedef struct cio__bridge {
     cio__list link;          /* loop->bridges, then loop->arrived */
     atomic_int state;        /* CIO__BRIDGE_*: who got it first, the
                               * worker (landing) or the closing loop */
-    atomic_int refs;         /* the loop's and the worker's */
+    atomic_int refs;         /* its owner's business */
     cio__handle deliver;     /* scheduled once the result arrived */
+    void (*orphaned)(struct cio__bridge *b); /* loop closed first: its
+                                              * thread never lands */
 } cio__bridge;
 
 typedef struct cio__slab cio__slab;
@@ -225,7 +227,6 @@ CIO_HIDDEN int cio__post_locked(cio_loop *loop, cio_callback cb,
 CIO_HIDDEN void cio__executor_loop_close(cio_loop *loop);
 CIO_HIDDEN void cio__executor_shutdown_default(cio_loop *loop, double timeout);
 CIO_HIDDEN extern double cio__executor_idle_timeout;
-CIO_HIDDEN void cio__bridge_orphaned(cio__bridge *b); /* loop thread */
 /* With post_lock held: b's result is in; the loop delivers it. Needs no
  * memory, so it cannot fail. */
 CIO_HIDDEN void cio__bridge_arrived_locked(cio_loop *loop, cio__bridge *b);
@@ -359,12 +360,17 @@ CIO_HIDDEN void cio__stack_watch_overflow(void);
  * on a cio__wait node that lives on the parked task's own stack for the
  * length of the wait. All-zero is an empty queue, so primitives embedding
  * one can be initialised with {0}. Whoever wakes a node unlinks it first:
- * a woken task is on no wait queue. */
+ * a woken task is on no wait queue. Inline: these are the hot path of
+ * every lock and queue hand-off. */
 typedef struct cio__waitq cio__waitq;
 typedef struct cio__wait {
     struct cio__wait *next, *prev;
     cio__waitq *q;           /* the queue it is on; NULL once unlinked */
     cio__task *task;         /* the parked task */
+    /* The loop closes with the task parked here, or woken and not yet
+     * run (handed: 1 if it was handed something): undo its part. */
+    void (*drop)(void *ctx, int handed);
+    void *ctx;
 } cio__wait;
 
 struct cio__waitq {
@@ -375,18 +381,94 @@ struct cio__waitq {
  * reservation, a notification); an interrupted waiter wakes with 0. */
 enum { CIO__HANDED = 1 };
 
-static inline bool cio__waitq_empty(const cio__waitq *q) { return !q->head; }
+/* cio__interrupted() without the call when nothing is pending. */
+static inline int cio__interrupted_now(const cio__task *t)
+{
+    return cio__likely(!t->cancel_requests && !t->expired_scopes)
+               ? 0
+               : cio__interrupted(t);
+}
 
-/* Parks the current task at the back of q until a waker hands it a result
- * (returned). Interruptible: cancellation or an expired scope unlinks it
- * and wakes it with 0 (the caller reads cio__interrupted). Otherwise it
- * stays parked through both. -EINVAL: tasks of another loop wait on q. */
-CIO_HIDDEN int cio__waitq_park(cio__waitq *q, bool interruptible);
+static inline void cio__waitq_push(cio__waitq *q, cio__wait *w)
+{
+    w->q = q;
+    w->next = NULL;
+    w->prev = q->tail;
+    if (q->tail)
+        q->tail->next = w;
+    else
+        q->head = w;
+    q->tail = w;
+}
+
+/* Unlinks w from its queue; harmless if it is on none. */
+static inline void cio__waitq_unlink(cio__wait *w)
+{
+    cio__waitq *q = w->q;
+    if (!q)
+        return;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        q->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        q->tail = w->prev;
+    w->q = NULL;
+}
+
+/* The hooks (sync.c). Interrupt: an interruptible waiter leaves its queue
+ * and wakes with 0; an uninterruptible one stays parked. Teardown: the
+ * loop closes, the node leaves its queue and `drop` runs. */
+CIO_HIDDEN void cio__waitq_interrupt(cio__task *t, void *wait);
+CIO_HIDDEN void cio__waitq_ignore(cio__task *t, void *wait);
+CIO_HIDDEN void cio__waitq_teardown(void *wait);
+
+/* Parks the current task t at the back of q until a waker hands it a
+ * result (returned). Interruptible: cancellation or an expired scope
+ * unlinks it and wakes it with 0 (the caller reads cio__interrupted).
+ * Otherwise it stays parked through both. drop(ctx, handed) (may be NULL)
+ * runs if the loop closes first. -EINVAL: tasks of another loop wait on
+ * q. */
+static inline int cio__waitq_park(cio__waitq *q, cio__task *t,
+                                  bool interruptible,
+                                  void (*drop)(void *ctx, int handed),
+                                  void *ctx)
+{
+    if (q->head && q->head->task->fut.loop != t->fut.loop)
+        return -EINVAL; /* shared with another loop's tasks */
+    cio__wait w = {.task = t, .drop = drop, .ctx = ctx};
+    cio__waitq_push(q, &w);
+    t->teardown = cio__waitq_teardown;
+    t->teardown_arg = &w;
+    int r = cio__park(interruptible ? cio__waitq_interrupt : cio__waitq_ignore,
+                      &w);
+    t->teardown = NULL;
+    cio__waitq_unlink(&w); /* in case something else woke it */
+    return r;
+}
+
 /* Unlinks the oldest waiter and wakes it with result; returns 0 if q was
  * empty, else 1. */
-CIO_HIDDEN int cio__waitq_wake_one(cio__waitq *q, int result);
+static inline int cio__waitq_wake_one(cio__waitq *q, int result)
+{
+    cio__wait *w = q->head;
+    if (!w)
+        return 0;
+    cio__waitq_unlink(w);
+    cio__wake(w->task, result);
+    return 1;
+}
+
 /* Wakes every waiter, oldest first; returns how many. */
-CIO_HIDDEN size_t cio__waitq_wake_all(cio__waitq *q, int result);
+static inline size_t cio__waitq_wake_all(cio__waitq *q, int result)
+{
+    size_t n = 0;
+    while (cio__waitq_wake_one(q, result))
+        n++;
+    return n;
+}
 /* ================================================== end sync and queue */
 
 #endif

@@ -864,8 +864,10 @@ static void close_posts(cio_loop *loop)
         b->deliver.drop(b->deliver.arg);
     }
     /* Nobody appends now; the lock is not needed to read them. */
-    while ((n = cio__list_pop_front(&orphans)))
-        cio__bridge_orphaned(cio__container_of(n, cio__bridge, link));
+    while ((n = cio__list_pop_front(&orphans))) {
+        cio__bridge *b = cio__container_of(n, cio__bridge, link);
+        b->orphaned(b);
+    }
     for (size_t i = 0; i < loop->ntorun; i++)
         if (loop->torun[i].drop)
             loop->torun[i].drop(loop->torun[i].arg);

@@ -23,14 +23,13 @@ extern char **environ;
 
 bool cio__process_force_thread_watcher; /* tests: as without pidfd */
 
-enum { LANDED = CIO__BRIDGE_ORPHANED + 1 };
 
 struct cio_process {
     cio_loop *loop;
     pid_t pid;
     int pidfd;               /* -1: watched by a thread */
     atomic_int refs;         /* the user's and the watcher's */
-    atomic_int claim;        /* thread watcher: CIO__BRIDGE_* as executor's */
+    cio__bridge exit_news;   /* thread watcher: lands the exit on the loop */
     bool exited;
     int returncode;          /* >= 0 exit status, < 0 -signal */
     cio_future *exit_fut;    /* done when it exited */
@@ -117,33 +116,32 @@ static void thread_exit_dropped(void *arg)
     process_unref(p);
 }
 
+/* The watcher thread: waits for the exit without reaping (the loop reaps,
+ * reading the status itself), then lands the news on the loop through a
+ * bridge, as executor results do: no allocation, so it cannot fail, and
+ * never touching a loop that closed first. */
 static void *watch_thread(void *arg)
 {
     cio_process *p = arg;
     siginfo_t si;
-    /* Wait without reaping: the loop reaps, reading the status itself. */
     while (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOWAIT) < 0 &&
            errno == EINTR)
         ;
-    /* The loop may be gone: claim the right to touch it first. */
     int flying = CIO__BRIDGE_FLYING;
-    if (!atomic_compare_exchange_strong(&p->claim, &flying,
+    if (!atomic_compare_exchange_strong(&p->exit_news.state, &flying,
                                         CIO__BRIDGE_LANDING)) {
-        waitpid(p->pid, NULL, 0);
+        waitpid(p->pid, NULL, 0); /* orphaned: nobody else will reap it */
         process_unref(p);
         return NULL;
     }
-    pthread_mutex_lock(&p->loop->post_lock); /* close waits for us */
-    int err = cio__post_locked(p->loop, thread_saw_exit, thread_exit_dropped,
-                               p);
-    pthread_mutex_unlock(&p->loop->post_lock);
-    atomic_store(&p->claim, LANDED); /* the loop is not touched after this */
-    if (err) { /* the loop closed: reap it here */
-        waitpid(p->pid, NULL, 0);
-        process_unref(p);
-    }
+    cio_loop *loop = p->loop;
+    pthread_mutex_lock(&loop->post_lock); /* a closing loop waits for us */
+    cio__bridge_arrived_locked(loop, &p->exit_news);
+    pthread_mutex_unlock(&loop->post_lock);
     return NULL;
 }
+
+static void exit_news_orphaned(cio__bridge *b) { (void)b; }
 
 static int watch(cio_process *p)
 {
@@ -161,10 +159,24 @@ static int watch(cio_process *p)
         }
         close(fd);
     }
-    pthread_t t; /* no pidfd (or it could not be watched): a thread */
+    /* No pidfd (or it could not be watched): a thread, with a bridge
+     * listed on the loop before it starts. */
+    cio__bridge *b = &p->exit_news;
+    atomic_init(&b->state, CIO__BRIDGE_FLYING);
+    cio__handle_init(&b->deliver, p->loop, thread_saw_exit, p);
+    b->deliver.drop = thread_exit_dropped;
+    b->orphaned = exit_news_orphaned;
+    pthread_mutex_lock(&p->loop->post_lock);
+    cio__list_push_back(&p->loop->bridges, &b->link);
+    pthread_mutex_unlock(&p->loop->post_lock);
+    pthread_t t;
     int err = cio__sys_thread_create(&t, watch_thread, p);
-    if (err)
+    if (err) {
+        pthread_mutex_lock(&p->loop->post_lock);
+        cio__list_unlink(&b->link);
+        pthread_mutex_unlock(&p->loop->post_lock);
         return err;
+    }
     pthread_detach(t);
     return 0;
 }
@@ -176,20 +188,8 @@ void cio__processes_close(cio_loop *loop)
     while ((n = cio__list_pop_front(&loop->processes))) {
         cio_process *p = cio__container_of(n, cio_process, link);
         cio__list_init(&p->link);
-        if (p->pidfd < 0) { /* a thread watches it */
-            int flying = CIO__BRIDGE_FLYING;
-            if (atomic_compare_exchange_strong(&p->claim, &flying,
-                                               CIO__BRIDGE_ORPHANED))
-                continue; /* the thread reaps it and never comes here */
-            /* It is landing: wait until it is done with the loop (its post,
-             * dropped by close_posts, reaps the child). Our reference
-             * keeps p readable meanwhile. */
-            atomic_fetch_add(&p->refs, 1);
-            while (atomic_load(&p->claim) == CIO__BRIDGE_LANDING)
-                sched_yield();
-            process_unref(p);
-            continue;
-        }
+        if (p->pidfd < 0)
+            continue; /* a thread watches it: close_posts handles its bridge */
         cio_remove_reader(loop, p->pidfd);
         close(p->pidfd);
         p->pidfd = -1;
