@@ -26,6 +26,8 @@
 #include <string.h>
 
 enum { FIFO = 0, LIFO, PRIORITY };
+/* The hand-off path is a few dozen instructions: keep it in one piece. */
+#define HOT static inline __attribute__((always_inline))
 enum { FIRST_CAP = 16 }; /* slots of a new unbounded queue */
 
 struct cio_queue {
@@ -58,6 +60,24 @@ struct cio_queue {
 static char *slot_at(const cio_queue *q, size_t i)
 {
     return q->buf + i * q->slot;
+}
+
+/* memcpy of an item, without the library call for the usual sizes. */
+static inline void copy_item(void *dst, const void *src, size_t n)
+{
+    switch (n) {
+    case 4:
+        memcpy(dst, src, 4);
+        break;
+    case 8:
+        memcpy(dst, src, 8);
+        break;
+    case 16:
+        memcpy(dst, src, 16);
+        break;
+    default:
+        memcpy(dst, src, n);
+    }
 }
 
 /* A priority queue orders by cmp, then by insertion. */
@@ -121,7 +141,7 @@ static int grow(cio_queue *q)
     return 0;
 }
 
-static int store(cio_queue *q, const void *item)
+HOT int store(cio_queue *q, const void *item)
 {
     if (q->count == q->cap) {
         int err = grow(q);
@@ -131,11 +151,11 @@ static int store(cio_queue *q, const void *item)
     switch (q->kind) {
     case FIFO: {
         size_t i = q->head + q->count;
-        memcpy(slot_at(q, i < q->cap ? i : i - q->cap), item, q->item_size);
+        copy_item(slot_at(q, i < q->cap ? i : i - q->cap), item, q->item_size);
         break;
     }
     case LIFO:
-        memcpy(slot_at(q, q->count), item, q->item_size);
+        copy_item(slot_at(q, q->count), item, q->item_size);
         break;
     default:
         memcpy(q->tmp, item, q->item_size);
@@ -148,12 +168,12 @@ static int store(cio_queue *q, const void *item)
 }
 
 /* Takes the next item into out (NULL: drops it). */
-static void load(cio_queue *q, void *out)
+HOT void load(cio_queue *q, void *out)
 {
     switch (q->kind) {
     case FIFO:
         if (out)
-            memcpy(out, slot_at(q, q->head), q->item_size);
+            copy_item(out, slot_at(q, q->head), q->item_size);
         if (++q->head == q->cap)
             q->head = 0;
         q->count--;
@@ -161,7 +181,7 @@ static void load(cio_queue *q, void *out)
     case LIFO:
         q->count--;
         if (out)
-            memcpy(out, slot_at(q, q->count), q->item_size);
+            copy_item(out, slot_at(q, q->count), q->item_size);
         break;
     default:
         if (out)
@@ -187,7 +207,7 @@ static bool has_room(const cio_queue *q)
 }
 
 /* Stores item, and promises it to the first waiting getter. */
-static int insert(cio_queue *q, const void *item)
+HOT int insert(cio_queue *q, const void *item)
 {
     int err = store(q, item);
     if (err)
@@ -200,7 +220,7 @@ static int insert(cio_queue *q, const void *item)
 
 /* Takes an item, and promises its slot to the first waiting putter. The
  * last item of a shut-down queue sends the waiting getters away. */
-static void take(cio_queue *q, void *out)
+HOT void take(cio_queue *q, void *out)
 {
     load(q, out);
     if (cio__waitq_wake_one(&q->putters, CIO__HANDED))
@@ -212,7 +232,7 @@ static void take(cio_queue *q, void *out)
 /* A getter was promised an item and now runs. An immediate shutdown since
  * dropped the item. Cancelled (or timed out) meanwhile, it passes the
  * promise to the next getter, or leaves the item to whoever comes. */
-static int getter_woken(cio_queue *q, void *out, int interrupted)
+HOT int getter_woken(cio_queue *q, void *out, int interrupted)
 {
     if (q->immediate)
         return interrupted ? interrupted : -ESHUTDOWN;
@@ -229,7 +249,7 @@ static int getter_woken(cio_queue *q, void *out, int interrupted)
 /* A putter was promised a slot and now runs. A shutdown since voided the
  * promise. Cancelled meanwhile, it inserts nothing and passes the slot to
  * the next putter (or leaves it free). */
-static int putter_woken(cio_queue *q, const void *item, int interrupted)
+HOT int putter_woken(cio_queue *q, const void *item, int interrupted)
 {
     if (q->shutdown)
         return interrupted ? interrupted : -ESHUTDOWN;
@@ -310,6 +330,28 @@ static void leave(cio_queue *q)
         destroy(q);
 }
 
+/* The loop closes with a task in put, get or join: what it was promised
+ * goes on, as if it had been cancelled, and it is out. */
+static void getter_dropped(void *q, int handed)
+{
+    if (handed)
+        getter_woken(q, NULL, -ECANCELED);
+    leave(q);
+}
+
+static void putter_dropped(void *q, int handed)
+{
+    if (handed)
+        putter_woken(q, NULL, -ECANCELED);
+    leave(q);
+}
+
+static void joiner_dropped(void *q, int handed)
+{
+    (void)handed;
+    leave(q);
+}
+
 void cio_queue_free(cio_queue *q)
 {
     if (!q || q->freed)
@@ -326,16 +368,17 @@ void cio_queue_free(cio_queue *q)
 /* ------------------------------------------------------------ the calls */
 
 /* Checks for a call that may wait: a task, and its cancellation. */
-static int wait_entry(const cio_queue *q)
+static int wait_entry(const cio_queue *q, cio__task *t)
 {
-    if (!q || !cio__current)
+    if (!q || !t)
         return -EINVAL;
-    return cio__interrupted(cio__current);
+    return cio__interrupted_now(t);
 }
 
 int cio_queue_put(cio_queue *q, const void *item)
 {
-    int r = item ? wait_entry(q) : -EINVAL;
+    cio__task *t = cio__current;
+    int r = item ? wait_entry(q, t) : -EINVAL;
     if (r)
         return r;
     if (q->shutdown)
@@ -344,8 +387,8 @@ int cio_queue_put(cio_queue *q, const void *item)
         return insert(q, item);
     q->users++;
     for (;;) {
-        int woke = cio__waitq_park(&q->putters, true);
-        r = cio__interrupted(cio__current);
+        int woke = cio__waitq_park(&q->putters, t, true, putter_dropped, q);
+        r = cio__interrupted_now(t);
         if (woke == CIO__HANDED) {
             r = putter_woken(q, item, r);
             break;
@@ -369,7 +412,8 @@ int cio_queue_put(cio_queue *q, const void *item)
 
 int cio_queue_get(cio_queue *q, void *item)
 {
-    int r = wait_entry(q);
+    cio__task *t = cio__current;
+    int r = wait_entry(q, t);
     if (r)
         return r;
     if (has_item(q)) {
@@ -380,8 +424,8 @@ int cio_queue_get(cio_queue *q, void *item)
         return -ESHUTDOWN;
     q->users++;
     for (;;) {
-        int woke = cio__waitq_park(&q->getters, true);
-        r = cio__interrupted(cio__current);
+        int woke = cio__waitq_park(&q->getters, t, true, getter_dropped, q);
+        r = cio__interrupted_now(t);
         if (woke == CIO__HANDED) {
             r = getter_woken(q, item, r);
             break;
@@ -447,13 +491,14 @@ int cio_queue_task_done(cio_queue *q)
 
 int cio_queue_join(cio_queue *q)
 {
-    int r = wait_entry(q);
+    cio__task *t = cio__current;
+    int r = wait_entry(q, t);
     if (r || q->unfinished == 0)
         return r;
     q->users++;
     for (;;) {
-        int woke = cio__waitq_park(&q->joiners, true);
-        r = cio__interrupted(cio__current);
+        int woke = cio__waitq_park(&q->joiners, t, true, joiner_dropped, q);
+        r = cio__interrupted_now(t);
         if (r || woke < 0) {
             r = r ? r : woke;
             break;

@@ -18,90 +18,40 @@
 #include <limits.h>
 #include <string.h>
 
-/* ------------------------------------------------------------ wait queues */
+/* ------------------------------------------------------------ wait queues
+ * The queue itself is inline in internal.h; here are its interrupt hooks:
+ * cancellation or an expired scope reaches a parked waiter. */
 
-static void waitq_push(cio__waitq *q, cio__wait *w)
+void cio__waitq_interrupt(cio__task *t, void *wait)
 {
-    w->q = q;
-    w->next = NULL;
-    w->prev = q->tail;
-    if (q->tail)
-        q->tail->next = w;
-    else
-        q->head = w;
-    q->tail = w;
-}
-
-/* Unlinks w from its queue; harmless if it is on none. */
-static void waitq_unlink(cio__wait *w)
-{
-    cio__waitq *q = w->q;
-    if (!q)
-        return;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        q->head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        q->tail = w->prev;
-    w->next = w->prev = NULL;
-    w->q = NULL;
-}
-
-/* The interrupt hooks: cancellation or an expired scope reaches a parked
- * waiter. An interruptible one leaves the queue and wakes empty-handed; an
- * uninterruptible one (a condition taking its lock back) stays. */
-static void wait_interrupt(cio__task *t, void *arg)
-{
-    waitq_unlink(arg);
+    cio__waitq_unlink(wait);
     cio__wake(t, 0);
 }
 
-static void wait_ignore(cio__task *t, void *arg)
+void cio__waitq_ignore(cio__task *t, void *wait)
 {
     (void)t;
-    (void)arg;
+    (void)wait;
 }
 
-int cio__waitq_park(cio__waitq *q, bool interruptible)
+/* The loop closes with the task parked (or woken, not yet run): its node
+ * lives on a stack about to go, and what it was handed must go on. */
+void cio__waitq_teardown(void *wait)
 {
-    cio__task *t = cio__current;
-    if (q->head && q->head->task->fut.loop != t->fut.loop)
-        return -EINVAL; /* shared with another loop's tasks */
-    cio__wait w = {.task = t};
-    waitq_push(q, &w);
-    int r = cio__park(interruptible ? wait_interrupt : wait_ignore, &w);
-    waitq_unlink(&w); /* in case something else woke it */
-    return r;
-}
-
-int cio__waitq_wake_one(cio__waitq *q, int result)
-{
-    cio__wait *w = q->head;
-    if (!w)
-        return 0;
-    waitq_unlink(w);
-    cio__wake(w->task, result);
-    return 1;
-}
-
-size_t cio__waitq_wake_all(cio__waitq *q, int result)
-{
-    size_t n = 0;
-    while (cio__waitq_wake_one(q, result))
-        n++;
-    return n;
+    cio__wait *w = wait;
+    cio__waitq_unlink(w);
+    if (w->drop)
+        w->drop(w->ctx,
+                !w->task->parked && w->task->wake_result == CIO__HANDED);
 }
 
 /* The checks every call that may wait starts with: a task to park, and
  * level-triggered cancellation (a cancelled task does not even start). */
-static int wait_entry(const void *obj)
+static int wait_entry(const void *obj, cio__task *t)
 {
-    if (!obj || !cio__current)
+    if (!obj || !t)
         return -EINVAL;
-    return cio__interrupted(cio__current);
+    return cio__interrupted_now(t);
 }
 
 /* ------------------------------------------------------------------- lock */
@@ -125,22 +75,29 @@ static void lock_give(lock_impl *l)
         l->locked = false;
 }
 
-/* Takes the lock, parking while it is held. Returns 0 with the lock (even
- * if the task was interrupted after it was handed over: the caller
+static void lock_dropped(void *l, int handed)
+{
+    if (handed)
+        lock_give(l);
+}
+
+/* Takes the lock for t, parking while it is held. Returns 0 with the lock
+ * (even if t was interrupted after it was handed over: the caller
  * decides), or the interruption (interruptible only) without it. */
-static int lock_take(lock_impl *l, bool interruptible)
+static int lock_take(lock_impl *l, cio__task *t, bool interruptible)
 {
     if (!l->locked) {
         l->locked = true;
         return 0;
     }
     for (;;) {
-        int woke = cio__waitq_park(&l->waiters, interruptible);
+        int woke = cio__waitq_park(&l->waiters, t, interruptible,
+                                   lock_dropped, l);
         if (woke == CIO__HANDED)
             return 0;
         if (woke < 0)
             return woke;
-        int r = interruptible ? cio__interrupted(cio__current) : 0;
+        int r = interruptible ? cio__interrupted(t) : 0;
         if (r)
             return r;
         if (!l->locked) { /* woken by someone else: try again */
@@ -160,12 +117,13 @@ int cio_lock_init(cio_lock *lock)
 
 int cio_lock_acquire(cio_lock *lock)
 {
-    int r = wait_entry(lock);
+    cio__task *t = cio__current;
+    int r = wait_entry(lock, t);
     if (r)
         return r;
     lock_impl *l = L(lock);
-    r = lock_take(l, true);
-    if (r == 0 && (r = cio__interrupted(cio__current)))
+    r = lock_take(l, t, true);
+    if (r == 0 && (r = cio__interrupted_now(t)))
         lock_give(l); /* handed over, but cancelled before it ran: pass on */
     return r;
 }
@@ -226,13 +184,14 @@ int cio_event_is_set(const cio_event *ev) { return ev && E(ev)->set; }
 
 int cio_event_wait(cio_event *ev)
 {
-    int r = wait_entry(ev);
+    cio__task *t = cio__current;
+    int r = wait_entry(ev, t);
     if (r)
         return r;
     event_impl *e = E(ev);
     while (!e->set) {
-        int woke = cio__waitq_park(&e->waiters, true);
-        if ((r = cio__interrupted(cio__current)))
+        int woke = cio__waitq_park(&e->waiters, t, true, NULL, NULL);
+        if ((r = cio__interrupted(t)))
             return r;
         if (woke == CIO__HANDED) /* set, maybe cleared since: still 0 */
             return 0;
@@ -297,6 +256,12 @@ static int notify(cond_impl *c, int n)
     return woken;
 }
 
+static void cond_dropped(void *c, int handed)
+{
+    if (handed)
+        notify(c, 1);
+}
+
 /* asyncio 3.13's Condition.wait: release, wait, and take the lock back
  * whatever happens - the caller's critical section expects to hold it.
  * Taking it back ignores cancellation and timeouts (the interruption is
@@ -306,19 +271,20 @@ static int notify(cond_impl *c, int n)
  * there was one. */
 int cio_condition_wait(cio_condition *cond)
 {
-    if (!cond || !cio__current)
+    cio__task *t = cio__current;
+    if (!cond || !t)
         return -EINVAL;
     cio_lock *lock = cond_lock(cond);
     if (!cio_lock_locked(lock))
         return -EPERM;
-    int r = cio__interrupted(cio__current);
+    int r = cio__interrupted(t);
     if (r)
         return r; /* never released: the caller holds the lock as it did */
     cond_impl *c = C(cond);
     lock_give(L(lock));
-    int woke = cio__waitq_park(&c->waiters, true);
-    r = cio__interrupted(cio__current);
-    int taken = lock_take(L(lock), false);
+    int woke = cio__waitq_park(&c->waiters, t, true, cond_dropped, c);
+    r = cio__interrupted(t);
+    int taken = lock_take(L(lock), t, false);
     if (!r && woke != CIO__HANDED)
         r = woke < 0 ? woke : 0; /* -EINVAL (another loop), or spurious */
     if (r && woke == CIO__HANDED)
@@ -357,7 +323,8 @@ int cio_condition_notify_all(cio_condition *cond)
 typedef struct __attribute__((may_alias)) sem_impl {
     cio__waitq waiters; /* non-empty only while value is 0 */
     int value;          /* units free and promised to nobody */
-    int bound;          /* bounded: the initial value; else -1 */
+    int bound;          /* bounded: the initial value */
+    bool bounded;
 } sem_impl;
 _Static_assert(sizeof(sem_impl) <= sizeof(cio_semaphore),
                "cio_semaphore too small");
@@ -375,7 +342,8 @@ static int sem_init(cio_semaphore *sem, int value, bool bounded)
         return -EINVAL;
     memset(sem, 0, sizeof *sem);
     S(sem)->value = value;
-    S(sem)->bound = bounded ? value : -1;
+    S(sem)->bound = value;
+    S(sem)->bounded = bounded;
     return 0;
 }
 
@@ -396,15 +364,22 @@ static void sem_give(sem_impl *s)
         s->value++;
 }
 
+static void sem_dropped(void *s, int handed)
+{
+    if (handed)
+        sem_give(s);
+}
+
 int cio_semaphore_acquire(cio_semaphore *sem)
 {
-    int r = wait_entry(sem);
+    cio__task *t = cio__current;
+    int r = wait_entry(sem, t);
     if (r)
         return r;
     sem_impl *s = S(sem);
     while (s->value == 0) {
-        int woke = cio__waitq_park(&s->waiters, true);
-        r = cio__interrupted(cio__current);
+        int woke = cio__waitq_park(&s->waiters, t, true, sem_dropped, s);
+        r = cio__interrupted(t);
         if (woke == CIO__HANDED) {
             if (r)
                 sem_give(s); /* handed a unit, but cancelled: pass it on */
@@ -422,7 +397,7 @@ int cio_semaphore_release(cio_semaphore *sem)
     if (!sem)
         return -EINVAL;
     sem_impl *s = S(sem);
-    if (s->bound >= 0 && s->value >= s->bound)
+    if (s->bounded && s->value >= s->bound)
         return -EINVAL;
     if (s->value == INT_MAX)
         return -EOVERFLOW;
@@ -473,11 +448,22 @@ int cio_barrier_init(cio_barrier *bar, int parties)
     return 0;
 }
 
-/* Parks until the barrier changes state; returns the interruption. */
-static int barrier_park(barrier_impl *b)
+static void barrier_leave(barrier_impl *b);
+
+static void barrier_dropped(void *b, int handed)
 {
-    int woke = cio__waitq_park(&b->waiters, true);
-    int r = cio__interrupted(cio__current);
+    (void)handed;
+    barrier_leave(b);
+}
+
+/* Parks t until the barrier changes state; returns the interruption.
+ * counted: t is one of the tasks inside (it must leave if the loop
+ * closes). */
+static int barrier_park(barrier_impl *b, cio__task *t, bool counted)
+{
+    int woke = cio__waitq_park(&b->waiters, t, true,
+                               counted ? barrier_dropped : NULL, b);
+    int r = cio__interrupted(t);
     return r ? r : woke < 0 ? woke : 0;
 }
 
@@ -493,14 +479,15 @@ static void barrier_leave(barrier_impl *b)
 
 int cio_barrier_wait(cio_barrier *bar)
 {
-    int r = wait_entry(bar);
+    cio__task *t = cio__current;
+    int r = wait_entry(bar, t);
     if (r)
         return r;
     barrier_impl *b = B(bar);
     if (b->parties < 1)
         return -EINVAL;
     while (b->state == DRAINING || b->state == RESETTING)
-        if ((r = barrier_park(b)))
+        if ((r = barrier_park(b, t, false)))
             return r;
     if (b->state == BROKEN)
         return CIO_EBROKEN;
@@ -510,7 +497,7 @@ int cio_barrier_wait(cio_barrier *bar)
         barrier_changed(b);
     } else {
         while (!r && b->state == FILLING)
-            r = barrier_park(b);
+            r = barrier_park(b, t, true);
         if (!r && (b->state == BROKEN || b->state == RESETTING))
             r = CIO_EBROKEN;
     }

@@ -1,0 +1,65 @@
+/* Limiting concurrency with a semaphore.
+ *
+ * Twenty "downloads" (sleeps of 50 ms stand for them) are started at once,
+ * but a semaphore with three units lets only three run at a time: each
+ * takes a unit before it starts and gives it back when done, and the rest
+ * wait their turn, first come first served. cio_gather() waits for all
+ * twenty. Without the semaphore they would all run at once, which is fine
+ * for sleeps but not for a server that allows three connections.
+ */
+#include <cio.h>
+
+#include <stdint.h>
+#include <stdio.h>
+
+enum { DOWNLOADS = 20, AT_ONCE = 3 };
+
+static cio_semaphore limit;
+static int in_flight, most_in_flight;
+
+static int download(void *arg)
+{
+    int n = (int)(intptr_t)arg;
+    int err = cio_semaphore_acquire(&limit); /* waits for a free unit */
+    if (err)
+        return err;
+    in_flight++;
+    if (in_flight > most_in_flight)
+        most_in_flight = in_flight;
+    printf("download %2d: start (%d in flight)\n", n, in_flight);
+    err = cio_sleep(0.05); /* the download itself */
+    in_flight--;
+    printf("download %2d: done\n", n);
+    cio_semaphore_release(&limit); /* always, even after an error */
+    return err;
+}
+
+static int fetch_all(void *arg)
+{
+    (void)arg;
+    cio_task *tasks[DOWNLOADS];
+    cio_semaphore_init(&limit, AT_ONCE);
+    printf("%d downloads, at most %d at a time\n", DOWNLOADS, AT_ONCE);
+    double start = cio_loop_time(cio_get_running_loop());
+    for (int i = 0; i < DOWNLOADS; i++) {
+        int err = cio_create_task(download, (void *)(intptr_t)(i + 1),
+                                  &tasks[i]);
+        if (err)
+            return err;
+    }
+    int err = cio_gather(tasks, DOWNLOADS, 0, NULL);
+    for (int i = 0; i < DOWNLOADS; i++)
+        cio_future_unref(tasks[i]);
+    double took = cio_loop_time(cio_get_running_loop()) - start;
+    printf("all done in %.2f s, never more than %d in flight\n", took,
+           most_in_flight);
+    return err;
+}
+
+int main(void)
+{
+    int err = cio_run(fetch_all, NULL);
+    if (err)
+        fprintf(stderr, "rate_limit: %s\n", cio_strerror(err));
+    return err ? 1 : 0;
+}
