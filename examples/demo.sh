@@ -19,6 +19,8 @@ echo_protocol|Protocols: the echo server as callbacks, with no task per connecti
 chat_server|A chat server: each line goes to every other client
 udp_echo|UDP: datagram endpoints, datagram_received and sendto
 fetch_http|HTTP: a plain GET of a page from a tiny local server
+producer_consumer|Queues: producers and consumers over a bounded queue, then shutdown
+rate_limit|A semaphore limits how many downloads run at once
 '
 # Still to come, in this order: producer_consumer, rate_limit.
 
