@@ -22,7 +22,6 @@ fetch_http|HTTP: a plain GET of a page from a tiny local server
 producer_consumer|Queues: producers and consumers over a bounded queue, then shutdown
 rate_limit|A semaphore limits how many downloads run at once
 '
-# Still to come, in this order: producer_consumer, rate_limit.
 
 dir=${1:?usage: sh examples/demo.sh DIR}
 status=0
