@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #include <stdint.h>
+#include <signal.h>
 #include <string.h>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -95,6 +96,10 @@ void cio__fiber_switch(cio__fiber *from, cio__fiber *to, int exiting)
 #endif
     (void)exiting;
 #ifdef CIO_CTX_UCONTEXT
+    /* swapcontext also restores the signal mask saved in `to`: carry the
+     * current one over, or a signal blocked since (cio's signalfd ones)
+     * would be unblocked by the switch. */
+    pthread_sigmask(SIG_SETMASK, NULL, &to->uc.uc_sigmask);
     swapcontext(&from->uc, &to->uc);
 #else
     cio__ctx_switch(&from->sp, to->sp);
