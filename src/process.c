@@ -98,15 +98,19 @@ static void on_pidfd(void *arg)
 
 /* ----------------------------------------- watching: a thread per child */
 
+/* With a thread watching, p has a third reference: the loop's, held by
+ * the bridge until the news landed, was dropped, or was orphaned (the
+ * thread may drop its own at any time once orphaned). */
 static void thread_saw_exit(void *arg)
 {
     cio_process *p = arg;
     siginfo_t si;
     memset(&si, 0, sizeof si);
     if (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG) == 0 && si.si_pid)
-        exited(p, decode(&si));
+        exited(p, decode(&si)); /* drops the watcher's */
     else
         process_unref(p);
+    process_unref(p); /* the bridge's */
 }
 
 static void thread_exit_dropped(void *arg)
@@ -114,6 +118,7 @@ static void thread_exit_dropped(void *arg)
     cio_process *p = arg;
     waitpid(p->pid, NULL, WNOHANG); /* it has exited: reap it now */
     process_unref(p);
+    process_unref(p); /* the bridge's */
 }
 
 /* The watcher thread: waits for the exit without reaping (the loop reaps,
@@ -141,7 +146,10 @@ static void *watch_thread(void *arg)
     return NULL;
 }
 
-static void exit_news_orphaned(cio__bridge *b) { (void)b; }
+static void exit_news_orphaned(cio__bridge *b)
+{
+    process_unref(cio__container_of(b, cio_process, exit_news));
+}
 
 static int watch(cio_process *p)
 {
@@ -166,6 +174,7 @@ static int watch(cio_process *p)
     cio__handle_init(&b->deliver, p->loop, thread_saw_exit, p);
     b->deliver.drop = thread_exit_dropped;
     b->orphaned = exit_news_orphaned;
+    atomic_fetch_add(&p->refs, 1); /* the bridge's: the loop side's */
     pthread_mutex_lock(&p->loop->post_lock);
     cio__list_push_back(&p->loop->bridges, &b->link);
     pthread_mutex_unlock(&p->loop->post_lock);
@@ -175,6 +184,7 @@ static int watch(cio_process *p)
         pthread_mutex_lock(&p->loop->post_lock);
         cio__list_unlink(&b->link);
         pthread_mutex_unlock(&p->loop->post_lock);
+        atomic_fetch_sub(&p->refs, 1);
         return err;
     }
     pthread_detach(t);
