@@ -916,7 +916,9 @@ static int sem_cancel_waiting_main(void *arg)
     CHECK_ERR(cio_semaphore_init(&sem, 0), 0);
     user a = {.name = "A", .sem = &sem, .log = &log};
     user b = {.name = "B", .sem = &sem, .log = &log};
-    a.deadline = cio_loop_time(loop_now()) + 0.01;
+    /* Far enough that B is cancelled first even on a slow (sanitized or
+     * loaded) machine: the order is what is checked, not the timing. */
+    a.deadline = cio_loop_time(loop_now()) + 0.5;
     cio_task *ta = spawn(user_run, &a), *tb = spawn(user_run, &b);
     settle();
     cio_task_cancel(tb);
