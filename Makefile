@@ -107,7 +107,7 @@ bench/build/%: bench/%.c $(LIB_A)
 	$(CC) $(CFLAGS) -Ibench $< $(LIB_A) -o $@ $(LDLIBS)
 
 bench: $(BENCH_BIN)
-	@bash bench/run.sh $(B)
+	@bash bench/run.sh '$(B)'
 
 install: $(LIB_A) $(LIB_SO)
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
