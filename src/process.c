@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -320,10 +321,19 @@ static int adopt_pipes(cio_process *p, spawn_plan *sp, adopt_fn adopt,
  * for it. posix_spawnp reports a missing program itself, but not where
  * its vfork-style clone is a plain fork (under valgrind, say): there the
  * child would exit 127 instead. Checking first keeps -ENOENT reliable. */
+/* X_OK alone lets a directory through; exec would refuse it (EACCES). */
+static int runnable(const char *path)
+{
+    struct stat st;
+    if (access(path, X_OK) < 0)
+        return -errno;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) ? 0 : -EACCES;
+}
+
 static int check_program(const char *file)
 {
     if (strchr(file, '/'))
-        return access(file, X_OK) == 0 ? 0 : -errno;
+        return runnable(file);
     const char *path = getenv("PATH");
     if (!path)
         path = "/bin:/usr/bin";
@@ -333,9 +343,10 @@ static int check_program(const char *file)
         size_t len = strcspn(dir, ":");
         if (snprintf(buf, sizeof buf, "%.*s%s%s", (int)len, dir,
                      len ? "/" : "", file) < (int)sizeof buf) {
-            if (access(buf, X_OK) == 0)
+            int r = runnable(buf);
+            if (r == 0)
                 return 0;
-            if (errno == EACCES)
+            if (r == -EACCES)
                 err = -EACCES; /* found, but not runnable: say so */
         }
         if (!dir[len])
@@ -358,6 +369,12 @@ static int spawn(const char *file, char *const argv[],
     int err = cio__fault_check(CIO__FAULT_SYS);
     if (!err)
         err = check_program(file);
+    if (!err && opts->cwd) { /* likewise: a bad cwd is the call's error */
+        struct stat st;
+        err = stat(opts->cwd, &st) < 0 ? -errno
+              : S_ISDIR(st.st_mode)    ? 0
+                                       : -ENOTDIR;
+    }
     if (err)
         return err;
     cio_process *p = cio__calloc(1, sizeof *p);
