@@ -264,11 +264,11 @@ static void cond_dropped(void *c, int handed)
 
 /* asyncio 3.13's Condition.wait: release, wait, and take the lock back
  * whatever happens - the caller's critical section expects to hold it.
- * Taking it back ignores cancellation and timeouts (the interruption is
- * returned afterwards). A notification that arrived for a task that then
- * returns an error is passed on, so it is not lost; asyncio passes one on
- * after any error, notified or not (a spurious wake-up), cio only when
- * there was one. */
+ * Taking it back ignores cancellation and timeouts; an interruption from
+ * any point of the wait is returned once the lock is held again. A
+ * notification that arrived for a task that then returns an error is
+ * passed on, so it is not lost; asyncio passes one on after any error,
+ * notified or not (a spurious wake-up), cio only when there was one. */
 int cio_condition_wait(cio_condition *cond)
 {
     cio__task *t = cio__current;
@@ -283,8 +283,8 @@ int cio_condition_wait(cio_condition *cond)
     cond_impl *c = C(cond);
     lock_give(L(lock));
     int woke = cio__waitq_park(&c->waiters, t, true, cond_dropped, c);
-    r = cio__interrupted(t);
     int taken = lock_take(L(lock), t, false);
+    r = cio__interrupted(t);
     if (!r && woke != CIO__HANDED)
         r = woke < 0 ? woke : 0; /* -EINVAL (another loop), or spurious */
     if (r && woke == CIO__HANDED)

@@ -694,6 +694,37 @@ TEST(condition_notification_of_a_cancelled_waiter_goes_to_the_next)
     CHECK_ERR(cio_run(cond_cancel_notified_main, NULL), 0);
 }
 
+static int cond_cancel_reacquiring_main(void *arg)
+{
+    (void)arg;
+    test_log log = {0};
+    cio_condition cond = CIO_CONDITION_INIT;
+    cond_waiter a = {.name = "A", .cond = &cond, .log = &log};
+    cond_waiter b = {.name = "B", .cond = &cond, .log = &log};
+    cio_task *ta = spawn(cond_waiter_run, &a), *tb = spawn(cond_waiter_run, &b);
+    settle();
+    CHECK_ERR(cio_condition_acquire(&cond), 0);
+    CHECK_EQ(cio_condition_notify(&cond, 1), 1);
+    settle(); /* A was notified and waits for the lock back */
+    CHECK(!a.done);
+    cio_task_cancel(ta);
+    settle();
+    CHECK(!a.done);
+    CHECK_ERR(cio_condition_release(&cond), 0);
+    CHECK_ERR(finish(ta), 0);
+    CHECK_ERR(finish(tb), 0);
+    CHECK_ERR(a.result, -ECANCELED); /* as asyncio, with the lock held */
+    CHECK_EQ(a.held_after, 1);
+    CHECK_ERR(b.result, 0); /* A's notification went on to B */
+    CHECK_LOG(&log, "A:cancelled B:woke");
+    return 0;
+}
+
+TEST(condition_wait_cancelled_while_taking_the_lock_back_passes_the_notify)
+{
+    CHECK_ERR(cio_run(cond_cancel_reacquiring_main, NULL), 0);
+}
+
 static int cond_timeout_main(void *arg)
 {
     (void)arg;
