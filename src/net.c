@@ -412,11 +412,14 @@ static char *read_buffer(cio_loop *loop)
     return loop->read_buf;
 }
 
+/* The peer's EOF. A socket may stay open for writing if eof_received
+ * asks; a read pipe has no write side, so it closes whatever the protocol
+ * answers (asyncio's _UnixReadPipeTransport ignores the return value). */
 static void eof(cio_transport *t)
 {
     reader_off(t);
     int keep_open = t->p.eof_received ? t->p.eof_received(t, t->ctx) : 0;
-    if (!keep_open)
+    if (!keep_open || (t->kind == T_PIPE && !t->pipe_write))
         cio_transport_close(t);
 }
 

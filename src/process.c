@@ -277,12 +277,13 @@ static int plan(spawn_plan *sp, const cio_process_options *o)
     /* Only 0, 1 and 2 go to the child, whatever else is open. */
     if (posix_spawn_file_actions_addclosefrom_np(&sp->fa, 3))
         return -ENOMEM;
-    /* No blocked signals (cio blocks handled ones) and default actions. */
+    /* No blocked signals (cio blocks handled ones) and default actions
+     * for every signal. Every bit, not sigfillset: glibc leaves its two
+     * internal signals (32, 33) out of that, and its posix_spawn then
+     * starts the child with them ignored. */
     sigset_t none, all;
     sigemptyset(&none);
-    sigfillset(&all);
-    sigdelset(&all, SIGKILL);
-    sigdelset(&all, SIGSTOP);
+    memset(&all, 0xff, sizeof all);
     posix_spawnattr_setsigmask(&sp->attr, &none);
     posix_spawnattr_setsigdefault(&sp->attr, &all);
     posix_spawnattr_setflags(&sp->attr,
@@ -532,6 +533,15 @@ int cio_process_communicate(cio_process *p, const void *input, size_t n,
         r = cio_task_new(NULL, comm_err, &c, NULL, &tasks[nt++]);
     if (r)
         nt--; /* the failed slot holds nothing */
+    /* The feeder closes stdin. One that never ran (its stack could not be
+     * made) closes nothing, and the child would wait for an EOF that never
+     * comes, so stdin is closed here once the feeder is done, whatever its
+     * fate. The readers run meanwhile. */
+    if (p->in && nt) {
+        cio_await(tasks[0], NULL); /* its status: from gather, below */
+        if (cio_future_done(tasks[0]))
+            cio_stream_close(p->in);
+    }
     /* return_exceptions: gather waits for every one of them (even when we
      * are cancelled: it cancels them and still waits), so none outlives
      * `c`, which lives on this stack. */

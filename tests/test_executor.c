@@ -14,7 +14,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,7 +52,19 @@ static int thread_count(void)
     return n;
 }
 
-static void *nothing(void *arg) { return arg; }
+/* Records its thread id. */
+static void *nothing(void *arg)
+{
+    *(pid_t *)arg = (pid_t)syscall(SYS_gettid);
+    return NULL;
+}
+
+static bool tid_listed(pid_t tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d", (int)tid);
+    return access(path, F_OK) == 0;
+}
 
 /* Blocks this thread until cond holds; fails after 30 s. */
 #define WAIT_UNTIL(cond)                                                       \
@@ -76,15 +90,24 @@ static void *nothing(void *arg) { return arg; }
         }                                                                      \
     } while (0)
 
+/* A joined thread can stay listed in /proc/self/task for a moment after
+ * pthread_join returns: the kernel clears its tid (which ends the join)
+ * before it releases the task. So a count taken after joins waits for
+ * the kernel, with WAIT_UNTIL's bound; a thread never joined still fails
+ * it. */
+#define THREADS_BACK_TO(base) WAIT_UNTIL(thread_count() == (base))
+
 /* This process's threads before the test starts any. ThreadSanitizer
  * adds a background thread at the first pthread_create: one is made (and
- * joined) first, so that thread is counted in the base. */
+ * joined, and gone from the kernel's list) first, so that thread is
+ * counted in the base. */
 static int thread_base(void)
 {
     pthread_t th;
-    CHECK_EQ(pthread_create(&th, NULL, nothing, NULL), 0);
+    pid_t tid = 0;
+    CHECK_EQ(pthread_create(&th, NULL, nothing, &tid), 0);
     CHECK_EQ(pthread_join(th, NULL), 0);
-    nap(0.02);
+    WAIT_UNTIL(!tid_listed(tid));
     return thread_count();
 }
 
@@ -563,7 +586,7 @@ TEST(executor_submit_after_shutdown)
     CHECK(cf == NULL);
     /* The loop takes ex over (and frees it) in cio_run. */
     CHECK_EQ(cio_run(shut_executor_main, ex), 0);
-    CHECK_EQ(thread_count(), base);
+    THREADS_BACK_TO(base);
 
     /* Argument checks. */
     CHECK_ERR(cio_executor_new(NULL, 1), -EINVAL);
@@ -625,7 +648,7 @@ TEST(executor_lazy_workers_idle_retire)
     CHECK_EQ(cio_cfuture_result(cf, -1), 8);
     cio_cfuture_unref(cf);
     cio_executor_free(ex);
-    CHECK_EQ(thread_count(), base);
+    THREADS_BACK_TO(base);
 
     /* The loop's default executor: created on first use, retires too. */
     CHECK(loop->default_executor == NULL);
@@ -636,7 +659,7 @@ TEST(executor_lazy_workers_idle_retire)
     cio_future_unref(f);
     WAIT_UNTIL(thread_count() == base);
     cio_loop_free(loop);
-    CHECK_EQ(thread_count(), base);
+    THREADS_BACK_TO(base);
 }
 
 /* How many fns run at once: each arrives, waits until `target` are in (or
@@ -762,7 +785,7 @@ TEST_T(executor_set_default_executor, 60)
 {
     int base = thread_base();
     CHECK_EQ(cio_run(set_default_main, NULL), 0);
-    CHECK_EQ(thread_count(), base);
+    THREADS_BACK_TO(base);
 
     /* A closed loop refuses it (the executor stays the caller's). */
     cio_loop *loop;
@@ -861,7 +884,7 @@ TEST(executor_cio_run_shuts_default_executor_down)
     long allocs = cio__alloc_live();
     CHECK_EQ(cio_run(fire_and_forget_main, NULL), 7);
     CHECK_EQ(atomic_load(&RUN_DONE), 3);
-    CHECK_EQ(thread_count(), base);
+    THREADS_BACK_TO(base);
     /* Each result reaches its future in cio_run's last iteration, which
      * schedules the future's internal done callback; the loop then closes
      * with that callback still queued. */
@@ -1351,7 +1374,7 @@ TEST(executor_thread_create_eagain)
     CHECK(cio__fault_fired());
     cio__fault_disarm();
     CHECK(cf == NULL);
-    CHECK_EQ(thread_count(), base);
+    THREADS_BACK_TO(base);
     CHECK_ERR(cio_executor_submit(ex, return_arg, IARG(1), &cf), 0);
     CHECK_EQ(cio_cfuture_result(cf, -1), 1);
     cio_cfuture_unref(cf);

@@ -23,7 +23,6 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -285,77 +284,6 @@ static size_t read_fd_all(int fd, char *buf, size_t cap)
     }
     buf[len] = 0;
     return len;
-}
-
-/* Runs body() in a forked child, with the harness's leak checks. A
- * failed CHECK there fails the test; a crash (a signal, a sanitizer's or
- * valgrind's error report) skips it as `known_bug`, so a test of a bug
- * that corrupts memory passes by itself once the bug is fixed. */
-static void isolate(void (*body)(void), const char *known_bug)
-{
-    int pp[2];
-    CHECK(pipe(pp) == 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* the harness may kill us */
-        close(pp[0]);
-        dup2(pp[1], 1);
-        dup2(pp[1], 2);
-        close(pp[1]);
-        long allocs = cio__alloc_live();
-        int fds = test_open_fds();
-        body();
-        if (cio__alloc_live() != allocs)
-            test_fail(__FILE__, __LINE__, "leaked %ld allocations",
-                      cio__alloc_live() - allocs);
-        if (test_open_fds() != fds)
-            test_fail(__FILE__, __LINE__, "leaked %d fds",
-                      test_open_fds() - fds);
-        fflush(NULL);
-        _exit(0);
-    }
-    close(pp[1]);
-    static char out[1 << 16];
-    size_t len = 0;
-    for (;;) {
-        ssize_t n = read(pp[0], out + len, sizeof out - 1 - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        if (len == sizeof out - 1) { /* keep the start, drain the rest */
-            char sink[4096];
-            while (read(pp[0], sink, sizeof sink) > 0)
-                ;
-            break;
-        }
-    }
-    out[len] = 0;
-    close(pp[0]);
-    int status;
-    CHECK_EQ(waitpid(pid, &status, 0), pid);
-    bool report = strstr(out, "Sanitizer") != NULL;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && !report) {
-        fputs(out, stdout);
-        return;
-    }
-    fputs(out, stderr);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
-        test_skip("(in its child)");
-    if (WIFSIGNALED(status) || report ||
-        (WIFEXITED(status) && WEXITSTATUS(status) == 99)) {
-        char why[512];
-        snprintf(why, sizeof why, "known bug: %s (the child %s %d)",
-                 known_bug, WIFSIGNALED(status) ? "died of signal" : "exited",
-                 WIFSIGNALED(status) ? WTERMSIG(status)
-                                     : WEXITSTATUS(status));
-        test_skip(why);
-    }
-    test_fail(__FILE__, __LINE__, "failed in its child (status %d)",
-              WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 
 /* Tests that run with either watcher: process_NAME (pidfd) and
@@ -958,9 +886,6 @@ static int t_sigstate_internal(void *arg)
     unsigned long long blk, ign;
     child_sigmasks(&blk, &ign);
     CHECK_EQ(blk, 0);
-    if (ign == GLIBC_INTERNAL)
-        test_skip("known bug: children start with signals 32 and 33 "
-                  "ignored (src/process.c plan(): sigfillset)");
     CHECK_EQ(ign, 0);
     return 0;
 }
@@ -1288,10 +1213,7 @@ static void body_run_returns(void)
 
 BOTH_WATCHERS(run_returns_reaped, 10)
 {
-    isolate(body_run_returns,
-            "with the thread watcher, a child still running when cio_run "
-            "frees its loop: the watcher thread then locks the freed "
-            "loop's post_lock (src/process.c watch_thread)");
+    body_run_returns();
 }
 
 /* ------------------------------------------ 200 children at once */
@@ -1535,11 +1457,7 @@ static int t_read_pipe_keep(void *arg)
     CHECK_ERR(cio_connect_read_pipe(cio_get_running_loop(), pp[0], &pipe_proto,
                                     &r, &t),
               0);
-    int e = cio_wait_for(r.lost, 1 * tscale(), NULL);
-    if (e == -ETIMEDOUT && strcmp(r.log.buf, "made data:x eof") == 0)
-        test_skip("known bug: a read pipe whose eof_received returns 1 "
-                  "never closes (src/net.c eof())");
-    CHECK_ERR(e, 0);
+    CHECK_ERR(cio_wait_for(r.lost, 1 * tscale(), NULL), 0);
     cio_future_unref(r.lost);
     CHECK_LOG(&r.log, "made data:x eof lost:0");
     return 0;
@@ -1969,10 +1887,7 @@ static void close_in_lost_body(void) { run(t_sub_close_in_lost, NULL); }
 
 TEST(process_subprocess_close_in_connection_lost)
 {
-    isolate(close_in_lost_body,
-            "cio_subprocess_close called from connection_lost frees the "
-            "transport, then sub_maybe_lost frees it again "
-            "(src/process.c sub_maybe_lost / cio_subprocess_close)");
+    close_in_lost_body();
 }
 
 static int t_sub_close_late(void *arg)
@@ -2120,50 +2035,38 @@ static int fault_scenario(void *arg)
     return r;
 }
 
-#define EXIT_LOST_BUG                                                          \
-    "thread watcher: watch_thread stores claim = LANDED after unlocking "  \
-    "post_lock, when the loop may already have freed the process object; " \
-    "a new one recycling that memory is then marked LANDED, its watcher "  \
-    "reaps the child silently and wait() never returns (src/process.c "    \
-    "watch_thread)"
-
 static void fault_loop(unsigned kind, int err)
 {
     fault_state fs = {0, false, false};
     int n = test_fault_loop(kind, err, fault_scenario, &fs);
     if (fs.exit_lost)
-        test_skip("known bug: " EXIT_LOST_BUG);
+        test_fail(__FILE__, __LINE__, "a child was reaped, but neither "
+                  "communicate nor wait ever learnt of its exit");
     if (fs.hung)
-        test_skip("known bug: communicate never returns when its stdin "
-                  "task cannot start (its stack failed): stdin is never "
-                  "closed, so the readers wait for an EOF that never "
-                  "comes (src/process.c cio_process_communicate)");
+        test_fail(__FILE__, __LINE__, "communicate never returned");
     CHECK(n > 3);
 }
 
 static void fault_alloc_body(void) { fault_loop(CIO__FAULT_ALLOC, 0); }
 static void fault_emfile_body(void) { fault_loop(CIO__FAULT_SYS, EMFILE); }
 
-#define FAULT_CRASH                                                            \
-    "a crash under failure injection (see its report above)"
-
-TEST_T(process_fault_alloc, 60) { isolate(fault_alloc_body, FAULT_CRASH); }
+TEST_T(process_fault_alloc, 60) { fault_alloc_body(); }
 
 TEST_T(process_fault_emfile, 60)
 {
-    isolate(fault_emfile_body, FAULT_CRASH);
+    fault_emfile_body();
 }
 
 TEST_T(process_thread_fault_alloc, 60)
 {
     cio__process_force_thread_watcher = true;
-    isolate(fault_alloc_body, FAULT_CRASH);
+    fault_alloc_body();
 }
 
 TEST_T(process_thread_fault_emfile, 60)
 {
     cio__process_force_thread_watcher = true;
-    isolate(fault_emfile_body, FAULT_CRASH);
+    fault_emfile_body();
 }
 
 /* The same through the low-level API: once the create call succeeded,
@@ -2251,16 +2154,12 @@ static void sub_fault_emfile_body(void)
           3);
 }
 
-#define SUB_SPAWN_BUG                                                          \
-    "a failed cio_subprocess_exec whose pipes were made: its error path "   \
-    "uses the transport after freeing it (src/process.c sub_spawn)"
-
 TEST_T(process_subprocess_fault_alloc, 60)
 {
-    isolate(sub_fault_alloc_body, SUB_SPAWN_BUG);
+    sub_fault_alloc_body();
 }
 
 TEST_T(process_subprocess_fault_emfile, 60)
 {
-    isolate(sub_fault_emfile_body, SUB_SPAWN_BUG);
+    sub_fault_emfile_body();
 }
