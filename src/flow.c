@@ -7,67 +7,6 @@
 #include <math.h>
 #include <string.h>
 
-/* --------------------------------------------------------------- running */
-
-static void stop_loop(cio_future *f, void *arg)
-{
-    (void)f;
-    cio_loop_stop(arg);
-}
-
-int cio_loop_run_until_complete(cio_loop *loop, cio_future *fut)
-{
-    if (!loop || !fut || fut->loop != loop)
-        return -EINVAL;
-    int err = cio_future_add_done_callback(fut, stop_loop, loop);
-    if (err)
-        return err;
-    err = cio_loop_run_forever(loop);
-    cio_future_remove_done_callback(fut, stop_loop, loop);
-    if (err)
-        return err;
-    return cio_future_result(fut, NULL); /* -EAGAIN: stopped before done */
-}
-
-/* asyncio.run's _cancel_all_tasks: cancel what is left and let it finish;
- * errors other than cancellation are reported, as asyncio does. */
-static void cancel_all_tasks(cio_loop *loop)
-{
-    for (cio__list *n = loop->tasks.next; n != &loop->tasks; n = n->next)
-        cio_task_cancel(&cio__container_of(n, cio__task, all)->fut);
-    while (loop->ntasks > 0)
-        if (cio_loop_run_once(loop, -1) < 0)
-            break;
-}
-
-int cio_run(cio_task_fn fn, void *arg)
-{
-    if (cio__running_loop)
-        return -EBUSY;
-    if (!fn)
-        return -EINVAL;
-    cio_loop *loop;
-    int err = cio_loop_new(&loop, NULL);
-    if (err)
-        return err;
-    cio_task *main_task;
-    err = cio_task_new(loop, fn, arg, &(cio_task_options){.name = "main"},
-                       &main_task);
-    if (err == 0) {
-        void *sigint = cio__run_sigint_begin(loop, main_task);
-        err = cio_loop_run_until_complete(loop, main_task);
-        cio__run_sigint_end(loop, sigint);
-        cio_future_unref(main_task);
-        cancel_all_tasks(loop);
-        /* asyncio's shutdown_default_executor, with its 300 s timeout;
-         * results posted meanwhile are delivered by one more iteration. */
-        cio__executor_shutdown_default(loop, 300);
-        cio_loop_run_once(loop, 0);
-    }
-    cio_loop_free(loop);
-    return err;
-}
-
 /* ---------------------------------------------------------- timeout scopes
  * A scope's deadline is a timer; when it fires the scope is marked expired
  * and the task interrupted, so its suspension points return -ETIMEDOUT

@@ -217,6 +217,10 @@ struct cio_loop {
 CIO_HIDDEN extern _Thread_local cio_loop *cio__running_loop;
 CIO_HIDDEN void cio__report(cio_loop *loop, const char *message, int error,
                             const char *what, const char *name, void *obj);
+/* The loop's own teardown, called last by cio_loop_close / cio_loop_free
+ * (runner.c) once every subsystem has closed. */
+CIO_HIDDEN void cio__loop_close_core(cio_loop *loop);
+CIO_HIDDEN void cio__loop_free_core(cio_loop *loop);
 /* Loop checks shared by every scheduling entry point. */
 CIO_HIDDEN int cio__loop_check(cio_loop *loop);
 /* Threadsafe posting, with post_lock held: appends and wakes the loop.
@@ -327,8 +331,6 @@ CIO_HIDDEN void cio__processes_close(cio_loop *loop);
 
 /* --------------------------------------------------------------- signals */
 CIO_HIDDEN void cio__signals_close(cio_loop *loop);
-CIO_HIDDEN void *cio__run_sigint_begin(cio_loop *loop, cio_task *main_task);
-CIO_HIDDEN void cio__run_sigint_end(cio_loop *loop, void *state);
 
 /* ------------------------------------------------------------ networking */
 CIO_HIDDEN extern double cio__accept_retry_delay;

@@ -900,19 +900,10 @@ static void drop_handles(cio_loop *loop)
     }
 }
 
-int cio_loop_close(cio_loop *loop)
+/* The loop's own part of closing, after every subsystem closed (see
+ * runner.c's cio_loop_close): watchers, posts, queued callbacks, backend. */
+void cio__loop_close_core(cio_loop *loop)
 {
-    if (!loop)
-        return -EINVAL;
-    if (loop->running)
-        return -EBUSY;
-    if (loop->closed)
-        return 0;
-    cio__executor_loop_close(loop); /* its workers may still post to us */
-    cio__signals_close(loop);
-    cio__processes_close(loop); /* running children go to the reaper */
-    cio__net_close(loop);  /* wakes tasks parked on streams: before tasks */
-    cio__tasks_close(loop);
     for (int fd = 0; fd < loop->watchers_cap; fd++)
         if (loop->watchers[fd]) {
             cio__handle_unschedule(&loop->watchers[fd]->io[0]);
@@ -924,16 +915,11 @@ int cio_loop_close(cio_loop *loop)
     drop_handles(loop);
     loop->backend->fini(loop);
     cio__sys_close(loop->wakefd);
-    return 0;
 }
 
-void cio_loop_free(cio_loop *loop)
+/* Frees what cio__loop_close_core left: memory only. */
+void cio__loop_free_core(cio_loop *loop)
 {
-    if (!loop)
-        return;
-    cio__assert(!loop->running);
-    cio_loop_close(loop);
-    cio__stack_pool_free(loop);
     while (loop->slabs) {
         cio__slab *s = loop->slabs;
         loop->slabs = s->next;
