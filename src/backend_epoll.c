@@ -54,7 +54,8 @@ static int epoll_watch(cio_loop *loop, int fd, unsigned old, unsigned events)
     return err;
 }
 
-static int epoll_wait_events(cio_loop *loop, int timeout_ms)
+static int epoll_wait_events(cio_loop *loop, int timeout_ms,
+                             cio__fired_fn fired)
 {
     epoll_state *st = loop->backend_data;
     int n = cio__sys_epoll_wait(st->epfd, st->events, MAX_EVENTS, timeout_ms);
@@ -66,7 +67,7 @@ static int epoll_wait_events(cio_loop *loop, int timeout_ms)
             events |= CIO__READ;
         if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             events |= CIO__WRITE;
-        cio__io_event(loop, st->events[i].data.fd, events);
+        fired(loop, st->events[i].data.fd, events);
     }
     return n;
 }

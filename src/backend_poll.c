@@ -93,13 +93,14 @@ static int poll_watch(cio_loop *loop, int fd, unsigned old, unsigned events)
     return 0;
 }
 
-static int poll_wait_events(cio_loop *loop, int timeout_ms)
+static int poll_wait_events(cio_loop *loop, int timeout_ms,
+                             cio__fired_fn fired)
 {
     poll_state *st = loop->backend_data;
     int n = cio__sys_poll(st->fds, st->nfds, timeout_ms);
     if (n <= 0)
         return n;
-    /* Collect first: callbacks run later, but io_event may not change the
+    /* Collect first: callbacks run later, but `fired` may not change the
      * array, so walking it directly is safe. */
     for (int i = 0; i < st->nfds; i++) {
         short r = st->fds[i].revents;
@@ -110,7 +111,7 @@ static int poll_wait_events(cio_loop *loop, int timeout_ms)
             events |= CIO__READ;
         if (r & (POLLOUT | POLLERR | POLLHUP | POLLNVAL))
             events |= CIO__WRITE;
-        cio__io_event(loop, st->fds[i].fd, events);
+        fired(loop, st->fds[i].fd, events);
     }
     return n;
 }

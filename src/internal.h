@@ -116,19 +116,22 @@ CIO_HIDDEN void cio__handle_unschedule(cio__handle *h); /* from anywhere */
  * fired (cio__io_event); the loop alone runs callbacks. */
 enum { CIO__READ = 1, CIO__WRITE = 2 };
 
+typedef void (*cio__fired_fn)(cio_loop *loop, int fd, unsigned events);
+
 typedef struct cio__backend {
     const char *name;
     int (*init)(cio_loop *loop);
     void (*fini)(cio_loop *loop);
     /* fd's interest changes from `old` to `events` (0: unwatch). */
     int (*watch)(cio_loop *loop, int fd, unsigned old, unsigned events);
-    /* Waits up to timeout_ms (-1: forever); returns events seen or -err. */
-    int (*wait)(cio_loop *loop, int timeout_ms);
+    /* Waits up to timeout_ms (-1: forever) and tells `fired` each fd
+     * that is ready (CIO__READ|CIO__WRITE); returns events seen or -err.
+     * The loop passes `fired` in, so the backend calls nothing above it. */
+    int (*wait)(cio_loop *loop, int timeout_ms, cio__fired_fn fired);
 } cio__backend;
 
 CIO_HIDDEN extern const cio__backend cio__backend_epoll;
 CIO_HIDDEN extern const cio__backend cio__backend_poll;
-CIO_HIDDEN void cio__io_event(cio_loop *loop, int fd, unsigned events);
 
 /* One fd's watchers: an embedded handle per direction. */
 typedef struct cio__watcher {

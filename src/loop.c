@@ -504,8 +504,8 @@ int cio_remove_writer(cio_loop *loop, int fd)
     return remove_watcher(loop, fd, 1);
 }
 
-/* Called by the backend for each fd that fired. */
-void cio__io_event(cio_loop *loop, int fd, unsigned events)
+/* The backend tells this, through its wait, about each fd that fired. */
+static void io_event(cio_loop *loop, int fd, unsigned events)
 {
     if (fd == loop->wakefd) {
         uint64_t count;
@@ -572,7 +572,7 @@ static int poll_phase(cio_loop *loop, double max_wait, bool always)
         if (atomic_load(&loop->post_count))
             timeout = 0;
     }
-    int n = loop->backend->wait(loop, timeout);
+    int n = loop->backend->wait(loop, timeout, io_event);
     atomic_store(&loop->sleeping, 0);
     loop->ran_since_poll = 0;
     loop->now_valid = false;
