@@ -9,9 +9,10 @@
 
 typedef struct poll_state {
     struct pollfd *fds;
-    int nfds, cap;
+    int nfds;
+    size_t cap;
     int *slot_of; /* fd -> index in fds, -1 if unwatched */
-    int slot_cap;
+    size_t slot_cap;
 } poll_state;
 
 static int poll_init(cio_loop *loop)
@@ -34,25 +35,18 @@ static void poll_fini(cio_loop *loop)
 
 static int grow(poll_state *st, int fd)
 {
-    if (fd >= st->slot_cap) {
-        int cap = st->slot_cap ? st->slot_cap : 64;
-        while (cap <= fd)
-            cap *= 2;
-        int *s = cio__realloc(st->slot_of, cap * sizeof *s);
-        if (!s)
-            return -ENOMEM;
-        memset(s + st->slot_cap, 0xff, (cap - st->slot_cap) * sizeof *s);
-        st->slot_of = s;
-        st->slot_cap = cap;
-    }
-    if (st->nfds == st->cap) {
-        int cap = st->cap ? st->cap * 2 : 64;
-        struct pollfd *f = cio__realloc(st->fds, cap * sizeof *f);
-        if (!f)
-            return -ENOMEM;
-        st->fds = f;
-        st->cap = cap;
-    }
+    size_t old = st->slot_cap;
+    int *s = cio__grow(st->slot_of, &st->slot_cap, (size_t)fd + 1, sizeof *s,
+                       64);
+    if (!s)
+        return -ENOMEM;
+    memset(s + old, 0xff, (st->slot_cap - old) * sizeof *s); /* -1: none */
+    st->slot_of = s;
+    struct pollfd *f =
+        cio__grow(st->fds, &st->cap, st->nfds + 1, sizeof *f, 64);
+    if (!f)
+        return -ENOMEM;
+    st->fds = f;
     return 0;
 }
 

@@ -534,14 +534,10 @@ int cio_task_group_spawn(cio_task_group *g, cio_task_fn fn, void *arg,
         return -EINVAL;
     if (g->joined || g->aborting)
         return -ESHUTDOWN;
-    if (g->n == g->cap) {
-        size_t cap = g->cap ? g->cap * 2 : 8;
-        cio_task **c = cio__realloc(g->children, cap * sizeof *c);
-        if (!c)
-            return -ENOMEM;
-        g->children = c;
-        g->cap = cap;
-    }
+    cio_task **c = cio__grow(g->children, &g->cap, g->n + 1, sizeof *c, 8);
+    if (!c)
+        return -ENOMEM;
+    g->children = c;
     cio_task *t;
     int err = cio_task_new(g->parent->fut.loop, fn, arg, opts, &t);
     if (err)

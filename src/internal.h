@@ -33,6 +33,8 @@ CIO_HIDDEN void *cio__malloc(size_t n);
 CIO_HIDDEN void *cio__calloc(size_t n, size_t size);
 CIO_HIDDEN void *cio__realloc(void *p, size_t n);
 CIO_HIDDEN char *cio__strdup(const char *s);
+CIO_HIDDEN void *cio__grow(void *arr, size_t *cap, size_t need, size_t size,
+                           size_t first);
 CIO_HIDDEN void cio__free(void *p);
 
 CIO_HIDDEN int cio__sys_epoll_create1(int flags);
@@ -113,7 +115,8 @@ CIO_HIDDEN void cio__handle_unschedule(cio__handle *h); /* from anywhere */
 
 /* ---------------------------------------------------------------- backend
  * The poller contract, as Redis's ae: the backend only reports which fds
- * fired (cio__io_event); the loop alone runs callbacks. */
+ * fired (through the loop's `fired` function); the loop alone runs
+ * callbacks. */
 enum { CIO__READ = 1, CIO__WRITE = 2 };
 
 typedef void (*cio__fired_fn)(cio_loop *loop, int fd, unsigned events);
@@ -177,7 +180,7 @@ struct cio_loop {
     cio__slab *slabs;            /* the pool's memory */
 
     cio__watcher **watchers;     /* indexed by fd; NULL when unwatched */
-    int watchers_cap;
+    size_t watchers_cap;
     int nwatched;                /* user fds with a watcher */
 
     double now;                  /* cached loop time */

@@ -132,14 +132,11 @@ static void sift_down(cio_loop *loop, size_t i)
 
 static int heap_push(cio_loop *loop, cio__handle *h)
 {
-    if (loop->heap_len == loop->heap_cap) {
-        size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
-        cio__handle **heap = cio__realloc(loop->heap, cap * sizeof *heap);
-        if (!heap)
-            return -ENOMEM;
-        loop->heap = heap;
-        loop->heap_cap = cap;
-    }
+    cio__handle **heap = cio__grow(loop->heap, &loop->heap_cap,
+                                   loop->heap_len + 1, sizeof *heap, 64);
+    if (!heap)
+        return -ENOMEM;
+    loop->heap = heap;
     heap_set(loop, loop->heap_len++, h);
     sift_up(loop, loop->heap_len - 1);
     return 0;
@@ -338,14 +335,11 @@ int cio__post_locked(cio_loop *loop, cio_callback cb, cio_callback drop,
 {
     if (loop->closed)
         return -ESHUTDOWN;
-    if (loop->nposted == loop->posted_cap) {
-        size_t cap = loop->posted_cap ? loop->posted_cap * 2 : 64;
-        cio__post *p = cio__realloc(loop->posted, cap * sizeof *p);
-        if (!p)
-            return -ENOMEM;
-        loop->posted = p;
-        loop->posted_cap = cap;
-    }
+    cio__post *p = cio__grow(loop->posted, &loop->posted_cap,
+                             loop->nposted + 1, sizeof *p, 64);
+    if (!p)
+        return -ENOMEM;
+    loop->posted = p;
     loop->posted[loop->nposted++] = (cio__post){cb, drop, arg};
     posted_locked(loop);
     return 0;
@@ -414,21 +408,18 @@ static int add_watcher(cio_loop *loop, int fd, int dir, cio_callback cb,
         return err;
     if (!cb || fd < 0 || fd == loop->wakefd)
         return fd < 0 ? -EBADF : -EINVAL;
-    if (fd >= loop->watchers_cap) {
+    if ((size_t)fd >= loop->watchers_cap) {
         /* An fd number beyond the table may be anything: one that is not
          * open must not make the table grow. */
         if (fcntl(fd, F_GETFD) < 0)
             return -EBADF;
-        size_t cap = loop->watchers_cap ? (size_t)loop->watchers_cap : 64;
-        while (cap <= (size_t)fd)
-            cap *= 2;
-        cio__watcher **w = cio__realloc(loop->watchers, cap * sizeof *w);
+        size_t old = loop->watchers_cap;
+        cio__watcher **w = cio__grow(loop->watchers, &loop->watchers_cap,
+                                     (size_t)fd + 1, sizeof *w, 64);
         if (!w)
             return -ENOMEM;
-        memset(w + loop->watchers_cap, 0,
-               (cap - (size_t)loop->watchers_cap) * sizeof *w);
+        memset(w + old, 0, (loop->watchers_cap - old) * sizeof *w);
         loop->watchers = w;
-        loop->watchers_cap = (int)cap;
     }
     cio__watcher *w = loop->watchers[fd];
     bool fresh = !w;
@@ -470,7 +461,7 @@ static int remove_watcher(cio_loop *loop, int fd, int dir)
 {
     if (!loop || fd < 0)
         return -EINVAL;
-    if (fd >= loop->watchers_cap || !loop->watchers[fd])
+    if ((size_t)fd >= loop->watchers_cap || !loop->watchers[fd])
         return 0;
     cio__watcher *w = loop->watchers[fd];
     unsigned bit = dir == 0 ? CIO__READ : CIO__WRITE;
@@ -514,7 +505,7 @@ static void io_event(cio_loop *loop, int fd, unsigned events)
         atomic_store(&loop->wake_sent, 0);
         return;
     }
-    if (fd >= loop->watchers_cap || !loop->watchers[fd])
+    if ((size_t)fd >= loop->watchers_cap || !loop->watchers[fd])
         return;
     cio__watcher *w = loop->watchers[fd];
     if ((events & CIO__READ) && w->io[0].cb)
@@ -904,7 +895,7 @@ static void drop_handles(cio_loop *loop)
  * runner.c's cio_loop_close): watchers, posts, queued callbacks, backend. */
 void cio__loop_close_core(cio_loop *loop)
 {
-    for (int fd = 0; fd < loop->watchers_cap; fd++)
+    for (int fd = 0; (size_t)fd < loop->watchers_cap; fd++)
         if (loop->watchers[fd]) {
             cio__handle_unschedule(&loop->watchers[fd]->io[0]);
             cio__handle_unschedule(&loop->watchers[fd]->io[1]);

@@ -127,17 +127,13 @@ static void sift_down(cio_queue *q, size_t i, size_t n)
 static int grow(cio_queue *q)
 {
     cio__assert(q->maxsize == 0);
-    size_t cap = q->cap * 2;
-    if (cap < q->cap || cap > SIZE_MAX / q->slot)
-        return -ENOMEM;
-    char *buf = cio__realloc(q->buf, cap * q->slot);
+    size_t old = q->cap;
+    char *buf = cio__grow(q->buf, &q->cap, old + 1, q->slot, 1);
     if (!buf)
         return -ENOMEM;
-    if (q->kind == FIFO && q->head + q->count > q->cap)
-        memcpy(buf + q->cap * q->slot, buf,
-               (q->head + q->count - q->cap) * q->slot);
+    if (q->kind == FIFO && q->head + q->count > old)
+        memcpy(buf + old * q->slot, buf, (q->head + q->count - old) * q->slot);
     q->buf = buf;
-    q->cap = cap;
     return 0;
 }
 

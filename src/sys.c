@@ -77,6 +77,29 @@ void *cio__realloc(void *p, size_t n)
     return realloc(p, n ? n : 1);
 }
 
+/* The one way cio grows an array: returns arr resized to hold at least
+ * `need` elements of `size` bytes (doubling from *cap, or from `first`
+ * when empty) and updates *cap; NULL on overflow or ENOMEM, with arr and
+ * *cap left as they were. New elements are uninitialised. */
+void *cio__grow(void *arr, size_t *cap, size_t need, size_t size,
+                size_t first)
+{
+    if (need <= *cap)
+        return arr;
+    size_t n = *cap ? *cap : first;
+    while (n < need) {
+        if (n > SIZE_MAX / 2)
+            return NULL;
+        n *= 2;
+    }
+    if (n > SIZE_MAX / size)
+        return NULL;
+    void *p = cio__realloc(arr, n * size);
+    if (p)
+        *cap = n;
+    return p;
+}
+
 char *cio__strdup(const char *s)
 {
     size_t n = strlen(s) + 1;
