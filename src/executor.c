@@ -120,10 +120,8 @@ int cio_cfuture_cancel(cio_cfuture *f)
         return 0;
     if (f->loop) { /* a coroutine: its task is cancelled on its loop */
         atomic_fetch_add(&f->refs, 1);
-        pthread_mutex_lock(&f->loop->post_lock);
-        int err = cio__post_locked(f->loop, cancel_task_on_loop,
-                                   drop_cfuture_ref, f);
-        pthread_mutex_unlock(&f->loop->post_lock);
+        int err = cio__post_threadsafe(f->loop, cancel_task_on_loop,
+                                       drop_cfuture_ref, f);
         if (err)
             cio_cfuture_unref(f);
     }
@@ -477,7 +475,6 @@ void cio__executor_shutdown_default(cio_loop *loop, double timeout)
 
 typedef struct bridge {
     cio__bridge b;           /* first: listed on the loop */
-    cio_loop *loop;
     cio_future *fut;         /* the loop's future (a reference) */
     cio_cfuture *cf;         /* the work's future (a reference) */
 } bridge;
@@ -532,18 +529,10 @@ static void bridge_done(cio_cfuture *cf, void *arg)
 {
     (void)cf;
     bridge *br = arg;
-    cio_loop *loop = br->loop;
-    /* Claim the bridge first: once the loop orphaned it, the loop may be
-     * gone, and nothing of it may be touched. */
-    int flying = CIO__BRIDGE_FLYING;
-    if (!atomic_compare_exchange_strong(&br->b.state, &flying,
-                                        CIO__BRIDGE_LANDING)) {
+    /* Landed, the worker's reference goes to the loop with it; orphaned,
+     * the loop may be gone, and the worker just drops its own. */
+    if (!cio__bridge_land(&br->b))
         bridge_unref(br);
-        return;
-    }
-    pthread_mutex_lock(&loop->post_lock); /* close waits for us */
-    cio__bridge_arrived_locked(loop, &br->b); /* the worker's reference too */
-    pthread_mutex_unlock(&loop->post_lock);
 }
 
 /* On the loop: the future was cancelled; work not started need not run. */
@@ -582,17 +571,10 @@ int cio_run_in_executor(cio_loop *loop, cio_executor *ex, cio_work_fn fn,
         cio__free(br);
         return err;
     }
-    br->loop = loop;
     atomic_init(&br->b.refs, 2);
-    atomic_init(&br->b.state, CIO__BRIDGE_FLYING);
-    cio__list_init(&br->b.link);
-    cio__handle_init(&br->b.deliver, loop, bridge_deliver, br);
-    br->b.deliver.drop = bridge_drop;
-    br->b.orphaned = bridge_orphaned;
-    /* Listed before the work can finish, so bridge_done finds it listed. */
-    pthread_mutex_lock(&loop->post_lock);
-    cio__list_push_back(&loop->bridges, &br->b.link);
-    pthread_mutex_unlock(&loop->post_lock);
+    /* Open before the work can finish, so bridge_done finds it listed. */
+    cio__bridge_open(loop, &br->b, bridge_deliver, bridge_drop,
+                     bridge_orphaned, br);
     err = submit(ex, fn, arg, &br->cf, bridge_done, br);
     if (err == 0) {
         atomic_fetch_add(&br->cf->refs, 1);
@@ -604,9 +586,7 @@ int cio_run_in_executor(cio_loop *loop, cio_executor *ex, cio_work_fn fn,
         *out = cio_future_ref(br->fut);
         return 0;
     }
-    pthread_mutex_lock(&loop->post_lock);
-    cio__list_unlink(&br->b.link);
-    pthread_mutex_unlock(&loop->post_lock);
+    cio__bridge_unopen(&br->b);
     cio_future_unref(br->fut);
     cio__free(br);
     return err;
@@ -702,9 +682,7 @@ int cio_run_coroutine_threadsafe(cio_loop *loop, cio_task_fn fn, void *arg,
     }
     cf->loop = loop;
     *cs = (coro_start){fn, arg, cf};
-    pthread_mutex_lock(&loop->post_lock);
-    int err = cio__post_locked(loop, coro_begin, coro_drop, cs);
-    pthread_mutex_unlock(&loop->post_lock);
+    int err = cio__post_threadsafe(loop, coro_begin, coro_drop, cs);
     if (err) {
         cio__free(cs);
         cio_cfuture_unref(cf);

@@ -149,14 +149,15 @@ typedef struct cio__post {
     void *arg;
 } cio__post;
 
-/* run_in_executor's link between a worker and the loop (executor.c),
- * listed in loop->bridges under post_lock while its work is in flight. */
+/* A bridge: one result carried from another thread to the loop (the
+ * executor's results, a process watcher thread's exit news). Embedded in
+ * its owner; the protocol is wholly in loop.c (see cio__bridge_open). */
 enum { CIO__BRIDGE_FLYING = 0, CIO__BRIDGE_LANDING, CIO__BRIDGE_ORPHANED };
 
 typedef struct cio__bridge {
     cio__list link;          /* loop->bridges, then loop->arrived */
     atomic_int state;        /* CIO__BRIDGE_*: who got it first, the
-                              * worker (landing) or the closing loop */
+                              * other thread (landing) or the closing loop */
     atomic_int refs;         /* its owner's business */
     cio__handle deliver;     /* scheduled once the result arrived */
     void (*orphaned)(struct cio__bridge *b); /* loop closed first: its
@@ -229,17 +230,22 @@ CIO_HIDDEN void cio__loop_close_core(cio_loop *loop);
 CIO_HIDDEN void cio__loop_free_core(cio_loop *loop);
 /* Loop checks shared by every scheduling entry point. */
 CIO_HIDDEN int cio__loop_check(cio_loop *loop);
-/* Threadsafe posting, with post_lock held: appends and wakes the loop.
- * Returns -ESHUTDOWN once closed, -ENOMEM. */
-CIO_HIDDEN int cio__post_locked(cio_loop *loop, cio_callback cb,
-                                cio_callback drop, void *arg);
+/* call_soon_threadsafe with a drop (may be NULL: frees arg if the loop
+ * closes before cb ran). Returns -ESHUTDOWN once closed, -ENOMEM. */
+CIO_HIDDEN int cio__post_threadsafe(cio_loop *loop, cio_callback cb,
+                                    cio_callback drop, void *arg);
+/* Bridges (loop.c): open and unopen on the loop's thread; land from the
+ * other thread, once: false if the loop closed first (touch nothing of it
+ * then). Landing needs no memory, so it cannot fail. */
+CIO_HIDDEN void cio__bridge_open(cio_loop *loop, cio__bridge *b,
+                                 cio_callback deliver, cio_callback dropped,
+                                 void (*orphaned)(cio__bridge *b), void *arg);
+CIO_HIDDEN void cio__bridge_unopen(cio__bridge *b);
+CIO_HIDDEN bool cio__bridge_land(cio__bridge *b);
 /* The executor's part of closing a loop: its default executor. */
 CIO_HIDDEN void cio__executor_loop_close(cio_loop *loop);
 CIO_HIDDEN void cio__executor_shutdown_default(cio_loop *loop, double timeout);
 CIO_HIDDEN extern double cio__executor_idle_timeout;
-/* With post_lock held: b's result is in; the loop delivers it. Needs no
- * memory, so it cannot fail. */
-CIO_HIDDEN void cio__bridge_arrived_locked(cio_loop *loop, cio__bridge *b);
 
 /* --------------------------------------------------------------- futures */
 enum { CIO__F_PENDING = 0, CIO__F_DONE, CIO__F_CANCELLED };

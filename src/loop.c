@@ -323,15 +323,58 @@ static void posted_locked(cio_loop *loop)
         wake_loop(loop);
 }
 
-void cio__bridge_arrived_locked(cio_loop *loop, cio__bridge *b)
+/* ------------------------------------------------------------- bridges
+ * A bridge carries one result from another thread to the loop with no
+ * allocation (so landing cannot fail) and without ever touching a loop
+ * that closed first. The protocol, all of it here:
+ *   loop thread: cio__bridge_open lists it, before the other thread can
+ *     finish; cio__bridge_unopen takes it back if that thread never
+ *     started;
+ *   other thread: cio__bridge_land claims it (FLYING -> LANDING) and moves
+ *     it to loop->arrived under post_lock; the loop then runs `deliver`;
+ *   a closing loop orphans every unclaimed bridge (FLYING -> ORPHANED,
+ *     `orphaned` runs; the other thread's land then returns false and
+ *     must not touch the loop), waits for claimed ones to arrive, and
+ *     runs `deliver.drop` for arrived ones it will never deliver. */
+void cio__bridge_open(cio_loop *loop, cio__bridge *b, cio_callback deliver,
+                      cio_callback dropped, void (*orphaned)(cio__bridge *),
+                      void *arg)
 {
+    atomic_init(&b->state, CIO__BRIDGE_FLYING);
+    cio__handle_init(&b->deliver, loop, deliver, arg);
+    b->deliver.drop = dropped;
+    b->orphaned = orphaned;
+    pthread_mutex_lock(&loop->post_lock);
+    cio__list_push_back(&loop->bridges, &b->link);
+    pthread_mutex_unlock(&loop->post_lock);
+}
+
+void cio__bridge_unopen(cio__bridge *b)
+{
+    cio_loop *loop = b->deliver.loop;
+    pthread_mutex_lock(&loop->post_lock);
+    cio__list_unlink(&b->link);
+    pthread_mutex_unlock(&loop->post_lock);
+}
+
+bool cio__bridge_land(cio__bridge *b)
+{
+    /* Read before the claim: once orphaned, b->deliver may be torn down. */
+    cio_loop *loop = b->deliver.loop;
+    int flying = CIO__BRIDGE_FLYING;
+    if (!atomic_compare_exchange_strong(&b->state, &flying,
+                                        CIO__BRIDGE_LANDING))
+        return false;
+    pthread_mutex_lock(&loop->post_lock); /* a closing loop waits for us */
     cio__list_unlink(&b->link);
     cio__list_push_back(&loop->arrived, &b->link);
     posted_locked(loop);
+    pthread_mutex_unlock(&loop->post_lock);
+    return true;
 }
 
-int cio__post_locked(cio_loop *loop, cio_callback cb, cio_callback drop,
-                     void *arg)
+static int post_locked(cio_loop *loop, cio_callback cb, cio_callback drop,
+                       void *arg)
 {
     if (loop->closed)
         return -ESHUTDOWN;
@@ -353,8 +396,14 @@ int cio_call_soon_threadsafe(cio_loop *loop, cio_callback cb, void *arg)
      * both append to the same queue: the order of the two is kept. */
     if (cio__running_loop == loop)
         return cio_call_soon(loop, cb, arg, NULL);
+    return cio__post_threadsafe(loop, cb, NULL, arg);
+}
+
+int cio__post_threadsafe(cio_loop *loop, cio_callback cb, cio_callback drop,
+                         void *arg)
+{
     pthread_mutex_lock(&loop->post_lock);
-    int err = cio__post_locked(loop, cb, NULL, arg);
+    int err = post_locked(loop, cb, drop, arg);
     pthread_mutex_unlock(&loop->post_lock);
     return err;
 }

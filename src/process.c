@@ -133,17 +133,10 @@ static void *watch_thread(void *arg)
     while (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOWAIT) < 0 &&
            errno == EINTR)
         ;
-    int flying = CIO__BRIDGE_FLYING;
-    if (!atomic_compare_exchange_strong(&p->exit_news.state, &flying,
-                                        CIO__BRIDGE_LANDING)) {
+    if (!cio__bridge_land(&p->exit_news)) {
         waitpid(p->pid, NULL, 0); /* orphaned: nobody else will reap it */
         process_unref(p);
-        return NULL;
     }
-    cio_loop *loop = p->loop;
-    pthread_mutex_lock(&loop->post_lock); /* a closing loop waits for us */
-    cio__bridge_arrived_locked(loop, &p->exit_news);
-    pthread_mutex_unlock(&loop->post_lock);
     return NULL;
 }
 
@@ -170,21 +163,13 @@ static int watch(cio_process *p)
     }
     /* No pidfd (or it could not be watched): a thread, with a bridge
      * listed on the loop before it starts. */
-    cio__bridge *b = &p->exit_news;
-    atomic_init(&b->state, CIO__BRIDGE_FLYING);
-    cio__handle_init(&b->deliver, p->loop, thread_saw_exit, p);
-    b->deliver.drop = thread_exit_dropped;
-    b->orphaned = exit_news_orphaned;
     atomic_fetch_add(&p->refs, 1); /* the bridge's: the loop side's */
-    pthread_mutex_lock(&p->loop->post_lock);
-    cio__list_push_back(&p->loop->bridges, &b->link);
-    pthread_mutex_unlock(&p->loop->post_lock);
+    cio__bridge_open(p->loop, &p->exit_news, thread_saw_exit,
+                     thread_exit_dropped, exit_news_orphaned, p);
     pthread_t t;
     int err = cio__sys_thread_create(&t, watch_thread, p);
     if (err) {
-        pthread_mutex_lock(&p->loop->post_lock);
-        cio__list_unlink(&b->link);
-        pthread_mutex_unlock(&p->loop->post_lock);
+        cio__bridge_unopen(&p->exit_news);
         atomic_fetch_sub(&p->refs, 1);
         return err;
     }
