@@ -71,9 +71,15 @@ CIO_HIDDEN int cio__sys_madvise(void *addr, size_t len, int advice);
 CIO_HIDDEN int cio__sys_mprotect(void *addr, size_t len, int prot);
 
 /* Failure injection, for tests: the nth counted call (1-based) of the
- * given kinds fails once, allocations with NULL, syscalls with -err. */
-enum { CIO__FAULT_ALLOC = 1, CIO__FAULT_SYS = 2 };
+ * given kinds fails once (with CIO__FAULT_PERSIST: it and every later
+ * one, until disarmed), allocations with NULL, syscalls with -err.
+ * _call restricts system call faults to one call, named as in its
+ * cio__sys_ wrapper ("epoll_wait", "pthread_create", ...). */
+enum { CIO__FAULT_ALLOC = 1, CIO__FAULT_SYS = 2, CIO__FAULT_PERSIST = 4 };
 CIO_HIDDEN void cio__fault_arm(unsigned kinds, long nth, int err);
+CIO_HIDDEN void cio__fault_arm_call(unsigned kinds, long nth, int err,
+                                    const char *call);
+CIO_HIDDEN int cio__fault_check_call(unsigned kind, const char *expr);
 CIO_HIDDEN void cio__fault_disarm(void);
 CIO_HIDDEN int cio__fault_fired(void);   /* did the armed failure happen */
 CIO_HIDDEN long cio__alloc_live(void);   /* allocations not yet freed */

@@ -352,7 +352,7 @@ static int spawn(const char *file, char *const argv[],
         return -EINVAL;
     if (!opts)
         opts = &defaults;
-    int err = cio__fault_check(CIO__FAULT_SYS);
+    int err = cio__fault_check_call(CIO__FAULT_SYS, "posix_spawn()");
     if (!err)
         err = check_program(file);
     if (!err && opts->cwd) { /* likewise: a bad cwd is the call's error */

@@ -96,7 +96,13 @@ int cio_remove_signal_handler(cio_loop *loop, int signum)
     sigset_t one;
     sigemptyset(&one);
     sigaddset(&one, signum);
-    pthread_sigmask(SIG_UNBLOCK, &one, NULL); /* pending ones act now */
+    /* One that arrived while the handler was in place was the handler's,
+     * even if the loop never got to read it: it is dropped here, never
+     * left pending to act by default (and kill us) once unblocked. */
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&one, NULL, &zero) == signum)
+        ;
+    pthread_sigmask(SIG_UNBLOCK, &one, NULL);
     return 1;
 }
 

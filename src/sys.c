@@ -21,12 +21,19 @@ static atomic_uint fault_kinds; /* 0: disarmed (the fast path) */
 static atomic_long fault_countdown;
 static atomic_int fault_err;
 static atomic_int fault_hit;
+static const char *_Atomic fault_call; /* NULL: every system call counts */
 
 void cio__fault_arm(unsigned kinds, long nth, int err)
+{
+    cio__fault_arm_call(kinds, nth, err, NULL);
+}
+
+void cio__fault_arm_call(unsigned kinds, long nth, int err, const char *call)
 {
     atomic_store(&fault_hit, 0);
     atomic_store(&fault_err, err > 0 ? err : -err);
     atomic_store(&fault_countdown, nth);
+    atomic_store(&fault_call, call);
     atomic_store(&fault_kinds, kinds);
 }
 
@@ -34,18 +41,39 @@ void cio__fault_disarm(void) { atomic_store(&fault_kinds, 0); }
 int cio__fault_fired(void) { return atomic_load(&fault_hit); }
 long cio__alloc_live(void) { return atomic_load(&live_allocs); }
 
-/* Returns 0 to go ahead, or the (negative) error this call must fail with. */
-int cio__fault_check(unsigned kind)
+/* Whether the system call written as `expr` ("epoll_wait(epfd, ...)") is
+ * the one the armed fault is restricted to. */
+static bool call_matches(const char *expr)
 {
-    if (cio__likely(!(atomic_load_explicit(&fault_kinds,
-                                           memory_order_relaxed) & kind)))
+    const char *call = atomic_load(&fault_call);
+    if (!call || !expr)
+        return true;
+    size_t n = strlen(call);
+    return strncmp(expr, call, n) == 0 && expr[n] == '(';
+}
+
+/* Returns 0 to go ahead, or the (negative) error this call must fail with.
+ * Disarmed, it is one relaxed load. Once the countdown reaches the armed
+ * call, that call fails, and with CIO__FAULT_PERSIST every later one too,
+ * until disarmed. */
+int cio__fault_check_call(unsigned kind, const char *expr)
+{
+    unsigned kinds =
+        atomic_load_explicit(&fault_kinds, memory_order_relaxed);
+    if (cio__likely(!(kinds & kind)))
         return 0;
-    if (atomic_fetch_sub(&fault_countdown, 1) != 1)
+    if (kind == CIO__FAULT_SYS && !call_matches(expr))
         return 0;
-    atomic_store(&fault_kinds, 0);
+    long left = atomic_fetch_sub(&fault_countdown, 1);
+    if (left > 1 || (left < 1 && !(kinds & CIO__FAULT_PERSIST)))
+        return 0;
+    if (!(kinds & CIO__FAULT_PERSIST))
+        atomic_store(&fault_kinds, 0);
     atomic_store(&fault_hit, 1);
     return kind == CIO__FAULT_ALLOC ? -ENOMEM : -atomic_load(&fault_err);
 }
+
+int cio__fault_check(unsigned kind) { return cio__fault_check_call(kind, NULL); }
 
 void *cio__malloc(size_t n)
 {
@@ -120,7 +148,7 @@ void cio__free(void *p)
 /* Wraps a -1/errno call into a -errno return, after the fault check. */
 #define SYSCALL(expr)                                                          \
     do {                                                                       \
-        int fault_ = cio__fault_check(CIO__FAULT_SYS);                         \
+        int fault_ = cio__fault_check_call(CIO__FAULT_SYS, #expr);             \
         if (fault_)                                                            \
             return fault_;                                                     \
         long r_ = (long)(expr);                                                \
@@ -259,7 +287,7 @@ int cio__sys_fstat_mode(int fd, unsigned *mode)
  * loop's thread, never to cio's workers. */
 int cio__sys_thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
 {
-    int fault = cio__fault_check(CIO__FAULT_SYS);
+    int fault = cio__fault_check_call(CIO__FAULT_SYS, "pthread_create()");
     if (fault)
         return fault;
     sigset_t all, old;
@@ -272,7 +300,7 @@ int cio__sys_thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
 
 void *cio__sys_mmap(size_t len, int *err)
 {
-    *err = cio__fault_check(CIO__FAULT_SYS);
+    *err = cio__fault_check_call(CIO__FAULT_SYS, "mmap()");
     if (*err)
         return NULL;
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,

@@ -1,0 +1,325 @@
+/* Faults at every step: each scenario runs on a loop with its N-th
+ * allocation, or its N-th system call of one kind, failing - once, or
+ * from then on for good - for every N the scenario reaches. After each
+ * run the fault is lifted and the scenario runs again on the same loop:
+ * it must succeed (the loop recovered). Bad is a crash, a hang (the
+ * harness's time limit, or a scenario's own bound on a wait that must
+ * end), a leak (the harness checks memory and fds after each test), a
+ * call that returned 0 for something that then never happened, or a
+ * failed recovery. */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <unistd.h>
+
+/* A scenario: runs as a task of the loop; 0, or the error it met. */
+typedef int (*scenario_fn)(void *arg);
+
+/* The longest any wait that must end is given, however slow the machine:
+ * a scenario that hits it has lost something. */
+static double bound(void) { return 5.0 * (getenv("CIO_TEST_SLOW") ? 10 : 1); }
+
+/* Runs fn as a task of loop until it finishes, with the armed fault;
+ * then lifts the fault (*fired: whether it was met) and, if the loop
+ * stopped before the task finished (its poller failed for good, say),
+ * cancels the task and lets it finish. Returns 0 or fn's error, or the
+ * loop's own when it could not run. */
+static int run_on(cio_loop *loop, scenario_fn fn, void *arg, bool *fired)
+{
+    cio_task *t = NULL;
+    int r = cio_task_new(loop, fn, arg, NULL, &t);
+    if (!r)
+        r = cio_loop_run_until_complete(loop, t);
+    if (fired)
+        *fired = cio__fault_fired();
+    cio__fault_disarm();
+    if (!t)
+        return r;
+    if (!cio_future_done(t))
+        cio_task_cancel(t);
+    while (!cio_future_done(t))
+        CHECK(cio_loop_run_once(loop, -1) >= 0);
+    cio_future_unref(t);
+    return r;
+}
+
+typedef struct fault_kind {
+    const char *name;   /* for the report */
+    unsigned kinds;     /* CIO__FAULT_ALLOC or CIO__FAULT_SYS */
+    int err;            /* for system calls */
+    const char *call;   /* NULL: every system call */
+} fault_kind;
+
+static const fault_kind kinds[] = {
+    {"allocation", CIO__FAULT_ALLOC, 0, NULL},
+    {"syscall EMFILE", CIO__FAULT_SYS, EMFILE, NULL},
+    {"syscall EINTR", CIO__FAULT_SYS, EINTR, NULL},
+    {"syscall EAGAIN", CIO__FAULT_SYS, EAGAIN, NULL},
+    {"syscall ENOMEM", CIO__FAULT_SYS, ENOMEM, NULL},
+};
+
+/* One fault kind in one mode, for every N: returns how many runs met it. */
+static int fault_every_n(cio_loop *loop, scenario_fn fn, void *arg,
+                         const fault_kind *k, bool persist)
+{
+    for (int n = 1;; n++) {
+        unsigned mode = k->kinds | (persist ? CIO__FAULT_PERSIST : 0);
+        cio__fault_arm_call(mode, n, k->err, k->call);
+        if (getenv("FAULT_TRACE"))
+            fprintf(stderr, "%s %d %d\n", k->name, persist, n);
+        bool fired;
+        int r = run_on(loop, fn, arg, &fired);
+        if (r > 0)
+            test_fail(__FILE__, __LINE__, "%s %s #%d: returned %d", k->name,
+                      persist ? "for good" : "once", n, r);
+        int again = run_on(loop, fn, arg, NULL);
+        if (again != 0)
+            test_fail(__FILE__, __LINE__,
+                      "%s %s #%d: the rerun on the same loop returned %d (%s)",
+                      k->name, persist ? "for good" : "once", n, again,
+                      cio_strerror(again));
+        if (!fired)
+            return n - 1;
+    }
+}
+
+/* The whole matrix for one scenario; fails if no fault was ever met (the
+ * scenario would then prove nothing). */
+static void fault_matrix(scenario_fn fn, void *arg)
+{
+    cio_loop *loop;
+    CHECK_ERR(cio_loop_new(&loop, NULL), 0);
+    CHECK_ERR(run_on(loop, fn, arg, NULL), 0);
+    int met = 0;
+    /* EINTR only once: it is transient by nature, and a call retried on
+     * it would rightly retry forever if it never ended. */
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        for (int persist = 0; persist < 2 - (kinds[i].err == EINTR); persist++)
+            met += fault_every_n(loop, fn, arg, &kinds[i], persist);
+    /* Closing abandons the default executor (asyncio's shutdown without
+     * waiting): join its threads first, or their memory is still live
+     * when the harness counts. */
+    cio__executor_shutdown_default(loop, 30);
+    cio_loop_free(loop);
+    CHECK(met > 0);
+}
+
+/* Awaits f for at most the bound; a timeout there is a lost wake-up. */
+static int await_bounded(cio_future *f, const char *what)
+{
+    cio_timeout_scope s;
+    int r = cio_timeout(&s, bound());
+    if (r)
+        return r;
+    r = cio_await(f, NULL);
+    if (cio_timeout_end(&s) == -ETIMEDOUT)
+        test_fail(__FILE__, __LINE__, "%s never finished", what);
+    return r;
+}
+
+/* --------------------------------------------------------------- signals */
+
+static void count_signal(void *arg) { atomic_fetch_add((atomic_int *)arg, 1); }
+
+/* add_signal_handler either installs the handler for real (a raised
+ * signal reaches it, not the default action that would kill us) or
+ * returns its error with nothing changed. */
+static int signal_scenario(void *arg)
+{
+    atomic_int *seen = arg;
+    cio_loop *loop = cio_get_running_loop();
+    int before = atomic_load(seen);
+    int r = cio_add_signal_handler(loop, SIGUSR1, count_signal, seen);
+    if (r)
+        return r;
+    raise(SIGUSR1);
+    cio_timeout_scope s;
+    r = cio_timeout(&s, bound());
+    while (!r && atomic_load(seen) == before)
+        r = cio_sleep(0.001);
+    if (cio_timeout_end(&s) == -ETIMEDOUT)
+        test_fail(__FILE__, __LINE__, "the handler never ran");
+    CHECK_EQ(cio_remove_signal_handler(loop, SIGUSR1), 1);
+    return r;
+}
+
+TEST_T(faults_signal_handler, 60)
+{
+    atomic_int seen = 0;
+    fault_matrix(signal_scenario, &seen);
+}
+
+/* -------------------------------------------------------------- executor */
+
+static int add_one(void *arg) { return (int)(intptr_t)arg + 1; }
+
+/* Work handed to a thread either comes back with its result or the call
+ * fails: it never waits forever (no worker could be started, say). */
+static int executor_scenario(void *arg)
+{
+    (void)arg;
+    cio_future *f;
+    int r = cio_run_in_executor(NULL, NULL, add_one, (void *)41, &f);
+    if (r)
+        return r;
+    r = await_bounded(f, "run_in_executor's work");
+    cio_future_unref(f);
+    return r < 0 ? r : (r == 42 ? 0 : -EPROTO);
+}
+
+TEST_T(faults_executor, 60) { fault_matrix(executor_scenario, NULL); }
+
+/* A private executor whose only worker retired: under pthread_create
+ * failing for good, submitting fails with the error, and once threads
+ * can start again the same executor works. */
+TEST(faults_executor_no_thread_can_start)
+{
+    cio_executor *ex;
+    CHECK_ERR(cio_executor_new(&ex, 2), 0);
+    cio__fault_arm_call(CIO__FAULT_SYS | CIO__FAULT_PERSIST, 1, EAGAIN,
+                        "pthread_create");
+    cio_cfuture *cf = (cio_cfuture *)&cf;
+    CHECK_ERR(cio_executor_submit(ex, add_one, (void *)1, &cf), -EAGAIN);
+    CHECK(cf == NULL);
+    CHECK(cio__fault_fired());
+    cio__fault_disarm();
+    CHECK_ERR(cio_executor_submit(ex, add_one, (void *)1, &cf), 0);
+    CHECK_EQ(cio_cfuture_result(cf, -1), 2);
+    cio_cfuture_unref(cf);
+    cio_executor_free(ex);
+}
+
+/* --------------------------------------------------------- other threads */
+
+/* Static, not on a task's stack: a post that went through may run after
+ * the scenario that made it returned (on the rerun, or at loop close). */
+typedef struct poster {
+    cio_loop *loop;
+    atomic_int ran;
+    int posted;      /* call_soon_threadsafe's answer */
+    int coro;        /* run_coroutine_threadsafe's result, or its error */
+    atomic_int done; /* the thread finished */
+} poster;
+
+static poster the_poster;
+
+static void note_ran(void *arg) { atomic_fetch_add(&((poster *)arg)->ran, 1); }
+static int coro_seven(void *arg) { (void)arg; return 7; }
+
+static void *post_once(void *arg)
+{
+    poster *p = arg;
+    p->posted = cio_call_soon_threadsafe(p->loop, note_ran, p);
+    return NULL;
+}
+
+/* From another thread: a post that returned 0 runs on the loop. */
+static int threadsafe_scenario(void *arg)
+{
+    (void)arg;
+    poster *p = &the_poster;
+    atomic_store(&p->ran, 0);
+    p->loop = cio_get_running_loop();
+    pthread_t th;
+    if (pthread_create(&th, NULL, post_once, p) != 0)
+        return -EAGAIN;
+    pthread_join(th, NULL); /* post_once never waits for the loop */
+    if (p->posted)
+        return p->posted;
+    int r = 0;
+    cio_timeout_scope s;
+    CHECK_ERR(cio_timeout(&s, bound()), 0);
+    while (!r && atomic_load(&p->ran) == 0)
+        r = cio_sleep(0.001);
+    if (cio_timeout_end(&s) == -ETIMEDOUT)
+        test_fail(__FILE__, __LINE__, "a threadsafe post never ran");
+    return r;
+}
+
+TEST_T(faults_threadsafe, 60) { fault_matrix(threadsafe_scenario, NULL); }
+
+static void *start_coro(void *arg)
+{
+    poster *p = arg;
+    cio_cfuture *cf;
+    p->coro = cio_run_coroutine_threadsafe(p->loop, coro_seven, NULL, &cf);
+    if (p->coro == 0) {
+        p->coro = cio_cfuture_result(cf, bound());
+        cio_cfuture_unref(cf);
+    }
+    atomic_store(&p->done, 1);
+    return NULL;
+}
+
+/* A coroutine started from another thread while every allocation fails:
+ * the call fails, or its future completes with an error; it never waits
+ * out the bound (that would be -ETIMEDOUT). */
+TEST(faults_run_coroutine_threadsafe_without_memory)
+{
+    for (long n = 1; n < 6; n++) {
+        poster *p = &the_poster;
+        memset(p, 0, sizeof *p);
+        CHECK_ERR(cio_loop_new(&p->loop, NULL), 0);
+        cio__fault_arm(CIO__FAULT_ALLOC | CIO__FAULT_PERSIST, n, 0);
+        pthread_t th;
+        CHECK_EQ(pthread_create(&th, NULL, start_coro, p), 0);
+        while (!atomic_load(&p->done))
+            if (cio_loop_run_once(p->loop, 0.001) < 0)
+                test_fail(__FILE__, __LINE__, "the loop stopped working");
+        pthread_join(th, NULL);
+        cio__fault_disarm();
+        CHECK(p->coro == 7 || (p->coro < 0 && p->coro != -ETIMEDOUT));
+        cio_loop_free(p->loop);
+    }
+}
+
+/* ------------------------------------------------------------- the loop */
+
+/* A poller that fails for good: run_forever returns its error instead of
+ * spinning or hanging, and the loop works again once it recovers. */
+TEST(faults_poller_fails_for_good)
+{
+    cio_loop *loop;
+    CHECK_ERR(cio_loop_new(&loop, NULL), 0);
+    int pp[2];
+    CHECK(pipe(pp) == 0);
+    poster p = {.loop = loop};
+    CHECK_ERR(cio_add_reader(loop, pp[0], note_ran, &p), 0);
+    const char *call =
+        strcmp(getenv("CIO_BACKEND") ? getenv("CIO_BACKEND") : "epoll",
+               "poll") == 0
+            ? "poll"
+            : "epoll_wait";
+    cio__fault_arm_call(CIO__FAULT_SYS | CIO__FAULT_PERSIST, 1, ENOMEM, call);
+    CHECK_ERR(cio_loop_run_forever(loop), -ENOMEM);
+    CHECK_ERR(cio_loop_run_once(loop, 0.01), -ENOMEM);
+    cio__fault_disarm();
+    CHECK_EQ(write(pp[1], "x", 1), 1);
+    CHECK_ERR(cio_loop_run_once(loop, -1), 1);
+    CHECK_EQ(atomic_load(&p.ran), 1);
+    cio_remove_reader(loop, pp[0]);
+    close(pp[0]);
+    close(pp[1]);
+    cio_loop_free(loop);
+}
+
+static int sleep_scenario(void *arg)
+{
+    (void)arg;
+    cio_handle h;
+    poster p = {0};
+    int r = cio_call_later(cio_get_running_loop(), 0.001, note_ran, &p, &h);
+    if (r)
+        return r;
+    r = cio_sleep(0.002);
+    if (!r)
+        CHECK_EQ(atomic_load(&p.ran), 1);
+    cio_handle_cancel(h);
+    return r;
+}
+
+TEST_T(faults_timers_and_sleep, 60) { fault_matrix(sleep_scenario, NULL); }
