@@ -857,7 +857,7 @@ static int expect(int got, int want, int err)
     return got < 0 ? got : -EPROTO;
 }
 
-static int fault_main(void *arg)
+static int executor_fault_main(void *arg)
 {
     (void)arg;
     int stop = 0;
@@ -900,10 +900,10 @@ static int fault_main(void *arg)
 
 static int FAULT_BASE; /* threads outside the scenario */
 
-static int fault_scenario(void *arg)
+static int executor_fault_scenario(void *arg)
 {
     (void)arg;
-    int r = cio_run(fault_main, NULL);
+    int r = cio_run(executor_fault_main, NULL);
     /* Every worker is gone before the next run counts allocations. */
     WAIT_UNTIL(thread_count() == FAULT_BASE);
     return r;
@@ -919,7 +919,7 @@ static int fault_scenario_by_hand(void *arg)
     if (err)
         return err;
     cio_task *t;
-    err = cio_task_new(loop, fault_main, NULL, NULL, &t);
+    err = cio_task_new(loop, executor_fault_main, NULL, NULL, &t);
     if (!err) {
         err = cio_loop_run_until_complete(loop, t);
         while (!cio_future_done(t))
@@ -940,7 +940,8 @@ static int fault_scenario_by_hand(void *arg)
 TEST_T(executor_fault_alloc, 120)
 {
     FAULT_BASE = thread_base();
-    int n = test_fault_loop(CIO__FAULT_ALLOC, 0, fault_scenario, NULL);
+    int n =
+        test_fault_loop(CIO__FAULT_ALLOC, 0, executor_fault_scenario, NULL);
     CHECK(n > 5);
     n = test_fault_loop(CIO__FAULT_ALLOC, 0, fault_scenario_by_hand, NULL);
     CHECK(n > 5);
@@ -949,7 +950,8 @@ TEST_T(executor_fault_alloc, 120)
 TEST_T(executor_fault_sys_eagain, 120)
 {
     FAULT_BASE = thread_base();
-    int n = test_fault_loop(CIO__FAULT_SYS, EAGAIN, fault_scenario, NULL);
+    int n = test_fault_loop(CIO__FAULT_SYS, EAGAIN, executor_fault_scenario,
+                            NULL);
     CHECK(n > 3);
     n = test_fault_loop(CIO__FAULT_SYS, EAGAIN, fault_scenario_by_hand, NULL);
     CHECK(n > 3);

@@ -902,7 +902,7 @@ typedef struct fault_state {
     int reports;
 } fault_state;
 
-static int fault_child(void *arg)
+static int flow_fault_child(void *arg)
 {
     int status = (int)(intptr_t)arg;
     int r = status == 100 ? cio_sleep(100) : cio_sleep(0.0005);
@@ -920,7 +920,7 @@ static void fault_report(cio_loop *loop, const cio_error_context *ctx,
 
 static int fault_spawn(fault_state *st, int status, cio_task **out)
 {
-    int err = cio_create_task(fault_child, (void *)(intptr_t)status, out);
+    int err = cio_create_task(flow_fault_child, (void *)(intptr_t)status, out);
     if (!err)
         st->held[st->nheld++] = *out;
     return err;
@@ -969,7 +969,7 @@ static int fault_steps(fault_state *st)
     if ((err = cio_task_group_new(&g)))
         return err;
     for (int i = 0; i < 3 && !err; i++)
-        err = cio_task_group_spawn(g, fault_child,
+        err = cio_task_group_spawn(g, flow_fault_child,
                                    (void *)(intptr_t)(i == 1 ? -EPIPE : 0),
                                    NULL, NULL);
     int joined = cio_task_group_join(g);
@@ -979,7 +979,7 @@ static int fault_steps(fault_state *st)
     return joined == -EPIPE ? 0 : joined < 0 ? joined : -EPROTO;
 }
 
-static int fault_main(void *arg)
+static int flow_fault_main(void *arg)
 {
     fault_state *st = arg;
     int err = fault_steps(st);
@@ -1012,7 +1012,7 @@ static int flow_fault_scenario(void *arg)
         return err;
     CHECK_ERR(cio_loop_set_exception_handler(loop, fault_report, &st), 0);
     cio_task *main_task;
-    err = cio_task_new(loop, fault_main, &st, NULL, &main_task);
+    err = cio_task_new(loop, flow_fault_main, &st, NULL, &main_task);
     if (!err) {
         err = cio_loop_run_until_complete(loop, main_task);
         fault_drain(loop); /* main is done unless the loop failed */

@@ -354,7 +354,7 @@ TEST(cancel_from_an_earlier_callback_of_the_same_iteration)
 }
 
 static cio_handle self_handle;
-static void cancel_self(void *arg)
+static void cancel_own_handle(void *arg)
 {
     say(arg);
     CHECK_EQ(cio_handle_cancel(self_handle), 0);
@@ -363,7 +363,7 @@ static void cancel_self(void *arg)
 TEST(cancel_from_inside_its_own_callback_returns_0)
 {
     cio_loop *loop = loop_open();
-    CHECK_ERR(cio_call_soon(loop, cancel_self, "me", &self_handle), 0);
+    CHECK_ERR(cio_call_soon(loop, cancel_own_handle, "me", &self_handle), 0);
     CHECK_EQ(cio_loop_run_once(loop, 0), 1);
     CHECK_LOG(&L, "me");
     cio_loop_free(loop);
@@ -937,7 +937,7 @@ static void in_thread_loop(void *arg)
     CHECK_ERR(cio_loop_stop(thread_loop), 0);
 }
 
-static void *thread_main(void *arg)
+static void *loop_thread_main(void *arg)
 {
     (void)arg;
     CHECK(cio_get_running_loop() == NULL); /* main's loop is running */
@@ -952,7 +952,7 @@ static void *thread_main(void *arg)
 static pthread_t other_thread;
 static void in_main_loop(void *arg)
 {
-    CHECK_EQ(pthread_create(&other_thread, NULL, thread_main, NULL), 0);
+    CHECK_EQ(pthread_create(&other_thread, NULL, loop_thread_main, NULL), 0);
     pthread_barrier_wait(&both_running);
     CHECK(cio_get_running_loop() == arg);
     say_stop("main");
@@ -1044,7 +1044,7 @@ static void *fault_poster(void *arg)
     return NULL;
 }
 
-static int fault_scenario(void *arg)
+static int loop_fault_scenario(void *arg)
 {
     (void)arg;
     fault_run r = {0};
@@ -1083,17 +1083,19 @@ static int fault_scenario(void *arg)
 
 TEST_T(failing_allocations_give_clean_errors, 60)
 {
-    CHECK(test_fault_loop(CIO__FAULT_ALLOC, 0, fault_scenario, NULL) > 5);
+    CHECK(test_fault_loop(CIO__FAULT_ALLOC, 0, loop_fault_scenario, NULL) > 5);
 }
 
 TEST_T(failing_system_calls_emfile_give_clean_errors, 60)
 {
-    CHECK(test_fault_loop(CIO__FAULT_SYS, EMFILE, fault_scenario, NULL) > 3);
+    CHECK(test_fault_loop(CIO__FAULT_SYS, EMFILE, loop_fault_scenario, NULL) >
+          3);
 }
 
 TEST_T(failing_system_calls_enomem_give_clean_errors, 60)
 {
-    CHECK(test_fault_loop(CIO__FAULT_SYS, ENOMEM, fault_scenario, NULL) > 3);
+    CHECK(test_fault_loop(CIO__FAULT_SYS, ENOMEM, loop_fault_scenario, NULL) >
+          3);
 }
 
 /* ----------------------------------------------------------------- stress

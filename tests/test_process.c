@@ -603,7 +603,7 @@ TEST(process_create_errors)
 
 /* --------------------------------------------- signal state reset */
 
-static void on_usr1(void *arg) { ++*(int *)arg; }
+static void count_usr1(void *arg) { ++*(int *)arg; }
 
 /* Signals 32 and 33 (glibc's SIGCANCEL and SIGSETXID) as SigIgn bits. */
 #define GLIBC_INTERNAL (3ull << 31)
@@ -634,8 +634,8 @@ static int t_sigstate(void *arg)
     int *usr1 = arg;
     /* cio_run blocks SIGINT for its Ctrl-C handling; a handler blocks
      * SIGUSR1; SIGUSR2 is blocked and SIGTERM ignored by hand. */
-    CHECK_ERR(cio_add_signal_handler(cio_get_running_loop(), SIGUSR1, on_usr1,
-                                     usr1),
+    CHECK_ERR(cio_add_signal_handler(cio_get_running_loop(), SIGUSR1,
+                                     count_usr1, usr1),
               0);
     sigset_t set;
     sigemptyset(&set);
@@ -686,7 +686,10 @@ static int t_sigstate_internal(void *arg)
     return 0;
 }
 
-TEST(process_signal_state_reset_internal) { run_strict(t_sigstate_internal, NULL); }
+TEST(process_signal_state_reset_internal)
+{
+    run_strict(t_sigstate_internal, NULL);
+}
 
 /* ------------------------------------------------------- communicate */
 
@@ -1055,7 +1058,7 @@ static int t_sigchld(void *arg)
 {
     int *chld = arg;
     cio_loop *loop = cio_get_running_loop();
-    CHECK_ERR(cio_add_signal_handler(loop, SIGCHLD, on_usr1, chld), 0);
+    CHECK_ERR(cio_add_signal_handler(loop, SIGCHLD, count_usr1, chld), 0);
     cio_process *p = sh("exit 4", NULL);
     CHECK_EQ(wait_code(p), 4);
     cio_process_free(p);
@@ -1097,7 +1100,7 @@ static void count_fault_reports(cio_loop *loop, const cio_error_context *ctx,
  * (as asyncio: communicate ignores a broken stdin, the pipe transport
  * reports its fatal error). A watchdog catches communicate never
  * returning. */
-static int fault_main(void *arg)
+static int process_fault_main(void *arg)
 {
     fault_state *fs = arg;
     cio_loop_set_exception_handler(cio_get_running_loop(),
@@ -1151,9 +1154,9 @@ static int fault_main(void *arg)
     return r;
 }
 
-static int fault_scenario(void *arg)
+static int process_fault_scenario(void *arg)
 {
-    int r = cio_run(fault_main, arg);
+    int r = cio_run(process_fault_main, arg);
     check_no_children(5); /* no zombie, whatever failed */
     return r;
 }
@@ -1161,7 +1164,7 @@ static int fault_scenario(void *arg)
 static void fault_loop(unsigned kind, int err)
 {
     fault_state fs = {0, false, false};
-    int n = test_fault_loop(kind, err, fault_scenario, &fs);
+    int n = test_fault_loop(kind, err, process_fault_scenario, &fs);
     if (fs.exit_lost)
         test_fail(__FILE__, __LINE__, "a child was reaped, but neither "
                   "communicate nor wait ever learnt of its exit");

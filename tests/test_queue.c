@@ -670,7 +670,7 @@ TEST(queue_free_while_an_item_is_promised_is_safe)
 
 /* ------------------------------------------------------ failure injection */
 
-static int fault_main(void *arg)
+static int queue_fault_main(void *arg)
 {
     (void)arg;
     cio_queue *a = NULL, *b = NULL, *c = NULL;
@@ -702,16 +702,17 @@ static int fault_main(void *arg)
     return err;
 }
 
-static int fault_scenario(void *arg)
+static int queue_fault_scenario(void *arg)
 {
     (void)arg;
-    int r = cio_run(fault_main, NULL);
+    int r = cio_run(queue_fault_main, NULL);
     return r > 0 ? 0 : r;
 }
 
 TEST(queue_allocation_failures_fail_cleanly_and_leak_nothing)
 {
-    int injected = test_fault_loop(CIO__FAULT_ALLOC, 0, fault_scenario, NULL);
+    int injected =
+        test_fault_loop(CIO__FAULT_ALLOC, 0, queue_fault_scenario, NULL);
     CHECK(injected > 5);
 }
 
@@ -750,7 +751,7 @@ static int storm_producer(void *arg)
     return 0;
 }
 
-static int storm_consumer(void *arg)
+static int queue_storm_consumer(void *arg)
 {
     storm_worker *w = arg;
     storm *s = w->s;
@@ -779,7 +780,8 @@ static int storm_main(void *arg)
     cio_task *t[2 * WORKERS];
     for (int i = 0; i < 2 * WORKERS; i++) {
         w[i] = (storm_worker){s, i % WORKERS};
-        t[i] = spawn(i < WORKERS ? storm_producer : storm_consumer, &w[i]);
+        t[i] = spawn(i < WORKERS ? storm_producer : queue_storm_consumer,
+                     &w[i]);
     }
     settle();
     unsigned seed = 3;

@@ -745,7 +745,7 @@ TEST(signal_ctrl_c_own_handler_left_alone)
 /* cio_run from another thread does not take SIGINT (only the main
  * thread's loop handles signals), and a main-thread handler of its own
  * for another signal still works meanwhile. */
-static int thread_main(void *arg)
+static int signal_thread_main(void *arg)
 {
     (void)arg;
     CHECK(!blocked(SIGINT));
@@ -754,7 +754,7 @@ static int thread_main(void *arg)
 
 static void *thread_run(void *arg)
 {
-    *(int *)arg = run_strict_status(thread_main, NULL);
+    *(int *)arg = run_strict_status(signal_thread_main, NULL);
     return NULL;
 }
 

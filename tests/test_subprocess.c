@@ -292,7 +292,10 @@ static int t_write_pipe_broken(void *arg)
     return 0;
 }
 
-TEST(process_write_pipe_reader_closed) { run_strict(t_write_pipe_broken, NULL); }
+TEST(process_write_pipe_reader_closed)
+{
+    run_strict(t_write_pipe_broken, NULL);
+}
 
 /* A write pipe transport feeding a read pipe transport: 8 MiB, with flow
  * control on the writer. */
@@ -649,7 +652,10 @@ static int t_sub_close_late(void *arg)
     return 0;
 }
 
-TEST(process_subprocess_close_after_exit) { run_strict(t_sub_close_late, NULL); }
+TEST(process_subprocess_close_after_exit)
+{
+    run_strict(t_sub_close_late, NULL);
+}
 
 static int t_sub_enoent(void *arg)
 {

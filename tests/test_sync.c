@@ -743,7 +743,7 @@ static int has_work(void *arg)
     return s->avail > 0 || s->done;
 }
 
-static int storm_consumer(void *arg)
+static int cond_storm_consumer(void *arg)
 {
     cond_storm *s = arg;
     cio_task *self = cio_current_task();
@@ -777,7 +777,7 @@ static int cond_storm_main(void *arg)
     enum { CONSUMERS = 6, ITEMS = 3000 };
     cio_task *c[CONSUMERS];
     for (int i = 0; i < CONSUMERS; i++)
-        c[i] = spawn(storm_consumer, s);
+        c[i] = spawn(cond_storm_consumer, s);
     settle();
     int items = (int)test_scaled(ITEMS);
     for (int i = 0; i < items; i++) {

@@ -919,7 +919,7 @@ static int thread_child(void *arg)
     return 1;
 }
 
-static int thread_main(void *arg)
+static int task_thread_main(void *arg)
 {
     int *counter = arg;
     cio_task *t[4];
@@ -936,7 +936,7 @@ static int thread_main(void *arg)
 static void *run_in_thread(void *arg)
 {
     int *slot = arg;
-    slot[1] = cio_run(thread_main, slot);
+    slot[1] = cio_run(task_thread_main, slot);
     return NULL;
 }
 
@@ -1078,20 +1078,20 @@ TEST(task_closing_a_loop_frees_a_task_in_wait)
 
 /* --------------------------------------------------- failure injection */
 
-static int fault_child(void *arg)
+static int task_fault_child(void *arg)
 {
     (void)arg;
     int r = cio_sleep(0.0005);
     return r ? r : 1;
 }
 
-static int fault_main(void *arg)
+static int task_fault_main(void *arg)
 {
     (void)arg;
     cio_task *t[3] = {0};
     int err = 0;
     for (int i = 0; i < 3 && !err; i++)
-        err = cio_task_new(NULL, fault_child, NULL,
+        err = cio_task_new(NULL, task_fault_child, NULL,
                            &(cio_task_options){.name = i ? NULL : "named"},
                            &t[i]);
     for (int i = 0; i < 3 && !err; i++) {
@@ -1108,7 +1108,7 @@ static int fault_main(void *arg)
 
 static int run_fault_scenario(void *arg)
 {
-    return cio_run(fault_main, arg);
+    return cio_run(task_fault_main, arg);
 }
 
 TEST_T(task_cio_run_under_failing_allocations_gives_clean_errors, 60)

@@ -37,7 +37,7 @@ static int serve_main(void *arg)
     return 0;
 }
 
-static void *serve(void *arg)
+static void *serve_loop_thread(void *arg)
 {
     loop_thread *lt = arg;
     lt->status = cio_run(serve_main, lt);
@@ -47,7 +47,7 @@ static void *serve(void *arg)
 static cio_loop *loop_thread_start(loop_thread *lt)
 {
     memset(lt, 0, sizeof *lt);
-    CHECK_EQ(pthread_create(&lt->th, NULL, serve, lt), 0);
+    CHECK_EQ(pthread_create(&lt->th, NULL, serve_loop_thread, lt), 0);
     WAIT_UNTIL(atomic_load(&lt->loop) != NULL);
     return atomic_load(&lt->loop);
 }
