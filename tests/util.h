@@ -22,29 +22,22 @@ void nap(double seconds); /* sleeps this thread, resuming after signals */
 /* Time limits stretch (10x) under valgrind and sanitizers. */
 double tscale(void);
 
-/* Blocks this thread until cond holds; fails after 30 s. */
-#define WAIT_UNTIL(cond)                                                       \
+/* Checks cond, running `pause` between checks, until it holds; fails
+ * after 30 s. */
+#define WAIT_BOUNDED(cond, pause)                                              \
     do {                                                                       \
         double t0_ = mono();                                                   \
         while (!(cond)) {                                                      \
             if (mono() - t0_ > 30)                                             \
                 test_fail(__FILE__, __LINE__, "timed out waiting for %s",      \
                           #cond);                                              \
-            nap(0.001);                                                        \
+            pause;                                                             \
         }                                                                      \
     } while (0)
-
+/* Blocks this thread until cond holds. */
+#define WAIT_UNTIL(cond) WAIT_BOUNDED(cond, nap(0.001))
 /* The same from a task: sleeps on the loop, so the loop keeps running. */
-#define TASK_WAIT_UNTIL(cond)                                                  \
-    do {                                                                       \
-        double t0_ = mono();                                                   \
-        while (!(cond)) {                                                      \
-            if (mono() - t0_ > 30)                                             \
-                test_fail(__FILE__, __LINE__, "timed out waiting for %s",      \
-                          #cond);                                              \
-            CHECK_ERR(cio_sleep(0.001), 0);                                    \
-        }                                                                      \
-    } while (0)
+#define TASK_WAIT_UNTIL(cond) WAIT_BOUNDED(cond, CHECK_ERR(cio_sleep(0.001), 0))
 
 /* ---------------------------------------------------------------- threads */
 
