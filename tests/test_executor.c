@@ -8,7 +8,7 @@
  * get somewhere, and every wait has a generous cap. Every test name holds
  * "executor" so that `make check T=executor` runs them all. */
 #define _GNU_SOURCE
-#include "harness.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <pthread.h>
@@ -22,96 +22,12 @@
 
 /* ------------------------------------------------------------- helpers */
 
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void nap(double seconds)
-{
-    struct timespec ts = {(time_t)seconds,
-                          (long)((seconds - (double)(time_t)seconds) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
-
-/* Threads of this process, from /proc/self/task. */
-static int thread_count(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
-/* Records its thread id. */
-static void *nothing(void *arg)
-{
-    *(pid_t *)arg = (pid_t)syscall(SYS_gettid);
-    return NULL;
-}
-
-static bool tid_listed(pid_t tid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%d", (int)tid);
-    return access(path, F_OK) == 0;
-}
-
-/* Blocks this thread until cond holds; fails after 30 s. */
-#define WAIT_UNTIL(cond)                                                       \
-    do {                                                                       \
-        double t0_ = mono();                                                   \
-        while (!(cond)) {                                                      \
-            if (mono() - t0_ > 30)                                             \
-                test_fail(__FILE__, __LINE__, "timed out waiting for %s",      \
-                          #cond);                                              \
-            nap(0.001);                                                        \
-        }                                                                      \
-    } while (0)
-
-/* The same from a task: sleeps on the loop, so the loop keeps running. */
-#define TASK_WAIT_UNTIL(cond)                                                  \
-    do {                                                                       \
-        double t0_ = mono();                                                   \
-        while (!(cond)) {                                                      \
-            if (mono() - t0_ > 30)                                             \
-                test_fail(__FILE__, __LINE__, "timed out waiting for %s",      \
-                          #cond);                                              \
-            CHECK_ERR(cio_sleep(0.001), 0);                                    \
-        }                                                                      \
-    } while (0)
-
 /* A joined thread can stay listed in /proc/self/task for a moment after
  * pthread_join returns: the kernel clears its tid (which ends the join)
  * before it releases the task. So a count taken after joins waits for
  * the kernel, with WAIT_UNTIL's bound; a thread never joined still fails
  * it. */
 #define THREADS_BACK_TO(base) WAIT_UNTIL(thread_count() == (base))
-
-/* This process's threads before the test starts any. ThreadSanitizer
- * adds a background thread at the first pthread_create: one is made (and
- * joined, and gone from the kernel's list) first, so that thread is
- * counted in the base. */
-static int thread_base(void)
-{
-    pthread_t th;
-    pid_t tid = 0;
-    CHECK_EQ(pthread_create(&th, NULL, nothing, &tid), 0);
-    CHECK_EQ(pthread_join(th, NULL), 0);
-    WAIT_UNTIL(!tid_listed(tid));
-    return thread_count();
-}
-
-#define IARG(i) ((void *)(intptr_t)(i))
 
 /* Work that returns its argument. */
 static int return_arg(void *arg) { return (int)(intptr_t)arg; }
@@ -891,330 +807,6 @@ TEST(executor_cio_run_shuts_default_executor_down)
     CHECK_EQ(cio__alloc_live(), allocs);
 }
 
-/* ------------------------------------------------ run_coroutine_threadsafe */
-
-/* A loop served by a thread of its own until told to stop. */
-typedef struct loop_thread {
-    pthread_t th;
-    _Atomic(cio_loop *) loop;
-    atomic_int stop;
-    int status;
-} loop_thread;
-
-static int serve_main(void *arg)
-{
-    loop_thread *lt = arg;
-    atomic_store(&lt->loop, cio_get_running_loop());
-    while (!atomic_load(&lt->stop))
-        CHECK_ERR(cio_sleep(0.002), 0);
-    return 0;
-}
-
-static void *serve(void *arg)
-{
-    loop_thread *lt = arg;
-    lt->status = cio_run(serve_main, lt);
-    return NULL;
-}
-
-static cio_loop *loop_thread_start(loop_thread *lt)
-{
-    memset(lt, 0, sizeof *lt);
-    CHECK_EQ(pthread_create(&lt->th, NULL, serve, lt), 0);
-    WAIT_UNTIL(atomic_load(&lt->loop) != NULL);
-    return atomic_load(&lt->loop);
-}
-
-static void loop_thread_stop(loop_thread *lt)
-{
-    atomic_store(&lt->stop, 1);
-    CHECK_EQ(pthread_join(lt->th, NULL), 0);
-    CHECK_EQ(lt->status, 0);
-}
-
-typedef struct coro_probe {
-    cio_loop *loop;        /* where it must run */
-    pthread_t thread;
-    atomic_int started;
-    atomic_int go;         /* coro_value returns once set */
-    atomic_int sleep_ret;  /* coro_sleep_long: what its sleep returned */
-    int value;
-} coro_probe;
-
-static int coro_value(void *arg)
-{
-    coro_probe *p = arg;
-    CHECK(cio_get_running_loop() == p->loop);
-    CHECK(pthread_equal(pthread_self(), p->thread));
-    cio_task *me = cio_current_task();
-    CHECK(me != NULL);
-    atomic_store(&p->started, 1);
-    while (!atomic_load(&p->go)) {
-        int err = cio_sleep(0.001);
-        if (err)
-            return err;
-    }
-    CHECK(cio_current_task() == me);
-    return p->value;
-}
-
-static int coro_sleep_long(void *arg)
-{
-    coro_probe *p = arg;
-    atomic_store(&p->started, 1);
-    int r = cio_sleep(100);
-    atomic_store(&p->sleep_ret, r);
-    return r;
-}
-
-TEST_T(executor_run_coroutine_threadsafe, 30)
-{
-    loop_thread lt;
-    cio_loop *loop = loop_thread_start(&lt);
-    cio_cfuture *cf = IARG(1);
-
-    /* A result, waited for with a timeout. */
-    coro_probe p = {.loop = loop, .thread = lt.th, .value = 5, .go = 1};
-    CHECK_ERR(cio_run_coroutine_threadsafe(loop, coro_value, &p, &cf), 0);
-    CHECK(cf != NULL);
-    CHECK_EQ(cio_cfuture_result(cf, 20), 5);
-    CHECK_EQ(cio_cfuture_done(cf), 1);
-    CHECK_EQ(cio_cfuture_cancelled(cf), 0);
-    CHECK_EQ(cio_cfuture_cancel(cf), 0);
-    CHECK_EQ(cio_cfuture_result(cf, 0), 5);
-    cio_cfuture_unref(cf);
-
-    /* The timeout expires while it is pending; it is still pending. */
-    coro_probe q = {.loop = loop, .thread = lt.th, .value = 6};
-    CHECK_ERR(cio_run_coroutine_threadsafe(loop, coro_value, &q, &cf), 0);
-    CHECK_ERR(cio_cfuture_result(cf, 0.02), -ETIMEDOUT);
-    CHECK_ERR(cio_cfuture_result(cf, 0), -ETIMEDOUT);
-    CHECK_EQ(cio_cfuture_done(cf), 0);
-    atomic_store(&q.go, 1);
-    CHECK_EQ(cio_cfuture_result(cf, 20), 6);
-    cio_cfuture_unref(cf);
-
-    /* An error. */
-    coro_probe e = {.loop = loop, .thread = lt.th, .value = -EIO, .go = 1};
-    CHECK_ERR(cio_run_coroutine_threadsafe(loop, coro_value, &e, &cf), 0);
-    CHECK_ERR(cio_cfuture_result(cf, -1), -EIO);
-    CHECK_EQ(cio_cfuture_cancelled(cf), 0);
-    cio_cfuture_unref(cf);
-
-    /* Cancelled from here: the task on the loop is cancelled. */
-    coro_probe c = {.sleep_ret = 1};
-    CHECK_ERR(cio_run_coroutine_threadsafe(loop, coro_sleep_long, &c, &cf), 0);
-    WAIT_UNTIL(atomic_load(&c.started));
-    CHECK_EQ(cio_cfuture_cancel(cf), 1);
-    CHECK_EQ(cio_cfuture_cancelled(cf), 1);
-    CHECK_ERR(cio_cfuture_result(cf, 0), -ECANCELED);
-    CHECK_ERR(cio_cfuture_result(cf, -1), -ECANCELED);
-    WAIT_UNTIL(atomic_load(&c.sleep_ret) != 1);
-    CHECK_ERR(atomic_load(&c.sleep_ret), -ECANCELED);
-    CHECK_EQ(cio_cfuture_cancel(cf), 0);
-    cio_cfuture_unref(cf);
-
-    /* Dropping the handle early is fine: the task still runs. */
-    coro_probe d = {.loop = loop, .thread = lt.th, .value = 1, .go = 1};
-    CHECK_ERR(cio_run_coroutine_threadsafe(loop, coro_value, &d, &cf), 0);
-    cio_cfuture_unref(cf);
-    WAIT_UNTIL(atomic_load(&d.started));
-
-    CHECK_ERR(cio_run_coroutine_threadsafe(NULL, coro_value, &p, &cf),
-              -EINVAL);
-    CHECK(cf == NULL);
-    CHECK_ERR(cio_run_coroutine_threadsafe(loop, NULL, &p, &cf), -EINVAL);
-    CHECK_ERR(cio_run_coroutine_threadsafe(loop, coro_value, &p, NULL),
-              -EINVAL);
-    loop_thread_stop(&lt);
-}
-
-static int coro_mark(void *arg)
-{
-    atomic_fetch_add((atomic_int *)arg, 1);
-    return 0;
-}
-
-TEST(executor_run_coroutine_threadsafe_not_started)
-{
-    cio_loop *loop;
-    CHECK_ERR(cio_loop_new(&loop, NULL), 0);
-    atomic_int ran = 0;
-    cio_cfuture *cf, *cf2, *cf3 = IARG(1);
-
-    /* Cancelled before its loop took it: it never runs. */
-    CHECK_ERR(cio_run_coroutine_threadsafe(loop, coro_mark, &ran, &cf), 0);
-    CHECK_EQ(cio_cfuture_cancel(cf), 1);
-    CHECK_ERR(cio_cfuture_result(cf, 0), -ECANCELED);
-    for (int i = 0; i < 3; i++)
-        CHECK(cio_loop_run_once(loop, 0) >= 0);
-    CHECK_EQ(atomic_load(&ran), 0);
-
-    /* Taken by the loop: it runs. */
-    CHECK_ERR(cio_run_coroutine_threadsafe(loop, coro_mark, &ran, &cf2), 0);
-    for (int i = 0; i < 5 && !cio_cfuture_done(cf2); i++)
-        CHECK(cio_loop_run_once(loop, 0) >= 0);
-    CHECK_EQ(cio_cfuture_result(cf2, 0), 0);
-    CHECK_EQ(atomic_load(&ran), 1);
-    cio_cfuture_unref(cf2);
-
-    /* Posted, and the loop closes first: cancelled, never runs. */
-    CHECK_ERR(cio_run_coroutine_threadsafe(loop, coro_mark, &ran, &cf2), 0);
-    CHECK_ERR(cio_loop_close(loop), 0);
-    CHECK_EQ(cio_cfuture_cancelled(cf2), 1);
-    CHECK_ERR(cio_cfuture_result(cf2, -1), -ECANCELED);
-    CHECK_EQ(atomic_load(&ran), 1);
-
-    /* A closed loop refuses. */
-    CHECK_ERR(cio_run_coroutine_threadsafe(loop, coro_mark, &ran, &cf3),
-              -ESHUTDOWN);
-    CHECK(cf3 == NULL);
-    cio_loop_free(loop);
-    cio_cfuture_unref(cf);
-    cio_cfuture_unref(cf2);
-}
-
-static void quiet_handler(cio_loop *loop, const cio_error_context *ctx,
-                          void *arg)
-{
-    (void)loop;
-    (void)ctx;
-    (*(int *)arg)++;
-}
-
-/* Started, and the loop closes under the task: the handle is cancelled. */
-TEST(executor_run_coroutine_threadsafe_loop_closes)
-{
-    long allocs = cio__alloc_live();
-    cio_loop *loop;
-    CHECK_ERR(cio_loop_new(&loop, NULL), 0);
-    int reports = 0;
-    CHECK_ERR(cio_loop_set_exception_handler(loop, quiet_handler, &reports),
-              0);
-    coro_probe c = {.sleep_ret = 1};
-    cio_cfuture *cf;
-    CHECK_ERR(cio_run_coroutine_threadsafe(loop, coro_sleep_long, &c, &cf), 0);
-    for (int i = 0; i < 5 && !atomic_load(&c.started); i++)
-        CHECK(cio_loop_run_once(loop, 0) >= 0);
-    CHECK_EQ(atomic_load(&c.started), 1);
-    CHECK_EQ(cio_cfuture_done(cf), 0);
-    CHECK_ERR(cio_loop_close(loop), 0);
-    CHECK_EQ(reports, 1); /* "Task was destroyed but it is pending!" */
-    CHECK_ERR(cio_cfuture_result(cf, -1), -ECANCELED);
-    CHECK_EQ(cio_cfuture_cancelled(cf), 1);
-    CHECK_EQ(cio_cfuture_cancel(cf), 0);
-    cio_cfuture_unref(cf);
-    cio_loop_free(loop);
-    CHECK_EQ(cio__alloc_live(), allocs);
-}
-
-/* ------------------------------------------------------- a loop per thread */
-
-enum { NLOOPS = 4 };
-static _Atomic(cio_loop *) LOOPS[NLOOPS];
-static pthread_barrier_t LOOPS_UP;
-static atomic_int LOOPS_FINISHED;
-
-typedef struct per_loop {
-    int i;
-    pthread_t th;
-    int status;
-} per_loop;
-
-/* Sent to loop j from another thread. */
-static int probe_loop(void *arg)
-{
-    int j = (int)(intptr_t)arg;
-    CHECK(cio_get_running_loop() == atomic_load(&LOOPS[j]));
-    cio_task *me = cio_current_task();
-    CHECK(me != NULL);
-    CHECK_ERR(cio_sleep(0.001), 0);
-    CHECK(cio_get_running_loop() == atomic_load(&LOOPS[j]));
-    CHECK(cio_current_task() == me);
-    return 100 + j;
-}
-
-static int wait_cfuture(void *arg) { return cio_cfuture_result(arg, 20); }
-
-static int own_child(void *arg)
-{
-    cio_loop *loop = arg;
-    cio_task *me = cio_current_task();
-    for (int k = 0; k < 3; k++) {
-        CHECK_ERR(cio_sleep(0.001), 0);
-        CHECK(cio_current_task() == me);
-        CHECK(cio_get_running_loop() == loop);
-    }
-    return 0;
-}
-
-static int per_loop_main(void *arg)
-{
-    per_loop *pl = arg;
-    cio_loop *loop = cio_get_running_loop();
-    cio_task *me = cio_current_task();
-    CHECK(loop != NULL && me != NULL);
-    atomic_store(&LOOPS[pl->i], loop);
-    /* Every loop is up before any crosses to another. */
-    pthread_barrier_wait(&LOOPS_UP);
-    for (int j = 0; j < NLOOPS; j++)
-        CHECK(j == pl->i || atomic_load(&LOOPS[j]) != loop);
-
-    cio_task *kids[3];
-    for (int k = 0; k < 3; k++)
-        CHECK_ERR(cio_create_task(own_child, loop, &kids[k]), 0);
-    for (int k = 0; k < 3; k++) {
-        CHECK(cio_task_get_name(kids[k]) != NULL);
-        CHECK_EQ(cio_await(kids[k], NULL), 0);
-        cio_future_unref(kids[k]);
-    }
-    CHECK(cio_current_task() == me);
-
-    /* A coroutine on the next thread's loop, awaited through a worker. */
-    int next = (pl->i + 1) % NLOOPS;
-    cio_cfuture *cf;
-    CHECK_ERR(cio_run_coroutine_threadsafe(atomic_load(&LOOPS[next]),
-                                           probe_loop, IARG(next), &cf),
-              0);
-    CHECK_EQ(cio_to_thread(wait_cfuture, cf), 100 + next);
-    cio_cfuture_unref(cf);
-    CHECK(cio_current_task() == me);
-    CHECK(cio_get_running_loop() == loop);
-
-    /* Stay up until every other thread's coroutine has been served. */
-    atomic_fetch_add(&LOOPS_FINISHED, 1);
-    TASK_WAIT_UNTIL(atomic_load(&LOOPS_FINISHED) == NLOOPS);
-    return pl->i;
-}
-
-static void *per_loop_thread(void *arg)
-{
-    per_loop *pl = arg;
-    CHECK(cio_get_running_loop() == NULL);
-    CHECK(cio_current_task() == NULL);
-    pl->status = cio_run(per_loop_main, pl);
-    CHECK(cio_get_running_loop() == NULL);
-    return NULL;
-}
-
-TEST_T(executor_loop_per_thread, 60)
-{
-    int base = thread_base();
-    per_loop pl[NLOOPS];
-    CHECK_EQ(pthread_barrier_init(&LOOPS_UP, NULL, NLOOPS), 0);
-    for (int i = 0; i < NLOOPS; i++) {
-        pl[i] = (per_loop){.i = i, .status = -1};
-        CHECK_EQ(pthread_create(&pl[i].th, NULL, per_loop_thread, &pl[i]), 0);
-    }
-    for (int i = 0; i < NLOOPS; i++) {
-        CHECK_EQ(pthread_join(pl[i].th, NULL), 0);
-        CHECK_EQ(pl[i].status, i);
-    }
-    CHECK(cio_get_running_loop() == NULL);
-    pthread_barrier_destroy(&LOOPS_UP);
-    WAIT_UNTIL(thread_count() == base);
-}
-
 /* ---------------------------------------------------------- failures */
 
 /* A task that wakes the loop every few ms: a wake-up lost to an injected
@@ -1265,7 +857,7 @@ static int expect(int got, int want, int err)
     return got < 0 ? got : -EPROTO;
 }
 
-static int fault_main(void *arg)
+static int executor_fault_main(void *arg)
 {
     (void)arg;
     int stop = 0;
@@ -1308,10 +900,10 @@ static int fault_main(void *arg)
 
 static int FAULT_BASE; /* threads outside the scenario */
 
-static int fault_scenario(void *arg)
+static int executor_fault_scenario(void *arg)
 {
     (void)arg;
-    int r = cio_run(fault_main, NULL);
+    int r = cio_run(executor_fault_main, NULL);
     /* Every worker is gone before the next run counts allocations. */
     WAIT_UNTIL(thread_count() == FAULT_BASE);
     return r;
@@ -1327,7 +919,7 @@ static int fault_scenario_by_hand(void *arg)
     if (err)
         return err;
     cio_task *t;
-    err = cio_task_new(loop, fault_main, NULL, NULL, &t);
+    err = cio_task_new(loop, executor_fault_main, NULL, NULL, &t);
     if (!err) {
         err = cio_loop_run_until_complete(loop, t);
         while (!cio_future_done(t))
@@ -1348,7 +940,8 @@ static int fault_scenario_by_hand(void *arg)
 TEST_T(executor_fault_alloc, 120)
 {
     FAULT_BASE = thread_base();
-    int n = test_fault_loop(CIO__FAULT_ALLOC, 0, fault_scenario, NULL);
+    int n =
+        test_fault_loop(CIO__FAULT_ALLOC, 0, executor_fault_scenario, NULL);
     CHECK(n > 5);
     n = test_fault_loop(CIO__FAULT_ALLOC, 0, fault_scenario_by_hand, NULL);
     CHECK(n > 5);
@@ -1357,7 +950,8 @@ TEST_T(executor_fault_alloc, 120)
 TEST_T(executor_fault_sys_eagain, 120)
 {
     FAULT_BASE = thread_base();
-    int n = test_fault_loop(CIO__FAULT_SYS, EAGAIN, fault_scenario, NULL);
+    int n = test_fault_loop(CIO__FAULT_SYS, EAGAIN, executor_fault_scenario,
+                            NULL);
     CHECK(n > 3);
     n = test_fault_loop(CIO__FAULT_SYS, EAGAIN, fault_scenario_by_hand, NULL);
     CHECK(n > 3);

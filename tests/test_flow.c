@@ -1,7 +1,7 @@
 /* The flow of many tasks, tested against asyncio's documented orderings and
- * results: sleep, gather, wait, wait_for, as_completed, shield, timeout
- * scopes (asyncio.timeout) and task groups (asyncio.TaskGroup), and what
- * happens to all of them under failing allocations and system calls.
+ * results: sleep, gather, wait, wait_for, as_completed, shield, and what
+ * happens to all of them (and to timeout scopes and task groups, tested in
+ * test_scope.c) under failing allocations and system calls.
  *
  * Orderings never depend on timing: tasks started in one iteration share
  * that iteration's loop time, so their deadlines are ordered exactly; the
@@ -10,133 +10,10 @@
  *
  * Every test runs in its own forked process: the globals start fresh. */
 #define _GNU_SOURCE
-#include "harness.h"
+#include "util.h"
 
 #include <math.h>
 #include <stdio.h>
-
-static test_log L; /* what happened, in order */
-
-/* ------------------------------------------------------------- helpers */
-
-static const char *code(int r)
-{
-    static char buf[8][24];
-    static int next;
-    char *b = buf[next++ % 8];
-    switch (r) {
-    case -ECANCELED: return "ECANCELED";
-    case -ETIMEDOUT: return "ETIMEDOUT";
-    case -EPIPE: return "EPIPE";
-    case -EINVAL: return "EINVAL";
-    case -ESHUTDOWN: return "ESHUTDOWN";
-    case -EAGAIN: return "EAGAIN";
-    default: snprintf(b, 24, "%d", r); return b;
-    }
-}
-
-static cio_task *spawn(cio_task_fn fn, void *arg)
-{
-    cio_task *t = NULL;
-    CHECK_ERR(cio_create_task(fn, arg, &t), 0);
-    CHECK(t != NULL);
-    return t;
-}
-
-static cio_future *future_open(void)
-{
-    cio_future *f = NULL;
-    CHECK_ERR(cio_future_new(NULL, &f), 0);
-    return f;
-}
-
-static void unref_all(cio_future **f, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        cio_future_unref(f[i]);
-}
-
-static void yield_n(int n)
-{
-    for (int i = 0; i < n; i++)
-        CHECK_ERR(cio_sleep(0), 0);
-}
-
-static double now(void) { return cio_loop_time(cio_get_running_loop()); }
-
-/* Runs fn as cio_run's main task and checks it returned 0. */
-static void run(cio_task_fn fn) { CHECK_ERR(cio_run(fn, NULL), 0); }
-
-typedef struct report {
-    int count;
-    char message[128];
-} report;
-
-static report REP;
-
-static void record_report(cio_loop *loop, const cio_error_context *ctx,
-                          void *arg)
-{
-    (void)loop;
-    report *r = arg;
-    r->count++;
-    snprintf(r->message, sizeof r->message, "%s", ctx->message);
-}
-
-static void record_here(void)
-{
-    CHECK_ERR(cio_loop_set_exception_handler(cio_get_running_loop(),
-                                             record_report, &REP),
-              0);
-}
-
-static cio_future *GATE; /* tasks park on it until the test opens it */
-static int VALUES[8];
-
-/* A task body: sleeps arg->delay seconds, logs its name, returns status. */
-typedef struct job {
-    const char *name;
-    double delay; /* < 0: await GATE instead */
-    int status;
-    int yields;   /* sleep(0)s before that */
-} job;
-
-static int run_job(void *arg)
-{
-    job *j = arg;
-    for (int i = 0; i < j->yields; i++) {
-        int r = cio_sleep(0);
-        if (r) {
-            test_log_add(&L, "%s:%s", j->name, code(r));
-            return r;
-        }
-    }
-    int r = j->delay < 0 ? cio_await(GATE, NULL)
-                         : j->delay > 0 ? cio_sleep(j->delay) : 0;
-    if (r) {
-        test_log_add(&L, "%s:%s", j->name, code(r));
-        return r;
-    }
-    test_log_add(&L, "%s", j->name);
-    if (j->status >= 0 && j->status < 8)
-        CHECK_ERR(cio_task_set_value(&VALUES[j->status]), 0);
-    return j->status;
-}
-
-/* A task that is cancelled, cleans up with awaits and stays cancelled. */
-static int sleep_then_clean_up(void *arg)
-{
-    const char *name = arg;
-    int r = cio_sleep(100);
-    test_log_add(&L, "%s:%s", name, code(r));
-    if (r != -ECANCELED)
-        return r;
-    cio_task_uncancel(cio_current_task());
-    yield_n(2);
-    CHECK_ERR(cio_sleep(0.001), 0);
-    test_log_add(&L, "%s:cleaned", name);
-    return -ECANCELED;
-}
 
 /* ----------------------------------------------------------------- sleep */
 
@@ -161,7 +38,7 @@ static int main_interleave(void *arg)
 /* asyncio.sleep(0) yields exactly once: two tasks take turns. */
 TEST(flow_sleep_zero_yields_once)
 {
-    run(main_interleave);
+    run_ok(main_interleave);
     CHECK_LOG(&L, "a0 b0 a1 b1 a2 b2");
 }
 
@@ -181,7 +58,7 @@ static int main_sleep_order(void *arg)
 
 TEST(flow_sleepers_wake_in_deadline_order)
 {
-    run(main_sleep_order);
+    run_ok(main_sleep_order);
     CHECK_LOG(&L, "b d c a");
 }
 
@@ -196,7 +73,7 @@ static int main_sleep_args(void *arg)
 
 TEST(flow_sleep_refuses_bad_durations)
 {
-    run(main_sleep_args);
+    run_ok(main_sleep_args);
 }
 
 /* ---------------------------------------------------------------- gather */
@@ -220,7 +97,7 @@ static int main_gather_order(void *arg)
 
 TEST(flow_gather_results_are_in_argument_order)
 {
-    run(main_gather_order);
+    run_ok(main_gather_order);
     CHECK_LOG(&L, "t1 t2 t0"); /* the order they finished in */
 }
 
@@ -250,7 +127,7 @@ static int main_gather_mixed(void *arg)
 
 TEST(flow_gather_takes_futures_and_tasks)
 {
-    run(main_gather_mixed);
+    run_ok(main_gather_mixed);
 }
 
 static int main_gather_error(void *arg)
@@ -277,7 +154,7 @@ static int main_gather_error(void *arg)
 
 TEST(flow_gather_returns_the_first_error_and_the_rest_keep_running)
 {
-    run(main_gather_error);
+    run_ok(main_gather_error);
     CHECK_LOG(&L, "bad gather:EPIPE slow");
 }
 
@@ -294,7 +171,7 @@ static int main_gather_first_error(void *arg)
 
 TEST(flow_gather_error_is_the_first_to_happen_not_the_first_argument)
 {
-    run(main_gather_first_error);
+    run_ok(main_gather_first_error);
 }
 
 static void cancel_soon(void *arg) { cio_future_cancel(arg); }
@@ -322,7 +199,7 @@ static int main_gather_exceptions(void *arg)
 
 TEST(flow_gather_return_exceptions_collects_every_outcome)
 {
-    run(main_gather_exceptions);
+    run_ok(main_gather_exceptions);
 }
 
 static int main_gather_child_cancelled(void *arg)
@@ -345,7 +222,7 @@ static int main_gather_child_cancelled(void *arg)
 
 TEST(flow_gather_with_a_cancelled_child_is_not_itself_cancelled)
 {
-    run(main_gather_child_cancelled);
+    run_ok(main_gather_child_cancelled);
     CHECK_LOG(&L, "a:ECANCELED b");
 }
 
@@ -379,7 +256,7 @@ static int main_gather_cancelled(void *arg)
  * only once they have all finished. */
 TEST(flow_gather_cancelled_cancels_the_children_and_waits_for_them)
 {
-    run(main_gather_cancelled);
+    run_ok(main_gather_cancelled);
     CHECK_LOG(&L, "c1:ECANCELED c2:ECANCELED c1:cleaned c2:cleaned "
                   "gather:ECANCELED");
 }
@@ -394,7 +271,7 @@ static int main_gather_nothing(void *arg)
 
 TEST(flow_gather_of_nothing_succeeds_at_once)
 {
-    run(main_gather_nothing);
+    run_ok(main_gather_nothing);
 }
 
 static int main_gather_args(void *arg)
@@ -411,7 +288,7 @@ TEST(flow_gather_bad_arguments_are_einval)
 {
     cio_future *none[1] = {NULL};
     CHECK_ERR(cio_gather(none, 1, 0, NULL), -EINVAL); /* not in a task */
-    run(main_gather_args);
+    run_ok(main_gather_args);
 }
 
 /* ------------------------------------------------------------------ wait */
@@ -468,7 +345,7 @@ static int main_wait_first_completed(void *arg)
 
 TEST(flow_wait_first_completed_returns_on_the_first_one)
 {
-    run(main_wait_first_completed);
+    run_ok(main_wait_first_completed);
 }
 
 static int main_wait_first_exception(void *arg)
@@ -500,7 +377,7 @@ static int main_wait_first_exception(void *arg)
 
 TEST(flow_wait_first_exception_returns_on_the_first_error)
 {
-    run(main_wait_first_exception);
+    run_ok(main_wait_first_exception);
 }
 
 static int main_wait_first_exception_none(void *arg)
@@ -525,7 +402,7 @@ static int main_wait_first_exception_none(void *arg)
 /* With no exception, FIRST_EXCEPTION is ALL_COMPLETED. */
 TEST(flow_wait_first_exception_without_errors_waits_for_all)
 {
-    run(main_wait_first_exception_none);
+    run_ok(main_wait_first_exception_none);
 }
 
 static int main_wait_all(void *arg)
@@ -556,7 +433,7 @@ static int main_wait_all(void *arg)
 
 TEST(flow_wait_all_completed_waits_for_every_one)
 {
-    run(main_wait_all);
+    run_ok(main_wait_all);
 }
 
 static int main_wait_timeout(void *arg)
@@ -596,7 +473,7 @@ static int main_wait_timeout(void *arg)
 
 TEST(flow_wait_with_a_timeout_returns_both_sets_and_cancels_nothing)
 {
-    run(main_wait_timeout);
+    run_ok(main_wait_timeout);
 }
 
 static int main_wait_in_time(void *arg)
@@ -625,7 +502,7 @@ static int main_wait_in_time(void *arg)
 
 TEST(flow_wait_with_a_timeout_returns_when_done_in_time)
 {
-    run(main_wait_in_time);
+    run_ok(main_wait_in_time);
 }
 
 static int main_wait_cancelled(void *arg)
@@ -647,7 +524,7 @@ static int main_wait_cancelled(void *arg)
 
 TEST(flow_wait_cancelled_leaves_the_futures_alone)
 {
-    run(main_wait_cancelled);
+    run_ok(main_wait_cancelled);
 }
 
 static int main_wait_args(void *arg)
@@ -671,7 +548,7 @@ TEST(flow_wait_bad_arguments_are_einval)
     size_t nd, np;
     CHECK_ERR(cio_wait(none, 1, CIO_ALL_COMPLETED, -1, NULL, &nd, NULL, &np),
               -EINVAL);
-    run(main_wait_args);
+    run_ok(main_wait_args);
 }
 
 /* -------------------------------------------------------------- wait_for */
@@ -701,7 +578,7 @@ static int main_wait_for_ok(void *arg)
 
 TEST(flow_wait_for_returns_the_outcome_in_time)
 {
-    run(main_wait_for_ok);
+    run_ok(main_wait_for_ok);
     CHECK_LOG(&L, "t k e");
 }
 
@@ -727,7 +604,7 @@ static int main_wait_for_timeout(void *arg)
 
 TEST(flow_wait_for_timeout_cancels_the_inner_and_waits_for_it)
 {
-    run(main_wait_for_timeout);
+    run_ok(main_wait_for_timeout);
     CHECK_LOG(&L, "inner:ECANCELED inner:cleaned wait_for:ETIMEDOUT");
 }
 
@@ -759,7 +636,7 @@ static int main_wait_for_swallowed(void *arg)
 
 TEST(flow_wait_for_returns_the_value_of_an_inner_that_ignores_the_timeout)
 {
-    run(main_wait_for_swallowed);
+    run_ok(main_wait_for_swallowed);
     CHECK_LOG(&L, "inner:ECANCELED inner:returns");
 }
 
@@ -782,7 +659,7 @@ static int main_wait_for_future(void *arg)
 
 TEST(flow_wait_for_a_future_times_out_and_cancels_it)
 {
-    run(main_wait_for_future);
+    run_ok(main_wait_for_future);
 }
 
 static int wait_for_inner(void *arg)
@@ -809,7 +686,7 @@ static int main_wait_for_cancelled(void *arg)
 /* Cancelling the task in wait_for is a cancellation, not a timeout. */
 TEST(flow_wait_for_cancelled_caller_cancels_the_inner)
 {
-    run(main_wait_for_cancelled);
+    run_ok(main_wait_for_cancelled);
     CHECK_LOG(&L, "inner:ECANCELED inner:cleaned wait_for:ECANCELED");
 }
 
@@ -843,7 +720,7 @@ static int main_as_completed(void *arg)
 
 TEST(flow_as_completed_yields_in_completion_order)
 {
-    run(main_as_completed);
+    run_ok(main_as_completed);
     CHECK_LOG(&L, "t1 t2 t0");
     CHECK_LOG(&GOT, "got1:1 got2:2 got0:0");
 }
@@ -871,7 +748,7 @@ static int main_as_completed_timeout(void *arg)
 
 TEST(flow_as_completed_times_out_for_the_rest)
 {
-    run(main_as_completed_timeout);
+    run_ok(main_as_completed_timeout);
 }
 
 static int main_as_completed_nothing(void *arg)
@@ -889,7 +766,7 @@ static int main_as_completed_nothing(void *arg)
 /* asyncio.as_completed([]) yields nothing. */
 TEST(flow_as_completed_of_nothing_yields_nothing)
 {
-    run(main_as_completed_nothing);
+    run_ok(main_as_completed_nothing);
 }
 
 static int consume_as_completed(void *arg)
@@ -920,7 +797,7 @@ static int main_as_completed_cancelled(void *arg)
 
 TEST(flow_as_completed_cancelled_returns_ecanceled)
 {
-    run(main_as_completed_cancelled);
+    run_ok(main_as_completed_cancelled);
     CHECK_LOG(&L, "next:ECANCELED");
 }
 
@@ -947,7 +824,7 @@ static int main_shield_ok(void *arg)
 
 TEST(flow_shield_passes_the_outcome_through)
 {
-    run(main_shield_ok);
+    run_ok(main_shield_ok);
 }
 
 static cio_future *SHIELDED;
@@ -986,7 +863,7 @@ static int main_shield_cancel(void *arg)
 
 TEST(flow_shield_cancelling_the_outer_leaves_the_inner_running)
 {
-    run(main_shield_cancel);
+    run_ok(main_shield_cancel);
     CHECK_LOG(&L, "awaiter:ECANCELED inner");
 }
 
@@ -1008,513 +885,7 @@ static int main_shield_inner_cancelled(void *arg)
 
 TEST(flow_shield_inner_cancelled_cancels_the_outer)
 {
-    run(main_shield_inner_cancelled);
-}
-
-/* ------------------------------------------------------- timeout scopes */
-
-static int main_timeout_expires(void *arg)
-{
-    (void)arg;
-    GATE = future_open();
-    cio_timeout_scope s;
-    double t0 = now();
-    CHECK_ERR(cio_timeout(&s, 0.02), 0);
-    CHECK_EQ(cio_timeout_expired(&s), 0);
-    CHECK_ERR(cio_sleep(10), -ETIMEDOUT);
-    CHECK(now() - t0 >= 0.019);
-    CHECK_EQ(cio_timeout_expired(&s), 1);
-    /* Level-triggered inside the scope. */
-    CHECK_ERR(cio_sleep(0), -ETIMEDOUT);
-    CHECK_ERR(cio_sleep(0.001), -ETIMEDOUT);
-    CHECK_ERR(cio_await(GATE, NULL), -ETIMEDOUT);
-    CHECK_EQ(cio_task_cancelling(cio_current_task()), 0);
-    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
-    /* Outside it, suspension points work again. */
-    CHECK_ERR(cio_sleep(0), 0);
-    CHECK_ERR(cio_sleep(0.001), 0);
-    cio_future_unref(GATE);
-    return 0;
-}
-
-TEST(flow_timeout_expiry_is_level_triggered_until_the_scope_ends)
-{
-    run(main_timeout_expires);
-}
-
-static int main_timeout_in_time(void *arg)
-{
-    (void)arg;
-    cio_timeout_scope s;
-    double t0 = now();
-    CHECK_ERR(cio_timeout(&s, 10), 0);
-    CHECK(cio_timeout_when(&s) >= t0 + 10 - 1e-6);
-    CHECK_ERR(cio_sleep(0.001), 0);
-    CHECK_ERR(cio_sleep(0), 0);
-    CHECK_EQ(cio_timeout_expired(&s), 0);
-    CHECK_ERR(cio_timeout_end(&s), 0);
-    return 0;
-}
-
-TEST(flow_timeout_not_reached_changes_nothing)
-{
-    run(main_timeout_in_time);
-}
-
-static int main_timeout_at(void *arg)
-{
-    (void)arg;
-    cio_timeout_scope s, none, none2;
-    double when = now() + 5;
-    CHECK_ERR(cio_timeout_at(&s, when), 0);
-    CHECK(cio_timeout_when(&s) == when);
-    CHECK_ERR(cio_timeout(&none, -1), 0); /* no deadline */
-    CHECK(isinf(cio_timeout_when(&none)));
-    CHECK_ERR(cio_timeout_at(&none2, INFINITY), 0);
-    CHECK(isinf(cio_timeout_when(&none2)));
-    CHECK_ERR(cio_sleep(0.001), 0);
-    CHECK_ERR(cio_timeout_end(&none2), 0);
-    CHECK_ERR(cio_timeout_end(&none), 0);
-    CHECK_ERR(cio_timeout_end(&s), 0);
-    /* A deadline already past expires at the next suspension point. */
-    CHECK_ERR(cio_timeout_at(&s, now() - 1 > 0 ? now() - 1 : 0), 0);
-    CHECK_ERR(cio_sleep(10), -ETIMEDOUT);
-    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
-    return 0;
-}
-
-TEST(flow_timeout_at_and_when)
-{
-    run(main_timeout_at);
-}
-
-static int main_timeout_nested_inner(void *arg)
-{
-    (void)arg;
-    cio_timeout_scope outer, inner;
-    CHECK_ERR(cio_timeout(&outer, 10), 0);
-    CHECK_ERR(cio_timeout(&inner, 0.02), 0);
-    CHECK_ERR(cio_sleep(10), -ETIMEDOUT);
-    CHECK_EQ(cio_timeout_expired(&inner), 1);
-    CHECK_EQ(cio_timeout_expired(&outer), 0);
-    CHECK_ERR(cio_timeout_end(&inner), -ETIMEDOUT);
-    CHECK_ERR(cio_sleep(0), 0); /* the outer scope is fine */
-    CHECK_ERR(cio_sleep(0.001), 0);
-    CHECK_ERR(cio_timeout_end(&outer), 0);
-    return 0;
-}
-
-TEST(flow_timeout_nested_inner_expires_first)
-{
-    run(main_timeout_nested_inner);
-}
-
-static int main_timeout_nested_outer(void *arg)
-{
-    (void)arg;
-    cio_timeout_scope outer, inner;
-    CHECK_ERR(cio_timeout(&outer, 0.02), 0);
-    CHECK_ERR(cio_timeout(&inner, 10), 0);
-    CHECK_ERR(cio_sleep(10), -ETIMEDOUT);
-    CHECK_EQ(cio_timeout_expired(&inner), 0);
-    CHECK_EQ(cio_timeout_expired(&outer), 1);
-    /* The inner scope did not expire: it passes the timeout on. */
-    CHECK_ERR(cio_timeout_end(&inner), 0);
-    CHECK_ERR(cio_sleep(0), -ETIMEDOUT); /* still inside the outer one */
-    CHECK_ERR(cio_timeout_end(&outer), -ETIMEDOUT);
-    CHECK_ERR(cio_sleep(0), 0);
-    return 0;
-}
-
-TEST(flow_timeout_nested_outer_expires_first)
-{
-    run(main_timeout_nested_outer);
-}
-
-static int main_timeout_reschedule(void *arg)
-{
-    (void)arg;
-    cio_timeout_scope s;
-    /* From no deadline to one. */
-    CHECK_ERR(cio_timeout(&s, -1), 0);
-    double when = now() + 0.02;
-    CHECK_ERR(cio_timeout_reschedule(&s, when), 0);
-    CHECK(cio_timeout_when(&s) == when);
-    CHECK_ERR(cio_sleep(10), -ETIMEDOUT);
-    /* Expired: too late to move it (asyncio raises RuntimeError). */
-    CHECK_ERR(cio_timeout_reschedule(&s, now() + 10), -EINVAL);
-    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
-    /* Later. */
-    CHECK_ERR(cio_timeout(&s, 0.01), 0);
-    CHECK_ERR(cio_timeout_reschedule(&s, now() + 10), 0);
-    CHECK_ERR(cio_sleep(0.03), 0);
-    CHECK_ERR(cio_timeout_end(&s), 0);
-    /* Removed. */
-    CHECK_ERR(cio_timeout(&s, 0.01), 0);
-    CHECK_ERR(cio_timeout_reschedule(&s, -1), 0);
-    CHECK(isinf(cio_timeout_when(&s)));
-    CHECK_ERR(cio_sleep(0.03), 0);
-    CHECK_EQ(cio_timeout_expired(&s), 0);
-    CHECK_ERR(cio_timeout_end(&s), 0);
-    return 0;
-}
-
-TEST(flow_timeout_reschedule_moves_the_deadline)
-{
-    run(main_timeout_reschedule);
-}
-
-static int main_timeout_reschedule_ended(void *arg)
-{
-    (void)arg;
-    cio_timeout_scope s;
-    CHECK_ERR(cio_timeout(&s, 10), 0);
-    CHECK_ERR(cio_timeout_end(&s), 0);
-    /* asyncio: "Cannot change state of finished Timeout" (RuntimeError). */
-    CHECK_ERR(cio_timeout_reschedule(&s, now() + 0.01), -EINVAL);
-    /* Whatever it returned, an ended scope must never fire. */
-    CHECK_ERR(cio_sleep(0.05), 0);
-    return 0;
-}
-
-TEST(flow_timeout_reschedule_after_the_scope_ended_is_refused)
-{
-    run(main_timeout_reschedule_ended);
-}
-
-static int main_timeout_awaiting_task(void *arg)
-{
-    (void)arg;
-    cio_task *t = spawn(sleep_then_clean_up, "inner");
-    cio_timeout_scope s;
-    CHECK_ERR(cio_timeout(&s, 0.02), 0);
-    int r = cio_await(t, NULL);
-    test_log_add(&L, "await:%s", code(r));
-    CHECK_ERR(r, -ETIMEDOUT);
-    /* asyncio: the timeout cancels the task, whose await cancels the
-     * awaited task, which it then waits for. */
-    CHECK_EQ(cio_future_cancelled(t), 1);
-    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
-    cio_future_unref(t);
-    return 0;
-}
-
-TEST(flow_timeout_expiring_in_await_cancels_the_awaited_task)
-{
-    run(main_timeout_awaiting_task);
-    CHECK_LOG(&L, "inner:ECANCELED inner:cleaned await:ETIMEDOUT");
-}
-
-static int main_timeout_in_gather(void *arg)
-{
-    (void)arg;
-    cio_task *t[2] = {spawn(sleep_then_clean_up, "c1"),
-                      spawn(sleep_then_clean_up, "c2")};
-    cio_timeout_scope s;
-    CHECK_ERR(cio_timeout(&s, 0.02), 0);
-    int r = cio_gather(t, 2, 0, NULL);
-    test_log_add(&L, "gather:%s", code(r));
-    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
-    CHECK_EQ(cio_future_cancelled(t[0]) + cio_future_cancelled(t[1]), 2);
-    unref_all(t, 2);
-    return 0;
-}
-
-/* The timeout cancels the task in gather, which cancels every child. */
-TEST(flow_timeout_expiring_in_gather_cancels_the_children)
-{
-    run(main_timeout_in_gather);
-    CHECK_LOG(&L, "c1:ECANCELED c2:ECANCELED c1:cleaned c2:cleaned "
-                  "gather:ETIMEDOUT");
-}
-
-static int main_timeout_and_cancel(void *arg)
-{
-    (void)arg;
-    cio_task *me = cio_current_task();
-    cio_timeout_scope s;
-    CHECK_ERR(cio_timeout(&s, 10), 0);
-    CHECK_EQ(cio_task_cancel(me), 1);
-    CHECK_ERR(cio_sleep(0), -ECANCELED);
-    /* The scope did not expire: a cancellation stays a cancellation. */
-    CHECK_ERR(cio_timeout_end(&s), 0);
-    CHECK_EQ(cio_task_cancelling(me), 1);
-    CHECK_EQ(cio_task_uncancel(me), 0);
-    /* And cancellation wins over an expired scope. */
-    CHECK_ERR(cio_timeout(&s, 0.001), 0);
-    CHECK_ERR(cio_sleep(10), -ETIMEDOUT);
-    CHECK_EQ(cio_task_cancel(me), 1);
-    CHECK_ERR(cio_sleep(0), -ECANCELED);
-    CHECK_EQ(cio_task_uncancel(me), 0);
-    CHECK_ERR(cio_sleep(0), -ETIMEDOUT);
-    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
-    return 0;
-}
-
-TEST(flow_timeout_scope_leaves_cancellation_alone)
-{
-    run(main_timeout_and_cancel);
-}
-
-static int main_timeout_order(void *arg)
-{
-    (void)arg;
-    cio_timeout_scope a, b;
-    CHECK_ERR(cio_timeout(&a, 10), 0);
-    CHECK_ERR(cio_timeout(&b, 10), 0);
-    CHECK_ERR(cio_timeout_end(&a), -EINVAL); /* not the innermost */
-    CHECK_ERR(cio_timeout_end(&b), 0);
-    CHECK_ERR(cio_timeout_end(&a), 0);
-    CHECK_ERR(cio_timeout(NULL, 1), -EINVAL);
-    return 0;
-}
-
-TEST(flow_timeout_scopes_end_innermost_first)
-{
-    cio_timeout_scope s;
-    CHECK_ERR(cio_timeout(&s, 1), -EINVAL); /* not in a task */
-    CHECK_ERR(cio_timeout_at(&s, 1), -EINVAL);
-    run(main_timeout_order);
-}
-
-/* ----------------------------------------------------------- task groups */
-
-static int main_group_ok(void *arg)
-{
-    (void)arg;
-    record_here();
-    job j[3] = {{"c0", 0, 1, 2}, {"c1", 0, 2, 3}, {"c2", 0, 3, 0}};
-    cio_task_group *g;
-    CHECK_ERR(cio_task_group_new(&g), 0);
-    cio_task *c1 = NULL;
-    for (int i = 0; i < 3; i++)
-        CHECK_ERR(cio_task_group_spawn(g, run_job, &j[i], NULL,
-                                       i == 1 ? &c1 : NULL),
-                  0);
-    CHECK_ERR(cio_task_group_join(g), 0);
-    CHECK_EQ(cio_task_group_size(g), 3);
-    CHECK(cio_task_group_task(g, 1) == c1);
-    for (size_t i = 0; i < 3; i++) {
-        void *v = NULL;
-        CHECK_ERR(cio_future_result(cio_task_group_task(g, i), &v),
-                  (int)i + 1);
-        CHECK(v == &VALUES[i + 1]);
-    }
-    CHECK(cio_task_group_task(g, 3) == NULL);
-    /* Joined: no more children (asyncio: "TaskGroup is finished"). */
-    CHECK_ERR(cio_task_group_spawn(g, run_job, &j[0], NULL, NULL),
-              -ESHUTDOWN);
-    cio_task_group_free(g);
-    return 0;
-}
-
-TEST(flow_task_group_joins_children_that_all_succeed)
-{
-    run(main_group_ok);
-    CHECK_LOG(&L, "c2 c0 c1");
-    CHECK_EQ(REP.count, 0);
-}
-
-static int main_group_failure(void *arg)
-{
-    (void)arg;
-    record_here();
-    GATE = future_open();
-    job j[3] = {{"c0", 100, 0, 0}, {"c1", 0, -EPIPE, 1}, {"c2", -1, 0, 0}};
-    cio_task_group *g;
-    CHECK_ERR(cio_task_group_new(&g), 0);
-    for (int i = 0; i < 3; i++)
-        CHECK_ERR(cio_task_group_spawn(g, run_job, &j[i], NULL, NULL), 0);
-    int r = cio_task_group_join(g);
-    test_log_add(&L, "join:%s", code(r));
-    CHECK_ERR(r, -EPIPE);
-    CHECK_ERR(cio_future_result(cio_task_group_task(g, 0), NULL), -ECANCELED);
-    CHECK_ERR(cio_future_result(cio_task_group_task(g, 1), NULL), -EPIPE);
-    CHECK_ERR(cio_future_result(cio_task_group_task(g, 2), NULL), -ECANCELED);
-    CHECK_EQ(cio_future_cancelled(cio_task_group_task(g, 2)), 1);
-    /* The parent, which was in join, is not left cancelled. */
-    CHECK_EQ(cio_task_cancelling(cio_current_task()), 0);
-    CHECK_ERR(cio_sleep(0), 0);
-    cio_task_group_free(g);
-    cio_future_unref(GATE);
-    return 0;
-}
-
-TEST(flow_task_group_failing_child_cancels_the_others)
-{
-    run(main_group_failure);
-    CHECK_LOG(&L, "c1 c0:ECANCELED c2:ECANCELED join:EPIPE");
-    CHECK_EQ(REP.count, 0); /* the group reports the error through join */
-}
-
-static int main_group_failure_before_join(void *arg)
-{
-    (void)arg;
-    cio_task *me = cio_current_task();
-    job j[2] = {{"bad", 0, -EPIPE, 1}, {"sleeper", 100, 0, 0}};
-    cio_task_group *g;
-    CHECK_ERR(cio_task_group_new(&g), 0);
-    for (int i = 0; i < 2; i++)
-        CHECK_ERR(cio_task_group_spawn(g, run_job, &j[i], NULL, NULL), 0);
-    /* The failure cancels the parent too, while it has not reached join. */
-    int r = cio_sleep(100);
-    test_log_add(&L, "parent:%s", code(r));
-    CHECK_ERR(r, -ECANCELED);
-    CHECK_EQ(cio_task_cancelling(me), 1);
-    /* Aborting: no more children (asyncio: "TaskGroup is shutting down"). */
-    CHECK_ERR(cio_task_group_spawn(g, run_job, &j[1], NULL, NULL), -ESHUTDOWN);
-    r = cio_task_group_join(g);
-    test_log_add(&L, "join:%s", code(r));
-    CHECK_ERR(r, -EPIPE);
-    /* join took back the cancellation the group gave the parent. */
-    CHECK_EQ(cio_task_cancelling(me), 0);
-    CHECK_ERR(cio_sleep(0), 0);
-    CHECK_EQ(cio_task_group_size(g), 2);
-    cio_task_group_free(g);
-    return 0;
-}
-
-TEST(flow_task_group_failure_before_join_cancels_the_parent_until_join)
-{
-    run(main_group_failure_before_join);
-    /* asyncio's order: the group cancels its children, then the parent. */
-    CHECK_LOG(&L, "bad sleeper:ECANCELED parent:ECANCELED join:EPIPE");
-}
-
-static int group_parent(void *arg)
-{
-    (void)arg;
-    cio_task_group *g;
-    CHECK_ERR(cio_task_group_new(&g), 0);
-    CHECK_ERR(cio_task_group_spawn(g, sleep_then_clean_up, "a", NULL, NULL),
-              0);
-    CHECK_ERR(cio_task_group_spawn(g, sleep_then_clean_up, "b", NULL, NULL),
-              0);
-    int r = cio_task_group_join(g);
-    test_log_add(&L, "join:%s", code(r));
-    for (size_t i = 0; i < 2; i++)
-        CHECK_EQ(cio_future_cancelled(cio_task_group_task(g, i)), 1);
-    cio_task_group_free(g);
-    return r;
-}
-
-static int main_group_parent_cancelled(void *arg)
-{
-    (void)arg;
-    cio_task *p = spawn(group_parent, NULL);
-    yield_n(2);
-    CHECK_EQ(cio_task_cancel(p), 1);
-    CHECK_ERR(cio_await(p, NULL), -ECANCELED);
-    CHECK_EQ(cio_future_cancelled(p), 1);
-    cio_future_unref(p);
-    return 0;
-}
-
-TEST(flow_task_group_parent_cancelled_in_join_cancels_the_children)
-{
-    run(main_group_parent_cancelled);
-    CHECK_LOG(&L, "a:ECANCELED b:ECANCELED a:cleaned b:cleaned "
-                  "join:ECANCELED");
-}
-
-static int main_group_child_cancelled(void *arg)
-{
-    (void)arg;
-    job j[2] = {{"victim", 100, 0, 0}, {"other", 0, 2, 2}};
-    cio_task_group *g;
-    CHECK_ERR(cio_task_group_new(&g), 0);
-    cio_task *victim;
-    CHECK_ERR(cio_task_group_spawn(g, run_job, &j[0], NULL, &victim), 0);
-    CHECK_ERR(cio_task_group_spawn(g, run_job, &j[1], NULL, NULL), 0);
-    yield_n(1);
-    CHECK_EQ(cio_task_cancel(victim), 1);
-    /* A child cancelled from outside is no failure of the group. */
-    CHECK_ERR(cio_task_group_join(g), 0);
-    CHECK_EQ(cio_future_cancelled(victim), 1);
-    CHECK_ERR(cio_future_result(cio_task_group_task(g, 1), NULL), 2);
-    cio_task_group_free(g);
-    return 0;
-}
-
-TEST(flow_task_group_child_cancelled_from_outside_is_no_failure)
-{
-    run(main_group_child_cancelled);
-    CHECK_LOG(&L, "victim:ECANCELED other");
-}
-
-static int group_parent_sleeps(void *arg)
-{
-    (void)arg;
-    cio_task_group *g;
-    CHECK_ERR(cio_task_group_new(&g), 0);
-    CHECK_ERR(cio_task_group_spawn(g, sleep_then_clean_up, "a", NULL, NULL),
-              0);
-    int r = cio_sleep(100);
-    test_log_add(&L, "parent:%s", code(r));
-    /* asyncio: an exception in the `async with` body aborts the group;
-     * __aexit__ waits for the children and re-raises it. */
-    r = cio_task_group_join(g);
-    test_log_add(&L, "join:%s", code(r));
-    CHECK_EQ(cio_future_cancelled(cio_task_group_task(g, 0)), 1);
-    cio_task_group_free(g);
-    return r;
-}
-
-static int main_group_parent_cancelled_early(void *arg)
-{
-    (void)arg;
-    cio_task *p = spawn(group_parent_sleeps, NULL);
-    yield_n(2);
-    CHECK_EQ(cio_task_cancel(p), 1);
-    CHECK_ERR(cio_await(p, NULL), -ECANCELED);
-    cio_future_unref(p);
-    return 0;
-}
-
-TEST(flow_task_group_parent_cancelled_before_join_cancels_the_children)
-{
-    run(main_group_parent_cancelled_early);
-    CHECK_LOG(&L, "parent:ECANCELED a:ECANCELED a:cleaned join:ECANCELED");
-}
-
-static int main_group_free_joins(void *arg)
-{
-    (void)arg;
-    job j = {"child", 0.001, 0, 1};
-    cio_task_group *g;
-    CHECK_ERR(cio_task_group_new(&g), 0);
-    CHECK_ERR(cio_task_group_spawn(g, run_job, &j, NULL, NULL), 0);
-    cio_task_group_free(g); /* joins first */
-    test_log_add(&L, "freed");
-    return 0;
-}
-
-TEST(flow_task_group_free_joins_first)
-{
-    run(main_group_free_joins);
-    CHECK_LOG(&L, "child freed");
-}
-
-static int main_group_args(void *arg)
-{
-    (void)arg;
-    cio_task_group *g;
-    CHECK_ERR(cio_task_group_new(&g), 0);
-    CHECK_ERR(cio_task_group_spawn(g, NULL, NULL, NULL, NULL), -EINVAL);
-    CHECK_ERR(cio_task_group_spawn(NULL, run_job, NULL, NULL, NULL), -EINVAL);
-    CHECK_EQ(cio_task_group_size(g), 0);
-    CHECK_ERR(cio_task_group_join(g), 0); /* nothing to wait for */
-    CHECK_ERR(cio_task_group_join(g), -EINVAL); /* joined already */
-    cio_task_group_free(g);
-    return 0;
-}
-
-TEST(flow_task_group_bad_arguments)
-{
-    cio_task_group *g = (cio_task_group *)&g;
-    CHECK_ERR(cio_task_group_new(&g), -EINVAL); /* not in a task */
-    CHECK(g == NULL);
-    run(main_group_args);
+    run_ok(main_shield_inner_cancelled);
 }
 
 /* ---------------------------------------------------- failure injection
@@ -1531,7 +902,7 @@ typedef struct fault_state {
     int reports;
 } fault_state;
 
-static int fault_child(void *arg)
+static int flow_fault_child(void *arg)
 {
     int status = (int)(intptr_t)arg;
     int r = status == 100 ? cio_sleep(100) : cio_sleep(0.0005);
@@ -1549,7 +920,7 @@ static void fault_report(cio_loop *loop, const cio_error_context *ctx,
 
 static int fault_spawn(fault_state *st, int status, cio_task **out)
 {
-    int err = cio_create_task(fault_child, (void *)(intptr_t)status, out);
+    int err = cio_create_task(flow_fault_child, (void *)(intptr_t)status, out);
     if (!err)
         st->held[st->nheld++] = *out;
     return err;
@@ -1598,7 +969,7 @@ static int fault_steps(fault_state *st)
     if ((err = cio_task_group_new(&g)))
         return err;
     for (int i = 0; i < 3 && !err; i++)
-        err = cio_task_group_spawn(g, fault_child,
+        err = cio_task_group_spawn(g, flow_fault_child,
                                    (void *)(intptr_t)(i == 1 ? -EPIPE : 0),
                                    NULL, NULL);
     int joined = cio_task_group_join(g);
@@ -1608,7 +979,7 @@ static int fault_steps(fault_state *st)
     return joined == -EPIPE ? 0 : joined < 0 ? joined : -EPROTO;
 }
 
-static int fault_main(void *arg)
+static int flow_fault_main(void *arg)
 {
     fault_state *st = arg;
     int err = fault_steps(st);
@@ -1641,7 +1012,7 @@ static int flow_fault_scenario(void *arg)
         return err;
     CHECK_ERR(cio_loop_set_exception_handler(loop, fault_report, &st), 0);
     cio_task *main_task;
-    err = cio_task_new(loop, fault_main, &st, NULL, &main_task);
+    err = cio_task_new(loop, flow_fault_main, &st, NULL, &main_task);
     if (!err) {
         err = cio_loop_run_until_complete(loop, main_task);
         fault_drain(loop); /* main is done unless the loop failed */

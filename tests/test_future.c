@@ -6,23 +6,13 @@
  *
  * Every test runs in its own forked process: the globals start fresh. */
 #define _GNU_SOURCE
-#include "harness.h"
+#include "util.h"
 
 #include <stdio.h>
 
-static test_log L; /* what ran, in order */
-
 /* ------------------------------------------------------------- helpers */
 
-static cio_loop *loop_open(void)
-{
-    cio_loop *loop = NULL;
-    CHECK_ERR(cio_loop_new(&loop, NULL), 0);
-    CHECK(loop != NULL);
-    return loop;
-}
-
-static cio_future *future_open(cio_loop *loop)
+static cio_future *future_on(cio_loop *loop)
 {
     cio_future *f = NULL;
     CHECK_ERR(cio_future_new(loop, &f), 0);
@@ -38,29 +28,6 @@ static int run_ready(cio_loop *loop)
     return n;
 }
 
-/* What the exception handler was told. */
-typedef struct report {
-    int count;
-    char message[128];
-    char what[32];
-    char name[64];
-    int error;
-    void *object;
-} report;
-
-static void record_report(cio_loop *loop, const cio_error_context *ctx,
-                          void *arg)
-{
-    (void)loop;
-    report *r = arg;
-    r->count++;
-    snprintf(r->message, sizeof r->message, "%s", ctx->message);
-    snprintf(r->what, sizeof r->what, "%s", ctx->what ? ctx->what : "");
-    snprintf(r->name, sizeof r->name, "%s", ctx->name ? ctx->name : "");
-    r->error = ctx->error;
-    r->object = ctx->object;
-}
-
 static void log_cb(cio_future *f, void *arg)
 {
     (void)f;
@@ -72,8 +39,6 @@ static void log_cb2(cio_future *f, void *arg)
     (void)f;
     test_log_add(&L, "2:%s", (const char *)arg);
 }
-
-static void log_soon(void *arg) { test_log_add(&L, "%s", (const char *)arg); }
 
 /* Logs what the future it is given looks like from inside its callback. */
 static void describe_cb(cio_future *f, void *arg)
@@ -90,7 +55,7 @@ static void describe_cb(cio_future *f, void *arg)
 TEST(future_starts_pending)
 {
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_EQ(cio_future_done(f), 0);
     CHECK_EQ(cio_future_cancelled(f), 0);
     void *v = NULL;
@@ -105,7 +70,7 @@ TEST(future_set_result_completes_it_with_the_value)
 {
     static int x;
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_set_result(f, &x), 0);
     CHECK_EQ(cio_future_done(f), 1);
     CHECK_EQ(cio_future_cancelled(f), 0);
@@ -124,7 +89,7 @@ TEST(future_set_error_completes_it_with_the_error)
 {
     static int x;
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_set_error(f, -EPIPE), 0);
     CHECK_EQ(cio_future_done(f), 1);
     CHECK_EQ(cio_future_cancelled(f), 0);
@@ -138,7 +103,7 @@ TEST(future_set_error_completes_it_with_the_error)
 TEST(future_set_error_refuses_what_is_not_an_error)
 {
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_set_error(f, 0), -EINVAL);
     CHECK_ERR(cio_future_set_error(f, 5), -EINVAL);
     CHECK_ERR(cio_future_set_error(f, -ECANCELED), -EINVAL); /* use cancel */
@@ -151,7 +116,7 @@ TEST(future_set_error_refuses_what_is_not_an_error)
 TEST(future_cancel_completes_it_as_cancelled)
 {
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_EQ(cio_future_cancel(f), 1);
     CHECK_EQ(cio_future_done(f), 1);
     CHECK_EQ(cio_future_cancelled(f), 1);
@@ -171,8 +136,8 @@ TEST(future_a_done_future_refuses_a_second_outcome)
 {
     static int x, y;
     cio_loop *loop = loop_open();
-    cio_future *ok = future_open(loop), *bad = future_open(loop),
-               *off = future_open(loop);
+    cio_future *ok = future_on(loop), *bad = future_on(loop),
+               *off = future_on(loop);
     CHECK_ERR(cio_future_set_result(ok, &x), 0);
     CHECK_ERR(cio_future_set_error(bad, -EIO), 0);
     CHECK_EQ(cio_future_cancel(off), 1);
@@ -196,7 +161,7 @@ TEST(future_a_done_future_refuses_a_second_outcome)
 TEST(future_null_arguments_are_einval)
 {
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_new(loop, NULL), -EINVAL);
     CHECK_ERR(cio_future_set_result(NULL, NULL), -EINVAL);
     CHECK_ERR(cio_future_set_error(NULL, -EIO), -EINVAL);
@@ -243,7 +208,7 @@ TEST(future_new_takes_the_running_loop_or_needs_one)
 TEST(future_done_callbacks_are_scheduled_not_called)
 {
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_add_done_callback(f, log_cb, "a"), 0);
     CHECK_ERR(cio_future_set_result(f, NULL), 0);
     CHECK_LOG(&L, ""); /* asyncio: call_soon, never synchronously */
@@ -261,13 +226,13 @@ TEST(future_done_callbacks_are_scheduled_not_called)
 TEST(future_done_callbacks_run_in_registration_order_via_call_soon)
 {
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_add_done_callback(f, log_cb, "a"), 0);
     CHECK_ERR(cio_future_add_done_callback(f, log_cb, "b"), 0);
-    CHECK_ERR(cio_call_soon(loop, log_soon, "before", NULL), 0);
+    CHECK_ERR(cio_call_soon(loop, say, "before", NULL), 0);
     CHECK_ERR(cio_future_add_done_callback(f, log_cb, "c"), 0);
     CHECK_ERR(cio_future_set_result(f, NULL), 0);
-    CHECK_ERR(cio_call_soon(loop, log_soon, "after", NULL), 0);
+    CHECK_ERR(cio_call_soon(loop, say, "after", NULL), 0);
     run_ready(loop);
     CHECK_LOG(&L, "before a b c after");
     cio_future_unref(f);
@@ -278,8 +243,8 @@ TEST(future_done_callbacks_see_each_outcome)
 {
     static char val[] = "v";
     cio_loop *loop = loop_open();
-    cio_future *ok = future_open(loop), *bad = future_open(loop),
-               *off = future_open(loop);
+    cio_future *ok = future_on(loop), *bad = future_on(loop),
+               *off = future_on(loop);
     CHECK_ERR(cio_future_add_done_callback(ok, describe_cb, "ok"), 0);
     CHECK_ERR(cio_future_add_done_callback(bad, describe_cb, "bad"), 0);
     CHECK_ERR(cio_future_add_done_callback(off, describe_cb, "off"), 0);
@@ -309,7 +274,7 @@ TEST(future_done_callback_receives_the_future_and_its_arg)
 {
     static int arg;
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_add_done_callback(f, remember_cb, &arg), 0);
     CHECK_EQ(cio_future_cancel(f), 1);
     run_ready(loop);
@@ -324,12 +289,12 @@ TEST(future_done_callback_receives_the_future_and_its_arg)
 TEST(future_callback_added_to_a_done_future_is_scheduled)
 {
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_set_result(f, NULL), 0);
-    CHECK_ERR(cio_call_soon(loop, log_soon, "before", NULL), 0);
+    CHECK_ERR(cio_call_soon(loop, say, "before", NULL), 0);
     CHECK_ERR(cio_future_add_done_callback(f, log_cb, "late"), 0);
     CHECK_LOG(&L, "");
-    CHECK_ERR(cio_call_soon(loop, log_soon, "after", NULL), 0);
+    CHECK_ERR(cio_call_soon(loop, say, "after", NULL), 0);
     run_ready(loop);
     CHECK_LOG(&L, "before late after");
     cio_future_unref(f);
@@ -345,7 +310,7 @@ static void add_from_callback(cio_future *f, void *arg)
 TEST(future_callback_added_by_a_callback_runs_next_iteration)
 {
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_add_done_callback(f, add_from_callback, "second"), 0);
     CHECK_ERR(cio_future_set_result(f, NULL), 0);
     CHECK_EQ(run_ready(loop), 1);
@@ -362,7 +327,7 @@ TEST(future_callback_added_by_a_callback_runs_next_iteration)
 TEST(future_remove_done_callback_counts_every_registration)
 {
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     static char a[] = "a", b[] = "b";
     CHECK_ERR(cio_future_add_done_callback(f, log_cb, a), 0);
     CHECK_ERR(cio_future_add_done_callback(f, log_cb, b), 0);
@@ -383,7 +348,7 @@ TEST(future_remove_done_callback_counts_every_registration)
 TEST(future_remove_after_completion_finds_nothing)
 {
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_add_done_callback(f, log_cb, "a"), 0);
     CHECK_ERR(cio_future_set_result(f, NULL), 0);
     CHECK_EQ(cio_future_remove_done_callback(f, log_cb, "a"), 0);
@@ -398,7 +363,7 @@ TEST(future_remove_after_completion_finds_nothing)
 TEST(future_references_keep_it_alive_until_the_last_goes)
 {
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK(cio_future_ref(f) == f);
     CHECK(cio_future_ref(f) == f);
     cio_future_unref(f);
@@ -414,7 +379,7 @@ TEST(future_a_scheduled_callback_keeps_its_future_alive)
 {
     static char val[] = "kept";
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_add_done_callback(f, describe_cb, "cb"), 0);
     CHECK_ERR(cio_future_set_result(f, val), 0);
     cio_future_unref(f); /* the creator lets go before the callback ran */
@@ -426,7 +391,7 @@ TEST(future_a_scheduled_callback_keeps_its_future_alive)
 TEST(future_released_while_pending_drops_its_callbacks)
 {
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_add_done_callback(f, log_cb, "never"), 0);
     CHECK_ERR(cio_future_add_done_callback(f, log_cb, "never"), 0);
     cio_future_unref(f);
@@ -441,7 +406,7 @@ TEST(future_released_while_pending_drops_its_callbacks)
 TEST(future_closing_the_loop_frees_scheduled_done_callbacks)
 {
     cio_loop *loop = loop_open();
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_add_done_callback(f, log_cb, "never"), 0);
     CHECK_ERR(cio_future_set_result(f, NULL), 0);
     cio_future_unref(f);
@@ -456,7 +421,7 @@ TEST(future_unretrieved_error_is_reported_when_released)
     static report rep;
     cio_loop *loop = loop_open();
     CHECK_ERR(cio_loop_set_exception_handler(loop, record_report, &rep), 0);
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_set_error(f, -EPIPE), 0);
     cio_future *ref = cio_future_ref(f);
     cio_future_unref(f);
@@ -476,7 +441,7 @@ TEST(future_retrieved_error_is_not_reported)
     static report rep;
     cio_loop *loop = loop_open();
     CHECK_ERR(cio_loop_set_exception_handler(loop, record_report, &rep), 0);
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_set_error(f, -EPIPE), 0);
     CHECK_ERR(cio_future_result(f, NULL), -EPIPE);
     cio_future_unref(f);
@@ -489,7 +454,7 @@ TEST(future_error_retrieved_by_a_done_callback_is_not_reported)
     static report rep;
     cio_loop *loop = loop_open();
     CHECK_ERR(cio_loop_set_exception_handler(loop, record_report, &rep), 0);
-    cio_future *f = future_open(loop);
+    cio_future *f = future_on(loop);
     CHECK_ERR(cio_future_add_done_callback(f, describe_cb, "cb"), 0);
     CHECK_ERR(cio_future_set_error(f, -EIO), 0);
     cio_future_unref(f);
@@ -504,8 +469,8 @@ TEST(future_results_and_cancellations_are_never_reported)
     static report rep;
     cio_loop *loop = loop_open();
     CHECK_ERR(cio_loop_set_exception_handler(loop, record_report, &rep), 0);
-    cio_future *ok = future_open(loop), *off = future_open(loop),
-               *pending = future_open(loop);
+    cio_future *ok = future_on(loop), *off = future_on(loop),
+               *pending = future_on(loop);
     CHECK_ERR(cio_future_set_result(ok, NULL), 0);
     CHECK_EQ(cio_future_cancel(off), 1);
     cio_future_unref(ok);
@@ -533,7 +498,7 @@ TEST(future_wakes_awaiting_tasks_in_registration_order)
 {
     static char val[] = "v";
     cio_loop *loop = loop_open();
-    awaited = future_open(loop);
+    awaited = future_on(loop);
     cio_task *t1, *t2;
     CHECK_ERR(cio_future_add_done_callback(awaited, log_cb, "cb1"), 0);
     CHECK_ERR(cio_task_new(loop, await_and_log, "task1", NULL, &t1), 0);

@@ -2,31 +2,9 @@
  * nowait calls, task_done and join, 3.13's shutdown), and the cancellation
  * cases of issue 4: a getter cancelled as it is handed an item does not
  * lose it, a putter cancelled while waiting inserts nothing. */
-#include "harness.h"
+#include "util.h"
 
 /* ------------------------------------------------------------- helpers */
-
-static cio_task *spawn(cio_task_fn fn, void *arg)
-{
-    cio_task *t = NULL;
-    CHECK_ERR(cio_create_task(fn, arg, &t), 0);
-    return t;
-}
-
-static int finish(cio_task *t)
-{
-    int r = cio_await(t, NULL);
-    cio_future_unref(t);
-    return r;
-}
-
-static void settle(void)
-{
-    for (int i = 0; i < 5; i++)
-        CHECK_ERR(cio_sleep(0), 0);
-}
-
-static cio_loop *loop_now(void) { return cio_get_running_loop(); }
 
 /* A task that gets (or puts) one int, and says what happened. */
 typedef struct client {
@@ -150,36 +128,36 @@ TEST(queue_lifo_returns_the_newest_first)
     cio_queue_free(q);
 }
 
-typedef struct job {
+typedef struct prio_item {
     int prio;
     int id;
-} job;
+} prio_item;
 
 static int cmp_tag; /* the comparison's argument, checked */
 
 static int by_prio(const void *a, const void *b, void *arg)
 {
     CHECK(arg == &cmp_tag);
-    const job *x = a, *y = b;
+    const prio_item *x = a, *y = b;
     return (x->prio > y->prio) - (x->prio < y->prio);
 }
 
 TEST(priority_queue_returns_the_smallest_first_ties_in_insertion_order)
 {
     cio_queue *q;
-    CHECK_ERR(cio_priority_queue_new(&q, sizeof(job), 0, by_prio,
+    CHECK_ERR(cio_priority_queue_new(&q, sizeof(prio_item), 0, by_prio,
                                      &cmp_tag),
               0);
     unsigned seed = 1;
     enum { N = 2000 };
     for (int i = 0; i < N; i++) {
         seed = seed * 1103515245u + 12345u;
-        job j = {(int)((seed >> 16) % 50), i};
+        prio_item j = {(int)((seed >> 16) % 50), i};
         CHECK_ERR(cio_queue_put_nowait(q, &j), 0);
     }
-    job prev = {-1, -1};
+    prio_item prev = {-1, -1};
     for (int i = 0; i < N; i++) {
-        job j;
+        prio_item j;
         CHECK_ERR(cio_queue_get_nowait(q, &j), 0);
         CHECK(j.prio > prev.prio || (j.prio == prev.prio && j.id > prev.id));
         prev = j;
@@ -187,9 +165,10 @@ TEST(priority_queue_returns_the_smallest_first_ties_in_insertion_order)
     CHECK_EQ(cio_queue_empty(q), 1);
     cio_queue_free(q);
     /* A bounded one. */
-    CHECK_ERR(cio_priority_queue_new(&q, sizeof(job), 3, by_prio, &cmp_tag),
+    CHECK_ERR(cio_priority_queue_new(&q, sizeof(prio_item), 3, by_prio,
+                                     &cmp_tag),
               0);
-    job in[3] = {{5, 0}, {1, 1}, {5, 2}}, out;
+    prio_item in[3] = {{5, 0}, {1, 1}, {5, 2}}, out;
     for (int i = 0; i < 3; i++)
         CHECK_ERR(cio_queue_put_nowait(q, &in[i]), 0);
     CHECK_EQ(cio_queue_full(q), 1);
@@ -691,7 +670,7 @@ TEST(queue_free_while_an_item_is_promised_is_safe)
 
 /* ------------------------------------------------------ failure injection */
 
-static int fault_main(void *arg)
+static int queue_fault_main(void *arg)
 {
     (void)arg;
     cio_queue *a = NULL, *b = NULL, *c = NULL;
@@ -699,13 +678,13 @@ static int fault_main(void *arg)
     if (!err)
         err = cio_queue_new(&b, sizeof(int), 4);
     if (!err)
-        err = cio_priority_queue_new(&c, sizeof(job), 0, by_prio,
+        err = cio_priority_queue_new(&c, sizeof(prio_item), 0, by_prio,
                                      &cmp_tag);
     for (int i = 0; !err && i < 200; i++) { /* a grows several times */
         err = cio_queue_put(a, &i);
         if (err)
             CHECK_ERR(err, -ENOMEM);
-        job j = {i % 7, i};
+        prio_item j = {i % 7, i};
         if (!err)
             err = cio_queue_put(c, &j);
     }
@@ -723,16 +702,17 @@ static int fault_main(void *arg)
     return err;
 }
 
-static int fault_scenario(void *arg)
+static int queue_fault_scenario(void *arg)
 {
     (void)arg;
-    int r = cio_run(fault_main, NULL);
+    int r = cio_run(queue_fault_main, NULL);
     return r > 0 ? 0 : r;
 }
 
 TEST(queue_allocation_failures_fail_cleanly_and_leak_nothing)
 {
-    int injected = test_fault_loop(CIO__FAULT_ALLOC, 0, fault_scenario, NULL);
+    int injected =
+        test_fault_loop(CIO__FAULT_ALLOC, 0, queue_fault_scenario, NULL);
     CHECK(injected > 5);
 }
 
@@ -771,7 +751,7 @@ static int storm_producer(void *arg)
     return 0;
 }
 
-static int storm_consumer(void *arg)
+static int queue_storm_consumer(void *arg)
 {
     storm_worker *w = arg;
     storm *s = w->s;
@@ -800,7 +780,8 @@ static int storm_main(void *arg)
     cio_task *t[2 * WORKERS];
     for (int i = 0; i < 2 * WORKERS; i++) {
         w[i] = (storm_worker){s, i % WORKERS};
-        t[i] = spawn(i < WORKERS ? storm_producer : storm_consumer, &w[i]);
+        t[i] = spawn(i < WORKERS ? storm_producer : queue_storm_consumer,
+                     &w[i]);
     }
     settle();
     unsigned seed = 3;

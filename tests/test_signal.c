@@ -12,7 +12,7 @@
  * or a cio worker) or would take it itself. Every test name starts with
  * "signal_" (`make check T=signal`). */
 #define _GNU_SOURCE
-#include "harness.h"
+#include "util.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -25,44 +25,6 @@
 #include <unistd.h>
 
 /* ------------------------------------------------------------- helpers */
-
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double tscale(void) { return test_scaled(20) < 20 ? 10.0 : 1.0; }
-
-static void strict_handler(cio_loop *loop, const cio_error_context *ctx,
-                           void *arg)
-{
-    (void)loop;
-    (void)arg;
-    test_fail(__FILE__, __LINE__, "unexpected report: %s (%s)", ctx->message,
-              cio_strerror(ctx->error));
-}
-
-typedef struct runner {
-    cio_task_fn fn;
-    void *arg;
-} runner;
-
-static int strict_main(void *arg)
-{
-    runner *r = arg;
-    CHECK_ERR(cio_loop_set_exception_handler(cio_get_running_loop(),
-                                             strict_handler, NULL),
-              0);
-    return r->fn(r->arg);
-}
-
-static int run(cio_task_fn fn, void *arg)
-{
-    runner r = {fn, arg};
-    return cio_run(strict_main, &r);
-}
 
 static bool blocked(int sig)
 {
@@ -267,7 +229,7 @@ static int t_runs_on_loop(void *arg)
     return 0;
 }
 
-TEST(signal_handler_runs_on_loop) { CHECK_ERR(run(t_runs_on_loop, NULL), 0); }
+TEST(signal_handler_runs_on_loop) { run_strict(t_runs_on_loop, NULL); }
 
 typedef struct sender {
     int sig;
@@ -304,7 +266,7 @@ static int t_other_thread(void *arg)
     return 0;
 }
 
-TEST(signal_from_another_thread) { CHECK_ERR(run(t_other_thread, NULL), 0); }
+TEST(signal_from_another_thread) { run_strict(t_other_thread, NULL); }
 
 static int kill_self(void *arg)
 {
@@ -328,7 +290,7 @@ static int t_from_worker(void *arg)
     return 0;
 }
 
-TEST(signal_from_a_worker_thread) { CHECK_ERR(run(t_from_worker, NULL), 0); }
+TEST(signal_from_a_worker_thread) { run_strict(t_from_worker, NULL); }
 
 /* Sent while the loop is not running: it waits, pending, for the loop. */
 TEST(signal_pending_before_the_loop_runs)
@@ -384,7 +346,7 @@ static int t_replace(void *arg)
     return 0;
 }
 
-TEST(signal_handler_replaced) { CHECK_ERR(run(t_replace, NULL), 0); }
+TEST(signal_handler_replaced) { run_strict(t_replace, NULL); }
 
 /* Several signals on one loop; removing one leaves the others. Real-time
  * signals queue: three sent, three callbacks. */
@@ -425,7 +387,7 @@ static int t_several(void *arg)
     return 0;
 }
 
-TEST(signal_several_signals) { CHECK_ERR(run(t_several, NULL), 0); }
+TEST(signal_several_signals) { run_strict(t_several, NULL); }
 
 /* --------------------------------------------- the default action back */
 
@@ -642,7 +604,7 @@ static void child_ctrl_c(void *arg, int fd)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     CHECK(pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0);
-    int r = run(ctrl_c_main, c);
+    int r = run_strict_status(ctrl_c_main, c);
     CHECK_ERR(r, c->main_ret);
     /* After cio_run, SIGINT is as it was. */
     CHECK(!blocked(SIGINT));
@@ -703,7 +665,7 @@ static void child_after_run(void *arg, int fd)
 {
     (void)arg;
     CHECK(signal(SIGINT, SIG_DFL) != SIG_ERR);
-    CHECK_ERR(run(quick_main, NULL), 0);
+    run_strict(quick_main, NULL);
     CHECK(!blocked(SIGINT));
     mark(fd, 'r');
     kill(getpid(), SIGINT);
@@ -755,7 +717,7 @@ static void child_alone(void *arg, int fd)
         sigemptyset(&sa.sa_mask);
         CHECK(sigaction(SIGINT, &sa, NULL) == 0);
     }
-    CHECK_ERR(run(alone_main, a), 0);
+    run_strict(alone_main, a);
     CHECK(disposition(SIGINT) == (a->ignore ? SIG_IGN : own_handler));
     CHECK(!blocked(SIGINT));
     CHECK_EQ(own_handler_ran, a->ignore ? 0 : 1);
@@ -783,7 +745,7 @@ TEST(signal_ctrl_c_own_handler_left_alone)
 /* cio_run from another thread does not take SIGINT (only the main
  * thread's loop handles signals), and a main-thread handler of its own
  * for another signal still works meanwhile. */
-static int thread_main(void *arg)
+static int signal_thread_main(void *arg)
 {
     (void)arg;
     CHECK(!blocked(SIGINT));
@@ -792,7 +754,7 @@ static int thread_main(void *arg)
 
 static void *thread_run(void *arg)
 {
-    *(int *)arg = run(thread_main, NULL);
+    *(int *)arg = run_strict_status(signal_thread_main, NULL);
     return NULL;
 }
 

@@ -2,35 +2,11 @@
  * behaviour, and every cancellation case of issue 4 - a waiter cancelled
  * (or timed out) after it was handed the lock, a unit or a notification,
  * but before it ran, passes it on. */
-#include "harness.h"
+#include "util.h"
 
 #include <math.h>
 
 /* ------------------------------------------------------------- helpers */
-
-static cio_task *spawn(cio_task_fn fn, void *arg)
-{
-    cio_task *t = NULL;
-    CHECK_ERR(cio_create_task(fn, arg, &t), 0);
-    return t;
-}
-
-/* Awaits t and drops the reference; returns its status. */
-static int finish(cio_task *t)
-{
-    int r = cio_await(t, NULL);
-    cio_future_unref(t);
-    return r;
-}
-
-/* Lets every ready task run until it parks again. */
-static void settle(void)
-{
-    for (int i = 0; i < 5; i++)
-        CHECK_ERR(cio_sleep(0), 0);
-}
-
-static cio_loop *loop_now(void) { return cio_get_running_loop(); }
 
 /* A task that takes a lock (or semaphore), logs, holds it across one
  * yield and gives it back. `deadline` > 0: inside a timeout scope ending
@@ -767,7 +743,7 @@ static int has_work(void *arg)
     return s->avail > 0 || s->done;
 }
 
-static int storm_consumer(void *arg)
+static int cond_storm_consumer(void *arg)
 {
     cond_storm *s = arg;
     cio_task *self = cio_current_task();
@@ -801,7 +777,7 @@ static int cond_storm_main(void *arg)
     enum { CONSUMERS = 6, ITEMS = 3000 };
     cio_task *c[CONSUMERS];
     for (int i = 0; i < CONSUMERS; i++)
-        c[i] = spawn(storm_consumer, s);
+        c[i] = spawn(cond_storm_consumer, s);
     settle();
     int items = (int)test_scaled(ITEMS);
     for (int i = 0; i < items; i++) {
@@ -1207,14 +1183,6 @@ static int orphan_sem(void *arg)
 static int orphan_party(void *arg)
 {
     return cio_barrier_wait(&((orphan *)arg)->bar);
-}
-
-static void count_reports(cio_loop *loop, const cio_error_context *ctx,
-                          void *arg)
-{
-    (void)loop;
-    (void)ctx;
-    ++*(int *)arg;
 }
 
 /* Hands the lock and a unit to their first waiters, in the iteration

@@ -8,46 +8,12 @@
  *
  * Every test runs in its own forked process: the globals start fresh. */
 #define _GNU_SOURCE
-#include "harness.h"
+#include "util.h"
 
 #include <pthread.h>
 #include <stdio.h>
 
-static test_log L; /* what happened, in order */
-
 /* ------------------------------------------------------------- helpers */
-
-static cio_loop *loop_open(void)
-{
-    cio_loop *loop = NULL;
-    CHECK_ERR(cio_loop_new(&loop, NULL), 0);
-    CHECK(loop != NULL);
-    return loop;
-}
-
-/* An error code as the log shows it. */
-static const char *code(int r)
-{
-    static char buf[8][24];
-    static int next;
-    char *b = buf[next++ % 8];
-    switch (r) {
-    case -ECANCELED: return "ECANCELED";
-    case -ETIMEDOUT: return "ETIMEDOUT";
-    case -EPIPE: return "EPIPE";
-    case -EINVAL: return "EINVAL";
-    case -EDEADLK: return "EDEADLK";
-    default: snprintf(b, 24, "%d", r); return b;
-    }
-}
-
-static cio_task *spawn(cio_task_fn fn, void *arg)
-{
-    cio_task *t = NULL;
-    CHECK_ERR(cio_create_task(fn, arg, &t), 0);
-    CHECK(t != NULL);
-    return t;
-}
 
 static cio_task *spawn_named(cio_task_fn fn, void *arg, const char *name)
 {
@@ -57,55 +23,9 @@ static cio_task *spawn_named(cio_task_fn fn, void *arg, const char *name)
     return t;
 }
 
-static cio_future *future_open(void)
-{
-    cio_future *f = NULL;
-    CHECK_ERR(cio_future_new(NULL, &f), 0);
-    return f;
-}
-
-/* Lets the loop run `n` iterations' worth of other tasks. */
-static void yield_n(int n)
-{
-    for (int i = 0; i < n; i++)
-        CHECK_ERR(cio_sleep(0), 0);
-}
-
-typedef struct report {
-    int count;
-    char message[128];
-    char what[32];
-    char name[64];
-    int error;
-    void *object;
-} report;
-
-static void record_report(cio_loop *loop, const cio_error_context *ctx,
-                          void *arg)
-{
-    (void)loop;
-    report *r = arg;
-    r->count++;
-    snprintf(r->message, sizeof r->message, "%s", ctx->message);
-    snprintf(r->what, sizeof r->what, "%s", ctx->what ? ctx->what : "");
-    snprintf(r->name, sizeof r->name, "%s", ctx->name ? ctx->name : "");
-    r->error = ctx->error;
-    r->object = ctx->object;
-}
-
-static report REP;
-
-static void record_here(void)
-{
-    CHECK_ERR(cio_loop_set_exception_handler(cio_get_running_loop(),
-                                             record_report, &REP),
-              0);
-}
-
-static cio_future *GATE; /* what tasks park on until the test opens it */
 static int RAN;          /* how many task bodies started */
 
-static int return_arg(void *arg)
+static int return_arg_counted(void *arg)
 {
     RAN++;
     return (int)(intptr_t)arg;
@@ -190,7 +110,7 @@ TEST(task_error_status_is_its_error)
 static int main_positive(void *arg)
 {
     (void)arg;
-    cio_task *t = spawn(return_arg, (void *)(intptr_t)3);
+    cio_task *t = spawn(return_arg_counted, (void *)(intptr_t)3);
     CHECK_ERR(cio_await(t, NULL), 3);
     cio_future_unref(t);
     return 0;
@@ -204,7 +124,7 @@ TEST(task_positive_status_passes_through)
 static int main_returns_ecanceled(void *arg)
 {
     (void)arg;
-    cio_task *t = spawn(return_arg, (void *)(intptr_t)-ECANCELED);
+    cio_task *t = spawn(return_arg_counted, (void *)(intptr_t)-ECANCELED);
     CHECK_ERR(cio_await(t, NULL), -ECANCELED);
     CHECK_EQ(cio_future_cancelled(t), 1);
     cio_future_unref(t);
@@ -340,7 +260,7 @@ static void log_task_done(cio_future *f, void *arg)
 static int main_task_callbacks(void *arg)
 {
     (void)arg;
-    cio_task *t = spawn(return_arg, (void *)(intptr_t)6);
+    cio_task *t = spawn(return_arg_counted, (void *)(intptr_t)6);
     CHECK_ERR(cio_future_add_done_callback(t, log_task_done, "t"), 0);
     CHECK_ERR(cio_await(t, NULL), 6);
     test_log_add(&L, "main");
@@ -463,9 +383,9 @@ TEST(task_default_names_are_task_n)
 {
     cio_loop *loop = loop_open();
     cio_task *a, *b, *c;
-    CHECK_ERR(cio_task_new(loop, return_arg, NULL, NULL, &a), 0);
-    CHECK_ERR(cio_task_new(loop, return_arg, NULL, NULL, &b), 0);
-    CHECK_ERR(cio_task_new(loop, return_arg, NULL,
+    CHECK_ERR(cio_task_new(loop, return_arg_counted, NULL, NULL, &a), 0);
+    CHECK_ERR(cio_task_new(loop, return_arg_counted, NULL, NULL, &b), 0);
+    CHECK_ERR(cio_task_new(loop, return_arg_counted, NULL,
                            &(cio_task_options){.name = NULL}, &c),
               0);
     int na = name_number(cio_task_get_name(a));
@@ -632,7 +552,7 @@ TEST(task_cancelling_itself_hits_its_next_suspension_point)
 static int main_cancel_before_start(void *arg)
 {
     (void)arg;
-    cio_task *t = spawn(return_arg, NULL);
+    cio_task *t = spawn(return_arg_counted, NULL);
     CHECK_EQ(cio_task_cancel(t), 1);
     CHECK_ERR(cio_await(t, NULL), -ECANCELED);
     CHECK_EQ(cio_future_cancelled(t), 1);
@@ -647,7 +567,7 @@ TEST(task_cancelled_before_it_starts_never_runs)
     /* Outside a running loop too. */
     cio_loop *loop = loop_open();
     cio_task *t;
-    CHECK_ERR(cio_task_new(loop, return_arg, NULL, NULL, &t), 0);
+    CHECK_ERR(cio_task_new(loop, return_arg_counted, NULL, NULL, &t), 0);
     CHECK_EQ(cio_task_cancel(t), 1);
     CHECK_ERR(cio_loop_run_until_complete(loop, t), -ECANCELED);
     CHECK_EQ(cio_future_cancelled(t), 1);
@@ -772,7 +692,7 @@ static int main_unretrieved(void *arg)
 {
     (void)arg;
     record_here();
-    CHECK_ERR(cio_task_new(NULL, return_arg, (void *)(intptr_t)-EPIPE,
+    CHECK_ERR(cio_task_new(NULL, return_arg_counted, (void *)(intptr_t)-EPIPE,
                            &(cio_task_options){.name = "doomed"}, NULL),
               0);
     for (int i = 0; i < 10 && REP.count == 0; i++)
@@ -795,7 +715,8 @@ static int main_held_unretrieved(void *arg)
 {
     (void)arg;
     record_here();
-    cio_task *t = spawn_named(return_arg, (void *)(intptr_t)-EIO, "held");
+    cio_task *t =
+        spawn_named(return_arg_counted, (void *)(intptr_t)-EIO, "held");
     yield_n(3);
     CHECK_EQ(cio_future_done(t), 1);
     CHECK_EQ(REP.count, 0); /* someone may still look at it */
@@ -816,10 +737,10 @@ static int main_retrieved(void *arg)
 {
     (void)arg;
     record_here();
-    cio_task *a = spawn(return_arg, (void *)(intptr_t)-EIO);
-    cio_task *b = spawn(return_arg, (void *)(intptr_t)-EPIPE);
+    cio_task *a = spawn(return_arg_counted, (void *)(intptr_t)-EIO);
+    cio_task *b = spawn(return_arg_counted, (void *)(intptr_t)-EPIPE);
     cio_task *c = spawn(sleep_long, NULL);
-    cio_task *d = spawn(return_arg, (void *)(intptr_t)2);
+    cio_task *d = spawn(return_arg_counted, (void *)(intptr_t)2);
     CHECK_ERR(cio_await(a, NULL), -EIO);
     yield_n(2);
     CHECK_ERR(cio_future_result(b, NULL), -EPIPE);
@@ -855,8 +776,8 @@ TEST(task_cio_run_returns_mains_status)
     CHECK(cio_get_running_loop() == NULL);
     CHECK_ERR(cio_run(ret_42, NULL), 42);
     CHECK(cio_get_running_loop() == NULL);
-    CHECK_ERR(cio_run(return_arg, (void *)(intptr_t)-EPIPE), -EPIPE);
-    CHECK_ERR(cio_run(return_arg, (void *)(intptr_t)0), 0);
+    CHECK_ERR(cio_run(return_arg_counted, (void *)(intptr_t)-EPIPE), -EPIPE);
+    CHECK_ERR(cio_run(return_arg_counted, (void *)(intptr_t)0), 0);
     CHECK(cio_get_running_loop() == NULL);
     CHECK_EQ(RAN, 2);
 }
@@ -998,7 +919,7 @@ static int thread_child(void *arg)
     return 1;
 }
 
-static int thread_main(void *arg)
+static int task_thread_main(void *arg)
 {
     int *counter = arg;
     cio_task *t[4];
@@ -1015,7 +936,7 @@ static int thread_main(void *arg)
 static void *run_in_thread(void *arg)
 {
     int *slot = arg;
-    slot[1] = cio_run(thread_main, slot);
+    slot[1] = cio_run(task_thread_main, slot);
     return NULL;
 }
 
@@ -1062,7 +983,7 @@ TEST(task_closing_a_loop_destroys_tasks_that_never_ran)
 {
     cio_loop *loop = loop_open();
     CHECK_ERR(cio_loop_set_exception_handler(loop, record_report, &REP), 0);
-    CHECK_ERR(cio_task_new(loop, return_arg, NULL,
+    CHECK_ERR(cio_task_new(loop, return_arg_counted, NULL,
                            &(cio_task_options){.name = "unborn"}, NULL),
               0);
     cio_loop_free(loop);
@@ -1157,20 +1078,20 @@ TEST(task_closing_a_loop_frees_a_task_in_wait)
 
 /* --------------------------------------------------- failure injection */
 
-static int fault_child(void *arg)
+static int task_fault_child(void *arg)
 {
     (void)arg;
     int r = cio_sleep(0.0005);
     return r ? r : 1;
 }
 
-static int fault_main(void *arg)
+static int task_fault_main(void *arg)
 {
     (void)arg;
     cio_task *t[3] = {0};
     int err = 0;
     for (int i = 0; i < 3 && !err; i++)
-        err = cio_task_new(NULL, fault_child, NULL,
+        err = cio_task_new(NULL, task_fault_child, NULL,
                            &(cio_task_options){.name = i ? NULL : "named"},
                            &t[i]);
     for (int i = 0; i < 3 && !err; i++) {
@@ -1187,7 +1108,7 @@ static int fault_main(void *arg)
 
 static int run_fault_scenario(void *arg)
 {
-    return cio_run(fault_main, arg);
+    return cio_run(task_fault_main, arg);
 }
 
 TEST_T(task_cio_run_under_failing_allocations_gives_clean_errors, 60)

@@ -1,0 +1,524 @@
+/* Timeout scopes (asyncio.timeout) and task groups (asyncio.TaskGroup),
+ * tested against asyncio's documented orderings and results: expiry is
+ * level-triggered until the scope ends, nested scopes, rescheduling, what
+ * an expiry cancels; a group joins its children, a failing child cancels
+ * the others and the parent, cancelling the parent cancels the children.
+ * Their failure injection is in test_flow.c.
+ *
+ * Orderings never depend on timing: tasks started in one iteration share
+ * that iteration's loop time, so their deadlines are ordered exactly; the
+ * rest is driven by futures the test completes itself. The only timing
+ * checks are lower bounds (a timeout never fires early).
+ *
+ * Every test runs in its own forked process: the globals start fresh. */
+#define _GNU_SOURCE
+#include "util.h"
+
+#include <math.h>
+#include <stdio.h>
+
+/* ------------------------------------------------------- timeout scopes */
+
+static int main_timeout_expires(void *arg)
+{
+    (void)arg;
+    GATE = future_open();
+    cio_timeout_scope s;
+    double t0 = now();
+    CHECK_ERR(cio_timeout(&s, 0.02), 0);
+    CHECK_EQ(cio_timeout_expired(&s), 0);
+    CHECK_ERR(cio_sleep(10), -ETIMEDOUT);
+    CHECK(now() - t0 >= 0.019);
+    CHECK_EQ(cio_timeout_expired(&s), 1);
+    /* Level-triggered inside the scope. */
+    CHECK_ERR(cio_sleep(0), -ETIMEDOUT);
+    CHECK_ERR(cio_sleep(0.001), -ETIMEDOUT);
+    CHECK_ERR(cio_await(GATE, NULL), -ETIMEDOUT);
+    CHECK_EQ(cio_task_cancelling(cio_current_task()), 0);
+    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
+    /* Outside it, suspension points work again. */
+    CHECK_ERR(cio_sleep(0), 0);
+    CHECK_ERR(cio_sleep(0.001), 0);
+    cio_future_unref(GATE);
+    return 0;
+}
+
+TEST(flow_timeout_expiry_is_level_triggered_until_the_scope_ends)
+{
+    run_ok(main_timeout_expires);
+}
+
+static int main_timeout_in_time(void *arg)
+{
+    (void)arg;
+    cio_timeout_scope s;
+    double t0 = now();
+    CHECK_ERR(cio_timeout(&s, 10), 0);
+    CHECK(cio_timeout_when(&s) >= t0 + 10 - 1e-6);
+    CHECK_ERR(cio_sleep(0.001), 0);
+    CHECK_ERR(cio_sleep(0), 0);
+    CHECK_EQ(cio_timeout_expired(&s), 0);
+    CHECK_ERR(cio_timeout_end(&s), 0);
+    return 0;
+}
+
+TEST(flow_timeout_not_reached_changes_nothing)
+{
+    run_ok(main_timeout_in_time);
+}
+
+static int main_timeout_at(void *arg)
+{
+    (void)arg;
+    cio_timeout_scope s, none, none2;
+    double when = now() + 5;
+    CHECK_ERR(cio_timeout_at(&s, when), 0);
+    CHECK(cio_timeout_when(&s) == when);
+    CHECK_ERR(cio_timeout(&none, -1), 0); /* no deadline */
+    CHECK(isinf(cio_timeout_when(&none)));
+    CHECK_ERR(cio_timeout_at(&none2, INFINITY), 0);
+    CHECK(isinf(cio_timeout_when(&none2)));
+    CHECK_ERR(cio_sleep(0.001), 0);
+    CHECK_ERR(cio_timeout_end(&none2), 0);
+    CHECK_ERR(cio_timeout_end(&none), 0);
+    CHECK_ERR(cio_timeout_end(&s), 0);
+    /* A deadline already past expires at the next suspension point. */
+    CHECK_ERR(cio_timeout_at(&s, now() - 1 > 0 ? now() - 1 : 0), 0);
+    CHECK_ERR(cio_sleep(10), -ETIMEDOUT);
+    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
+    return 0;
+}
+
+TEST(flow_timeout_at_and_when)
+{
+    run_ok(main_timeout_at);
+}
+
+static int main_timeout_nested_inner(void *arg)
+{
+    (void)arg;
+    cio_timeout_scope outer, inner;
+    CHECK_ERR(cio_timeout(&outer, 10), 0);
+    CHECK_ERR(cio_timeout(&inner, 0.02), 0);
+    CHECK_ERR(cio_sleep(10), -ETIMEDOUT);
+    CHECK_EQ(cio_timeout_expired(&inner), 1);
+    CHECK_EQ(cio_timeout_expired(&outer), 0);
+    CHECK_ERR(cio_timeout_end(&inner), -ETIMEDOUT);
+    CHECK_ERR(cio_sleep(0), 0); /* the outer scope is fine */
+    CHECK_ERR(cio_sleep(0.001), 0);
+    CHECK_ERR(cio_timeout_end(&outer), 0);
+    return 0;
+}
+
+TEST(flow_timeout_nested_inner_expires_first)
+{
+    run_ok(main_timeout_nested_inner);
+}
+
+static int main_timeout_nested_outer(void *arg)
+{
+    (void)arg;
+    cio_timeout_scope outer, inner;
+    CHECK_ERR(cio_timeout(&outer, 0.02), 0);
+    CHECK_ERR(cio_timeout(&inner, 10), 0);
+    CHECK_ERR(cio_sleep(10), -ETIMEDOUT);
+    CHECK_EQ(cio_timeout_expired(&inner), 0);
+    CHECK_EQ(cio_timeout_expired(&outer), 1);
+    /* The inner scope did not expire: it passes the timeout on. */
+    CHECK_ERR(cio_timeout_end(&inner), 0);
+    CHECK_ERR(cio_sleep(0), -ETIMEDOUT); /* still inside the outer one */
+    CHECK_ERR(cio_timeout_end(&outer), -ETIMEDOUT);
+    CHECK_ERR(cio_sleep(0), 0);
+    return 0;
+}
+
+TEST(flow_timeout_nested_outer_expires_first)
+{
+    run_ok(main_timeout_nested_outer);
+}
+
+static int main_timeout_reschedule(void *arg)
+{
+    (void)arg;
+    cio_timeout_scope s;
+    /* From no deadline to one. */
+    CHECK_ERR(cio_timeout(&s, -1), 0);
+    double when = now() + 0.02;
+    CHECK_ERR(cio_timeout_reschedule(&s, when), 0);
+    CHECK(cio_timeout_when(&s) == when);
+    CHECK_ERR(cio_sleep(10), -ETIMEDOUT);
+    /* Expired: too late to move it (asyncio raises RuntimeError). */
+    CHECK_ERR(cio_timeout_reschedule(&s, now() + 10), -EINVAL);
+    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
+    /* Later. */
+    CHECK_ERR(cio_timeout(&s, 0.01), 0);
+    CHECK_ERR(cio_timeout_reschedule(&s, now() + 10), 0);
+    CHECK_ERR(cio_sleep(0.03), 0);
+    CHECK_ERR(cio_timeout_end(&s), 0);
+    /* Removed. */
+    CHECK_ERR(cio_timeout(&s, 0.01), 0);
+    CHECK_ERR(cio_timeout_reschedule(&s, -1), 0);
+    CHECK(isinf(cio_timeout_when(&s)));
+    CHECK_ERR(cio_sleep(0.03), 0);
+    CHECK_EQ(cio_timeout_expired(&s), 0);
+    CHECK_ERR(cio_timeout_end(&s), 0);
+    return 0;
+}
+
+TEST(flow_timeout_reschedule_moves_the_deadline)
+{
+    run_ok(main_timeout_reschedule);
+}
+
+static int main_timeout_reschedule_ended(void *arg)
+{
+    (void)arg;
+    cio_timeout_scope s;
+    CHECK_ERR(cio_timeout(&s, 10), 0);
+    CHECK_ERR(cio_timeout_end(&s), 0);
+    /* asyncio: "Cannot change state of finished Timeout" (RuntimeError). */
+    CHECK_ERR(cio_timeout_reschedule(&s, now() + 0.01), -EINVAL);
+    /* Whatever it returned, an ended scope must never fire. */
+    CHECK_ERR(cio_sleep(0.05), 0);
+    return 0;
+}
+
+TEST(flow_timeout_reschedule_after_the_scope_ended_is_refused)
+{
+    run_ok(main_timeout_reschedule_ended);
+}
+
+static int main_timeout_awaiting_task(void *arg)
+{
+    (void)arg;
+    cio_task *t = spawn(sleep_then_clean_up, "inner");
+    cio_timeout_scope s;
+    CHECK_ERR(cio_timeout(&s, 0.02), 0);
+    int r = cio_await(t, NULL);
+    test_log_add(&L, "await:%s", code(r));
+    CHECK_ERR(r, -ETIMEDOUT);
+    /* asyncio: the timeout cancels the task, whose await cancels the
+     * awaited task, which it then waits for. */
+    CHECK_EQ(cio_future_cancelled(t), 1);
+    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
+    cio_future_unref(t);
+    return 0;
+}
+
+TEST(flow_timeout_expiring_in_await_cancels_the_awaited_task)
+{
+    run_ok(main_timeout_awaiting_task);
+    CHECK_LOG(&L, "inner:ECANCELED inner:cleaned await:ETIMEDOUT");
+}
+
+static int main_timeout_in_gather(void *arg)
+{
+    (void)arg;
+    cio_task *t[2] = {spawn(sleep_then_clean_up, "c1"),
+                      spawn(sleep_then_clean_up, "c2")};
+    cio_timeout_scope s;
+    CHECK_ERR(cio_timeout(&s, 0.02), 0);
+    int r = cio_gather(t, 2, 0, NULL);
+    test_log_add(&L, "gather:%s", code(r));
+    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
+    CHECK_EQ(cio_future_cancelled(t[0]) + cio_future_cancelled(t[1]), 2);
+    unref_all(t, 2);
+    return 0;
+}
+
+/* The timeout cancels the task in gather, which cancels every child. */
+TEST(flow_timeout_expiring_in_gather_cancels_the_children)
+{
+    run_ok(main_timeout_in_gather);
+    CHECK_LOG(&L, "c1:ECANCELED c2:ECANCELED c1:cleaned c2:cleaned "
+                  "gather:ETIMEDOUT");
+}
+
+static int main_timeout_and_cancel(void *arg)
+{
+    (void)arg;
+    cio_task *me = cio_current_task();
+    cio_timeout_scope s;
+    CHECK_ERR(cio_timeout(&s, 10), 0);
+    CHECK_EQ(cio_task_cancel(me), 1);
+    CHECK_ERR(cio_sleep(0), -ECANCELED);
+    /* The scope did not expire: a cancellation stays a cancellation. */
+    CHECK_ERR(cio_timeout_end(&s), 0);
+    CHECK_EQ(cio_task_cancelling(me), 1);
+    CHECK_EQ(cio_task_uncancel(me), 0);
+    /* And cancellation wins over an expired scope. */
+    CHECK_ERR(cio_timeout(&s, 0.001), 0);
+    CHECK_ERR(cio_sleep(10), -ETIMEDOUT);
+    CHECK_EQ(cio_task_cancel(me), 1);
+    CHECK_ERR(cio_sleep(0), -ECANCELED);
+    CHECK_EQ(cio_task_uncancel(me), 0);
+    CHECK_ERR(cio_sleep(0), -ETIMEDOUT);
+    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
+    return 0;
+}
+
+TEST(flow_timeout_scope_leaves_cancellation_alone)
+{
+    run_ok(main_timeout_and_cancel);
+}
+
+static int main_timeout_order(void *arg)
+{
+    (void)arg;
+    cio_timeout_scope a, b;
+    CHECK_ERR(cio_timeout(&a, 10), 0);
+    CHECK_ERR(cio_timeout(&b, 10), 0);
+    CHECK_ERR(cio_timeout_end(&a), -EINVAL); /* not the innermost */
+    CHECK_ERR(cio_timeout_end(&b), 0);
+    CHECK_ERR(cio_timeout_end(&a), 0);
+    CHECK_ERR(cio_timeout(NULL, 1), -EINVAL);
+    return 0;
+}
+
+TEST(flow_timeout_scopes_end_innermost_first)
+{
+    cio_timeout_scope s;
+    CHECK_ERR(cio_timeout(&s, 1), -EINVAL); /* not in a task */
+    CHECK_ERR(cio_timeout_at(&s, 1), -EINVAL);
+    run_ok(main_timeout_order);
+}
+
+/* ----------------------------------------------------------- task groups */
+
+static int main_group_ok(void *arg)
+{
+    (void)arg;
+    record_here();
+    job j[3] = {{"c0", 0, 1, 2}, {"c1", 0, 2, 3}, {"c2", 0, 3, 0}};
+    cio_task_group *g;
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    cio_task *c1 = NULL;
+    for (int i = 0; i < 3; i++)
+        CHECK_ERR(cio_task_group_spawn(g, run_job, &j[i], NULL,
+                                       i == 1 ? &c1 : NULL),
+                  0);
+    CHECK_ERR(cio_task_group_join(g), 0);
+    CHECK_EQ(cio_task_group_size(g), 3);
+    CHECK(cio_task_group_task(g, 1) == c1);
+    for (size_t i = 0; i < 3; i++) {
+        void *v = NULL;
+        CHECK_ERR(cio_future_result(cio_task_group_task(g, i), &v),
+                  (int)i + 1);
+        CHECK(v == &VALUES[i + 1]);
+    }
+    CHECK(cio_task_group_task(g, 3) == NULL);
+    /* Joined: no more children (asyncio: "TaskGroup is finished"). */
+    CHECK_ERR(cio_task_group_spawn(g, run_job, &j[0], NULL, NULL),
+              -ESHUTDOWN);
+    cio_task_group_free(g);
+    return 0;
+}
+
+TEST(flow_task_group_joins_children_that_all_succeed)
+{
+    run_ok(main_group_ok);
+    CHECK_LOG(&L, "c2 c0 c1");
+    CHECK_EQ(REP.count, 0);
+}
+
+static int main_group_failure(void *arg)
+{
+    (void)arg;
+    record_here();
+    GATE = future_open();
+    job j[3] = {{"c0", 100, 0, 0}, {"c1", 0, -EPIPE, 1}, {"c2", -1, 0, 0}};
+    cio_task_group *g;
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    for (int i = 0; i < 3; i++)
+        CHECK_ERR(cio_task_group_spawn(g, run_job, &j[i], NULL, NULL), 0);
+    int r = cio_task_group_join(g);
+    test_log_add(&L, "join:%s", code(r));
+    CHECK_ERR(r, -EPIPE);
+    CHECK_ERR(cio_future_result(cio_task_group_task(g, 0), NULL), -ECANCELED);
+    CHECK_ERR(cio_future_result(cio_task_group_task(g, 1), NULL), -EPIPE);
+    CHECK_ERR(cio_future_result(cio_task_group_task(g, 2), NULL), -ECANCELED);
+    CHECK_EQ(cio_future_cancelled(cio_task_group_task(g, 2)), 1);
+    /* The parent, which was in join, is not left cancelled. */
+    CHECK_EQ(cio_task_cancelling(cio_current_task()), 0);
+    CHECK_ERR(cio_sleep(0), 0);
+    cio_task_group_free(g);
+    cio_future_unref(GATE);
+    return 0;
+}
+
+TEST(flow_task_group_failing_child_cancels_the_others)
+{
+    run_ok(main_group_failure);
+    CHECK_LOG(&L, "c1 c0:ECANCELED c2:ECANCELED join:EPIPE");
+    CHECK_EQ(REP.count, 0); /* the group reports the error through join */
+}
+
+static int main_group_failure_before_join(void *arg)
+{
+    (void)arg;
+    cio_task *me = cio_current_task();
+    job j[2] = {{"bad", 0, -EPIPE, 1}, {"sleeper", 100, 0, 0}};
+    cio_task_group *g;
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    for (int i = 0; i < 2; i++)
+        CHECK_ERR(cio_task_group_spawn(g, run_job, &j[i], NULL, NULL), 0);
+    /* The failure cancels the parent too, while it has not reached join. */
+    int r = cio_sleep(100);
+    test_log_add(&L, "parent:%s", code(r));
+    CHECK_ERR(r, -ECANCELED);
+    CHECK_EQ(cio_task_cancelling(me), 1);
+    /* Aborting: no more children (asyncio: "TaskGroup is shutting down"). */
+    CHECK_ERR(cio_task_group_spawn(g, run_job, &j[1], NULL, NULL), -ESHUTDOWN);
+    r = cio_task_group_join(g);
+    test_log_add(&L, "join:%s", code(r));
+    CHECK_ERR(r, -EPIPE);
+    /* join took back the cancellation the group gave the parent. */
+    CHECK_EQ(cio_task_cancelling(me), 0);
+    CHECK_ERR(cio_sleep(0), 0);
+    CHECK_EQ(cio_task_group_size(g), 2);
+    cio_task_group_free(g);
+    return 0;
+}
+
+TEST(flow_task_group_failure_before_join_cancels_the_parent_until_join)
+{
+    run_ok(main_group_failure_before_join);
+    /* asyncio's order: the group cancels its children, then the parent. */
+    CHECK_LOG(&L, "bad sleeper:ECANCELED parent:ECANCELED join:EPIPE");
+}
+
+static int group_parent(void *arg)
+{
+    (void)arg;
+    cio_task_group *g;
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    CHECK_ERR(cio_task_group_spawn(g, sleep_then_clean_up, "a", NULL, NULL),
+              0);
+    CHECK_ERR(cio_task_group_spawn(g, sleep_then_clean_up, "b", NULL, NULL),
+              0);
+    int r = cio_task_group_join(g);
+    test_log_add(&L, "join:%s", code(r));
+    for (size_t i = 0; i < 2; i++)
+        CHECK_EQ(cio_future_cancelled(cio_task_group_task(g, i)), 1);
+    cio_task_group_free(g);
+    return r;
+}
+
+static int main_group_parent_cancelled(void *arg)
+{
+    (void)arg;
+    cio_task *p = spawn(group_parent, NULL);
+    yield_n(2);
+    CHECK_EQ(cio_task_cancel(p), 1);
+    CHECK_ERR(cio_await(p, NULL), -ECANCELED);
+    CHECK_EQ(cio_future_cancelled(p), 1);
+    cio_future_unref(p);
+    return 0;
+}
+
+TEST(flow_task_group_parent_cancelled_in_join_cancels_the_children)
+{
+    run_ok(main_group_parent_cancelled);
+    CHECK_LOG(&L, "a:ECANCELED b:ECANCELED a:cleaned b:cleaned "
+                  "join:ECANCELED");
+}
+
+static int main_group_child_cancelled(void *arg)
+{
+    (void)arg;
+    job j[2] = {{"victim", 100, 0, 0}, {"other", 0, 2, 2}};
+    cio_task_group *g;
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    cio_task *victim;
+    CHECK_ERR(cio_task_group_spawn(g, run_job, &j[0], NULL, &victim), 0);
+    CHECK_ERR(cio_task_group_spawn(g, run_job, &j[1], NULL, NULL), 0);
+    yield_n(1);
+    CHECK_EQ(cio_task_cancel(victim), 1);
+    /* A child cancelled from outside is no failure of the group. */
+    CHECK_ERR(cio_task_group_join(g), 0);
+    CHECK_EQ(cio_future_cancelled(victim), 1);
+    CHECK_ERR(cio_future_result(cio_task_group_task(g, 1), NULL), 2);
+    cio_task_group_free(g);
+    return 0;
+}
+
+TEST(flow_task_group_child_cancelled_from_outside_is_no_failure)
+{
+    run_ok(main_group_child_cancelled);
+    CHECK_LOG(&L, "victim:ECANCELED other");
+}
+
+static int group_parent_sleeps(void *arg)
+{
+    (void)arg;
+    cio_task_group *g;
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    CHECK_ERR(cio_task_group_spawn(g, sleep_then_clean_up, "a", NULL, NULL),
+              0);
+    int r = cio_sleep(100);
+    test_log_add(&L, "parent:%s", code(r));
+    /* asyncio: an exception in the `async with` body aborts the group;
+     * __aexit__ waits for the children and re-raises it. */
+    r = cio_task_group_join(g);
+    test_log_add(&L, "join:%s", code(r));
+    CHECK_EQ(cio_future_cancelled(cio_task_group_task(g, 0)), 1);
+    cio_task_group_free(g);
+    return r;
+}
+
+static int main_group_parent_cancelled_early(void *arg)
+{
+    (void)arg;
+    cio_task *p = spawn(group_parent_sleeps, NULL);
+    yield_n(2);
+    CHECK_EQ(cio_task_cancel(p), 1);
+    CHECK_ERR(cio_await(p, NULL), -ECANCELED);
+    cio_future_unref(p);
+    return 0;
+}
+
+TEST(flow_task_group_parent_cancelled_before_join_cancels_the_children)
+{
+    run_ok(main_group_parent_cancelled_early);
+    CHECK_LOG(&L, "parent:ECANCELED a:ECANCELED a:cleaned join:ECANCELED");
+}
+
+static int main_group_free_joins(void *arg)
+{
+    (void)arg;
+    job j = {"child", 0.001, 0, 1};
+    cio_task_group *g;
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    CHECK_ERR(cio_task_group_spawn(g, run_job, &j, NULL, NULL), 0);
+    cio_task_group_free(g); /* joins first */
+    test_log_add(&L, "freed");
+    return 0;
+}
+
+TEST(flow_task_group_free_joins_first)
+{
+    run_ok(main_group_free_joins);
+    CHECK_LOG(&L, "child freed");
+}
+
+static int main_group_args(void *arg)
+{
+    (void)arg;
+    cio_task_group *g;
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    CHECK_ERR(cio_task_group_spawn(g, NULL, NULL, NULL, NULL), -EINVAL);
+    CHECK_ERR(cio_task_group_spawn(NULL, run_job, NULL, NULL, NULL), -EINVAL);
+    CHECK_EQ(cio_task_group_size(g), 0);
+    CHECK_ERR(cio_task_group_join(g), 0); /* nothing to wait for */
+    CHECK_ERR(cio_task_group_join(g), -EINVAL); /* joined already */
+    cio_task_group_free(g);
+    return 0;
+}
+
+TEST(flow_task_group_bad_arguments)
+{
+    cio_task_group *g = (cio_task_group *)&g;
+    CHECK_ERR(cio_task_group_new(&g), -EINVAL); /* not in a task */
+    CHECK(g == NULL);
+    run_ok(main_group_args);
+}
