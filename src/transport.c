@@ -359,23 +359,6 @@ static void dgram_writable(void *arg)
     flushed(t);
 }
 
-/* Grows *buf to hold at least `need` bytes, doubling from `min`; on
- * failure *buf is untouched. */
-static int grow(char **buf, size_t *cap, size_t need, size_t min)
-{
-    if (need <= *cap)
-        return 0;
-    size_t c = *cap ? *cap : min;
-    while (c < need)
-        c *= 2;
-    char *b = cio__realloc(*buf, c);
-    if (!b)
-        return -ENOMEM;
-    *buf = b;
-    *cap = c;
-    return 0;
-}
-
 /* Appends to the write buffer, first sliding the unsent bytes to the
  * front when that makes room: the buffer never grows past twice the
  * largest amount that was ever pending. */
@@ -386,9 +369,14 @@ static int buffer_append(cio_transport *t, const void *data, size_t n)
         t->wlen -= t->whead;
         t->whead = 0;
     }
-    int err = grow(&t->wbuf, &t->wcap, t->wlen + n, WBUF_MIN);
-    if (err)
-        return err;
+    /* Only when short: otherwise cio__grow answers wbuf itself, which is
+     * NULL while nothing was ever buffered, and would read as ENOMEM. */
+    if (t->wlen + n > t->wcap) {
+        char *b = cio__grow(t->wbuf, &t->wcap, t->wlen + n, 1, WBUF_MIN);
+        if (!b)
+            return -ENOMEM;
+        t->wbuf = b;
+    }
     memcpy(t->wbuf + t->wlen, data, n);
     t->wlen += n;
     return 0;
