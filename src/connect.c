@@ -51,7 +51,10 @@ static void attempt_ready(void *arg)
 
 static void delay_over(void *arg) { cio__wake(arg, 0); }
 
-/* Orders addresses by alternating families, first family first. */
+/* Orders addresses by alternating families, first family first (v6 v4
+ * v6 v4 ... when the resolver answered v6 first), so a family whose
+ * connects hang holds the other one up by one delay, not by all of its
+ * addresses. */
 static int interleave(struct addrinfo *res, struct addrinfo **out, int max)
 {
     int n = 0;
@@ -158,7 +161,10 @@ static int race_check(race *rc)
     return -1;
 }
 
-/* Runs the race to its end: the winner's index, or -1 with rc->err. */
+/* Runs the race to its end: the winner's index, or -1 with rc->err. Each
+ * turn either starts an attempt (the first, or the next once the delay
+ * passed or nothing is active) or parks until a writer watcher or the
+ * timer wakes the task; cancellation ends the race with its error. */
 static int race_run(race *rc, struct addrinfo **addrs, int n,
                     const cio_connection_options *opts)
 {
@@ -200,7 +206,8 @@ static int happy_eyeballs(struct addrinfo **addrs, int n,
     return winner >= 0 ? fd : rc.err;
 }
 
-/* A connected socket becomes a transport; on failure fd is closed. */
+/* A connected socket becomes a transport whose connection_made has run
+ * by the time this returns; on failure fd is closed. */
 static int wrap_connected(int fd, const cio__transport_kind *kind,
                           const cio_protocol *proto, void *ctx,
                           cio_transport **out)
@@ -218,6 +225,8 @@ static int wrap_connected(int fd, const cio__transport_kind *kind,
     return 0;
 }
 
+/* Resolves host, races up to MAX_ATTEMPTS of its addresses, and wraps the
+ * winner. When every attempt fails, the latest failure is returned. */
 int cio_create_connection(const char *host, const char *port,
                           const cio_protocol *proto, void *ctx,
                           const cio_connection_options *opts,
@@ -249,6 +258,7 @@ int cio_create_unix_connection(const char *path, const cio_protocol *proto,
     struct sockaddr_un sun;
     if (!cio__current || !proto || cio__unix_address(path, &sun))
         return -EINVAL;
+    /* Non-blocking (sys.c): a connect that must wait does so in the loop. */
     int fd = cio__sys_socket(AF_UNIX, SOCK_STREAM, 0);
     if (fd < 0)
         return fd;

@@ -88,6 +88,8 @@ static void conn_gone(void *arg)
     check_all_closed(s);
 }
 
+/* The back-off timer: accepts again unless the server stopped meanwhile;
+ * if it still cannot watch its sockets, it waits another delay. */
 static void resume_accepting(void *arg)
 {
     cio_server *s = arg;
@@ -162,6 +164,7 @@ static void on_acceptable(void *arg)
 
 /* --------------------------------------------------------------- creating */
 
+/* A server with no sockets yet, on no list: server_destroy undoes it. */
 static int server_new(cio_loop *loop, const cio_protocol *proto,
                       cio_protocol_factory factory, void *arg,
                       const cio_server_options *opts, cio_server **out)
@@ -321,6 +324,7 @@ int cio_create_unix_server(const char *path, const cio_protocol *proto,
 
 /* ---------------------------------------------------------------- serving */
 
+/* Idempotent; -ESHUTDOWN once closed. On failure nothing is watched. */
 int cio_server_start_serving(cio_server *s)
 {
     if (!s)
@@ -415,6 +419,8 @@ int cio_server_serve_forever(cio_server *s)
 
 /* ------------------------------------------------------------ information */
 
+/* Copies up to cap of its fds (still the server's); returns how many it
+ * has, which may be more than cap. */
 int cio_server_sockets(const cio_server *s, int *fds, size_t cap)
 {
     if (!s)
@@ -442,6 +448,9 @@ int cio_server_port(const cio_server *s)
 
 /* ---------------------------------------------------------------- freeing */
 
+/* Closes s if need be and frees it now. Its open connections move to the
+ * loop's list, so cio__net_close still finds them, and stop counting
+ * against all_closed: their `gone` hook is cleared. */
 void cio_server_free(cio_server *s)
 {
     if (!s)

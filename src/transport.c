@@ -39,6 +39,8 @@ static size_t buffered(const cio_transport *t)
 
 /* ------------------------------------------------------------- lifetime */
 
+/* Datagrams still queued when the transport goes are dropped, as the
+ * kernel drops what it cannot send: UDP promises no delivery. */
 static void free_datagrams(cio_transport *t)
 {
     while (t->dq) {
@@ -127,6 +129,8 @@ static void made(void *arg)
         reader_on(t);
 }
 
+/* ctx may be NULL here and set by the caller before the transport starts:
+ * a server makes the context last, once nothing else can fail. */
 int cio__transport_new(cio_loop *loop, int fd, const cio__transport_kind *kind,
                        const cio_protocol *proto, void *ctx,
                        cio_transport **out)
@@ -316,6 +320,9 @@ static void flushed(cio_transport *t)
         force_close(t, 0);
 }
 
+/* The writer watcher of the byte kinds, on only while bytes are queued.
+ * A short write keeps the rest for the next wake-up; the watcher goes off
+ * in flushed() once the buffer is empty. */
 static void bytes_writable(void *arg)
 {
     cio_transport *t = arg;
@@ -416,6 +423,10 @@ static int send_now(cio_transport *t, const struct iovec *iov, int iovcnt,
     return first;
 }
 
+/* asyncio's writelines, and the one path of every byte write. A failure
+ * of the connection is not this call's error: it returns 0 and the error
+ * arrives through connection_lost, as asyncio's write never raises for a
+ * broken pipe. -ENOMEM: the bytes before the failing buffer are queued. */
 int cio_transport_writelines(cio_transport *t, const struct iovec *iov,
                              int iovcnt)
 {
@@ -444,6 +455,7 @@ int cio_transport_writelines(cio_transport *t, const struct iovec *iov,
     return 0;
 }
 
+/* An empty write sends nothing but still says whether t takes writes. */
 int cio_transport_write(cio_transport *t, const void *data, size_t n)
 {
     if (!t || (!data && n))
@@ -476,6 +488,9 @@ static int queue_datagram(cio_transport *t, const void *data, size_t n,
     return 0;
 }
 
+/* asyncio's sendto: addr NULL sends to the connected peer. An error the
+ * kernel gives at once is returned; one from a queued datagram goes to
+ * error_received, and neither closes the transport. */
 int cio_transport_sendto(cio_transport *t, const void *data, size_t n,
                          const struct sockaddr *addr, socklen_t len)
 {
@@ -547,6 +562,8 @@ int cio_transport_is_closing(const cio_transport *t) { return t && t->closing; }
 
 /* ---------------------------------------------------------- information */
 
+/* The names asyncio's socket transports answer: "socket" (the fd, still
+ * the transport's), "peername", "sockname"; anything else is -ENOENT. */
 int cio_transport_get_extra_info(cio_transport *t, const char *name,
                                  void *buf, socklen_t *len)
 {
@@ -597,6 +614,7 @@ size_t cio_transport_get_write_buffer_size(const cio_transport *t)
 
 /* ------------------------------------------------------- reading control */
 
+/* Allowed before connection_made: made() then leaves the reader off. */
 int cio_transport_pause_reading(cio_transport *t)
 {
     if (!t)
@@ -639,6 +657,8 @@ static ssize_t sock_sendv(int fd, const struct iovec *iov, int n)
                   : cio__sys_sendv(fd, iov, n);
 }
 
+/* A read pipe has no writer watcher: nothing can be queued on it, since
+ * writes and write_eof refuse a kind without sendv. */
 const cio__transport_kind cio__stream_kind = {
     .readable = stream_readable, .writable = bytes_writable,
     .sendv = sock_sendv};
@@ -652,6 +672,8 @@ static const cio__transport_kind pipe_write_kind = {
 
 /* ----------------------------------------------------------------- pipes */
 
+/* Pipes take no socket options: cio__transport_start sets TCP_NODELAY on
+ * the stream kind only. */
 int cio__pipe_transport(cio_loop *loop, int fd, bool write_side,
                         const cio_protocol *proto, void *ctx,
                         cio_transport **out)
@@ -714,6 +736,8 @@ int cio_connect_write_pipe(cio_loop *loop, int fd, const cio_protocol *proto,
     return connect_pipe(loop, fd, true, proto, ctx, t);
 }
 
+/* A socket connected elsewhere: like an accepted one, connection_made
+ * runs soon, not before this returns. */
 int cio_connect_accepted_socket(cio_loop *loop, int fd,
                                 const cio_protocol *proto, void *ctx,
                                 cio_transport **out)
