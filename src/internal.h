@@ -213,9 +213,9 @@ struct cio_loop {
     atomic_int wake_sent;        /* an eventfd write is outstanding */
     cio__list bridges;           /* cio__bridge in flight, under post_lock */
     cio__list arrived;           /* cio__bridge with results, under post_lock */
-    cio__list transports;        /* net.c: transports not owned by a server */
-    cio__list servers;           /* net.c: servers not yet freed */
-    char *read_buf;              /* net.c: shared by every reader */
+    cio__list transports;        /* transport.c: not owned by a server */
+    cio__list servers;           /* server.c: servers not yet freed */
+    char *read_buf;              /* transport.c: shared by every reader */
     struct cio__signals *signals; /* signal.c: NULL until a handler */
     cio__list processes;         /* process.c: children being watched */
     struct cio_executor *default_executor; /* owned; NULL until first use */
@@ -350,10 +350,11 @@ CIO_HIDDEN void cio__processes_close(cio_loop *loop);
 /* --------------------------------------------------------------- signals */
 CIO_HIDDEN void cio__signals_close(cio_loop *loop);
 
-/* ------------------------------------------------------------ networking */
-CIO_HIDDEN extern double cio__accept_retry_delay;
+/* ------------------------------------------------------------ networking
+ * What the rest of cio needs of sock.c, transport.c, connect.c, server.c;
+ * what those share among themselves is in net.h. */
+CIO_HIDDEN extern double cio__accept_retry_delay; /* tests lower it */
 CIO_HIDDEN void cio__net_close(cio_loop *loop);
-CIO_HIDDEN void cio__server_conn_gone(cio_server *s);
 /* Pipe transports (process.c's and cio_connect_*_pipe). */
 CIO_HIDDEN int cio__pipe_transport(cio_loop *loop, int fd, bool write_side,
                                    const cio_protocol *proto, void *ctx,

@@ -1,0 +1,110 @@
+/* Networking's private header: what sock.c, transport.c, connect.c and
+ * server.c share, and nothing else includes. The layers, bottom up:
+ *
+ *   sock.c       waiting for fds, the sock_* coroutines, name resolution,
+ *                Unix addresses
+ *   transport.c  transports (stream, datagram, pipe) with their protocols
+ *                and flow control
+ *   connect.c    the client side: create_connection (Happy Eyeballs), Unix
+ *                connections, datagram endpoints
+ *   server.c     listening sockets, accepting, closing the loop's network
+ *
+ * Each file calls only the ones above it in this list. A transport does not
+ * know servers exist: the server that accepted it sets a hook (`gone`) the
+ * transport calls once it is freed. */
+#ifndef CIO_NET_H
+#define CIO_NET_H
+
+#include "internal.h"
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+
+/* ----------------------------------------------------------------- sock.c */
+
+/* A non-blocking syscall's "not now": the fd is not ready (EAGAIN) or a
+ * signal came first (EINTR). Either way the caller waits for the fd and
+ * tries again; neither is ever an error of the connection. */
+static inline bool cio__net_again(ssize_t r)
+{
+    return r == -EAGAIN || r == -EINTR;
+}
+
+/* Fills *sun for path; -EINVAL if path is NULL or too long for sun_path. */
+CIO_HIDDEN int cio__unix_address(const char *path, struct sockaddr_un *sun);
+
+/* ------------------------------------------------------------ transport.c */
+
+/* A datagram waiting in a transport's send queue, with its destination
+ * (addrlen 0: the connected peer). Owned by the queue until sent. */
+typedef struct cio__datagram {
+    struct cio__datagram *next;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    size_t len;
+    char data[];
+} cio__datagram;
+
+/* What differs between the kinds of transport, fixed at creation. Each
+ * kind's watcher callbacks are installed directly, so the hot path pays
+ * no dispatch of its own; sendv is the one indirect call per write. */
+typedef struct cio__transport_kind {
+    cio_callback readable;     /* the reader watcher's callback */
+    cio_callback writable;     /* the writer watcher's callback */
+    /* Byte writes; NULL where the kind has none (datagrams, read pipes). */
+    ssize_t (*sendv)(int fd, const struct iovec *iov, int n);
+    bool pipe;                 /* EOF means closing, in either direction */
+} cio__transport_kind;
+
+CIO_HIDDEN extern const cio__transport_kind cio__stream_kind;
+CIO_HIDDEN extern const cio__transport_kind cio__dgram_kind;
+
+/* Invariants: a transport is on exactly one list (its server's conns, or
+ * loop->transports) from creation until it is freed, right after
+ * connection_lost returned. Once `closing` is set it never clears and no
+ * new data is accepted. The write buffer (stream kinds) and the datagram
+ * queue (datagram kind) are never both non-empty, so the buffered size is
+ * their sum. `lost_scheduled` means lost_handle will run and free it. */
+struct cio_transport {
+    cio_loop *loop;
+    int fd;                    /* owned: closed when it is freed */
+    const cio__transport_kind *kind;
+    cio_protocol p;            /* a copy: the caller's may be on a stack */
+    void *ctx;                 /* the protocol's, passed to every callback */
+    cio__list link;            /* in a server's conns, or loop->transports */
+    void (*gone)(void *arg);   /* its owner's hook, run once it is freed */
+    void *gone_arg;
+    bool reading;              /* the reader watcher is on */
+    bool paused;               /* pause_reading was called */
+    bool closing;              /* close, abort or a fatal error began */
+    bool eof_requested, eof_written;
+    bool protocol_paused;      /* pause_writing was called */
+    bool made;                 /* connection_made ran */
+    bool lost_scheduled;       /* connection_lost is on its way */
+    int lost_error;            /* for connection_lost */
+    char *wbuf;                /* write buffer: wbuf[whead .. wlen) */
+    size_t whead, wlen, wcap;
+    size_t high, low;          /* the write buffer's water marks */
+    cio__datagram *dq, **dq_tail; /* datagrams waiting to be sent */
+    size_t dq_bytes;           /* their payload bytes */
+    cio__handle made_handle;   /* runs connection_made */
+    cio__handle lost_handle;   /* runs connection_lost, then frees */
+};
+
+/* Allocates a transport for fd (not yet on any list, not yet reading);
+ * -ENOMEM. The caller starts it with cio__transport_start. */
+CIO_HIDDEN int cio__transport_new(cio_loop *loop, int fd,
+                                  const cio__transport_kind *kind,
+                                  const cio_protocol *proto, void *ctx,
+                                  cio_transport **out);
+/* Links t into `list` (NULL: the loop's own) and runs connection_made now
+ * (`now`: the caller returns t only after it ran) or soon (asyncio's
+ * order for accepted connections). Cannot fail. */
+CIO_HIDDEN void cio__transport_start(cio_transport *t, cio__list *list,
+                                     bool now);
+/* Frees every transport still open as the loop closes, after telling
+ * each protocol connection_lost(-ESHUTDOWN) if it never heard of its end. */
+CIO_HIDDEN void cio__transports_close(cio_loop *loop);
+
+#endif

@@ -1,0 +1,258 @@
+/* Networking's bottom layer: the sock_* coroutines (asyncio's
+ * loop.sock_recv, sock_sendall, ...), name resolution, Unix addresses.
+ *
+ * A sock_* call first tries the syscall on the caller's non-blocking fd
+ * and parks the task on a watcher only when the kernel says "not now", so
+ * a ready socket costs one syscall and no trip through the loop. Each call
+ * is a suspension point: it returns -ECANCELED or -ETIMEDOUT when the task
+ * is cancelled or its timeout scope expires, and never leaves a watcher
+ * behind. Outside a task every call is -EINVAL.
+ *
+ * Calls only down (tasks, the executor, sys.c); see net.h for the layers.
+ */
+#define _GNU_SOURCE
+#include "net.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <string.h>
+
+/* ------------------------------------------------------- waiting for fds */
+
+static void fd_ready(void *arg) { cio__wake(arg, 0); }
+
+/* Parks the current task until fd is readable (dir 0) or writable (1).
+ * The watcher is removed on every way out, cancellation included: fd
+ * belongs to the caller, who may close it the moment we return. */
+static int wait_fd(int fd, int dir)
+{
+    cio__task *t = cio__current;
+    if (!t)
+        return -EINVAL;
+    int r = cio__interrupted(t);
+    if (r)
+        return r;
+    cio_loop *loop = t->fut.loop;
+    r = dir ? cio_add_writer(loop, fd, fd_ready, t)
+            : cio_add_reader(loop, fd, fd_ready, t);
+    if (r)
+        return r;
+    r = cio__park_checked(NULL, NULL);
+    if (dir)
+        cio_remove_writer(loop, fd);
+    else
+        cio_remove_reader(loop, fd);
+    return r;
+}
+
+/* ---------------------------------------------------------- socket calls */
+
+/* The arguments of one sock_* syscall, so one retry loop serves them all. */
+typedef struct sock_op {
+    int fd;
+    int dir;                   /* waits for 0: readable, 1: writable */
+    void *buf;                 /* recv: where to; send: from (const) */
+    size_t n;
+    struct sockaddr *addr;     /* accept/recvfrom: out; sendto: in */
+    socklen_t len, *lenp;      /* sendto's len; accept/recvfrom's in-out */
+} sock_op;
+
+/* Every call's way in: -EINVAL outside a task, else whatever already
+ * interrupts the task (a pending cancellation, an expired scope) or 0. */
+static int sock_enter(void)
+{
+    return cio__current ? cio__interrupted(cio__current) : -EINVAL;
+}
+
+/* The socket retry loop: runs call until it does something other than
+ * "not now", waiting for the fd in between. Returns call's result, or the
+ * error that ended the wait (the task interrupted, a watcher refused). */
+static ssize_t sock_retry(sock_op *op, ssize_t (*call)(sock_op *op))
+{
+    ssize_t r = sock_enter();
+    while (r == 0) {
+        ssize_t got = call(op);
+        if (!cio__net_again(got))
+            return got;
+        r = wait_fd(op->fd, op->dir);
+    }
+    return r;
+}
+
+static ssize_t op_recv(sock_op *o) { return cio__sys_recv(o->fd, o->buf, o->n); }
+
+static ssize_t op_send(sock_op *o) { return cio__sys_send(o->fd, o->buf, o->n); }
+
+static ssize_t op_accept(sock_op *o)
+{
+    return cio__sys_accept(o->fd, o->addr, o->lenp);
+}
+
+static ssize_t op_recvfrom(sock_op *o)
+{
+    return cio__sys_recvfrom(o->fd, o->buf, o->n, o->addr, o->lenp);
+}
+
+static ssize_t op_sendto(sock_op *o)
+{
+    return cio__sys_sendto(o->fd, o->buf, o->n, o->addr, o->len);
+}
+
+ssize_t cio_sock_recv(int fd, void *buf, size_t n)
+{
+    sock_op op = {.fd = fd, .buf = buf, .n = n};
+    return sock_retry(&op, op_recv);
+}
+
+ssize_t cio_sock_recv_into(int fd, void *buf, size_t n)
+{
+    return cio_sock_recv(fd, buf, n);
+}
+
+/* Sends until all n bytes are out. An error after a partial send loses
+ * the count, as asyncio's sock_sendall does: the stream is broken anyway. */
+int cio_sock_sendall(int fd, const void *buf, size_t n)
+{
+    sock_op op = {.fd = fd, .dir = 1, .buf = (void *)buf, .n = n};
+    int r = sock_enter();
+    while (!r && op.n > 0) {
+        ssize_t sent = sock_retry(&op, op_send);
+        if (sent < 0)
+            return (int)sent;
+        op.buf = (char *)op.buf + sent;
+        op.n -= (size_t)sent;
+    }
+    return r;
+}
+
+/* A non-blocking connect reports EINPROGRESS and finishes when the fd
+ * turns writable; its outcome is then the socket's SO_ERROR. EINTR means
+ * the same: the connect goes on in the kernel and must not be restarted. */
+int cio_sock_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    if (!addr)
+        return -EINVAL;
+    int r = sock_enter();
+    if (r)
+        return r;
+    r = cio__sys_connect(fd, addr, len);
+    if (r != -EINPROGRESS && r != -EINTR)
+        return r;
+    r = wait_fd(fd, 1);
+    return r ? r : cio__sys_socket_error(fd);
+}
+
+int cio_sock_accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    sock_op op = {.fd = fd, .addr = addr, .lenp = len};
+    return (int)sock_retry(&op, op_accept);
+}
+
+ssize_t cio_sock_recvfrom(int fd, void *buf, size_t n, struct sockaddr *addr,
+                          socklen_t *len)
+{
+    sock_op op = {.fd = fd, .buf = buf, .n = n, .addr = addr, .lenp = len};
+    return sock_retry(&op, op_recvfrom);
+}
+
+ssize_t cio_sock_sendto(int fd, const void *buf, size_t n,
+                        const struct sockaddr *addr, socklen_t len)
+{
+    sock_op op = {.fd = fd, .dir = 1, .buf = (void *)buf, .n = n,
+                  .addr = (struct sockaddr *)addr, .len = len};
+    return sock_retry(&op, op_sendto);
+}
+
+/* ------------------------------------------------------- name resolution
+ * getaddrinfo may block (DNS, /etc/hosts), so it runs in the executor, as
+ * asyncio's does; numeric hosts are resolved in place (asyncio's
+ * _ipaddr_info shortcut), which needs no thread. */
+
+/* Lives on the calling task's stack: cio_to_thread returns only after the
+ * worker is done with it, even when the task is cancelled meanwhile. */
+typedef struct gai_job {
+    const char *host, *port;
+    const struct addrinfo *hints;
+    struct addrinfo *res;      /* the worker's answer, the caller's to free */
+} gai_job;
+
+/* EAI_SYSTEM means "look at errno"; every other EAI_ code gets its own
+ * cio code, far from errno's range. */
+static int eai_code(int e)
+{
+    return e == EAI_SYSTEM ? -errno : CIO_EAI(e);
+}
+
+static int run_getaddrinfo(void *arg)
+{
+    gai_job *j = arg;
+    int e = getaddrinfo(j->host, j->port, j->hints, &j->res);
+    return e ? eai_code(e) : 0;
+}
+
+/* NULL and "" mean the wildcard or loopback address: numeric too. */
+static bool is_numeric_host(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return !host || !*host || inet_pton(AF_INET, host, buf) == 1 ||
+           inet_pton(AF_INET6, host, buf) == 1;
+}
+
+int cio_getaddrinfo(const char *host, const char *port,
+                    const struct addrinfo *hints, struct addrinfo **res)
+{
+    if (!res)
+        return -EINVAL;
+    *res = NULL;
+    int r = sock_enter();
+    if (r)
+        return r;
+    gai_job j = {host && *host ? host : NULL, port, hints, NULL};
+    if (is_numeric_host(host))
+        r = run_getaddrinfo(&j);
+    else
+        r = cio_to_thread(run_getaddrinfo, &j);
+    if (r == 0)
+        *res = j.res;
+    else if (j.res) /* cancelled after it resolved */
+        freeaddrinfo(j.res);
+    return r;
+}
+
+typedef struct gni_job {
+    const struct sockaddr *addr;
+    socklen_t len;
+    char *host, *serv;         /* the caller's buffers */
+    size_t hostlen, servlen;
+    int flags;
+} gni_job;
+
+static int run_getnameinfo(void *arg)
+{
+    gni_job *j = arg;
+    int e = getnameinfo(j->addr, j->len, j->host, (socklen_t)j->hostlen,
+                        j->serv, (socklen_t)j->servlen, j->flags);
+    return e ? eai_code(e) : 0;
+}
+
+/* Always in the executor: even a numeric address may be looked up. */
+int cio_getnameinfo(const struct sockaddr *addr, socklen_t len, char *host,
+                    size_t hostlen, char *serv, size_t servlen, int flags)
+{
+    if (!addr || !cio__current)
+        return -EINVAL;
+    gni_job j = {addr, len, host, serv, hostlen, servlen, flags};
+    return cio_to_thread(run_getnameinfo, &j);
+}
+
+/* ------------------------------------------------------------- addresses */
+
+int cio__unix_address(const char *path, struct sockaddr_un *sun)
+{
+    if (!path || strlen(path) >= sizeof sun->sun_path)
+        return -EINVAL;
+    memset(sun, 0, sizeof *sun);
+    sun->sun_family = AF_UNIX;
+    strcpy(sun->sun_path, path);
+    return 0;
+}
