@@ -71,7 +71,7 @@ $(B_DIR)/examples/%: examples/%.c $(LIB_A) include/cio.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
 
-$(TEST_BIN): $(TEST_SRC) tests/harness.h tests/util.h $(LIB_A)
+$(TEST_BIN): $(TEST_SRC) $(wildcard tests/*.h) $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $(TEST_SRC) $(LIB_A) -o $@ $(LDLIBS)
 
