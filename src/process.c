@@ -340,6 +340,65 @@ static int check_program(const char *file)
     }
 }
 
+/* What posix_spawn cannot report where its vfork-style clone is a plain
+ * fork (under valgrind, say): a program that cannot run, a bad cwd.
+ * Checked first, they stay errors of the call. */
+static int check_spawnable(const char *file, const cio_process_options *opts)
+{
+    int err = cio__fault_check_call(CIO__FAULT_SYS, "posix_spawn()");
+    if (!err)
+        err = check_program(file);
+    if (!err && opts->cwd) {
+        struct stat st;
+        err = stat(opts->cwd, &st) < 0 ? -errno
+              : S_ISDIR(st.st_mode)    ? 0
+                                       : -ENOTDIR;
+    }
+    return err;
+}
+
+/* A process object for a child about to be spawned: two references (the
+ * caller's, and the exit watcher's), its exit future. */
+static int process_new(cio_loop *loop, cio_process **out)
+{
+    cio_process *p = cio__calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    p->loop = loop;
+    p->pidfd = -1;
+    atomic_init(&p->refs, 2);
+    cio__list_init(&p->link);
+    int err = cio_future_new(loop, &p->exit_fut);
+    if (err) {
+        cio__free(p);
+        return err;
+    }
+    *out = p;
+    return 0;
+}
+
+/* The child runs: our ends of its pipes become streams (or what `adopt`
+ * makes of them), and its exit is watched. On failure it is killed and
+ * reaped in the background, since we could not talk to it. */
+static int take_over(cio_process *p, spawn_plan *sp,
+                     const cio_process_options *opts, adopt_fn adopt,
+                     void *adopt_arg)
+{
+    close_fd(&sp->pipes[0][0]); /* the child has its ends */
+    close_fd(&sp->pipes[1][1]);
+    close_fd(&sp->pipes[2][1]);
+    int err = adopt_pipes(p, sp, adopt ? adopt : adopt_stream,
+                          adopt ? adopt_arg : (void *)opts);
+    if (!err)
+        err = watch(p);
+    if (err) {
+        kill(p->pid, SIGKILL);
+        hand_to_reaper(p->pid);
+        atomic_store(&p->refs, 1);
+    }
+    return err;
+}
+
 static int spawn(const char *file, char *const argv[],
                  const cio_process_options *opts, adopt_fn adopt,
                  void *adopt_arg, cio_process **out)
@@ -352,29 +411,12 @@ static int spawn(const char *file, char *const argv[],
         return -EINVAL;
     if (!opts)
         opts = &defaults;
-    int err = cio__fault_check_call(CIO__FAULT_SYS, "posix_spawn()");
+    cio_process *p;
+    int err = check_spawnable(file, opts);
     if (!err)
-        err = check_program(file);
-    if (!err && opts->cwd) { /* likewise: a bad cwd is the call's error */
-        struct stat st;
-        err = stat(opts->cwd, &st) < 0 ? -errno
-              : S_ISDIR(st.st_mode)    ? 0
-                                       : -ENOTDIR;
-    }
+        err = process_new(cio__current->fut.loop, &p);
     if (err)
         return err;
-    cio_process *p = cio__calloc(1, sizeof *p);
-    if (!p)
-        return -ENOMEM;
-    p->loop = cio__current->fut.loop;
-    p->pidfd = -1;
-    atomic_init(&p->refs, 2);
-    cio__list_init(&p->link);
-    err = cio_future_new(p->loop, &p->exit_fut);
-    if (err) {
-        cio__free(p);
-        return err;
-    }
     spawn_plan sp;
     err = plan(&sp, opts);
     if (!err)
@@ -386,19 +428,9 @@ static int spawn(const char *file, char *const argv[],
         cio__free(p);
         return err;
     }
-    /* The child has its ends; ours become streams. */
-    close_fd(&sp.pipes[0][0]);
-    close_fd(&sp.pipes[1][1]);
-    close_fd(&sp.pipes[2][1]);
-    err = adopt_pipes(p, &sp, adopt ? adopt : adopt_stream,
-                      adopt ? adopt_arg : (void *)opts);
-    if (!err)
-        err = watch(p);
+    err = take_over(p, &sp, opts, adopt, adopt_arg);
     plan_free(&sp);
-    if (err) { /* it runs, but we cannot talk to it: stop it, reap it */
-        kill(p->pid, SIGKILL);
-        hand_to_reaper(p->pid);
-        atomic_store(&p->refs, 1);
+    if (err) {
         cio_process_free(p);
         return err;
     }
@@ -494,6 +526,37 @@ static int comm_read(cio_stream *s, comm *c, int i)
 static int comm_out(void *arg) { return comm_read(((comm *)arg)->p->out, arg, 0); }
 static int comm_err(void *arg) { return comm_read(((comm *)arg)->p->err, arg, 1); }
 
+/* Starts communicate's tasks: the stdin feeder and a reader per output
+ * pipe (every pipe is read, wanted or not: a child blocked writing to an
+ * unread pipe would never exit). Returns how many started; *r the error
+ * that stopped the others, if any. */
+static size_t comm_start(comm *c, cio_task *tasks[3], int *r)
+{
+    cio_task_fn fns[3] = {comm_feed, comm_out, comm_err};
+    cio_stream *pipes[3] = {c->p->in, c->p->out, c->p->err};
+    size_t nt = 0;
+    *r = 0;
+    for (int i = 0; i < 3 && !*r; i++) {
+        if (pipes[i])
+            *r = cio_task_new(NULL, fns[i], c, NULL, &tasks[nt]);
+        if (pipes[i] && !*r)
+            nt++;
+    }
+    return nt;
+}
+
+/* Hands one pipe's bytes to the caller (who then owns them) or frees them. */
+static void comm_give(char *data, ssize_t len, char **to, size_t *tolen)
+{
+    if (!to) {
+        cio__free(data);
+        return;
+    }
+    *to = data;
+    if (tolen)
+        *tolen = len > 0 ? (size_t)len : 0;
+}
+
 int cio_process_communicate(cio_process *p, const void *input, size_t n,
                             char **out, size_t *outlen, char **err,
                             size_t *errlen)
@@ -506,18 +569,8 @@ int cio_process_communicate(cio_process *p, const void *input, size_t n,
         return -EINVAL;
     comm c = {p, input, n, {NULL, NULL}, {0, 0}};
     cio_task *tasks[3];
-    size_t nt = 0;
-    int r = 0;
-    if (p->in)
-        r = cio_task_new(NULL, comm_feed, &c, NULL, &tasks[nt++]);
-    /* Every pipe is read, wanted or not: a child blocked writing to an
-     * unread pipe would never exit. */
-    if (!r && p->out)
-        r = cio_task_new(NULL, comm_out, &c, NULL, &tasks[nt++]);
-    if (!r && p->err)
-        r = cio_task_new(NULL, comm_err, &c, NULL, &tasks[nt++]);
-    if (r)
-        nt--; /* the failed slot holds nothing */
+    int r;
+    size_t nt = comm_start(&c, tasks, &r);
     /* The feeder closes stdin. One that never ran (its stack could not be
      * made) closes nothing, and the child would wait for an EOF that never
      * comes, so stdin is closed here once the feeder is done, whatever its
@@ -545,20 +598,8 @@ int cio_process_communicate(cio_process *p, const void *input, size_t n,
         cio__free(c.data[1]);
         return r;
     }
-    if (out) {
-        *out = c.data[0];
-        if (outlen)
-            *outlen = c.len[0] > 0 ? (size_t)c.len[0] : 0;
-    } else {
-        cio__free(c.data[0]);
-    }
-    if (err) {
-        *err = c.data[1];
-        if (errlen)
-            *errlen = c.len[1] > 0 ? (size_t)c.len[1] : 0;
-    } else {
-        cio__free(c.data[1]);
-    }
+    comm_give(c.data[0], c.len[0], out, outlen);
+    comm_give(c.data[1], c.len[1], err, errlen);
     return 0;
 }
 
