@@ -88,6 +88,9 @@ endif
 
 check: $(TEST_BIN) $(EX_BIN)
 	@status=0; \
+	if [ -z "$(T)" ]; then \
+	  sh tests/check_header.sh include/cio.h || status=1; \
+	fi; \
 	for b in $(BACKENDS); do \
 	  CIO_BACKEND=$$b CIO_TEST_SLOW=$(SLOW) $(RUNNER) $(TEST_BIN) $(T) || status=1; \
 	done; \

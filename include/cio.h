@@ -51,7 +51,8 @@ extern "C" {
 #define CIO_EAI_BASE (-30100)
 #define CIO_EAI(e) (CIO_EAI_BASE + (e))
 
-/* Names an error code (negative errno or CIO_E*); never NULL, static. */
+/* Returns the name of an error code (0, a negative errno or CIO_E*):
+ * a static string, never NULL ("unknown error" for codes it does not know). */
 CIO_API const char *cio_strerror(int err);
 
 /* ------------------------------------------------------------------ loop
@@ -108,11 +109,12 @@ CIO_API int cio_loop_is_closed(const cio_loop *loop);  /* 1 or 0 */
  * (the first call in an iteration reads it, later ones return the same). */
 CIO_API double cio_loop_time(cio_loop *loop);
 
-/* The loop running in this thread, or NULL. */
+/* Returns the loop running in this thread (borrowed), or NULL. */
 CIO_API cio_loop *cio_get_running_loop(void);
 
 /* Debug mode: warns about slow callbacks and catches calls from a thread
- * that does not own the loop (they then return -EPERM). */
+ * that does not own the loop (they then return -EPERM). set returns 0 or
+ * -EINVAL (NULL loop); get returns 1 or 0 (0 for NULL). */
 CIO_API int cio_loop_set_debug(cio_loop *loop, int enabled);
 CIO_API int cio_loop_get_debug(const cio_loop *loop);
 
@@ -130,7 +132,8 @@ CIO_API int cio_call_soon(cio_loop *loop, cio_callback cb, void *arg,
                           cio_handle *handle);
 
 /* Schedules cb(arg) in `delay` seconds (>= 0, not NaN), or at loop time
- * `when`. Errors as cio_call_soon, plus -EINVAL for a bad delay. */
+ * `when` (not NaN). Returns as cio_call_soon, plus -EINVAL for a bad delay
+ * or when. */
 CIO_API int cio_call_later(cio_loop *loop, double delay, cio_callback cb,
                            void *arg, cio_handle *handle);
 CIO_API int cio_call_at(cio_loop *loop, double when, cio_callback cb,
@@ -234,10 +237,13 @@ CIO_API int cio_future_result(cio_future *fut, void **value);
 CIO_API int cio_future_add_done_callback(cio_future *fut,
                                          cio_done_callback cb, void *arg);
 
-/* Removes every registration of (cb, arg); returns how many. */
+/* Removes every registration of (cb, arg); returns how many, or -EINVAL
+ * for a NULL fut. */
 CIO_API int cio_future_remove_done_callback(cio_future *fut,
                                             cio_done_callback cb, void *arg);
 
+/* Returns the loop fut belongs to (borrowed, valid while the loop lives),
+ * or NULL for a NULL fut. */
 CIO_API cio_loop *cio_future_get_loop(const cio_future *fut);
 
 /* ----------------------------------------------------------------- tasks
@@ -268,18 +274,23 @@ typedef struct cio_task_options {
 CIO_API int cio_create_task(cio_task_fn fn, void *arg, cio_task **task);
 
 /* The extended form: a given loop (NULL: the running one) and options (may
- * be NULL). Errors as cio_create_task, plus -ESHUTDOWN (closed loop). */
+ * be NULL). Returns 0, -EINVAL (no loop, NULL fn), -ESHUTDOWN (closed
+ * loop), -EPERM (debug mode, wrong thread), -ENOMEM (memory, or no stack
+ * of that size could be reserved). */
 CIO_API int cio_task_new(cio_loop *loop, cio_task_fn fn, void *arg,
                          const cio_task_options *opts, cio_task **task);
 
-/* The task running in this thread, or NULL (borrowed). */
+/* Returns the task running in this thread (borrowed), or NULL. */
 CIO_API cio_task *cio_current_task(void);
 
 /* Stores up to cap unfinished tasks of loop (NULL: running) in out
- * (borrowed until the caller next suspends); returns how many there are. */
+ * (borrowed until the caller next suspends); returns how many there are,
+ * or -EINVAL (no loop). */
 CIO_API int cio_all_tasks(cio_loop *loop, cio_task **out, size_t cap);
 
-/* The task's name (valid while the task lives) / sets it (copied). */
+/* get returns the task's name (valid while the task lives; "Task-N" if
+ * none was given), or NULL if task is not a task. set copies name and
+ * returns 0, -EINVAL (not a task, NULL name), -ENOMEM. */
 CIO_API const char *cio_task_get_name(const cio_task *task);
 CIO_API int cio_task_set_name(cio_task *task, const char *name);
 
@@ -287,11 +298,13 @@ CIO_API int cio_task_set_name(cio_task *task, const char *name);
  * -EINVAL if not a task. */
 CIO_API int cio_task_cancel(cio_task *task);
 
-/* How many cancellation requests are pending (asyncio's cancelling()). */
+/* Returns how many cancellation requests are pending (asyncio's
+ * cancelling()), or -EINVAL if task is not a task. */
 CIO_API int cio_task_cancelling(const cio_task *task);
 
-/* Withdraws one request; returns how many remain. At zero, suspension
- * points work again (for cleanup that must await). */
+/* Withdraws one request; returns how many remain, or -EINVAL if task is
+ * not a task. At zero, suspension points work again (for cleanup that must
+ * await). */
 CIO_API int cio_task_uncancel(cio_task *task);
 
 /* Sets the current task's result value (a borrowed pointer carried as its
@@ -305,7 +318,16 @@ CIO_API int cio_task_set_value(void *value);
  * (a task awaiting itself). */
 CIO_API int cio_await(cio_future *fut, void **value);
 
-/* ------------------------------------------------------------------ flow */
+/* ------------------------------------------------------------------ flow
+ * Many tasks at once, asyncio's high-level API; every wait here is a
+ * suspension point, so it is called from a task. gather awaits all its
+ * futures and collects their results; wait and as_completed hand futures
+ * back as they finish (all, the first, the first failure; or one at a
+ * time) and cancel nothing. wait_for and timeout scopes put a deadline on
+ * waiting; shield keeps a cancellation from reaching a future others still
+ * need; a task group ties children to their parent task, so none outlives
+ * the group and the first failure cancels the rest.
+ */
 
 /* asyncio.run: a new loop, fn(arg) as its main task until it finishes,
  * then cancels and finishes the tasks left, closes and frees the loop.
@@ -315,7 +337,9 @@ CIO_API int cio_await(cio_future *fut, void **value);
  * -EBUSY if this thread already runs a loop. */
 CIO_API int cio_run(cio_task_fn fn, void *arg);
 
-/* Runs loop until fut is done; returns fut's status or error. */
+/* Runs loop until fut is done. Returns fut's status or error, -EAGAIN if
+ * the loop was stopped before fut was done, -EINVAL (NULL, or fut of
+ * another loop), or as cio_loop_run_forever (-EBUSY, -ESHUTDOWN). */
 CIO_API int cio_loop_run_until_complete(cio_loop *loop, cio_future *fut);
 
 /* Suspends the current task for `seconds` (0 yields once). Returns 0,
@@ -345,24 +369,32 @@ typedef enum cio_wait_mode {
 /* Waits (timeout < 0: no timeout) until `mode` holds; the futures are not
  * cancelled on timeout. done and pending (each room for n, may be NULL)
  * receive the two sets in argument order; *ndone / *npending their sizes.
- * Returns 0, -ECANCELED, -EINVAL (n == 0). */
+ * Returns 0 (also on timeout), -ECANCELED, -ETIMEDOUT (an enclosing scope
+ * expired), -EINVAL (n == 0, a NULL future or one of another loop, bad
+ * mode, NaN timeout, not in a task), -EDEADLK (the calling task among
+ * them), -ENOMEM. */
 CIO_API int cio_wait(cio_future *const *futs, size_t n, cio_wait_mode mode,
                      double timeout, cio_future **done, size_t *ndone,
                      cio_future **pending, size_t *npending);
 
 /* Awaits fut for at most timeout seconds (< 0: none). On timeout, cancels
- * fut, waits for it to finish and returns -ETIMEDOUT. */
+ * fut, waits for it to finish and returns -ETIMEDOUT (or the result fut
+ * still produced). Otherwise returns as cio_await; -EINVAL for a NaN
+ * timeout. */
 CIO_API int cio_wait_for(cio_future *fut, double timeout, void **value);
 
 /* asyncio.as_completed: an iterator yielding futures as they finish. */
 typedef struct cio_as_completed cio_as_completed;
 
-/* Starts iterating n futures (timeout < 0: none); *it is the caller's. */
+/* Starts iterating n futures (timeout < 0: none); *it is the caller's
+ * until cio_as_completed_free, and futs must outlive it. Returns 0,
+ * -EINVAL (not in a task, NULL it, NaN timeout, a NULL future or one of
+ * another loop), -EDEADLK (the calling task among them), -ENOMEM. */
 CIO_API int cio_as_completed_new(cio_future *const *futs, size_t n,
                                  double timeout, cio_as_completed **it);
 /* Suspends for the next finished future (*fut borrowed from the caller's
  * array). Returns 1 with *fut set, 0 when all were returned, -ETIMEDOUT,
- * -ECANCELED. */
+ * -ECANCELED, -EINVAL (NULL, not in a task). free: NULL is a no-op. */
 CIO_API int cio_as_completed_next(cio_as_completed *it, cio_future **fut);
 CIO_API void cio_as_completed_free(cio_as_completed *it);
 
@@ -383,11 +415,15 @@ typedef struct cio_timeout_scope {
  * a task), -ENOMEM. */
 CIO_API int cio_timeout(cio_timeout_scope *scope, double delay);
 CIO_API int cio_timeout_at(cio_timeout_scope *scope, double when);
-/* Moves the deadline (when < 0: none). Returns 0, -EINVAL if expired. */
+/* Moves the deadline (when < 0: none). Returns 0, -EINVAL (expired,
+ * ended or never opened), -ENOMEM. */
 CIO_API int cio_timeout_reschedule(cio_timeout_scope *scope, double when);
+/* Returns the deadline in loop time, INFINITY for none, NaN for a scope
+ * never opened. */
 CIO_API double cio_timeout_when(const cio_timeout_scope *scope);
-CIO_API int cio_timeout_expired(const cio_timeout_scope *scope); /* 1/0 */
-/* Closes the scope: 0, or -ETIMEDOUT if it expired. */
+CIO_API int cio_timeout_expired(const cio_timeout_scope *scope); /* 1 or 0 */
+/* Closes the scope. Returns 0, -ETIMEDOUT if it expired, -EINVAL if it is
+ * not the calling task's innermost open scope. */
 CIO_API int cio_timeout_end(cio_timeout_scope *scope);
 
 /* asyncio.TaskGroup: tasks spawned into a group are joined together; the
@@ -395,16 +431,23 @@ CIO_API int cio_timeout_end(cio_timeout_scope *scope);
  * joins). Create it, spawn, join, free: all from one parent task. */
 typedef struct cio_task_group cio_task_group;
 
+/* Creates a group whose parent is the calling task; *group is the caller's
+ * until cio_task_group_free. Returns 0, -EINVAL (NULL group, not in a
+ * task), -ENOMEM. */
 CIO_API int cio_task_group_new(cio_task_group **group);
 /* Starts fn(arg) in the group; *task (may be NULL) is borrowed until the
- * group is freed. Returns 0, -ENOMEM, -ESHUTDOWN (joined or aborted). */
+ * group is freed. Returns 0, -EINVAL (NULL group or fn), -ESHUTDOWN
+ * (joined or aborted), -ENOMEM, or as cio_task_new. */
 CIO_API int cio_task_group_spawn(cio_task_group *group, cio_task_fn fn,
                                  void *arg, const cio_task_options *opts,
                                  cio_task **task);
-/* Waits for every child. Returns 0, the first child's error, or
- * -ECANCELED if the parent was cancelled from outside. */
+/* Waits for every child. Returns 0, the first child's error, -ECANCELED
+ * if the parent was cancelled from outside (-ETIMEDOUT: its scope
+ * expired), or -EINVAL (NULL, not the parent, already joined). */
 CIO_API int cio_task_group_join(cio_task_group *group);
-/* Children, in spawn order: each one's status stays readable. */
+/* Children, in spawn order: each one's status stays readable. size
+ * returns how many were spawned (0 for NULL); task returns child i
+ * (borrowed until the group is freed), NULL if i is out of range. */
 CIO_API size_t cio_task_group_size(const cio_task_group *group);
 CIO_API cio_task *cio_task_group_task(const cio_task_group *group, size_t i);
 /* Frees the group (joining first if the parent did not). */
@@ -541,7 +584,8 @@ typedef struct cio_condition {
 /* Initialises a condition on lock (the caller's; it must outlive the
  * condition), or on a lock of its own if lock is NULL. Returns 0. */
 CIO_API int cio_condition_init(cio_condition *cond, cio_lock *lock);
-/* The condition's lock: as cio_lock_acquire / _release / _locked. */
+/* The condition's lock: returns as cio_lock_acquire / _release / _locked
+ * (-EINVAL for a NULL cond; locked: 1 or 0). */
 CIO_API int cio_condition_acquire(cio_condition *cond);
 CIO_API int cio_condition_release(cio_condition *cond);
 CIO_API int cio_condition_locked(const cio_condition *cond);
@@ -571,7 +615,8 @@ typedef struct cio_semaphore {
 
 /* Initialises a semaphore with `value` units (>= 0). Returns 0, -EINVAL. */
 CIO_API int cio_semaphore_init(cio_semaphore *sem, int value);
-/* The same, bounded: releasing it above `value` units is an error. */
+/* The same, bounded: releasing it above `value` units is an error.
+ * Returns 0, -EINVAL. */
 CIO_API int cio_bounded_semaphore_init(cio_semaphore *sem, int value);
 /* Takes a unit, waiting while there is none. Returns 0, or -ECANCELED /
  * -ETIMEDOUT without one. */
@@ -635,11 +680,11 @@ typedef int (*cio_queue_cmp)(const void *a, const void *b, void *arg);
  * -EINVAL (item_size 0), -ENOMEM. */
 CIO_API int cio_queue_new(cio_queue **q, size_t item_size, size_t maxsize);
 /* The same, smallest first by cmp(a, b, arg); arg is borrowed for the
- * queue's life. */
+ * queue's life. Returns as cio_queue_new, plus -EINVAL for a NULL cmp. */
 CIO_API int cio_priority_queue_new(cio_queue **q, size_t item_size,
                                    size_t maxsize, cio_queue_cmp cmp,
                                    void *arg);
-/* The same, newest first. */
+/* The same, newest first. Returns as cio_queue_new. */
 CIO_API int cio_lifo_queue_new(cio_queue **q, size_t item_size,
                                size_t maxsize);
 /* Frees q; NULL is a no-op. Tasks still waiting on it are woken with
@@ -682,11 +727,14 @@ CIO_API int cio_queue_shutdown(cio_queue *q, int immediate);
  * Coroutine forms of the socket calls, for tasks, on non-blocking fds:
  * each waits (a suspension point) while the fd is not ready. Every fd cio
  * creates is non-blocking and close-on-exec; no cio call raises SIGPIPE.
+ * Each returns -EINVAL outside a task, -ECANCELED / -ETIMEDOUT when
+ * interrupted, and the system call's own -errno (-EBADF, ...).
  */
 
-/* Receives up to n bytes: the count, 0 at EOF, or an error. */
+/* Receives up to n bytes. Returns the count, 0 at EOF, or an error. */
 CIO_API ssize_t cio_sock_recv(int fd, void *buf, size_t n);
-/* The same: asyncio's sock_recv and sock_recv_into are one call in C. */
+/* The same: asyncio's sock_recv and sock_recv_into are one call in C.
+ * Returns as cio_sock_recv. */
 CIO_API ssize_t cio_sock_recv_into(int fd, void *buf, size_t n);
 /* Sends all n bytes. Returns 0 or an error (-EPIPE, -ECONNRESET, ...). */
 CIO_API int cio_sock_sendall(int fd, const void *buf, size_t n);
@@ -696,8 +744,12 @@ CIO_API int cio_sock_connect(int fd, const struct sockaddr *addr,
 /* Accepts a connection: returns the new fd (non-blocking, close-on-exec,
  * the caller's) and fills addr/len (both may be NULL), or an error. */
 CIO_API int cio_sock_accept(int fd, struct sockaddr *addr, socklen_t *len);
+/* Receives one datagram; addr/len (may be NULL) get the sender's address.
+ * Returns its length or an error. */
 CIO_API ssize_t cio_sock_recvfrom(int fd, void *buf, size_t n,
                                   struct sockaddr *addr, socklen_t *len);
+/* Sends one datagram to addr (NULL: the connected peer). Returns the bytes
+ * sent or an error. */
 CIO_API ssize_t cio_sock_sendto(int fd, const void *buf, size_t n,
                                 const struct sockaddr *addr, socklen_t len);
 
@@ -751,12 +803,14 @@ typedef struct cio_protocol {
 typedef void *(*cio_protocol_factory)(void *arg);
 
 /* Queues data (copied as needed) and sends what it can at once. Returns
- * 0, -EPIPE (closing), the error it is closing for (lost), -ENOMEM.
+ * 0, -EINVAL (NULL; a datagram or read-pipe transport), -EPIPE (closing),
+ * the error it is closing for (lost), -ENOMEM.
  * Never blocks, never raises SIGPIPE; errors from the peer arrive through
  * connection_lost. */
 CIO_API int cio_transport_write(cio_transport *t, const void *data,
                                 size_t n);
-/* Writes the buffers as one gathered write (writev). */
+/* Writes the buffers as one gathered write (writev). Returns as
+ * cio_transport_write, plus -EINVAL for iovcnt < 0. */
 CIO_API int cio_transport_writelines(cio_transport *t, const struct iovec *iov,
                                      int iovcnt);
 /* Closes the write side once the buffer is flushed. Returns 0, -EPIPE,
@@ -774,14 +828,18 @@ CIO_API int cio_transport_is_closing(const cio_transport *t); /* 1 or 0 */
 CIO_API int cio_transport_get_extra_info(cio_transport *t, const char *name,
                                          void *buf, socklen_t *len);
 /* Write-buffer water marks (0, 0: 64 KiB high, a quarter of it low).
- * Returns 0 or -EINVAL (low > high). */
+ * Returns 0 or -EINVAL (NULL, low > high). */
 CIO_API int cio_transport_set_write_buffer_limits(cio_transport *t,
                                                   size_t high, size_t low);
+/* Returns the bytes (or datagram bytes) queued, not yet sent; 0 for NULL. */
 CIO_API size_t cio_transport_get_write_buffer_size(const cio_transport *t);
+/* Stops / resumes calling data_received (resume only undoes a pause).
+ * Returns 0 or -EINVAL (NULL). */
 CIO_API int cio_transport_pause_reading(cio_transport *t);
 CIO_API int cio_transport_resume_reading(cio_transport *t);
 CIO_API int cio_transport_is_reading(const cio_transport *t); /* 1 or 0 */
-/* The protocol context given at creation (or by the factory). */
+/* Returns the protocol context given at creation (or by the factory), NULL
+ * for a NULL t. */
 CIO_API void *cio_transport_get_context(const cio_transport *t);
 /* Datagram transports: sends one datagram (addr NULL: to the connected
  * peer). Returns 0 or an error; errors of earlier sends may arrive through
@@ -810,7 +868,10 @@ CIO_API int cio_create_unix_connection(const char *path,
                                        const cio_protocol *proto, void *ctx,
                                        cio_transport **t);
 /* Wraps a connected socket (the transport owns fd from then on), on loop
- * (NULL: the running one). */
+ * (NULL: the running one); connection_made runs soon. Returns 0, -EINVAL
+ * (no loop, fd < 0, NULL proto), -EBADF (fd not open), -ESHUTDOWN (closed
+ * loop), -EPERM (debug mode, wrong thread), -ENOMEM; on error fd stays the
+ * caller's. */
 CIO_API int cio_connect_accepted_socket(cio_loop *loop, int fd,
                                         const cio_protocol *proto, void *ctx,
                                         cio_transport **t);
@@ -836,10 +897,13 @@ CIO_API int cio_create_unix_server(const char *path,
                                    cio_protocol_factory factory, void *arg,
                                    const cio_server_options *opts,
                                    cio_server **server);
+/* Starts accepting (a no-op if serving). Returns 0, -EINVAL (NULL),
+ * -ESHUTDOWN (closed), or as cio_add_reader (-ENOMEM, ...). */
 CIO_API int cio_server_start_serving(cio_server *s);
 CIO_API int cio_server_is_serving(const cio_server *s); /* 1 or 0 */
 /* From a task: serves until the server is closed (returns 0) or the task
- * is cancelled (-ECANCELED; the server is closed then). */
+ * is cancelled (-ECANCELED; the server is closed then). Also returns
+ * -EINVAL (NULL, not in a task) or as cio_server_start_serving. */
 CIO_API int cio_server_serve_forever(cio_server *s);
 /* Stops listening; connections already made go on. */
 CIO_API void cio_server_close(cio_server *s);
@@ -847,11 +911,14 @@ CIO_API void cio_server_close(cio_server *s);
 CIO_API void cio_server_close_clients(cio_server *s);
 CIO_API void cio_server_abort_clients(cio_server *s);
 /* From a task: waits until the server is closed and its connections are
- * gone. Returns 0 or -ECANCELED. */
+ * gone. Returns 0, -ECANCELED, -ETIMEDOUT, -EINVAL (NULL, not in a task),
+ * -ENOMEM. */
 CIO_API int cio_server_wait_closed(cio_server *s);
-/* Stores up to cap listening fds (borrowed); returns how many there are. */
+/* Stores up to cap listening fds (borrowed); returns how many there are,
+ * or -EINVAL (NULL s). */
 CIO_API int cio_server_sockets(const cio_server *s, int *fds, size_t cap);
-/* The port the first listening socket is bound to (0 for Unix). */
+/* Returns the port the first listening socket is bound to (0 for Unix,
+ * for NULL, or if it cannot be read). */
 CIO_API int cio_server_port(const cio_server *s);
 /* Closes the server if open and frees it; its connections go on. */
 CIO_API void cio_server_free(cio_server *s);
@@ -879,8 +946,10 @@ typedef struct cio_stream_options {
     size_t limit; /* 0: 64 KiB */
 } cio_stream_options;
 
-/* From a task: connects (as cio_create_connection) and returns a stream,
- * the caller's until cio_stream_free. opts may be NULL. */
+/* From a task: connects (as cio_create_connection / _unix_connection) and
+ * sets *s to a stream, the caller's until cio_stream_free. opts may be
+ * NULL. Returns 0, -EINVAL (NULL s, not in a task), -ENOMEM, or as the
+ * connection call. */
 CIO_API int cio_open_connection(const char *host, const char *port,
                                 const cio_stream_options *opts,
                                 cio_stream **s);
@@ -905,8 +974,12 @@ CIO_API int cio_start_unix_server(cio_client_connected cb, void *arg,
                                   const cio_server_options *opts,
                                   cio_server **server);
 
-/* Reads up to n bytes (waits for at least one): the count, 0 at EOF, or
- * an error. */
+/* Every read call below returns -EINVAL (NULL, not in a task), -EBUSY
+ * (another task is reading the stream), -ECANCELED / -ETIMEDOUT, or at EOF
+ * the error the connection was lost to, besides what it lists. */
+
+/* Reads up to n bytes (waits for at least one). Returns the count, 0 at
+ * EOF (or n == 0), or an error. */
 CIO_API ssize_t cio_stream_read(cio_stream *s, void *buf, size_t n);
 /* Reads to EOF: *data (release with cio_free) gets the bytes; returns
  * the count or an error. */
@@ -920,32 +993,43 @@ CIO_API ssize_t cio_stream_readline(cio_stream *s, const char **line);
 CIO_API ssize_t cio_stream_readexactly(cio_stream *s, void *buf, size_t n,
                                        size_t *partial);
 /* Reads through the first of the separators: *data (borrowed) points at
- * the bytes, separator included. CIO_ELIMIT: not found within the limit
- * (the data stays buffered); CIO_EINCOMPLETE at EOF first. */
+ * the bytes, separator included. Returns their count, CIO_ELIMIT (not
+ * found within the limit: the data stays buffered), CIO_EINCOMPLETE (EOF
+ * first), -EINVAL (no separators, or an empty one). */
 CIO_API ssize_t cio_stream_readuntil(cio_stream *s, const char *const *seps,
                                      size_t nseps, const char **data);
 CIO_API int cio_stream_at_eof(const cio_stream *s); /* 1 or 0 */
 
-/* Queues data (never waits): 0, -EPIPE, -ENOMEM. Call drain to wait. */
+/* Queues data (never waits; call drain to wait). Returns 0, -EINVAL,
+ * -EPIPE, the connection's error once it is lost, -ENOMEM: as
+ * cio_transport_write / _writelines. */
 CIO_API int cio_stream_write(cio_stream *s, const void *data, size_t n);
 CIO_API int cio_stream_writelines(cio_stream *s, const struct iovec *iov,
                                   int iovcnt);
 /* Waits while the write buffer is above its high-water mark. Returns 0,
- * the connection's error once it is lost, -ECANCELED, -ETIMEDOUT. */
+ * the connection's error once it is lost (-ECONNRESET if none),
+ * -ECANCELED, -ETIMEDOUT, -EINVAL (NULL, not in a task). */
 CIO_API int cio_stream_drain(cio_stream *s);
+/* Closes the write side once flushed. Returns 0, -EINVAL, -EPIPE, the
+ * connection's error once it is lost, -ENOTSUP (as
+ * cio_transport_write_eof). */
 CIO_API int cio_stream_write_eof(cio_stream *s);
-CIO_API int cio_stream_can_write_eof(cio_stream *s);
+CIO_API int cio_stream_can_write_eof(cio_stream *s); /* 1 or 0 */
 /* Starts closing (flushing first). */
 CIO_API void cio_stream_close(cio_stream *s);
-CIO_API int cio_stream_is_closing(const cio_stream *s);
-/* Waits until the connection is closed. Returns 0 or its error. */
+CIO_API int cio_stream_is_closing(const cio_stream *s); /* 1 or 0 */
+/* Waits until the connection is closed. Returns 0, its error, -EINVAL
+ * (NULL, not in a task), -ECANCELED, -ETIMEDOUT, -ENOMEM. */
 CIO_API int cio_stream_wait_closed(cio_stream *s);
+/* As cio_transport_get_extra_info; returns -ENOTCONN once the connection
+ * is gone. */
 CIO_API int cio_stream_get_extra_info(cio_stream *s, const char *name,
                                       void *buf, socklen_t *len);
 /* Closes (if open) and frees the stream. NULL is a no-op. */
 CIO_API void cio_stream_free(cio_stream *s);
 
-/* Frees memory cio handed to the caller (cio_stream_read_all). */
+/* Frees memory cio handed to the caller (cio_stream_read_all,
+ * cio_process_communicate). NULL is a no-op. */
 CIO_API void cio_free(void *p);
 
 /* --------------------------------------------------------------- signals
@@ -1000,15 +1084,17 @@ typedef struct cio_process_options {
 CIO_API int cio_create_subprocess_exec(const char *const *argv,
                                        const cio_process_options *opts,
                                        cio_process **p);
-/* The same for `/bin/sh -c cmd`. */
+/* The same for `/bin/sh -c cmd`. Returns as cio_create_subprocess_exec. */
 CIO_API int cio_create_subprocess_shell(const char *cmd,
                                         const cio_process_options *opts,
                                         cio_process **p);
+/* Returns the child's pid, or -1 for a NULL p. */
 CIO_API pid_t cio_process_pid(const cio_process *p);
-/* 1 with *code set once it exited (>= 0: exit status; < 0: -signal), 0
- * while it runs. */
+/* Returns 1 with *code (may be NULL) set once it exited (>= 0: exit
+ * status; < 0: -signal), 0 while it runs (or for a NULL p). */
 CIO_API int cio_process_returncode(const cio_process *p, int *code);
-/* Its pipe streams (borrowed; NULL unless CIO_STDIO_PIPE). */
+/* Return its pipe streams (borrowed, valid until cio_process_free; NULL
+ * unless CIO_STDIO_PIPE). */
 CIO_API cio_stream *cio_process_stdin(cio_process *p);
 CIO_API cio_stream *cio_process_stdout(cio_process *p);
 CIO_API cio_stream *cio_process_stderr(cio_process *p);
@@ -1022,10 +1108,12 @@ CIO_API int cio_process_wait(cio_process *p, int *code);
 CIO_API int cio_process_communicate(cio_process *p, const void *input,
                                     size_t n, char **out, size_t *outlen,
                                     char **err, size_t *errlen);
-/* Sends a signal. Returns 0, -ESRCH (it already exited), -EINVAL. */
+/* Sends a signal (terminate: SIGTERM, kill: SIGKILL). Returns 0, -ESRCH
+ * (it already exited), -EINVAL (NULL, not a signal), or the kernel's
+ * -errno (-EPERM). */
 CIO_API int cio_process_send_signal(cio_process *p, int sig);
-CIO_API int cio_process_terminate(cio_process *p); /* SIGTERM */
-CIO_API int cio_process_kill(cio_process *p);      /* SIGKILL */
+CIO_API int cio_process_terminate(cio_process *p);
+CIO_API int cio_process_kill(cio_process *p);
 /* Frees the object and its streams; a child still running is reaped in
  * the background when it exits. NULL is a no-op. */
 CIO_API void cio_process_free(cio_process *p);
@@ -1050,7 +1138,8 @@ typedef struct cio_subprocess_protocol {
 
 /* From a task: as cio_create_subprocess_exec / _shell, with pipes going
  * to proto. *t is the caller's until cio_subprocess_close (and freed once
- * connection_lost was called too). */
+ * connection_lost was called too). Returns as cio_create_subprocess_exec
+ * (-EINVAL also for a NULL proto or t). */
 CIO_API int cio_subprocess_exec(const char *const *argv,
                                 const cio_process_options *opts,
                                 const cio_subprocess_protocol *proto,
@@ -1059,25 +1148,50 @@ CIO_API int cio_subprocess_shell(const char *cmd,
                                  const cio_process_options *opts,
                                  const cio_subprocess_protocol *proto,
                                  void *ctx, cio_subprocess_transport **t);
+/* Returns the child's pid, or -1 for a NULL t. */
 CIO_API pid_t cio_subprocess_get_pid(const cio_subprocess_transport *t);
-/* As cio_process_returncode. */
+/* Returns as cio_process_returncode. */
 CIO_API int cio_subprocess_get_returncode(const cio_subprocess_transport *t,
                                           int *code);
-/* The transport of the child's fd 0, 1 or 2 (borrowed), NULL if none. */
+/* Returns the transport of the child's fd 0, 1 or 2 (borrowed, valid
+ * until its connection_lost), NULL if none. */
 CIO_API cio_transport *
 cio_subprocess_get_pipe_transport(cio_subprocess_transport *t, int fd);
+/* Returns as cio_process_send_signal. */
 CIO_API int cio_subprocess_send_signal(cio_subprocess_transport *t, int sig);
 /* Closes the pipes and kills the child if it still runs. */
 CIO_API void cio_subprocess_close(cio_subprocess_transport *t);
 
 /* asyncio's connect_read_pipe / connect_write_pipe: a transport over any
- * pipe fd (owned by the transport from then on). */
+ * pipe fd (owned by the transport from then on), on loop (NULL: the
+ * running one). Returns as cio_connect_accepted_socket. */
 CIO_API int cio_connect_read_pipe(cio_loop *loop, int fd,
                                   const cio_protocol *proto, void *ctx,
                                   cio_transport **t);
 CIO_API int cio_connect_write_pipe(cio_loop *loop, int fd,
                                    const cio_protocol *proto, void *ctx,
                                    cio_transport **t);
+
+/* For the next API break (inconsistencies kept for now; one per line):
+ *  - 1-or-0 predicates (cio_loop_is_running, cio_future_done, ...) -> bool.
+ *  - int flags (return_exceptions, immediate, wait, cancel_futures) -> bool.
+ *  - out-param first (cio_loop_new, cio_queue_new) or last (cio_task_new).
+ *  - cio_all_tasks, cio_server_sockets: int count from a size_t cap.
+ *  - cio_task_group_size returns size_t; cio_all_tasks returns int.
+ *  - iovcnt (writelines) and cio_condition_notify's n are int, not size_t.
+ *  - cio_sock_sendall returns 0, cio_sock_sendto a ssize_t count.
+ *  - get_ is uneven: cio_subprocess_get_pid but cio_process_pid.
+ *  - cio_process_returncode vs cio_subprocess_get_returncode: same call.
+ *  - Read-only queries taking non-const: cio_cfuture_done, cio_loop_time.
+ *  - cio_stream_can_write_eof, cio_transport_can_write_eof: non-const too.
+ *  - NULL to a query: 0, -EINVAL (cio_task_cancelling), -1 (pid), or NaN.
+ *  - cio_remove_reader and friends mix a 1-or-0 answer with -EINVAL.
+ *  - cio_loop_close is synchronous; `_close` elsewhere is asynchronous.
+ *  - cio_create_task / cio_task_new: one call, two names, loop in one only.
+ *  - cio_call_soon_threadsafe gives no cio_handle, so it cannot be cancelled.
+ *  - "result if done": 1/0 + out-param (returncode) vs status (result).
+ *  - cio_timeout_end closes a scope that has no _init / _fini naming.
+ */
 
 #ifdef __cplusplus
 }
