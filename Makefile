@@ -1,6 +1,7 @@
 # cio: one plain GNU Makefile.
 #   make                      libcio.a, libcio.so and the examples
 #   make check [T=pattern]    every test (per backend), then every example
+#   make check REPEAT=20 [PIN=1] [LOAD=2]   the same, 20 times in a row
 #   make check SAN=address,undefined | SAN=thread | VALGRIND=1
 #   make demo                 the guided run of the examples
 #   make bench [B=name]       benchmarks against peers (never part of check)
@@ -86,10 +87,22 @@ ifneq ($(SAN),)
 SLOW = 1
 endif
 
+# REPEAT=N runs the whole check N times and stops at the first failure;
+# PIN=1 pins it to one core, LOAD=k keeps k cores busy meanwhile
+# (tests/repeat.sh). The suite must pass all three ways.
+ifneq ($(REPEAT),)
 check: $(TEST_BIN) $(EX_BIN)
+	@REPEAT=$(REPEAT) PIN=$(PIN) LOAD=$(LOAD) sh tests/repeat.sh $(MAKE) \
+	  --no-print-directory check-once $(if $(T),T=$(T))
+else
+check: check-once
+endif
+
+check-once: $(TEST_BIN) $(EX_BIN)
 	@status=0; \
 	if [ -z "$(T)" ]; then \
 	  sh tests/check_header.sh include/cio.h || status=1; \
+	  python3 tests/check_layers.py src || status=1; \
 	fi; \
 	for b in $(BACKENDS); do \
 	  CIO_BACKEND=$$b CIO_TEST_SLOW=$(SLOW) $(RUNNER) $(TEST_BIN) $(T) || status=1; \
@@ -122,5 +135,5 @@ install: $(LIB_A) $(LIB_SO)
 clean:
 	rm -rf build bench/build
 
-.PHONY: all check demo bench install clean
+.PHONY: all check check-once demo bench install clean
 .SECONDARY:

@@ -15,12 +15,13 @@ typedef struct done_cb {
     void (*release)(void *arg); /* drops arg once: ran, removed or dropped */
 } done_cb;
 
-void cio__future_init(cio_future *f, cio_loop *loop, int kind)
+void cio__future_init(cio_future *f, cio_loop *loop,
+                      const cio__future_ops *ops)
 {
     memset(f, 0, sizeof *f);
     f->loop = loop;
     f->refs = 1;
-    f->kind = (uint8_t)kind;
+    f->ops = ops;
     cio__list_init(&f->waiters);
 }
 
@@ -37,7 +38,7 @@ int cio_future_new(cio_loop *loop, cio_future **out)
     cio_future *f = cio__malloc(sizeof *f);
     if (!f)
         return -ENOMEM;
-    cio__future_init(f, loop, CIO__F_FUTURE);
+    cio__future_init(f, loop, NULL);
     *out = f;
     return 0;
 }
@@ -49,16 +50,13 @@ cio_future *cio_future_ref(cio_future *f)
     return f;
 }
 
-void cio__task_free(cio_future *f); /* task.c */
-
 static void report_unretrieved(cio_future *f)
 {
-    bool task = f->kind == CIO__F_TASK;
     cio__report(f->loop,
-                task ? "Task exception was never retrieved"
-                     : "Future exception was never retrieved",
-                f->status, task ? "task" : "future",
-                task ? cio_task_get_name(f) : NULL, f);
+                f->ops ? "Task exception was never retrieved"
+                       : "Future exception was never retrieved",
+                f->status, f->ops ? f->ops->what : "future",
+                f->ops ? f->ops->name(f) : NULL, f);
 }
 
 void cio_future_unref(cio_future *f)
@@ -75,8 +73,8 @@ void cio_future_unref(cio_future *f)
         if (w->drop)
             w->drop(w);
     }
-    if (f->kind == CIO__F_TASK)
-        cio__task_free(f);
+    if (f->ops)
+        f->ops->free(f);
     else
         cio__free(f);
 }
@@ -107,8 +105,8 @@ void cio__future_complete(cio_future *f, int state, int status, void *value)
     cio__list *n;
     while ((n = cio__list_pop_front(&f->waiters))) {
         cio__waiter *w = cio__container_of(n, cio__waiter, link);
-        if (w->task) {
-            cio__wake(w->task, 0);
+        if (w->wake) {
+            w->wake(w);
             continue;
         }
         if (w->ref_fut)
@@ -119,7 +117,7 @@ void cio__future_complete(cio_future *f, int state, int status, void *value)
 
 int cio_future_set_result(cio_future *f, void *value)
 {
-    if (!f || f->state != CIO__F_PENDING || f->kind == CIO__F_TASK)
+    if (!f || f->state != CIO__F_PENDING || f->ops)
         return -EINVAL;
     cio__future_complete(f, CIO__F_DONE, 0, value);
     return 0;
@@ -127,7 +125,7 @@ int cio_future_set_result(cio_future *f, void *value)
 
 int cio_future_set_error(cio_future *f, int err)
 {
-    if (!f || f->state != CIO__F_PENDING || f->kind == CIO__F_TASK ||
+    if (!f || f->state != CIO__F_PENDING || f->ops ||
         err >= 0 || err == -ECANCELED)
         return -EINVAL;
     cio__future_complete(f, CIO__F_DONE, err, NULL);
@@ -138,8 +136,8 @@ int cio_future_cancel(cio_future *f)
 {
     if (!f)
         return -EINVAL;
-    if (f->kind == CIO__F_TASK)
-        return cio_task_cancel(f);
+    if (f->ops)
+        return f->ops->cancel(f);
     if (f->state != CIO__F_PENDING)
         return 0;
     cio__future_complete(f, CIO__F_CANCELLED, -ECANCELED, NULL);

@@ -255,33 +255,43 @@ CIO_HIDDEN extern double cio__executor_idle_timeout;
 
 /* --------------------------------------------------------------- futures */
 enum { CIO__F_PENDING = 0, CIO__F_DONE, CIO__F_CANCELLED };
-enum { CIO__F_FUTURE = 0, CIO__F_TASK };
 
 /* Someone waiting for a future. A task parked in cio_await is woken
- * directly (`task` set); anyone else gets `h` scheduled on completion.
- * A waiter is linked in fut->waiters until the future completes or its
- * owner detaches it. */
+ * directly (`wake` set, by the task layer); anyone else gets `h`
+ * scheduled on completion. A waiter is linked in fut->waiters until the
+ * future completes or its owner detaches it. */
 typedef struct cio__waiter {
     cio__list link;          /* in fut->waiters */
     cio__handle h;           /* callbacks: scheduled on completion */
-    struct cio__task *task;  /* an awaiting task, or NULL */
+    void (*wake)(struct cio__waiter *w); /* an awaiting task's, or NULL */
     cio_future *fut;         /* what it waits for */
     void (*drop)(struct cio__waiter *w); /* frees it if fut dies pending */
     bool ref_fut;            /* hold a reference on fut while scheduled */
 } cio__waiter;
 
+/* What a future of another kind (a task) does differently; the kind
+ * fills it in, so future.c never needs to know the kinds above it. */
+typedef struct cio__future_ops {
+    const char *what;        /* "task": for reports */
+    const char *(*name)(const cio_future *f);
+    int (*cancel)(cio_future *f);   /* cio_future_cancel of one */
+    void (*free)(cio_future *f);    /* its last reference went */
+} cio__future_ops;
+
 struct cio_future {
     cio_loop *loop;
+    const cio__future_ops *ops; /* NULL: a plain future, completed by
+                                 * set_result/set_error/cancel */
     unsigned refs;
     uint8_t state;           /* CIO__F_* */
-    uint8_t kind;            /* CIO__F_FUTURE or CIO__F_TASK */
     bool retrieved;          /* its outcome was read: no "never retrieved" */
     int status;              /* >= 0 result, < 0 error */
     void *value;             /* borrowed, carried for the user */
     cio__list waiters;       /* cio__waiter, in registration order */
 };
 
-CIO_HIDDEN void cio__future_init(cio_future *f, cio_loop *loop, int kind);
+CIO_HIDDEN void cio__future_init(cio_future *f, cio_loop *loop,
+                                 const cio__future_ops *ops);
 /* Completes f and hands it to every waiter, in order. */
 CIO_HIDDEN void cio__future_complete(cio_future *f, int state, int status,
                                      void *value);
@@ -338,8 +348,6 @@ CIO_HIDDEN int cio__park_checked(void (*interrupt)(cio__task *t, void *arg),
                                  void *arg);
 CIO_HIDDEN void cio__wake(cio__task *t, int result);
 CIO_HIDDEN void cio__interrupt(cio__task *t);
-CIO_HIDDEN int cio__task_stack_info(char **lo, size_t *size, char *name,
-                                    size_t cap);
 /* Tasks hook into the loop's teardown. */
 CIO_HIDDEN void cio__tasks_close(cio_loop *loop);
 
@@ -374,122 +382,10 @@ CIO_HIDDEN int cio__stack_take(cio_loop *loop, size_t size, char **lo);
 CIO_HIDDEN void cio__stack_put(cio_loop *loop, char *lo, size_t size);
 CIO_HIDDEN void cio__stack_pool_free(cio_loop *loop);
 CIO_HIDDEN size_t cio__stack_round(size_t size);
-CIO_HIDDEN void cio__stack_watch_overflow(void);
-
-/* ======================================================= sync and queue
- * (issue 4: sync.c, queue.c) A wait queue parks tasks in FIFO order, each
- * on a cio__wait node that lives on the parked task's own stack for the
- * length of the wait. All-zero is an empty queue, so primitives embedding
- * one can be initialised with {0}. Whoever wakes a node unlinks it first:
- * a woken task is on no wait queue. Inline: these are the hot path of
- * every lock and queue hand-off. */
-typedef struct cio__waitq cio__waitq;
-typedef struct cio__wait {
-    struct cio__wait *next, *prev;
-    cio__waitq *q;           /* the queue it is on; NULL once unlinked */
-    cio__task *task;         /* the parked task */
-    /* The loop closes with the task parked here, or woken and not yet
-     * run (handed: 1 if it was handed something): undo its part. */
-    void (*drop)(void *ctx, int handed);
-    void *ctx;
-} cio__wait;
-
-struct cio__waitq {
-    cio__wait *head, *tail;  /* oldest first; both NULL when empty */
-};
-
-/* The wake result that hands something over (the lock, a unit, an item's
- * reservation, a notification); an interrupted waiter wakes with 0. */
-enum { CIO__HANDED = 1 };
-
-/* cio__interrupted() without the call when nothing is pending. */
-static inline int cio__interrupted_now(const cio__task *t)
-{
-    return cio__likely(!t->cancel_requests && !t->expired_scopes)
-               ? 0
-               : cio__interrupted(t);
-}
-
-static inline void cio__waitq_push(cio__waitq *q, cio__wait *w)
-{
-    w->q = q;
-    w->next = NULL;
-    w->prev = q->tail;
-    if (q->tail)
-        q->tail->next = w;
-    else
-        q->head = w;
-    q->tail = w;
-}
-
-/* Unlinks w from its queue; harmless if it is on none. */
-static inline void cio__waitq_unlink(cio__wait *w)
-{
-    cio__waitq *q = w->q;
-    if (!q)
-        return;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        q->head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        q->tail = w->prev;
-    w->q = NULL;
-}
-
-/* The hooks (sync.c). Interrupt: an interruptible waiter leaves its queue
- * and wakes with 0; an uninterruptible one stays parked. Teardown: the
- * loop closes, the node leaves its queue and `drop` runs. */
-CIO_HIDDEN void cio__waitq_interrupt(cio__task *t, void *wait);
-CIO_HIDDEN void cio__waitq_ignore(cio__task *t, void *wait);
-CIO_HIDDEN void cio__waitq_teardown(void *wait);
-
-/* Parks the current task t at the back of q until a waker hands it a
- * result (returned). Interruptible: cancellation or an expired scope
- * unlinks it and wakes it with 0 (the caller reads cio__interrupted).
- * Otherwise it stays parked through both. drop(ctx, handed) (may be NULL)
- * runs if the loop closes first. -EINVAL: tasks of another loop wait on
- * q. */
-static inline int cio__waitq_park(cio__waitq *q, cio__task *t,
-                                  bool interruptible,
-                                  void (*drop)(void *ctx, int handed),
-                                  void *ctx)
-{
-    if (q->head && q->head->task->fut.loop != t->fut.loop)
-        return -EINVAL; /* shared with another loop's tasks */
-    cio__wait w = {.task = t, .drop = drop, .ctx = ctx};
-    cio__waitq_push(q, &w);
-    t->teardown = cio__waitq_teardown;
-    t->teardown_arg = &w;
-    int r = cio__park(interruptible ? cio__waitq_interrupt : cio__waitq_ignore,
-                      &w);
-    t->teardown = NULL;
-    cio__waitq_unlink(&w); /* in case something else woke it */
-    return r;
-}
-
-/* Unlinks the oldest waiter and wakes it with result; returns 0 if q was
- * empty, else 1. */
-static inline int cio__waitq_wake_one(cio__waitq *q, int result)
-{
-    cio__wait *w = q->head;
-    if (!w)
-        return 0;
-    cio__waitq_unlink(w);
-    cio__wake(w->task, result);
-    return 1;
-}
-
-/* Wakes every waiter, oldest first; returns how many. */
-static inline size_t cio__waitq_wake_all(cio__waitq *q, int result)
-{
-    size_t n = 0;
-    while (cio__waitq_wake_one(q, result))
-        n++;
-    return n;
-}
-/* ================================================== end sync and queue */
+/* Fills the running stack's bounds and its owner's name (from a signal
+ * handler: no allocation, no locks); 0 if no task's stack runs. */
+typedef int (*cio__stack_running_fn)(char **lo, size_t *size, char *name,
+                                     size_t cap);
+CIO_HIDDEN void cio__stack_watch_overflow(cio__stack_running_fn running);
 
 #endif

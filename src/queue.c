@@ -21,7 +21,7 @@
  * the memory until the last of them is out.
  */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "waitq.h"
 
 #include <string.h>
 

@@ -274,6 +274,8 @@ size_t cio__stack_round(size_t size)
 static struct sigaction previous_segv;
 static pthread_once_t segv_once = PTHREAD_ONCE_INIT;
 static _Thread_local bool altstack_ready;
+/* The task layer's; the same in every thread, set before any task runs. */
+static _Atomic cio__stack_running_fn running_stack;
 
 /* Async-signal-safe formatting: appends s, or n in decimal. */
 static size_t put_str(char *buf, size_t at, size_t cap, const char *s)
@@ -302,7 +304,7 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
     size_t size;
     char name[64];
     char *addr = si->si_addr;
-    if (cio__task_stack_info(&lo, &size, name, sizeof name) &&
+    if (running_stack && running_stack(&lo, &size, name, sizeof name) &&
         addr >= lo - page_size() && addr < lo) {
         char msg[256];
         size_t n = put_str(msg, 0, sizeof msg, "cio: task ");
@@ -331,9 +333,12 @@ static void install_segv(void)
 }
 
 /* Makes sure this thread can report an overflow: the handler is
- * process-wide, the alternate stack per thread (kept for its life). */
-void cio__stack_watch_overflow(void)
+ * process-wide, the alternate stack per thread (kept for its life). The
+ * task layer passes `running`, which tells the handler about the stack
+ * running now (this floor knows no tasks). */
+void cio__stack_watch_overflow(cio__stack_running_fn running)
 {
+    running_stack = running;
     if (altstack_ready)
         return;
     altstack_ready = true;

@@ -13,7 +13,7 @@
  * what the blobs hold.
  */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "waitq.h"
 
 #include <limits.h>
 #include <string.h>

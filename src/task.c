@@ -16,9 +16,13 @@ enum { DEFAULT_STACK = 256 * 1024 };
 _Thread_local cio__task *cio__current;
 static _Thread_local cio__fiber scheduler; /* the thread's own stack */
 
+static const cio__future_ops task_ops;
+static int running_stack_info(char **lo, size_t *size, char *name,
+                              size_t cap);
+
 static cio__task *as_task(const cio_future *f)
 {
-    return f && f->kind == CIO__F_TASK ? (cio__task *)(uintptr_t)f : NULL;
+    return f && f->ops == &task_ops ? (cio__task *)(uintptr_t)f : NULL;
 }
 
 /* ----------------------------------------------------------- the kernel */
@@ -122,7 +126,7 @@ static void task_step(void *arg)
             cio_future_unref(&t->fut); /* the loop's reference */
             return;
         }
-        cio__stack_watch_overflow();
+        cio__stack_watch_overflow(running_stack_info);
         cio__fiber_stack_fresh(t->fiber.stack_lo, t->fiber.stack_size);
         cio__fiber_make(&t->fiber, task_entry, t);
     }
@@ -153,7 +157,7 @@ int cio_task_new(cio_loop *loop, cio_task_fn fn, void *arg,
     if (!t)
         return -ENOMEM;
     memset(t, 0, sizeof *t);
-    cio__future_init(&t->fut, loop, CIO__F_TASK);
+    cio__future_init(&t->fut, loop, &task_ops);
     size_t size = cio__stack_round(opts && opts->stack_size ? opts->stack_size
                                                             : DEFAULT_STACK);
     err = cio__stack_reserve(loop, size); /* taken when it first runs */
@@ -193,7 +197,7 @@ int cio_create_task(cio_task_fn fn, void *arg, cio_task **out)
     return cio_task_new(cio__running_loop, fn, arg, NULL, out);
 }
 
-void cio__task_free(cio_future *f)
+static void task_free(cio_future *f)
 {
     cio__task *t = as_task(f);
     release_stack(t);
@@ -295,6 +299,12 @@ static void await_interrupt(cio__task *t, void *arg)
     cio_future_cancel(arg);
 }
 
+/* The awaited future completed: wakes the task whose waiter it is. */
+static void await_woken(cio__waiter *w)
+{
+    cio__wake(cio__container_of(w, cio__task, await), 0);
+}
+
 int cio_await(cio_future *f, void **value)
 {
     cio__task *t = cio__current;
@@ -309,7 +319,7 @@ int cio_await(cio_future *f, void **value)
         return r;
     if (f->state == CIO__F_PENDING) {
         cio_future_ref(f); /* it must outlive our look at its result */
-        t->await.task = t;
+        t->await.wake = await_woken;
         t->awaiting = f;
         cio__waiter_add(f, &t->await);
         r = cio__park_checked(await_interrupt, f);
@@ -353,7 +363,8 @@ int cio_sleep(double seconds)
 
 /* ----------------------------------------------------------- teardown */
 
-int cio__task_stack_info(char **lo, size_t *size, char *name, size_t cap)
+static int running_stack_info(char **lo, size_t *size, char *name,
+                              size_t cap)
 {
     cio__task *t = cio__current;
     if (!t || !t->fiber.stack_lo)
@@ -414,3 +425,8 @@ void cio__tasks_close(cio_loop *loop)
         cio_future_unref(&t->fut);
     }
 }
+
+/* How futures see a task (future.c knows no more of tasks than this). */
+static const cio__future_ops task_ops = {
+    "task", cio_task_get_name, cio_task_cancel, task_free,
+};
