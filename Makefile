@@ -19,7 +19,8 @@ BACKENDS ?= epoll poll
 T ?=
 B ?=
 
-WARN = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+WARN = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+       -Wno-unused-parameter
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 $(WARN) -Iinclude -fPIC -fvisibility=hidden -pthread
 LDLIBS = -lm -pthread
