@@ -5,13 +5,20 @@
 #   make check SAN=address,undefined | SAN=thread | VALGRIND=1
 #   make demo                 the guided run of the examples
 #   make bench [B=name]       benchmarks against peers (never part of check)
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local [LIBDIR= INCLUDEDIR= DESTDIR=]; uninstall
+#   make check-install        install staged, build outside programs with it
 #   BUILD_DIR=dir             build somewhere else (parallel work trees)
 
 ifeq ($(origin CC),default)
 CC = gcc
 endif
 PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+# The version is the header's (CIO_VERSION_STRING); the soname carries its
+# major number, as libuv.so.1 does.
+VERSION := $(shell sed -n 's/^\#define CIO_VERSION_STRING "\(.*\)"/\1/p' include/cio.h)
+MAJOR := $(firstword $(subst ., ,$(VERSION)))
 SAN ?=
 VALGRIND ?=
 CIO_CTX ?= asm
@@ -48,7 +55,7 @@ EXAMPLES := $(basename $(notdir $(wildcard examples/*.c)))
 HDR := include/cio.h $(wildcard src/*.h)
 
 LIB_A := $(B_DIR)/libcio.a
-LIB_SO := $(B_DIR)/libcio.so
+LIB_SO := $(B_DIR)/libcio.so.$(VERSION)
 TEST_BIN := $(B_DIR)/tests/run
 EX_BIN := $(EXAMPLES:%=$(B_DIR)/examples/%)
 
@@ -67,7 +74,9 @@ $(LIB_A): $(OBJ)
 	ar rcs $@ $^
 
 $(LIB_SO): $(OBJ)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) -shared -Wl,-soname,libcio.so.$(MAJOR) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	ln -sf libcio.so.$(VERSION) $(B_DIR)/libcio.so.$(MAJOR)
+	ln -sf libcio.so.$(MAJOR) $(B_DIR)/libcio.so
 
 $(B_DIR)/examples/%: examples/%.c $(LIB_A) include/cio.h
 	@mkdir -p $(dir $@)
@@ -126,15 +135,44 @@ bench/build/%: bench/%.c $(LIB_A)
 bench: $(BENCH_BIN)
 	@bash bench/run.sh '$(B)'
 
+# make install [PREFIX=/usr/local] [LIBDIR=...] [INCLUDEDIR=...] [DESTDIR=...]
+# installs the header, libcio.a, libcio.so.VERSION with its soname and dev
+# links, cio.pc and cio-static.pc, and a CMake package (find_package(cio)).
+PCDIR = $(LIBDIR)/pkgconfig
+CMAKEDIR = $(LIBDIR)/cmake/cio
+SUBST = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	-e 's|@MAJOR@|$(MAJOR)|' \
+	-e "s|@INCLUDE_FROM_LIBDIR@|$$(realpath -m --relative-to=$(LIBDIR) $(INCLUDEDIR))|"
+D = $(DESTDIR)
+
 install: $(LIB_A) $(LIB_SO)
-	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 644 include/cio.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/
-	sed 's|@PREFIX@|$(PREFIX)|' cio.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cio.pc
+	install -d $(D)$(INCLUDEDIR) $(D)$(LIBDIR) $(D)$(PCDIR) $(D)$(CMAKEDIR)
+	install -m 644 include/cio.h $(D)$(INCLUDEDIR)/
+	install -m 644 $(LIB_A) $(D)$(LIBDIR)/
+	install -m 755 $(LIB_SO) $(D)$(LIBDIR)/
+	ln -sf libcio.so.$(VERSION) $(D)$(LIBDIR)/libcio.so.$(MAJOR)
+	ln -sf libcio.so.$(MAJOR) $(D)$(LIBDIR)/libcio.so
+	$(SUBST) pkg/cio.pc.in > $(D)$(PCDIR)/cio.pc
+	$(SUBST) pkg/cio-static.pc.in > $(D)$(PCDIR)/cio-static.pc
+	$(SUBST) pkg/cioConfig.cmake.in > $(D)$(CMAKEDIR)/cioConfig.cmake
+	$(SUBST) pkg/cioConfigVersion.cmake.in > $(D)$(CMAKEDIR)/cioConfigVersion.cmake
+
+uninstall:
+	rm -f $(D)$(INCLUDEDIR)/cio.h $(D)$(LIBDIR)/libcio.a \
+	  $(D)$(LIBDIR)/libcio.so $(D)$(LIBDIR)/libcio.so.$(MAJOR) \
+	  $(D)$(LIBDIR)/libcio.so.$(VERSION) $(D)$(PCDIR)/cio.pc \
+	  $(D)$(PCDIR)/cio-static.pc $(D)$(CMAKEDIR)/cioConfig.cmake \
+	  $(D)$(CMAKEDIR)/cioConfigVersion.cmake
+	-rmdir $(D)$(CMAKEDIR) 2>/dev/null
+
+# An outside program against a staged install: pkg-config (shared and
+# static) and CMake builds, the soname, the exported symbols (tests/).
+check-install: $(LIB_A) $(LIB_SO)
+	@sh tests/check_install.sh "$(MAKE)" "$(CC)"
 
 clean:
 	rm -rf build bench/build
 
-.PHONY: all check check-once demo bench install clean
+.PHONY: all check check-once check-install demo bench install uninstall clean
 .SECONDARY:

@@ -7,6 +7,7 @@
  * waits, do another - and cio lets you write it as plainly as the
  * one-after-another version.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, nanosleep under -std=c11 */
 #include <cio.h>
 
 #include <stdio.h>

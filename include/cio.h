@@ -38,6 +38,23 @@ extern "C" {
 #define CIO_API
 #endif
 
+/* --------------------------------------------------------------- version
+ * Semantic versioning: the shared library's soname changes with MAJOR.
+ * The macros are the header's version; the calls, the library's (they
+ * differ when a program runs against another build than it compiled). */
+#define CIO_VERSION_MAJOR 0
+#define CIO_VERSION_MINOR 2
+#define CIO_VERSION_PATCH 0
+#define CIO_VERSION_STRING "0.2.0"
+/* MAJOR << 16 | MINOR << 8 | PATCH: comparable with < and >. */
+#define CIO_VERSION_HEX                                                        \
+    ((CIO_VERSION_MAJOR << 16) | (CIO_VERSION_MINOR << 8) | CIO_VERSION_PATCH)
+
+/* Returns the library's CIO_VERSION_HEX. */
+CIO_API unsigned cio_version(void);
+/* Returns the library's CIO_VERSION_STRING (static, never NULL). */
+CIO_API const char *cio_version_string(void);
+
 /* ---------------------------------------------------------------- errors
  * asyncio's exceptions map to errno codes: CancelledError -ECANCELED,
  * TimeoutError -ETIMEDOUT, QueueShutDown -ESHUTDOWN, QueueEmpty/QueueFull

@@ -1,9 +1,13 @@
-/* Names for error codes: errno's own, and cio's codes outside its range. */
+/* Names for error codes (errno's own, and cio's codes outside its range),
+ * and the library's version. */
 #define _GNU_SOURCE
 #include "internal.h"
 
 #include <netdb.h>
 #include <string.h>
+
+unsigned cio_version(void) { return CIO_VERSION_HEX; }
+const char *cio_version_string(void) { return CIO_VERSION_STRING; }
 
 const char *cio_strerror(int err)
 {
