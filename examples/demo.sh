@@ -3,24 +3,26 @@
 # line saying what it shows.  Usage: sh examples/demo.sh DIR
 # (DIR holds the built examples; examples not built yet are skipped.)
 #
-# The tour, in order: one line per example, "name|what it shows".
-# Adding an example is adding its line here.
+# The tour, in order: one line per example, "name|what it shows|the guide
+# chapter that teaches it" (docs/guide/CHAPTER.md, printed after the run
+# so a newcomer knows where to read next). Adding an example is adding its
+# line here.
 TOUR='
-cake|Synchronous vs asynchronous: mix the ingredients while the oven preheats
-callbacks|The event loop: callbacks run in the order they were scheduled
-threadsafe|Threads: a worker hands its results to the loop with call_soon_threadsafe
-blocking|Blocking code: run_in_executor runs it in a thread while the loop keeps going
-loop_per_thread|One loop per thread, and the two safe ways between them
-subprocess|Subprocesses: run commands three at a time, capture their output, feed a pipeline
-graceful_shutdown|Signals: on SIGTERM a server stops accepting, lets requests finish, exits 0
-echo_client|Streams: open_connection, write and drain, write_eof, readline until EOF
-echo_server|Streams: a server runs a task per client, and serves many at once
-echo_protocol|Protocols: the echo server as callbacks, with no task per connection
-chat_server|A chat server: each line goes to every other client
-udp_echo|UDP: datagram endpoints, datagram_received and sendto
-fetch_http|HTTP: a plain GET of a page from a tiny local server
-producer_consumer|Queues: producers and consumers over a bounded queue, then shutdown
-rate_limit|A semaphore limits how many downloads run at once
+cake|Synchronous vs asynchronous: mix the ingredients while the oven preheats|01-sync-vs-async
+callbacks|The event loop: callbacks run in the order they were scheduled|02-core-concepts
+threadsafe|Threads: a worker hands its results to the loop with call_soon_threadsafe|02-core-concepts
+blocking|Blocking code: run_in_executor runs it in a thread while the loop keeps going|03-blocking-code
+loop_per_thread|One loop per thread, and the two safe ways between them|03-blocking-code
+subprocess|Subprocesses: run commands three at a time, capture their output, feed a pipeline|05-subprocesses
+graceful_shutdown|Signals: on SIGTERM a server stops accepting, lets requests finish, exits 0|06-signals
+echo_client|Streams: open_connection, write and drain, write_eof, readline until EOF|07-streams
+echo_server|Streams: a server runs a task per client, and serves many at once|07-streams
+echo_protocol|Protocols: the echo server as callbacks, with no task per connection|08-servers
+chat_server|A chat server: each line goes to every other client|08-servers
+udp_echo|UDP: datagram endpoints, datagram_received and sendto|08-servers
+fetch_http|HTTP: a plain GET of a page from a tiny local server|08-servers
+producer_consumer|Queues: producers and consumers over a bounded queue, then shutdown|12-sync-and-queues
+rate_limit|A semaphore limits how many downloads run at once|12-sync-and-queues
 '
 
 dir=${1:?usage: sh examples/demo.sh DIR}
@@ -28,13 +30,14 @@ status=0
 first=1
 
 # The here-document feeds the read loop; each example reads /dev/null.
-while IFS='|' read -r name what; do
+while IFS='|' read -r name what chapter; do
     [ -n "$name" ] || continue
     [ -x "$dir/$name" ] || continue
     [ $first = 1 ] || echo
     first=0
     echo "== $what (examples/$name.c)"
     "$dir/$name" </dev/null || status=1
+    echo "-- read: docs/guide/$chapter.md"
 done <<EOF
 $TOUR
 EOF
