@@ -126,6 +126,39 @@ CIO_API int cio_loop_is_closed(const cio_loop *loop);  /* 1 or 0 */
  * (the first call in an iteration reads it, later ones return the same). */
 CIO_API double cio_loop_time(cio_loop *loop);
 
+/* A virtual clock, for tests (Trio's MockClock with autojump): from this
+ * call on, cio_loop_time() reads `start` and time moves only when the loop
+ * has nothing to do. An iteration that would sleep (no ready callbacks, no
+ * posts from other threads) instead polls the fds without waiting, so I/O
+ * that is already there still arrives first, and if nothing came sets the
+ * clock to the deadline it would have slept until: the earliest timer, or
+ * run_once's timeout. A test of a 30 s timeout takes microseconds and runs
+ * the same way every time; timers keep the order they have on the real
+ * clock.
+ *  - With no timer at all it blocks in the backend as usual: real I/O and
+ *    other threads are then the only things that can happen.
+ *  - While work handed to another thread is in flight (executor jobs, a
+ *    process watcher thread) the loop waits for real, as long as the jump,
+ *    before jumping: a worker quicker (in real time) than a timeout lands
+ *    before it, one slower times out. cio_call_soon_threadsafe() from
+ *    threads of your own is not known to the loop: the clock may jump past
+ *    a deadline before their post arrives, so tests that race such threads
+ *    against timeouts should not use the virtual clock.
+ * Call it before scheduling timers (they keep the deadlines they have in
+ * the old clock's terms), or pass cio_loop_time(loop) to keep them where
+ * they are; it may be called while the loop runs (from cio_run's main
+ * task). There is no way back to the real clock. Returns 0, -EINVAL (NULL,
+ * start not finite, or earlier than the virtual clock already reads),
+ * -ESHUTDOWN, -EPERM (debug mode, wrong thread). */
+CIO_API int cio_loop_set_virtual_clock(cio_loop *loop, double start);
+
+/* Moves the virtual clock forward by `seconds` (>= 0) at once; the timers
+ * that became due go to the ready queue in deadline order, ahead of what
+ * is scheduled after this call, and run in the loop's next iteration:
+ * from a task, at its next suspension (cio_sleep(0) is enough). Returns 0,
+ * -EINVAL (NULL, a bad `seconds`, no virtual clock), -ESHUTDOWN, -EPERM. */
+CIO_API int cio_loop_advance(cio_loop *loop, double seconds);
+
 /* Returns the loop running in this thread (borrowed), or NULL. */
 CIO_API cio_loop *cio_get_running_loop(void);
 

@@ -190,8 +190,12 @@ struct cio_loop {
     size_t watchers_cap;
     int nwatched;                /* user fds with a watcher */
 
-    double now;                  /* cached loop time */
+    double now;                  /* cached loop time; with virtual_clock
+                                  * the clock itself, moved only by the
+                                  * poll phase and cio_loop_advance */
     bool now_valid;              /* false: next cio_loop_time() reads */
+    bool virtual_clock;          /* cio_loop_set_virtual_clock was called */
+    unsigned long blocking_waits; /* backend waits with a timeout (tests) */
     unsigned ran_since_poll;     /* callbacks run since the last poll */
     unsigned ran;                /* callbacks run in this ready phase */
 

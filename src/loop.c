@@ -569,6 +569,8 @@ double cio_loop_time(cio_loop *loop)
 {
     if (!loop)
         return NAN;
+    if (loop->virtual_clock) /* `now` is the clock itself */
+        return loop->now;
     if (!loop->running) /* between runs the cache would be stale */
         return monotonic_now();
     if (!loop->now_valid) {
@@ -598,25 +600,69 @@ static int poll_timeout(cio_loop *loop, double max_wait)
     return ms > 86400e3 ? 86400000 : (int)ms;
 }
 
-/* `always`: poll even with callbacks waiting - the last iteration before
- * a stop, and run_once, see I/O as asyncio's iterations do. */
-static int poll_phase(cio_loop *loop, double max_wait, bool always)
+/* One call into the backend; with a timeout, posters are told to wake us
+ * (see posted_locked) and a post that came first cancels the sleep. */
+static int backend_wait(cio_loop *loop, int timeout)
 {
-    int timeout = poll_timeout(loop, max_wait);
-    if (timeout == 0 && (loop->nwatched == 0 ||
-                         (!always && !loop->stopping &&
-                          loop->ran_since_poll < POLL_EVERY)))
-        return 0;
     if (timeout != 0) {
         atomic_store(&loop->sleeping, 1);
         if (atomic_load(&loop->post_count))
             timeout = 0;
+        else
+            loop->blocking_waits++;
     }
     int n = loop->backend->wait(loop, timeout, io_event);
     atomic_store(&loop->sleeping, 0);
     loop->ran_since_poll = 0;
     loop->now_valid = false;
     return n == -EINTR ? 0 : n;
+}
+
+/* Does another thread owe this loop a result (executor work, a process
+ * watcher thread)? Plain posters from user threads are not known here. */
+static bool threads_in_flight(cio_loop *loop)
+{
+    pthread_mutex_lock(&loop->post_lock);
+    bool flying = !cio__list_empty(&loop->bridges);
+    pthread_mutex_unlock(&loop->post_lock);
+    return flying;
+}
+
+/* The virtual clock's poll, when the loop would sleep: take the I/O that
+ * is already there and, if nothing came, jump the clock to the deadline
+ * it would have slept until (the first timer, or max_wait from now). With
+ * nothing scheduled it blocks as usual. While a thread owes a result it
+ * waits for real, as long as the jump, so that a worker quicker than a
+ * timeout still lands before it. */
+static int poll_virtual(cio_loop *loop, double max_wait)
+{
+    double at = max_wait < 0 ? INFINITY : loop->now + max_wait;
+    if (loop->heap_len && loop->heap[0]->when < at)
+        at = loop->heap[0]->when;
+    int timeout = isinf(at) ? -1 : 0;
+    if (timeout == 0 && threads_in_flight(loop))
+        timeout = (int)fmin(ceil((at - loop->now) * 1e3), 86400e3);
+    int n = 0;
+    if (timeout != 0 || loop->nwatched > 0)
+        n = backend_wait(loop, timeout);
+    if (n >= 0 && !isinf(at) && at > loop->now &&
+        cio__list_empty(&loop->ready) && !atomic_load(&loop->post_count))
+        loop->now = at;
+    return n;
+}
+
+/* `always`: poll even with callbacks waiting - the last iteration before
+ * a stop, and run_once, see I/O as asyncio's iterations do. */
+static int poll_phase(cio_loop *loop, double max_wait, bool always)
+{
+    int timeout = poll_timeout(loop, max_wait);
+    if (timeout != 0 && loop->virtual_clock)
+        return poll_virtual(loop, max_wait);
+    if (timeout == 0 && (loop->nwatched == 0 ||
+                         (!always && !loop->stopping &&
+                          loop->ran_since_poll < POLL_EVERY)))
+        return 0;
+    return backend_wait(loop, timeout);
 }
 
 static void timers_phase(cio_loop *loop)
@@ -752,6 +798,32 @@ int cio_loop_set_debug(cio_loop *loop, int enabled)
 }
 
 int cio_loop_get_debug(const cio_loop *loop) { return loop && loop->debug; }
+
+/* ------------------------------------------------------- virtual clock */
+
+int cio_loop_set_virtual_clock(cio_loop *loop, double start)
+{
+    int err = cio__loop_check(loop);
+    if (err)
+        return err;
+    if (!isfinite(start) || (loop->virtual_clock && start < loop->now))
+        return -EINVAL; /* a clock never goes back */
+    loop->now = start;
+    loop->virtual_clock = true;
+    return 0;
+}
+
+int cio_loop_advance(cio_loop *loop, double seconds)
+{
+    int err = cio__loop_check(loop);
+    if (err)
+        return err;
+    if (!loop->virtual_clock || !(seconds >= 0) || isinf(seconds))
+        return -EINVAL;
+    loop->now += seconds;
+    timers_phase(loop); /* what is due now is ready before anything else */
+    return 0;
+}
 
 /* ------------------------------------------------------ exception handler */
 
