@@ -6,7 +6,9 @@
  * Orderings never depend on timing: tasks started in one iteration share
  * that iteration's loop time, so their deadlines are ordered exactly; the
  * rest is driven by futures the test completes itself. The only timing
- * checks are lower bounds (a timeout never fires early).
+ * checks are lower bounds (a timeout never fires early). Tests that wait
+ * for timeouts run on the virtual clock (cio_loop_set_virtual_clock):
+ * deadlines pass in the same order, without real waiting.
  *
  * Every test runs in its own forked process: the globals start fresh. */
 #define _GNU_SOURCE
@@ -45,6 +47,7 @@ TEST(flow_sleep_zero_yields_once)
 static int main_sleep_order(void *arg)
 {
     (void)arg;
+    CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
     job ja = {"a", 0.03, 0, 0}, jb = {"b", 0.01, 0, 0}, jc = {"c", 0.02, 0, 0},
         jd = {"d", 0.01, 0, 0};
     double t0 = now();
@@ -439,6 +442,7 @@ TEST(flow_wait_all_completed_waits_for_every_one)
 static int main_wait_timeout(void *arg)
 {
     (void)arg;
+    CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
     open_futures(3);
     CHECK_ERR(cio_future_set_result(F[1], NULL), 0);
     for (int mode = CIO_ALL_COMPLETED; mode <= CIO_FIRST_EXCEPTION; mode++) {
@@ -556,6 +560,7 @@ TEST(flow_wait_bad_arguments_are_einval)
 static int main_wait_for_ok(void *arg)
 {
     (void)arg;
+    CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
     job j = {"t", 0.001, 4, 0};
     cio_task *t = spawn(run_job, &j);
     void *v = NULL;
@@ -728,6 +733,7 @@ TEST(flow_as_completed_yields_in_completion_order)
 static int main_as_completed_timeout(void *arg)
 {
     (void)arg;
+    CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
     open_futures(2);
     cio_as_completed *it;
     double t0 = now();

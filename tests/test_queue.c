@@ -1,7 +1,9 @@
 /* Queues: asyncio's documented behaviour (FIFO / LIFO / priority order,
  * nowait calls, task_done and join, 3.13's shutdown), and the cancellation
  * cases of issue 4: a getter cancelled as it is handed an item does not
- * lose it, a putter cancelled while waiting inserts nothing. */
+ * lose it, a putter cancelled while waiting inserts nothing. Timeout
+ * tests run on the virtual clock (cio_loop_set_virtual_clock): the same
+ * order, no real waiting. */
 #include "util.h"
 
 /* ------------------------------------------------------------- helpers */
@@ -390,6 +392,7 @@ static void put_cb(void *arg)
 static int get_timeout_main(void *arg)
 {
     (void)arg;
+    CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
     test_log log = {0};
     cio_queue *q;
     CHECK_ERR(cio_queue_new(&q, sizeof(int), 0), 0);

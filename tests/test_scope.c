@@ -8,7 +8,9 @@
  * Orderings never depend on timing: tasks started in one iteration share
  * that iteration's loop time, so their deadlines are ordered exactly; the
  * rest is driven by futures the test completes itself. The only timing
- * checks are lower bounds (a timeout never fires early).
+ * checks are lower bounds (a timeout never fires early). Tests that wait
+ * for timeouts run on the virtual clock (cio_loop_set_virtual_clock):
+ * deadlines pass in the same order, without real waiting.
  *
  * Every test runs in its own forked process: the globals start fresh. */
 #define _GNU_SOURCE
@@ -22,6 +24,7 @@
 static int main_timeout_expires(void *arg)
 {
     (void)arg;
+    CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
     GATE = future_open();
     cio_timeout_scope s;
     double t0 = now();
@@ -97,6 +100,7 @@ TEST(flow_timeout_at_and_when)
 static int main_timeout_nested_inner(void *arg)
 {
     (void)arg;
+    CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
     cio_timeout_scope outer, inner;
     CHECK_ERR(cio_timeout(&outer, 10), 0);
     CHECK_ERR(cio_timeout(&inner, 0.02), 0);
@@ -118,6 +122,7 @@ TEST(flow_timeout_nested_inner_expires_first)
 static int main_timeout_nested_outer(void *arg)
 {
     (void)arg;
+    CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
     cio_timeout_scope outer, inner;
     CHECK_ERR(cio_timeout(&outer, 0.02), 0);
     CHECK_ERR(cio_timeout(&inner, 10), 0);
@@ -140,6 +145,7 @@ TEST(flow_timeout_nested_outer_expires_first)
 static int main_timeout_reschedule(void *arg)
 {
     (void)arg;
+    CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
     cio_timeout_scope s;
     /* From no deadline to one. */
     CHECK_ERR(cio_timeout(&s, -1), 0);
@@ -173,6 +179,7 @@ TEST(flow_timeout_reschedule_moves_the_deadline)
 static int main_timeout_reschedule_ended(void *arg)
 {
     (void)arg;
+    CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
     cio_timeout_scope s;
     CHECK_ERR(cio_timeout(&s, 10), 0);
     CHECK_ERR(cio_timeout_end(&s), 0);
@@ -191,6 +198,7 @@ TEST(flow_timeout_reschedule_after_the_scope_ended_is_refused)
 static int main_timeout_awaiting_task(void *arg)
 {
     (void)arg;
+    CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
     cio_task *t = spawn(sleep_then_clean_up, "inner");
     cio_timeout_scope s;
     CHECK_ERR(cio_timeout(&s, 0.02), 0);
@@ -214,6 +222,7 @@ TEST(flow_timeout_expiring_in_await_cancels_the_awaited_task)
 static int main_timeout_in_gather(void *arg)
 {
     (void)arg;
+    CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
     cio_task *t[2] = {spawn(sleep_then_clean_up, "c1"),
                       spawn(sleep_then_clean_up, "c2")};
     cio_timeout_scope s;
