@@ -123,7 +123,8 @@ CIO_API int cio_loop_is_running(const cio_loop *loop); /* 1 or 0 */
 CIO_API int cio_loop_is_closed(const cio_loop *loop);  /* 1 or 0 */
 
 /* The loop's monotonic clock in seconds, read at most once per iteration
- * (the first call in an iteration reads it, later ones return the same). */
+ * (the first call in an iteration reads it, later ones return the same);
+ * on a virtual clock (below), the virtual time. */
 CIO_API double cio_loop_time(cio_loop *loop);
 
 /* A virtual clock, for tests (Trio's MockClock with autojump): from this

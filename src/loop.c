@@ -1,7 +1,8 @@
 /* The event loop: ready callbacks, timers, fd watchers, threadsafe posts.
  *
  * One iteration is four phases (cio_loop_run_once):
- *   poll    ask the backend which fds are ready (or sleep until a timer)
+ *   poll    ask the backend which fds are ready (or sleep until a timer;
+ *           on a virtual clock, jump the clock to it instead)
  *   posts   take what other threads handed over with call_soon_threadsafe
  *   timers  move due timers to the ready queue, in (deadline, seq) order
  *   ready   run the callbacks that were ready when the phase began
