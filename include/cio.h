@@ -805,7 +805,11 @@ CIO_API ssize_t cio_sock_sendto(int fd, const void *buf, size_t n,
                                 const struct sockaddr *addr, socklen_t len);
 
 /* getaddrinfo in the default executor, as asyncio. *res is the caller's:
- * release it with freeaddrinfo(). Returns 0 or CIO_EAI(EAI_*). */
+ * release it with freeaddrinfo(). Returns 0, CIO_EAI(EAI_*), or -EINVAL
+ * (not in a task, NULL res, or a bad port: one that starts with a digit,
+ * sign or space, is empty, or has AI_NUMERICSERV, must be all decimal
+ * digits within 0..65535, so "65616" never wraps to port 80). Every call
+ * below that takes a port string goes through it and returns the same. */
 CIO_API int cio_getaddrinfo(const char *host, const char *port,
                             const struct addrinfo *hints,
                             struct addrinfo **res);
@@ -910,7 +914,8 @@ typedef struct cio_connection_options {
  * addresses: the next attempt starts after a delay, the first to connect
  * wins), makes a transport with proto/ctx and runs connection_made before
  * returning. *t is valid until connection_lost returns. opts may be NULL.
- * Returns 0, CIO_EAI(...), -ECONNREFUSED, -ETIMEDOUT, -ENOMEM, ... */
+ * Returns 0, CIO_EAI(...), -ECONNREFUSED, -ETIMEDOUT, -ENOMEM, -EINVAL
+ * (a bad port or local_port, as cio_getaddrinfo), ... */
 CIO_API int cio_create_connection(const char *host, const char *port,
                                   const cio_protocol *proto, void *ctx,
                                   const cio_connection_options *opts,
@@ -937,7 +942,8 @@ typedef struct cio_server_options {
 /* From a task: listens on host (NULL or "": every interface, IPv4 and
  * IPv6) and port ("0": any free port); each connection gets a transport
  * with proto and factory(arg). *server is valid until cio_server_free.
- * Returns 0, CIO_EAI(...), -EADDRINUSE, -EACCES, -ENOMEM, ... */
+ * Returns 0, CIO_EAI(...), -EADDRINUSE, -EACCES, -ENOMEM, -EINVAL (a bad
+ * port, as cio_getaddrinfo), ... */
 CIO_API int cio_create_server(const char *host, const char *port,
                               const cio_protocol *proto,
                               cio_protocol_factory factory, void *arg,
@@ -976,7 +982,8 @@ CIO_API void cio_server_free(cio_server *s);
 
 /* UDP: from a task, a datagram endpoint bound to local_host/local_port
  * (may be NULL) and/or connected to remote_host/remote_port (may be NULL).
- * Returns 0, CIO_EAI(...), -EADDRINUSE, ... */
+ * Returns 0, CIO_EAI(...), -EADDRINUSE, -EINVAL (a bad port, as
+ * cio_getaddrinfo), ... */
 CIO_API int cio_create_datagram_endpoint(const char *local_host,
                                          const char *local_port,
                                          const char *remote_host,

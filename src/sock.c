@@ -14,6 +14,7 @@
 #include "net.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <netinet/in.h>
 #include <string.h>
 
@@ -198,12 +199,44 @@ static bool is_numeric_host(const char *host)
            inet_pton(AF_INET6, host, buf) == 1;
 }
 
+/* A decimal string within 0..65535. */
+static bool is_port_number(const char *s)
+{
+    unsigned long v = 0;
+    for (const char *c = s; *c; c++) {
+        if (*c < '0' || *c > '9')
+            return false;
+        v = v * 10 + (unsigned long)(*c - '0');
+        if (v > 65535)
+            return false;
+    }
+    return *s != 0;
+}
+
+/* getaddrinfo turns any decimal it can read into a port with htons, so
+ * "65616" would quietly become port 80 (libuv's CVE-2024-24806): what
+ * starts like a number must be one in range. Anything else is a service
+ * name (NULL: no port), unless the hints ask for a number. */
+static bool port_acceptable(const char *port, const struct addrinfo *hints)
+{
+    if (!port)
+        return true;
+    unsigned char c = (unsigned char)*port;
+    bool numeric_only = hints && (hints->ai_flags & AI_NUMERICSERV);
+    if (numeric_only || !c || isdigit(c) || isspace(c) || c == '-' ||
+        c == '+')
+        return is_port_number(port);
+    return true;
+}
+
 int cio_getaddrinfo(const char *host, const char *port,
                     const struct addrinfo *hints, struct addrinfo **res)
 {
     if (!res)
         return -EINVAL;
     *res = NULL;
+    if (!port_acceptable(port, hints))
+        return -EINVAL;
     int r = sock_enter();
     if (r)
         return r;

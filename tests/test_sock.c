@@ -339,3 +339,96 @@ static int refused_main(void *arg)
 }
 
 TEST(net_connect_to_a_closed_port_is_refused) { run_main(refused_main, NULL); }
+
+/* ------------------------------------------------------ port numbers */
+
+/* Ports are 16 bits: a number above 65535 must not wrap onto another port
+ * (65536 + p is p to a plain htons), and junk is no port at all. */
+static const char *const bad_ports[] = {
+    "65536", "65616", "4294967376", "99999999999999999999", "-1", "-0",
+    "+80", " 80", "80 ", "80x", "0x50", "",
+};
+
+static int gai_ports_main(void *arg)
+{
+    (void)arg;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+    for (size_t i = 0; i < sizeof bad_ports / sizeof *bad_ports; i++) {
+        res = (struct addrinfo *)1;
+        int r = cio_getaddrinfo("127.0.0.1", bad_ports[i], &hints, &res);
+        if (r != -EINVAL)
+            test_fail(__FILE__, __LINE__, "port \"%s\": %s, not EINVAL",
+                      bad_ports[i], cio_strerror(r));
+        CHECK(res == NULL);
+    }
+    /* A name where AI_NUMERICSERV asks for a number. */
+    struct addrinfo numeric = {.ai_socktype = SOCK_STREAM,
+                               .ai_flags = AI_NUMERICSERV};
+    CHECK_ERR(cio_getaddrinfo("127.0.0.1", "http", &numeric, &res), -EINVAL);
+    /* The edges still work. */
+    CHECK_ERR(cio_getaddrinfo("127.0.0.1", "65535", &hints, &res), 0);
+    CHECK_EQ(ntohs(((struct sockaddr_in *)res->ai_addr)->sin_port), 65535);
+    freeaddrinfo(res);
+    CHECK_ERR(cio_getaddrinfo("127.0.0.1", "00080", &numeric, &res), 0);
+    CHECK_EQ(ntohs(((struct sockaddr_in *)res->ai_addr)->sin_port), 80);
+    freeaddrinfo(res);
+    return 0;
+}
+
+TEST(net_getaddrinfo_rejects_ports_out_of_range_and_junk)
+{
+    run_main(gai_ports_main, NULL);
+}
+
+static int no_client(cio_stream *s, void *arg)
+{
+    (void)s;
+    (void)arg;
+    CHECK(0);
+    return 0;
+}
+
+/* Every call that takes a port string refuses 65536 + p, even with a real
+ * listener on p that a wrapped port would reach. */
+static int wrapped_ports_main(void *arg)
+{
+    (void)arg;
+    int port;
+    int lfd = raw_listener(AF_INET, &port);
+    char wrapped[16];
+    snprintf(wrapped, sizeof wrapped, "%d", port + 65536);
+    peer c = {0};
+    cio_transport *t = (cio_transport *)1;
+    CHECK_ERR(cio_create_connection("127.0.0.1", wrapped, &rec_proto, &c, NULL,
+                                    &t),
+              -EINVAL);
+    CHECK(t == NULL);
+    CHECK_EQ(c.made, 0);
+    cio_connection_options o = {.local_port = "70000"};
+    CHECK_ERR(cio_create_connection("127.0.0.1", "80", &rec_proto, &c, &o, &t),
+              -EINVAL);
+    cio_stream *s = (cio_stream *)1;
+    CHECK_ERR(cio_open_connection("127.0.0.1", wrapped, NULL, &s), -EINVAL);
+    cio_server *sv = (cio_server *)1;
+    CHECK_ERR(cio_create_server("127.0.0.1", "65536", &rec_proto, next_peer,
+                                NULL, NULL, &sv),
+              -EINVAL);
+    CHECK_ERR(cio_start_server(no_client, NULL, "127.0.0.1", "-1", NULL, NULL,
+                               &sv),
+              -EINVAL);
+    CHECK_ERR(cio_create_datagram_endpoint("127.0.0.1", "65536", NULL, NULL,
+                                           &rec_proto, &c, &t),
+              -EINVAL);
+    CHECK_ERR(cio_create_datagram_endpoint(NULL, NULL, "127.0.0.1", wrapped,
+                                           &rec_proto, &c, &t),
+              -EINVAL);
+    CHECK(t == NULL);
+    CHECK_EQ(c.made, 0);
+    close(lfd);
+    return 0;
+}
+
+TEST(net_port_above_65535_never_wraps_onto_another_port)
+{
+    run_main(wrapped_ports_main, NULL);
+}
