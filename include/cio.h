@@ -949,6 +949,11 @@ CIO_API int cio_create_server(const char *host, const char *port,
                               cio_protocol_factory factory, void *arg,
                               const cio_server_options *opts,
                               cio_server **server);
+/* The Unix variant: a socket file already at path is replaced, anything
+ * else there is -EADDRINUSE. The server remembers the file its bind made
+ * (st_dev, st_ino) and removes path when it closes only if path still
+ * names that file, never a socket another server bound there since.
+ * Returns as cio_create_server, -EINVAL for a NULL or too long path. */
 CIO_API int cio_create_unix_server(const char *path,
                                    const cio_protocol *proto,
                                    cio_protocol_factory factory, void *arg,

@@ -42,7 +42,13 @@ struct cio_server {
     cio_future *closed_fut;    /* done when closed */
     cio_future *all_closed;    /* done when closed with no connections */
     cio__handle retry;         /* resumes accepting after EMFILE */
-    char *unix_path;           /* removed when the server closes */
+    /* The socket file bind made, removed when the server closes, but only
+     * while the path still names that file (st_dev, st_ino): another
+     * server may have bound the path since someone unlinked ours. */
+    char *unix_path;
+    dev_t unix_dev;
+    ino_t unix_ino;
+    bool unix_known;           /* unix_dev/unix_ino were read after bind */
     void *stream_server;       /* stream.c's, freed with the server */
     void (*free_hook)(void *);
 };
@@ -293,6 +299,25 @@ int cio_create_server(const char *host, const char *port,
     return server_finish(s, opts, out);
 }
 
+/* Right after bind: which file is ours. Unknown (never removed) if the
+ * path is already gone or is not a socket. */
+static void remember_unix_file(cio_server *s, const char *path)
+{
+    struct stat st;
+    s->unix_known = stat(path, &st) == 0 && S_ISSOCK(st.st_mode);
+    s->unix_dev = st.st_dev;
+    s->unix_ino = st.st_ino;
+}
+
+/* Removes path if it is still the socket file this server's bind made. */
+static void unlink_own_file(cio_server *s, const char *path)
+{
+    struct stat st;
+    if (s->unix_known && stat(path, &st) == 0 && st.st_dev == s->unix_dev &&
+        st.st_ino == s->unix_ino)
+        unlink(path);
+}
+
 int cio_create_unix_server(const char *path, const cio_protocol *proto,
                            cio_protocol_factory factory, void *arg,
                            const cio_server_options *opts, cio_server **out)
@@ -311,11 +336,12 @@ int cio_create_unix_server(const char *path, const cio_protocol *proto,
     if (err)
         return err;
     err = listen_socket(s, AF_UNIX, (struct sockaddr *)&sun, sizeof sun, opts);
+    if (s->nfds) /* bind made the file */
+        remember_unix_file(s, path);
     if (!err && !(s->unix_path = cio__strdup(path)))
         err = -ENOMEM;
     if (err) {
-        if (s->nfds) /* bind made the file: it is ours to remove */
-            unlink(path);
+        unlink_own_file(s, path);
         server_destroy(s);
         return err;
     }
@@ -355,7 +381,7 @@ void cio_server_close(cio_server *s)
         cio__sys_close(s->fds[i]);
     s->nfds = 0;
     if (s->unix_path)
-        unlink(s->unix_path);
+        unlink_own_file(s, s->unix_path);
     check_all_closed(s);
 }
 

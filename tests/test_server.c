@@ -662,3 +662,46 @@ TEST_T(net_server_that_cannot_watch_its_socket_is_not_created, 120)
     CHECK(test_fault_loop(CIO__FAULT_SYS, ENOMEM, fault_scenario, &runs) > 10);
     CHECK(test_fault_loop(CIO__FAULT_ALLOC, 0, fault_scenario, &runs) > 10);
 }
+
+/* Server A's socket file is removed by hand and B binds the same path:
+ * closing A must leave B's file (another inode) in place and working. */
+static int unix_rebound_main(void *arg)
+{
+    (void)arg;
+    char dir[] = "/tmp/cio-net-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[64];
+    snprintf(path, sizeof path, "%s/s.sock", dir);
+    srv *a = srv_new(), *b = srv_new();
+    CHECK_ERR(cio_create_unix_server(path, &rec_proto, next_peer, &a->sp, NULL,
+                                     &a->s),
+              0);
+    CHECK(unlink(path) == 0);
+    b->sp.tmpl.echo = true;
+    CHECK_ERR(cio_create_unix_server(path, &rec_proto, next_peer, &b->sp, NULL,
+                                     &b->s),
+              0);
+    struct stat before, st;
+    CHECK(stat(path, &before) == 0);
+    srv_done(a);
+    CHECK(stat(path, &st) == 0 && S_ISSOCK(st.st_mode));
+    CHECK(st.st_ino == before.st_ino && st.st_dev == before.st_dev);
+    peer c = {0};
+    cio_transport *t = NULL;
+    CHECK_ERR(cio_create_unix_connection(path, &rec_proto, &c, &t), 0);
+    CHECK_ERR(cio_transport_write(t, "still B", 7), 0);
+    AWAIT(c.len == 7);
+    CHECK_STR(c.data, "still B");
+    hang_up(t, &c, &b->sp, 1);
+    srv_done(b);
+    /* B's own file goes with B. */
+    CHECK(stat(path, &st) != 0 && errno == ENOENT);
+    CHECK(rmdir(dir) == 0);
+    peer_free(&c);
+    return 0;
+}
+
+TEST(net_unix_server_close_leaves_a_path_another_server_rebound)
+{
+    run_main(unix_rebound_main, NULL);
+}
