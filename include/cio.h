@@ -796,7 +796,9 @@ CIO_API int cio_sock_connect(int fd, const struct sockaddr *addr,
  * the caller's) and fills addr/len (both may be NULL), or an error. */
 CIO_API int cio_sock_accept(int fd, struct sockaddr *addr, socklen_t *len);
 /* Receives one datagram; addr/len (may be NULL) get the sender's address.
- * Returns its length or an error. */
+ * Returns its length, -EMSGSIZE if it was longer than n (buf holds its
+ * first n bytes, the rest is gone: a cut datagram is never passed off as
+ * whole), or an error. On a stream socket it reads like cio_sock_recv. */
 CIO_API ssize_t cio_sock_recvfrom(int fd, void *buf, size_t n,
                                   struct sockaddr *addr, socklen_t *len);
 /* Sends one datagram to addr (NULL: the connected peer). Returns the bytes
@@ -846,7 +848,9 @@ typedef struct cio_protocol {
     void *(*get_buffer)(cio_transport *t, size_t sizehint, size_t *size,
                         void *ctx);
     void (*buffer_updated)(cio_transport *t, size_t n, void *ctx);
-    /* Datagram endpoints. */
+    /* Datagram endpoints: datagram_received gets each datagram whole
+     * (up to 64 KiB, more than any UDP payload); one longer than that is
+     * dropped and reported as error_received(-EMSGSIZE). */
     void (*datagram_received)(cio_transport *t, const char *data, size_t n,
                               const struct sockaddr *addr, socklen_t len,
                               void *ctx);

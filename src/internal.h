@@ -55,8 +55,10 @@ CIO_HIDDEN int cio__sys_connect(int fd, const void *addr, unsigned len);
 CIO_HIDDEN ssize_t cio__sys_recv(int fd, void *buf, size_t n);
 CIO_HIDDEN ssize_t cio__sys_send(int fd, const void *buf, size_t n);
 CIO_HIDDEN ssize_t cio__sys_sendv(int fd, const struct iovec *iov, int n);
+/* recvfrom through recvmsg: *out_flags gets msg_flags (MSG_TRUNC: the
+ * datagram did not fit); flags are recvmsg's. */
 CIO_HIDDEN ssize_t cio__sys_recvfrom(int fd, void *buf, size_t n, void *addr,
-                                     unsigned *len);
+                                     unsigned *len, int flags, int *out_flags);
 CIO_HIDDEN ssize_t cio__sys_sendto(int fd, const void *buf, size_t n,
                                    const void *addr, unsigned len);
 CIO_HIDDEN int cio__sys_shutdown(int fd, int how);
@@ -366,6 +368,10 @@ CIO_HIDDEN void cio__signals_close(cio_loop *loop);
  * What the rest of cio needs of sock.c, transport.c, connect.c, server.c;
  * what those share among themselves is in net.h. */
 CIO_HIDDEN extern double cio__accept_retry_delay; /* tests lower it */
+/* The most a datagram transport reads per datagram (transport.c): 64 KiB,
+ * which holds the largest UDP payload (65527 bytes); tests lower it to see
+ * what happens to a datagram that does not fit. */
+CIO_HIDDEN extern size_t cio__dgram_read_size;
 CIO_HIDDEN void cio__net_close(cio_loop *loop);
 /* Pipe transports (process.c's and cio_connect_*_pipe). */
 CIO_HIDDEN int cio__pipe_transport(cio_loop *loop, int fd, bool write_side,

@@ -91,7 +91,12 @@ static ssize_t op_accept(sock_op *o)
 
 static ssize_t op_recvfrom(sock_op *o)
 {
-    return cio__sys_recvfrom(o->fd, o->buf, o->n, o->addr, o->lenp);
+    /* Not MSG_TRUNC in the call (TCP takes it as "discard the bytes"):
+     * the kernel marks a cut datagram in msg_flags on every socket type. */
+    int flags;
+    ssize_t r = cio__sys_recvfrom(o->fd, o->buf, o->n, o->addr, o->lenp, 0,
+                                  &flags);
+    return r >= 0 && (flags & MSG_TRUNC) ? -EMSGSIZE : r;
 }
 
 static ssize_t op_sendto(sock_op *o)

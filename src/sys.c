@@ -215,10 +215,26 @@ ssize_t cio__sys_sendv(int fd, const struct iovec *iov, int n)
     struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
     SYSCALL(sendmsg(fd, &msg, MSG_NOSIGNAL));
 }
-ssize_t cio__sys_recvfrom(int fd, void *buf, size_t n, void *addr,
-                          unsigned *len)
+/* recvmsg, so the kernel's MSG_TRUNC (the datagram was longer than n)
+ * reaches *out_flags. With MSG_TRUNC in flags (datagram sockets only: TCP
+ * reads it as "discard") the result is the datagram's full length. */
+static ssize_t recvmsg_from(int fd, void *buf, size_t n, void *addr,
+                            unsigned *len, int flags, int *out_flags)
 {
-    SYSCALL(recvfrom(fd, buf, n, 0, addr, (socklen_t *)len));
+    struct iovec iov = {.iov_base = buf, .iov_len = n};
+    struct msghdr msg = {.msg_name = addr, .msg_namelen = addr ? *len : 0,
+                         .msg_iov = &iov, .msg_iovlen = 1};
+    ssize_t r = recvmsg(fd, &msg, flags);
+    if (r >= 0 && addr)
+        *len = msg.msg_namelen;
+    *out_flags = r >= 0 ? msg.msg_flags : 0;
+    return r;
+}
+ssize_t cio__sys_recvfrom(int fd, void *buf, size_t n, void *addr,
+                          unsigned *len, int flags, int *out_flags)
+{
+    *out_flags = 0;
+    SYSCALL(recvmsg_from(fd, buf, n, addr, len, flags, out_flags));
 }
 ssize_t cio__sys_sendto(int fd, const void *buf, size_t n, const void *addr,
                         unsigned len)

@@ -32,6 +32,8 @@ enum {
     WBUF_MIN = 4096              /* the write buffer's first size */
 };
 
+size_t cio__dgram_read_size = READ_CHUNK;
+
 static size_t buffered(const cio_transport *t)
 {
     return t->dq_bytes + (t->wlen - t->whead); /* one of them is 0 */
@@ -268,7 +270,9 @@ static void pipe_reader_left(void *arg)
 }
 
 /* One datagram; an error here is about an earlier send (e.g. ECONNREFUSED
- * from an ICMP) and does not end the transport. */
+ * from an ICMP) and does not end the transport. MSG_TRUNC (a UDP socket)
+ * makes n the datagram's full length: one longer than we read is dropped
+ * and reported as -EMSGSIZE, never delivered cut short. */
 static void dgram_readable(void *arg)
 {
     cio_transport *t = arg;
@@ -279,7 +283,11 @@ static void dgram_readable(void *arg)
     }
     struct sockaddr_storage addr;
     unsigned len = sizeof addr;
-    ssize_t n = cio__sys_recvfrom(t->fd, buf, READ_CHUNK, &addr, &len);
+    int flags;
+    ssize_t n = cio__sys_recvfrom(t->fd, buf, cio__dgram_read_size, &addr,
+                                  &len, MSG_TRUNC, &flags);
+    if (n > (ssize_t)cio__dgram_read_size)
+        n = -EMSGSIZE;
     if (n >= 0) {
         if (t->p.datagram_received)
             t->p.datagram_received(t, buf, (size_t)n,

@@ -432,3 +432,51 @@ TEST(net_port_above_65535_never_wraps_onto_another_port)
 {
     run_main(wrapped_ports_main, NULL);
 }
+
+/* ------------------------------------------------- oversized datagrams */
+
+/* A datagram longer than the buffer is not passed off as a whole one:
+ * -EMSGSIZE, the buffer holding its first bytes; the next datagram is
+ * read whole. */
+static int recvfrom_trunc_main(void *arg)
+{
+    (void)arg;
+    int a = bound_socket(AF_INET, SOCK_DGRAM, 0);
+    int b = bound_socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_storage to;
+    socklen_t tolen = loopback(AF_INET, port_of(a), &to);
+    CHECK_EQ(cio_sock_sendto(b, "0123456789", 10, (struct sockaddr *)&to,
+                             tolen),
+             10);
+    CHECK_EQ(cio_sock_sendto(b, "next", 4, (struct sockaddr *)&to, tolen), 4);
+    char buf[8];
+    struct sockaddr_storage from;
+    socklen_t len = sizeof from;
+    CHECK_ERR(cio_sock_recvfrom(a, buf, 4, (struct sockaddr *)&from, &len),
+              -EMSGSIZE);
+    CHECK(memcmp(buf, "0123", 4) == 0);
+    len = sizeof from;
+    CHECK_EQ(cio_sock_recvfrom(a, buf, sizeof buf, (struct sockaddr *)&from,
+                               &len),
+             4);
+    CHECK(memcmp(buf, "next", 4) == 0);
+    CHECK_EQ(port_of(b), ntohs(((struct sockaddr_in *)&from)->sin_port));
+    /* On a stream socket recvfrom still reads what is there, dropping
+     * nothing: truncation is a datagram's matter. */
+    int sp[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sp) == 0);
+    CHECK(write(sp[1], "abcdef", 6) == 6);
+    CHECK_EQ(cio_sock_recvfrom(sp[0], buf, 4, NULL, NULL), 4);
+    CHECK_EQ(cio_sock_recvfrom(sp[0], buf + 4, 4, NULL, NULL), 2);
+    CHECK(memcmp(buf, "abcdef", 6) == 0);
+    close(sp[0]);
+    close(sp[1]);
+    close(a);
+    close(b);
+    return 0;
+}
+
+TEST(net_sock_recvfrom_reports_an_oversized_datagram_as_emsgsize)
+{
+    run_main(recvfrom_trunc_main, NULL);
+}

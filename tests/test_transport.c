@@ -801,3 +801,45 @@ TEST(net_peer_half_closes_and_still_reads_the_answer)
 {
     run_main(peer_half_close_main, NULL);
 }
+
+/* A datagram longer than the transport reads is never handed to
+ * datagram_received cut short: error_received(-EMSGSIZE), the datagram
+ * dropped, the endpoint still open and the next datagram whole. */
+static int udp_oversized_main(void *arg)
+{
+    (void)arg;
+    cio__dgram_read_size = 16;
+    peer sv = {0};
+    cio_transport *st = NULL;
+    CHECK_ERR(cio_create_datagram_endpoint("127.0.0.1", "0", NULL, NULL,
+                                           &rec_proto, &sv, &st),
+              0);
+    int sfd;
+    socklen_t fl = sizeof sfd;
+    CHECK_ERR(cio_transport_get_extra_info(st, "socket", &sfd, &fl), 0);
+    int b = bound_socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_storage to;
+    socklen_t tolen = loopback(AF_INET, port_of(sfd), &to);
+    CHECK_EQ(cio_sock_sendto(b, "seventeen bytes!!", 17,
+                             (struct sockaddr *)&to, tolen),
+             17);
+    CHECK_EQ(cio_sock_sendto(b, "sixteen bytes!!!", 16,
+                             (struct sockaddr *)&to, tolen),
+             16);
+    AWAIT(sv.datagrams + sv.dgram_errors == 2);
+    CHECK_EQ(sv.dgram_errors, 1);
+    CHECK_ERR(sv.dgram_error, -EMSGSIZE);
+    CHECK_EQ(sv.datagrams, 1);
+    CHECK_STR(sv.data, "sixteen bytes!!!|");
+    CHECK(!cio_transport_is_closing(st));
+    cio_transport_close(st);
+    AWAIT(sv.lost);
+    close(b);
+    peer_free(&sv);
+    return 0;
+}
+
+TEST(net_udp_oversized_datagram_is_error_received_not_cut_short)
+{
+    run_main(udp_oversized_main, NULL);
+}
