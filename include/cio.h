@@ -1060,7 +1060,9 @@ CIO_API ssize_t cio_stream_readline(cio_stream *s, const char **line);
 CIO_API ssize_t cio_stream_readexactly(cio_stream *s, void *buf, size_t n,
                                        size_t *partial);
 /* Reads through the first of the separators: *data (borrowed) points at
- * the bytes, separator included. Returns their count, CIO_ELIMIT (not
+ * the bytes, separator included. Each arrival is searched once (plus the
+ * len(sep) - 1 bytes before it, for a separator split across arrivals),
+ * so a long line costs linear time, as does readline's. Returns their count, CIO_ELIMIT (not
  * found within the limit: the data stays buffered), CIO_EINCOMPLETE (EOF
  * first), -EINVAL (no separators, or an empty one). */
 CIO_API ssize_t cio_stream_readuntil(cio_stream *s, const char *const *seps,

@@ -372,6 +372,9 @@ CIO_HIDDEN extern double cio__accept_retry_delay; /* tests lower it */
  * which holds the largest UDP payload (65527 bytes); tests lower it to see
  * what happens to a datagram that does not fit. */
 CIO_HIDDEN extern size_t cio__dgram_read_size;
+/* Bytes readuntil and readline have searched for separators (stream.c),
+ * for the tests that check a long line is scanned once, not per chunk. */
+CIO_HIDDEN extern size_t cio__stream_scanned;
 CIO_HIDDEN void cio__net_close(cio_loop *loop);
 /* Pipe transports (process.c's and cio_connect_*_pipe). */
 CIO_HIDDEN int cio__pipe_transport(cio_loop *loop, int fd, bool write_side,

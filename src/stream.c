@@ -16,6 +16,8 @@
 
 enum { DEFAULT_LIMIT = 64 * 1024 };
 
+size_t cio__stream_scanned;
+
 /* A task waiting in drain. */
 typedef struct drainer {
     cio__list link;
@@ -304,17 +306,21 @@ ssize_t cio_stream_readexactly(cio_stream *s, void *buf, size_t n,
 }
 
 /* Finds the earliest end of any separator in the buffer (0 if none), and
- * where that separator starts. */
+ * where that separator starts. The first `searched` buffered bytes were
+ * searched before and held no separator, so only a match ending past them
+ * is possible: each separator is looked for from len(sep) - 1 bytes before
+ * that point (one may straddle it), which keeps a long line arriving in
+ * pieces linear to search, not quadratic. */
 static size_t find_sep(const cio_stream *s, const char *const *seps,
-                       size_t nseps, size_t *start)
+                       size_t nseps, size_t searched, size_t *start)
 {
     size_t best = 0;
-    if (!avail(s))
-        return 0;
     const char *data = s->buf + s->head;
-    for (size_t i = 0; i < nseps; i++) {
+    for (size_t i = 0; i < nseps && avail(s); i++) {
         size_t k = strlen(seps[i]);
-        const char *at = memmem(data, avail(s), seps[i], k);
+        size_t from = searched >= k ? searched - (k - 1) : 0;
+        cio__stream_scanned += avail(s) - from;
+        const char *at = memmem(data + from, avail(s) - from, seps[i], k);
         if (at) {
             size_t end = (size_t)(at - data) + k;
             if (!best || end < best) {
@@ -340,9 +346,11 @@ ssize_t cio_stream_readuntil(cio_stream *s, const char *const *seps,
     for (size_t i = 0; i < nseps; i++)
         if (!seps[i] || !*seps[i])
             return -EINVAL;
-    for (;;) {
+    /* Bytes from head searched in vain; head stays put meanwhile (a
+     * buffer that grows keeps the bytes in order from head). */
+    for (size_t searched = 0;;) {
         size_t start = 0;
-        size_t end = find_sep(s, seps, nseps, &start);
+        size_t end = find_sep(s, seps, nseps, searched, &start);
         if (end && start > s->limit) /* asyncio measures where it starts */
             return CIO_ELIMIT;       /* found, but too far: the data stays */
         if (end) {
@@ -355,6 +363,7 @@ ssize_t cio_stream_readuntil(cio_stream *s, const char *const *seps,
             return CIO_ELIMIT;
         if (s->eof)
             return s->error ? s->error : CIO_EINCOMPLETE;
+        searched = avail(s);
         if ((r = wait_data(s)))
             return r;
     }
@@ -373,7 +382,7 @@ ssize_t cio_stream_readline(cio_stream *s, const char **line)
         n = (ssize_t)avail(s);
         consume(s, avail(s));
     } else if (n == CIO_ELIMIT) {
-        size_t end = find_sep(s, nl, 1, NULL);
+        size_t end = find_sep(s, nl, 1, 0, NULL);
         consume(s, end ? end : avail(s));
     }
     return n;

@@ -515,6 +515,145 @@ TEST(stream_readuntil_one_or_several_separators)
     run_main(readuntil_main, NULL);
 }
 
+/* ------------------------------------------- bytes arriving in pieces */
+
+/* A stream connected to a raw socket the test writes into (*raw). */
+static cio_stream *raw_peer_stream(int *raw, const cio_stream_options *so)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    CHECK(bind(lfd, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(listen(lfd, 1) == 0);
+    CHECK(getsockname(lfd, (struct sockaddr *)&a, &al) == 0);
+    char port[16];
+    snprintf(port, sizeof port, "%d", ntohs(a.sin_port));
+    cio_stream *s = NULL;
+    CHECK_ERR(cio_open_connection("127.0.0.1", port, so, &s), 0);
+    *raw = cio_sock_accept(lfd, NULL, NULL);
+    CHECK(*raw >= 0);
+    close(lfd);
+    return s;
+}
+
+/* Pieces written one at a time, each only after the reader searched the
+ * one before (cio__stream_scanned moved): the reader sees every piece
+ * arrive on its own, whatever the kernel would have merged. */
+typedef struct pieces {
+    int fd;
+    const char *const *piece; /* NULL-terminated; or `line` when NULL */
+    size_t line, chunk;       /* `line` bytes of 'a', then "\r\n" */
+} pieces;
+
+static void send_piece(int fd, const char *data, size_t n)
+{
+    size_t before = cio__stream_scanned;
+    CHECK_ERR(cio_sock_sendall(fd, data, n), 0);
+    while (cio__stream_scanned == before)
+        CHECK_ERR(cio_sleep(0), 0);
+}
+
+static int write_pieces(void *arg)
+{
+    pieces *p = arg;
+    for (size_t i = 0; p->piece && p->piece[i]; i++)
+        send_piece(p->fd, p->piece[i], strlen(p->piece[i]));
+    char buf[1024];
+    memset(buf, 'a', sizeof buf);
+    for (size_t sent = 0; !p->piece && sent < p->line; sent += p->chunk)
+        send_piece(p->fd, buf, p->chunk);
+    if (!p->piece)
+        CHECK_ERR(cio_sock_sendall(p->fd, "\r\n", 2), 0);
+    return 0;
+}
+
+static cio_task *start_pieces(pieces *p)
+{
+    cio_task *t = NULL;
+    CHECK_ERR(cio_create_task(write_pieces, p, &t), 0);
+    return t;
+}
+
+static void finish_pieces(cio_task *t, cio_stream *s, int fd)
+{
+    CHECK_ERR(cio_await(t, NULL), 0);
+    cio_future_unref(t);
+    close(fd);
+    cio_stream_free(s);
+}
+
+/* A separator split across two arrivals is found where it ends, for one
+ * separator and for the earliest of several. */
+static int straddle_main(void *arg)
+{
+    (void)arg;
+    int fd;
+    cio_stream *s = raw_peer_stream(&fd, NULL);
+    static const char *const split[] = {"head\r\n\r", "\nx--EN", "D-",
+                                        "-y\r\n\r\n", "z\r", "\n", NULL};
+    pieces p = {.fd = fd, .piece = split};
+    cio_task *w = start_pieces(&p);
+    static const char *const blank[] = {"\r\n\r\n"};
+    static const char *const two[] = {"\r\n\r\n", "--END--"};
+    const char *d;
+    CHECK_EQ(cio_stream_readuntil(s, blank, 1, &d), 8);
+    CHECK(memcmp(d, "head\r\n\r\n", 8) == 0);
+    CHECK_EQ(cio_stream_readuntil(s, two, 2, &d), 8);
+    CHECK(memcmp(d, "x--END--", 8) == 0);
+    CHECK_EQ(cio_stream_readuntil(s, two, 2, &d), 5);
+    CHECK(memcmp(d, "y\r\n\r\n", 5) == 0);
+    CHECK_EQ(cio_stream_readline(s, &d), 3);
+    CHECK(memcmp(d, "z\r\n", 3) == 0);
+    finish_pieces(w, s, fd);
+    return 0;
+}
+
+TEST(stream_readuntil_finds_separators_split_across_arrivals)
+{
+    run_main(straddle_main, NULL);
+}
+
+/* A long line arriving 1 KiB at a time is searched about once, not once
+ * per arrival (which would be quadratic: 32 GiB of scanning for 256 KiB). */
+static int scan_once_main(void *arg)
+{
+    (void)arg;
+    enum { LINE = 256 * 1024 };
+    int fd;
+    cio_stream_options so = {.limit = 1 << 20};
+    cio_stream *s = raw_peer_stream(&fd, &so);
+    pieces p = {.fd = fd, .line = LINE, .chunk = 1024};
+    static const char *const seps[] = {"\r\n", "\n\n"};
+    cio_task *w = start_pieces(&p);
+    size_t before = cio__stream_scanned;
+    const char *d;
+    CHECK_EQ(cio_stream_readuntil(s, seps, 2, &d), LINE + 2);
+    CHECK(d[0] == 'a' && d[LINE - 1] == 'a' && d[LINE] == '\r');
+    size_t scanned = cio__stream_scanned - before;
+    if (scanned > 3 * (size_t)LINE)
+        test_fail(__FILE__, __LINE__, "searched %zu bytes for a %d-byte line",
+                  scanned, LINE);
+    finish_pieces(w, s, fd);
+    /* readline: the same. */
+    s = raw_peer_stream(&fd, &so);
+    p.fd = fd;
+    w = start_pieces(&p);
+    before = cio__stream_scanned;
+    CHECK_EQ(cio_stream_readline(s, &d), LINE + 2);
+    scanned = cio__stream_scanned - before;
+    if (scanned > 2 * (size_t)LINE)
+        test_fail(__FILE__, __LINE__, "searched %zu bytes for a %d-byte line",
+                  scanned, LINE);
+    finish_pieces(w, s, fd);
+    return 0;
+}
+
+TEST(stream_readuntil_searches_a_long_line_once_not_per_chunk)
+{
+    run_main(scan_once_main, NULL);
+}
+
 /* ---------------------------------------------------- the buffer limit */
 
 static int long_line_main(void *arg)
