@@ -18,6 +18,8 @@
 #   echo_protocol, echo_streams   1 KiB x 100 connections; suffixed _1k_1,
 #                  _1k_10 (1 KiB x 1, x 10) and _64k_10 (64 KiB x 10):
 #                  msgs/s, then _p50 and _p99 round-trip latency in us
+#   readline       (cio only) a 16 MiB line in 1 KiB writes read with
+#                  cio_stream_readline: its time over one memchr of 16 MiB
 #   idle_conns     10,000 idle connections: the server's VmRSS growth per
 #                  connection (cio's streams server: idle_conns_streams)
 #
@@ -43,7 +45,7 @@ COUNT_ARGS=()
 
 # name -> peer systems, in the order they run.
 BENCHES=(callsoon timers threadsafe spawn switch sleepers queue_pingpong queue_throughput executor
-    spawn_process echo_protocol echo_streams idle_conns)
+    spawn_process echo_protocol echo_streams idle_conns readline)
 declare -A SYSTEMS=(
     [callsoon]="libuv asyncio uvloop"
     [timers]="libuv asyncio uvloop"
@@ -58,6 +60,7 @@ declare -A SYSTEMS=(
     [echo_protocol]="epoll libuv asyncio uvloop go"
     [echo_streams]="epoll asyncio uvloop go" # the Python peers as streams servers
     [idle_conns]="epoll"                     # for reference
+    [readline]=""                            # cio alone: a ratio to memchr
 )
 LOOP_BENCHES=" callsoon timers threadsafe " # py_loop.py + uv_<name>
 NET_BENCHES=" echo_protocol echo_streams idle_conns " # servers + bench/loadgen
