@@ -863,7 +863,9 @@ typedef void *(*cio_protocol_factory)(void *arg);
 
 /* Queues data (copied as needed) and sends what it can at once. Returns
  * 0, -EINVAL (NULL; a datagram or read-pipe transport), -EPIPE (closing),
- * the error it is closing for (lost), -ENOMEM.
+ * the error it is closing for (lost), -ENOMEM, -ENOBUFS (the write buffer
+ * would then hold more than its maximum, 64 MiB unless set: nothing of
+ * this write is sent or buffered, and a later write may fit).
  * Never blocks, never raises SIGPIPE; errors from the peer arrive through
  * connection_lost. */
 CIO_API int cio_transport_write(cio_transport *t, const void *data,
@@ -890,6 +892,12 @@ CIO_API int cio_transport_get_extra_info(cio_transport *t, const char *name,
  * Returns 0 or -EINVAL (NULL, low > high). */
 CIO_API int cio_transport_set_write_buffer_limits(cio_transport *t,
                                                   size_t high, size_t low);
+/* The write buffer's hard maximum (0: the default, 64 MiB), for bytes and
+ * queued datagrams alike: a write or sendto that would pass it returns
+ * -ENOBUFS and keeps nothing. Lowering it below what is buffered drops
+ * nothing; writes are refused until the buffer drains. Returns 0 or
+ * -EINVAL (NULL). */
+CIO_API int cio_transport_set_write_buffer_max(cio_transport *t, size_t max);
 /* Returns the bytes (or datagram bytes) queued, not yet sent; 0 for NULL. */
 CIO_API size_t cio_transport_get_write_buffer_size(const cio_transport *t);
 /* Stops / resumes calling data_received (resume only undoes a pause).
@@ -901,8 +909,9 @@ CIO_API int cio_transport_is_reading(const cio_transport *t); /* 1 or 0 */
  * for a NULL t. */
 CIO_API void *cio_transport_get_context(const cio_transport *t);
 /* Datagram transports: sends one datagram (addr NULL: to the connected
- * peer). Returns 0 or an error; errors of earlier sends may arrive through
- * error_received. */
+ * peer). Returns 0 or an error, -ENOBUFS when the kernel cannot take it
+ * now and queueing it would pass the write buffer's maximum; errors of
+ * earlier sends may arrive through error_received. */
 CIO_API int cio_transport_sendto(cio_transport *t, const void *data,
                                  size_t n, const struct sockaddr *addr,
                                  socklen_t len);
@@ -1070,8 +1079,9 @@ CIO_API ssize_t cio_stream_readuntil(cio_stream *s, const char *const *seps,
 CIO_API int cio_stream_at_eof(const cio_stream *s); /* 1 or 0 */
 
 /* Queues data (never waits; call drain to wait). Returns 0, -EINVAL,
- * -EPIPE, the connection's error once it is lost, -ENOMEM: as
- * cio_transport_write / _writelines. */
+ * -EPIPE, the connection's error once it is lost, -ENOMEM, -ENOBUFS (past
+ * the write buffer's maximum: nothing of it kept): as cio_transport_write
+ * / _writelines. */
 CIO_API int cio_stream_write(cio_stream *s, const void *data, size_t n);
 CIO_API int cio_stream_writelines(cio_stream *s, const struct iovec *iov,
                                   int iovcnt);
@@ -1079,6 +1089,9 @@ CIO_API int cio_stream_writelines(cio_stream *s, const struct iovec *iov,
  * the connection's error once it is lost (-ECONNRESET if none),
  * -ECANCELED, -ETIMEDOUT, -EINVAL (NULL, not in a task). */
 CIO_API int cio_stream_drain(cio_stream *s);
+/* As cio_transport_set_write_buffer_max, for the stream's transport.
+ * Returns 0, -EINVAL (NULL), or the connection's error (-EPIPE) once lost. */
+CIO_API int cio_stream_set_write_buffer_max(cio_stream *s, size_t max);
 /* Closes the write side once flushed. Returns 0, -EINVAL, -EPIPE, the
  * connection's error once it is lost, -ENOTSUP (as
  * cio_transport_write_eof). */

@@ -86,6 +86,7 @@ struct cio_transport {
     char *wbuf;                /* write buffer: wbuf[whead .. wlen) */
     size_t whead, wlen, wcap;
     size_t high, low;          /* the write buffer's water marks */
+    size_t wmax;               /* buffered() never exceeds it by a write */
     cio__datagram *dq, **dq_tail; /* datagrams waiting to be sent */
     size_t dq_bytes;           /* their payload bytes */
     cio__handle made_handle;   /* runs connection_made */

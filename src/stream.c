@@ -434,6 +434,12 @@ int cio_stream_drain(cio_stream *s)
     return 0;
 }
 
+int cio_stream_set_write_buffer_max(cio_stream *s, size_t max)
+{
+    int r = write_check(s);
+    return r ? r : cio_transport_set_write_buffer_max(s->t, max);
+}
+
 int cio_stream_write_eof(cio_stream *s)
 {
     int r = write_check(s);

@@ -23,11 +23,13 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <string.h>
 
 enum {
     READ_CHUNK = 65536,          /* bytes per recv */
     DEFAULT_HIGH = 64 * 1024,    /* asyncio's write-buffer high-water mark */
+    DEFAULT_WMAX = 64 << 20,     /* the most a write may leave buffered */
     IOV_MAX_SEND = 1024,         /* iovecs per writev: below any IOV_MAX */
     WBUF_MIN = 4096              /* the write buffer's first size */
 };
@@ -147,6 +149,7 @@ int cio__transport_new(cio_loop *loop, int fd, const cio__transport_kind *kind,
         t->p = *proto;
     t->ctx = ctx;
     t->high = DEFAULT_HIGH;
+    t->wmax = DEFAULT_WMAX;
     t->low = DEFAULT_HIGH / 4;
     t->dq_tail = &t->dq;
     cio__handle_init(&t->made_handle, loop, made, t);
@@ -431,6 +434,26 @@ static int send_now(cio_transport *t, const struct iovec *iov, int iovcnt,
     return first;
 }
 
+/* Whether n more bytes keep the buffer within its maximum. Checked before
+ * anything is sent, so a refused write leaves no trace in the stream: a
+ * peer that never reads costs at most wmax, whatever the writer does. */
+static bool fits(const cio_transport *t, size_t n)
+{
+    return n <= t->wmax && buffered(t) <= t->wmax - n;
+}
+
+/* The bytes of iov, or SIZE_MAX if they overflow a size_t. */
+static size_t iov_bytes(const struct iovec *iov, int iovcnt)
+{
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        if (iov[i].iov_len > SIZE_MAX - total)
+            return SIZE_MAX;
+        total += iov[i].iov_len;
+    }
+    return total;
+}
+
 /* asyncio's writelines, and the one path of every byte write. A failure
  * of the connection is not this call's error: it returns 0 and the error
  * arrives through connection_lost, as asyncio's write never raises for a
@@ -442,6 +465,8 @@ int cio_transport_writelines(cio_transport *t, const struct iovec *iov,
         return -EINVAL;
     if (!writable(t)) /* the error it is closing for, if any */
         return t->lost_error ? t->lost_error : -EPIPE;
+    if (!fits(t, iov_bytes(iov, iovcnt)))
+        return -ENOBUFS;
     int first = 0;
     size_t skip = 0; /* bytes of iov[first] already sent */
     if (t->wlen == t->whead) { /* nothing queued: try the kernel first */
@@ -478,6 +503,8 @@ int cio_transport_write(cio_transport *t, const void *data, size_t n)
 static int queue_datagram(cio_transport *t, const void *data, size_t n,
                           const struct sockaddr *addr, socklen_t len)
 {
+    if (!fits(t, n))
+        return -ENOBUFS;
     cio__datagram *d = cio__malloc(sizeof *d + n);
     if (!d)
         return -ENOMEM;
@@ -612,6 +639,14 @@ int cio_transport_set_write_buffer_limits(cio_transport *t, size_t high,
     t->high = high;
     t->low = low;
     check_pause(t);
+    return 0;
+}
+
+int cio_transport_set_write_buffer_max(cio_transport *t, size_t max)
+{
+    if (!t)
+        return -EINVAL;
+    t->wmax = max ? max : DEFAULT_WMAX;
     return 0;
 }
 

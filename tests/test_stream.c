@@ -654,6 +654,38 @@ TEST(stream_readuntil_searches_a_long_line_once_not_per_chunk)
     run_main(scan_once_main, NULL);
 }
 
+/* A peer that never reads: the stream's writes stop at the write buffer's
+ * maximum with -ENOBUFS, keeping nothing of the refused write. */
+static int write_max_main(void *arg)
+{
+    (void)arg;
+    int fd;
+    cio_stream *s = raw_peer_stream(&fd, NULL);
+    CHECK_ERR(cio_stream_set_write_buffer_max(NULL, 1), -EINVAL);
+    CHECK_ERR(cio_stream_set_write_buffer_max(s, 256 * 1024), 0);
+    cio_transport *t = stream_transport(s);
+    char buf[16 * 1024];
+    memset(buf, 'w', sizeof buf);
+    int r;
+    size_t writes = 0;
+    while (!(r = cio_stream_write(s, buf, sizeof buf)))
+        CHECK(++writes < 100000);
+    CHECK_ERR(r, -ENOBUFS);
+    size_t size = cio_transport_get_write_buffer_size(t);
+    CHECK(size <= 256 * 1024 && size + sizeof buf > 256 * 1024);
+    struct iovec iov = {buf, sizeof buf};
+    CHECK_ERR(cio_stream_writelines(s, &iov, 1), -ENOBUFS);
+    CHECK_EQ(cio_transport_get_write_buffer_size(t), size);
+    close(fd);
+    cio_stream_free(s);
+    return 0;
+}
+
+TEST(stream_write_past_the_write_buffer_max_is_enobufs)
+{
+    run_main(write_max_main, NULL);
+}
+
 /* ---------------------------------------------------- the buffer limit */
 
 static int long_line_main(void *arg)

@@ -843,3 +843,67 @@ TEST(net_udp_oversized_datagram_is_error_received_not_cut_short)
 {
     run_main(udp_oversized_main, NULL);
 }
+
+/* ---------------------------------------------- the write buffer's cap */
+
+/* A peer that never reads cannot make a writer buffer without bound: a
+ * write that would take the buffer past its maximum (64 MiB unless set)
+ * is refused whole with -ENOBUFS, and nothing of it is sent or kept. */
+static int wmax_main(void *arg)
+{
+    (void)arg;
+    srv *v = srv_new();
+    v->sp.tmpl.pause_on_made = true;
+    serve(v, "127.0.0.1");
+    peer c = {0};
+    cio_transport *t = dial("127.0.0.1", v->portstr, &c);
+    AWAIT(v->sp.n == 1 && v->sp.p[0].made);
+    peer *s = &v->sp.p[0];
+    size_t big = (64u << 20) + 1;
+    char *huge = malloc(big);
+    CHECK(huge != NULL);
+    memset(huge, 'x', big);
+    CHECK_ERR(cio_transport_write(t, huge, big), -ENOBUFS);
+    CHECK_EQ(cio_transport_get_write_buffer_size(t), 0);
+    free(huge);
+    /* A lower maximum: 64 KiB writes go in until one would pass 1 MiB. */
+    CHECK_ERR(cio_transport_set_write_buffer_max(NULL, 1), -EINVAL);
+    CHECK_ERR(cio_transport_set_write_buffer_max(t, 1u << 20), 0);
+    enum { CHUNK = 64 * 1024 };
+    char *buf = malloc(CHUNK);
+    CHECK(buf != NULL);
+    size_t sent = 0;
+    int r;
+    for (;;) {
+        fill(buf, CHUNK, sent);
+        if ((r = cio_transport_write(t, buf, CHUNK)))
+            break;
+        sent += CHUNK;
+        CHECK(sent < (512u << 20));
+    }
+    CHECK_ERR(r, -ENOBUFS);
+    size_t size = cio_transport_get_write_buffer_size(t);
+    CHECK(size <= (1u << 20) && size + CHUNK > (1u << 20));
+    struct iovec two[2] = {{buf, 1}, {buf, CHUNK}};
+    CHECK_ERR(cio_transport_writelines(t, two, 2), -ENOBUFS);
+    CHECK_EQ(cio_transport_get_write_buffer_size(t), size);
+    /* Back to the default: the same bytes go in, once. */
+    CHECK_ERR(cio_transport_set_write_buffer_max(t, 0), 0);
+    CHECK_ERR(cio_transport_write(t, buf, CHUNK), 0);
+    sent += CHUNK;
+    CHECK_EQ(cio_transport_get_write_buffer_size(t), size + CHUNK);
+    free(buf);
+    cio_transport_close(t);
+    CHECK_ERR(cio_transport_resume_reading(s->t), 0);
+    AWAIT(c.lost && s->lost);
+    CHECK_EQ(s->len, sent); /* every accepted byte, nothing refused */
+    CHECK(pattern_ok(s->data, s->len, 0));
+    srv_done(v);
+    peer_free(&c);
+    return 0;
+}
+
+TEST(net_write_past_the_write_buffer_max_is_enobufs_and_keeps_nothing)
+{
+    run_main(wmax_main, NULL);
+}
