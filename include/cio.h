@@ -880,7 +880,9 @@ CIO_API int cio_transport_write_eof(cio_transport *t);
 CIO_API int cio_transport_can_write_eof(cio_transport *t); /* 1 or 0 */
 /* Closes after flushing the buffer; connection_lost(0) follows. */
 CIO_API void cio_transport_close(cio_transport *t);
-/* Closes now, dropping the buffer; connection_lost(0) follows. */
+/* Closes now, dropping the buffer; connection_lost(0) follows. A socket
+ * is closed with SO_LINGER 0, so the peer sees a reset (ECONNRESET), not
+ * an orderly EOF after bytes that will never come. */
 CIO_API void cio_transport_abort(cio_transport *t);
 CIO_API int cio_transport_is_closing(const cio_transport *t); /* 1 or 0 */
 /* asyncio's get_extra_info: "peername" and "sockname" fill a sockaddr in

@@ -64,6 +64,8 @@ CIO_HIDDEN ssize_t cio__sys_sendto(int fd, const void *buf, size_t n,
 CIO_HIDDEN int cio__sys_shutdown(int fd, int how);
 CIO_HIDDEN int cio__sys_setsockopt(int fd, int level, int name, int value);
 CIO_HIDDEN int cio__sys_socket_error(int fd);
+/* Makes the close of socket fd send RST (SO_LINGER 0); -ENOTSOCK, ... */
+CIO_HIDDEN int cio__sys_reset_on_close(int fd);
 CIO_HIDDEN ssize_t cio__sys_writev_pipe(int fd, const struct iovec *iov, int n);
 CIO_HIDDEN int cio__sys_thread_create(pthread_t *t, void *(*fn)(void *),
                                       void *arg);

@@ -246,6 +246,13 @@ int cio__sys_setsockopt(int fd, int level, int name, int value)
 {
     SYSCALL(setsockopt(fd, level, name, &value, sizeof value));
 }
+/* SO_LINGER on with a zero timeout: closing fd resets the connection. */
+static int linger_zero(int fd)
+{
+    struct linger l = {.l_onoff = 1, .l_linger = 0};
+    return setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+}
+int cio__sys_reset_on_close(int fd) { SYSCALL(linger_zero(fd)); }
 /* Reads and clears a socket's pending error (0 or -errno). */
 int cio__sys_socket_error(int fd)
 {

@@ -587,10 +587,16 @@ void cio_transport_close(cio_transport *t)
         force_close(t, 0);
 }
 
+/* The peer learns of an abort at once: a socket's close then resets the
+ * connection (RST) instead of a FIN after data that will never come. A
+ * pipe is no socket; its close is the most there is. */
 void cio_transport_abort(cio_transport *t)
 {
-    if (t)
-        force_close(t, 0);
+    if (!t)
+        return;
+    if (!t->lost_scheduled)
+        (void)cio__sys_reset_on_close(t->fd);
+    force_close(t, 0);
 }
 
 int cio_transport_is_closing(const cio_transport *t) { return t && t->closing; }

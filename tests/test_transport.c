@@ -907,3 +907,37 @@ TEST(net_write_past_the_write_buffer_max_is_enobufs_and_keeps_nothing)
 {
     run_main(wmax_main, NULL);
 }
+
+/* ------------------------------------------------------------- abort */
+
+/* Abort resets the connection (SO_LINGER 0): the peer sees ECONNRESET,
+ * not an orderly EOF, and the bytes buffered never reach it. */
+static int abort_reset_main(void *arg)
+{
+    (void)arg;
+    int port;
+    int lfd = raw_listener(AF_INET, &port);
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    peer c = {0};
+    cio_transport *t = dial("127.0.0.1", ps, &c);
+    int fd = cio_sock_accept(lfd, NULL, NULL);
+    CHECK(fd >= 0);
+    CHECK_ERR(cio_transport_write(t, "lost", 4), 0);
+    cio_transport_abort(t);
+    AWAIT(c.lost);
+    char b[8];
+    ssize_t r;
+    while ((r = cio_sock_recv(fd, b, sizeof b)) > 0)
+        ;
+    CHECK_ERR(r, -ECONNRESET);
+    close(fd);
+    close(lfd);
+    peer_free(&c);
+    return 0;
+}
+
+TEST(net_abort_resets_the_connection)
+{
+    run_main(abort_reset_main, NULL);
+}
