@@ -1109,8 +1109,14 @@ CIO_API int cio_stream_wait_closed(cio_stream *s);
  * is gone. */
 CIO_API int cio_stream_get_extra_info(cio_stream *s, const char *name,
                                       void *buf, socklen_t *len);
-/* Closes (if open) and frees the stream. NULL is a no-op. */
+/* Closes (if open) and frees the stream. NULL is a no-op. Bytes still
+ * buffered get 30 s to flush; a peer that has not read them by then gets
+ * the connection aborted (reset), so a freed stream never lingers forever. */
 CIO_API void cio_stream_free(cio_stream *s);
+/* Closes now: drops what is buffered and resets the connection, as
+ * cio_transport_abort; the stream stays the caller's until
+ * cio_stream_free. NULL, or a stream already lost, is a no-op. */
+CIO_API void cio_stream_abort(cio_stream *s);
 
 /* Frees memory cio handed to the caller (cio_stream_read_all,
  * cio_process_communicate). NULL is a no-op. */

@@ -377,6 +377,9 @@ CIO_HIDDEN extern size_t cio__dgram_read_size;
 /* Bytes readuntil and readline have searched for separators (stream.c),
  * for the tests that check a long line is scanned once, not per chunk. */
 CIO_HIDDEN extern size_t cio__stream_scanned;
+/* Seconds a freed stream may go on flushing before it is aborted
+ * (stream.c); tests lower it. */
+CIO_HIDDEN extern double cio__stream_free_linger;
 CIO_HIDDEN void cio__net_close(cio_loop *loop);
 /* Pipe transports (process.c's and cio_connect_*_pipe). */
 CIO_HIDDEN int cio__pipe_transport(cio_loop *loop, int fd, bool write_side,

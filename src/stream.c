@@ -17,6 +17,7 @@
 enum { DEFAULT_LIMIT = 64 * 1024 };
 
 size_t cio__stream_scanned;
+double cio__stream_free_linger = 30.0;
 
 /* A task waiting in drain. */
 typedef struct drainer {
@@ -37,6 +38,7 @@ struct cio_stream {
     cio__task *reader;         /* the task waiting for data */
     cio__list drainers;
     cio_future *closed;        /* done when the connection is lost */
+    cio__handle linger;        /* orphaned: aborts a flush that takes too long */
     /* Streams a server made (copied: the server may go first). */
     cio_client_connected handler;
     void *handler_arg;
@@ -119,6 +121,7 @@ static void wake_drainers(cio_stream *s)
 
 static void stream_free_now(cio_stream *s)
 {
+    cio__handle_unschedule(&s->linger);
     cio_future_unref(s->closed);
     cio__free(s->stash);
     cio__free(s->buf);
@@ -194,6 +197,14 @@ static const cio_protocol stream_protocol = {
     .resume_writing = on_resume,
 };
 
+/* A freed stream's flush outlived its linger: the peer is not reading. */
+static void linger_over(void *arg)
+{
+    cio_stream *s = arg;
+    if (s->t)
+        cio_transport_abort(s->t);
+}
+
 static cio_stream *stream_new(cio_loop *loop, size_t limit)
 {
     cio_stream *s = cio__calloc(1, sizeof *s);
@@ -205,6 +216,7 @@ static cio_stream *stream_new(cio_loop *loop, size_t limit)
     }
     s->limit = limit ? limit : DEFAULT_LIMIT;
     cio__list_init(&s->drainers);
+    cio__handle_init(&s->linger, loop, linger_over, s);
     return s;
 }
 
@@ -493,9 +505,21 @@ void cio_stream_free(cio_stream *s)
         stream_free_now(s);
         return;
     }
-    /* The transport still calls us: close it, free at connection_lost. */
+    /* The transport still calls us: close it, free at connection_lost.
+     * Nobody can drain any more, so a peer that never reads would keep the
+     * flush, the fd and the memory forever: after the linger it is cut. */
     s->orphaned = true;
-    cio_transport_close(s->t);
+    cio_transport_close(s->t); /* connection_lost comes later, never now */
+    cio_loop *loop = s->linger.loop;
+    if (cio__handle_schedule_at(&s->linger,
+                                cio_loop_time(loop) + cio__stream_free_linger))
+        cio_transport_abort(s->t);
+}
+
+void cio_stream_abort(cio_stream *s)
+{
+    if (s && s->t)
+        cio_transport_abort(s->t);
 }
 
 /* ---------------------------------------------------------- connecting */

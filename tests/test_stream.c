@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -684,6 +685,83 @@ static int write_max_main(void *arg)
 TEST(stream_write_past_the_write_buffer_max_is_enobufs)
 {
     run_main(write_max_main, NULL);
+}
+
+/* From a task: true once fd's connection was reset (POLLERR / POLLHUP),
+ * without reading what it holds; fails the test after 30 s. */
+static bool await_reset(int fd)
+{
+    double t0 = mono();
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        CHECK(poll(&p, 1, 0) >= 0);
+        if (p.revents & (POLLERR | POLLHUP))
+            return true;
+        CHECK(mono() - t0 < 30);
+        CHECK_ERR(cio_sleep(0.001), 0);
+    }
+}
+
+/* Written bytes the peer never reads: a freed stream may flush them for a
+ * while (cio__stream_free_linger), then it is aborted with a reset, so
+ * freeing a stream never holds its connection and memory forever. */
+static int free_linger_main(void *arg)
+{
+    (void)arg;
+    cio__stream_free_linger = 0.05;
+    int fd;
+    cio_stream *s = raw_peer_stream(&fd, NULL);
+    cio_transport *t = stream_transport(s);
+    size_t n = 1u << 20;
+    char *buf = malloc(n);
+    CHECK(buf != NULL);
+    memset(buf, 'q', n);
+    while (cio_transport_get_write_buffer_size(t) == 0)
+        CHECK_ERR(cio_stream_write(s, buf, n), 0);
+    free(buf);
+    long live = cio__alloc_live();
+    cio_stream_free(s);
+    CHECK(await_reset(fd));
+    char b[64];
+    ssize_t r;
+    while ((r = recv(fd, b, sizeof b, 0)) > 0)
+        ;
+    CHECK(r < 0 && errno == ECONNRESET);
+    /* The stream and its transport are gone, not just closing. */
+    while (cio__alloc_live() >= live)
+        CHECK_ERR(cio_sleep(0), 0);
+    close(fd);
+    return 0;
+}
+
+TEST(stream_freed_with_unsent_bytes_is_aborted_after_a_linger)
+{
+    run_main(free_linger_main, NULL);
+}
+
+/* cio_stream_abort drops what is buffered and resets the connection. */
+static int stream_abort_main(void *arg)
+{
+    (void)arg;
+    int fd;
+    cio_stream *s = raw_peer_stream(&fd, NULL);
+    CHECK_ERR(cio_stream_write(s, "dropped", 7), 0);
+    cio_stream_abort(s);
+    cio_stream_abort(s); /* twice is once */
+    CHECK(cio_stream_is_closing(s));
+    CHECK_ERR(cio_stream_wait_closed(s), 0);
+    CHECK_ERR(cio_stream_write(s, "x", 1), -EPIPE);
+    cio_stream_abort(s); /* after the end: nothing */
+    cio_stream_abort(NULL);
+    CHECK(await_reset(fd));
+    cio_stream_free(s);
+    close(fd);
+    return 0;
+}
+
+TEST(stream_abort_resets_the_connection)
+{
+    run_main(stream_abort_main, NULL);
 }
 
 /* ---------------------------------------------------- the buffer limit */
