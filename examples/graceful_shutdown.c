@@ -118,16 +118,17 @@ static int arrive(const char *who, cio_stream **s)
     return 0;
 }
 
-/* Reads the server's next line, or notices it hung up. */
+/* Reads the server's next line, or notices it hung up: an orderly close
+ * (EOF), or a dropped connection (abort resets it: ECONNRESET). */
 static int hear(const char *who, cio_stream *s)
 {
     const char *line;
     ssize_t n = cio_stream_readline(s, &line);
     if (n > 0)
         printf("%s: the server says %.*s", who, (int)n, line);
-    else if (n == 0)
+    else if (n == 0 || n == -ECONNRESET)
         printf("%s: the server closed the connection\n", who);
-    return n < 0 ? (int)n : 0;
+    return n < 0 && n != -ECONNRESET ? (int)n : 0;
 }
 
 static int world(void *arg)
