@@ -984,7 +984,8 @@ CIO_API int cio_server_is_serving(const cio_server *s); /* 1 or 0 */
 CIO_API int cio_server_serve_forever(cio_server *s);
 /* Stops listening; connections already made go on. */
 CIO_API void cio_server_close(cio_server *s);
-/* Closes (close_clients) or aborts every connection of the server. */
+/* Closes (close_clients) or aborts (as cio_transport_abort: the peers see
+ * a reset) every connection of the server. */
 CIO_API void cio_server_close_clients(cio_server *s);
 CIO_API void cio_server_abort_clients(cio_server *s);
 /* From a task: waits until the server is closed and its connections are
