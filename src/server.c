@@ -305,8 +305,10 @@ static void remember_unix_file(cio_server *s, const char *path)
 {
     struct stat st;
     s->unix_known = stat(path, &st) == 0 && S_ISSOCK(st.st_mode);
-    s->unix_dev = st.st_dev;
-    s->unix_ino = st.st_ino;
+    if (s->unix_known) {
+        s->unix_dev = st.st_dev;
+        s->unix_ino = st.st_ino;
+    }
 }
 
 /* Removes path if it is still the socket file this server's bind made. */
