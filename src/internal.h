@@ -210,20 +210,26 @@ struct cio_loop {
     cio_exception_handler handler;
     void *handler_arg;
 
-    /* call_soon_threadsafe: posters append to `posted` under post_lock;
-     * each iteration swaps it with `torun` and runs that in order. */
-    pthread_mutex_t post_lock;
-    cio__post *posted, *torun;
-    size_t nposted, posted_cap, ntorun, torun_cap;
-    atomic_size_t post_count;    /* nposted, readable without the lock */
-    cio__handle post_batch;      /* runs `torun` from the ready queue */
-    atomic_int sleeping;         /* in a blocking poll */
-    atomic_int wake_sent;        /* an eventfd write is outstanding */
-    cio__list bridges;           /* cio__bridge in flight, under post_lock */
-    cio__list arrived;           /* cio__bridge with results, under post_lock */
-    cio__list transports;        /* transport.c: not owned by a server */
-    cio__list servers;           /* server.c: servers not yet freed */
-    char *read_buf;              /* transport.c: shared by every reader */
+    /* Other threads' way in (call_soon_threadsafe, bridges): posters
+     * append to `posted` under `lock`; each iteration swaps it with
+     * `torun` and runs that in order. */
+    struct cio__loop_posts {
+        pthread_mutex_t lock;
+        cio__post *posted, *torun;
+        size_t nposted, posted_cap, ntorun, torun_cap;
+        atomic_size_t count;     /* nposted, readable without the lock */
+        cio__handle batch;       /* runs `torun` from the ready queue */
+        atomic_int sleeping;     /* the loop is in a blocking poll */
+        atomic_int wake_sent;    /* an eventfd write is outstanding */
+        cio__list bridges;       /* cio__bridge in flight, under lock */
+        cio__list arrived;       /* cio__bridge with results, under lock */
+    } posts;
+    /* Networking's (transport.c, server.c). */
+    struct cio__loop_net {
+        cio__list transports;    /* not owned by a server */
+        cio__list servers;       /* not yet freed */
+        char *read_buf;          /* shared by every reader */
+    } net;
     struct cio__signals *signals; /* signal.c: NULL until a handler */
     cio__list processes;         /* process.c: children being watched */
     struct cio_executor *default_executor; /* owned; NULL until first use */

@@ -317,10 +317,10 @@ static void wake_loop(cio_loop *loop)
 /* With post_lock held, after something was queued for the loop. */
 static void posted_locked(cio_loop *loop)
 {
-    atomic_fetch_add(&loop->post_count, 1);
+    atomic_fetch_add(&loop->posts.count, 1);
     /* Still under the lock: once it is released the loop may run the post,
      * close and be freed, so nothing of it may be touched after. */
-    if (atomic_load(&loop->sleeping) && !atomic_exchange(&loop->wake_sent, 1))
+    if (atomic_load(&loop->posts.sleeping) && !atomic_exchange(&loop->posts.wake_sent, 1))
         wake_loop(loop);
 }
 
@@ -332,7 +332,7 @@ static void posted_locked(cio_loop *loop)
  *     finish; cio__bridge_unopen takes it back if that thread never
  *     started;
  *   other thread: cio__bridge_land claims it (FLYING -> LANDING) and moves
- *     it to loop->arrived under post_lock; the loop then runs `deliver`;
+ *     it to loop->posts.arrived under post_lock; the loop then runs `deliver`;
  *   a closing loop orphans every unclaimed bridge (FLYING -> ORPHANED,
  *     `orphaned` runs; the other thread's land then returns false and
  *     must not touch the loop), waits for claimed ones to arrive, and
@@ -345,17 +345,17 @@ void cio__bridge_open(cio_loop *loop, cio__bridge *b, cio_callback deliver,
     cio__handle_init(&b->deliver, loop, deliver, arg);
     b->deliver.drop = dropped;
     b->orphaned = orphaned;
-    pthread_mutex_lock(&loop->post_lock);
-    cio__list_push_back(&loop->bridges, &b->link);
-    pthread_mutex_unlock(&loop->post_lock);
+    pthread_mutex_lock(&loop->posts.lock);
+    cio__list_push_back(&loop->posts.bridges, &b->link);
+    pthread_mutex_unlock(&loop->posts.lock);
 }
 
 void cio__bridge_unopen(cio__bridge *b)
 {
     cio_loop *loop = b->deliver.loop;
-    pthread_mutex_lock(&loop->post_lock);
+    pthread_mutex_lock(&loop->posts.lock);
     cio__list_unlink(&b->link);
-    pthread_mutex_unlock(&loop->post_lock);
+    pthread_mutex_unlock(&loop->posts.lock);
 }
 
 bool cio__bridge_land(cio__bridge *b)
@@ -366,11 +366,11 @@ bool cio__bridge_land(cio__bridge *b)
     if (!atomic_compare_exchange_strong(&b->state, &flying,
                                         CIO__BRIDGE_LANDING))
         return false;
-    pthread_mutex_lock(&loop->post_lock); /* a closing loop waits for us */
+    pthread_mutex_lock(&loop->posts.lock); /* a closing loop waits for us */
     cio__list_unlink(&b->link);
-    cio__list_push_back(&loop->arrived, &b->link);
+    cio__list_push_back(&loop->posts.arrived, &b->link);
     posted_locked(loop);
-    pthread_mutex_unlock(&loop->post_lock);
+    pthread_mutex_unlock(&loop->posts.lock);
     return true;
 }
 
@@ -379,12 +379,12 @@ static int post_locked(cio_loop *loop, cio_callback cb, cio_callback drop,
 {
     if (loop->closed)
         return -ESHUTDOWN;
-    cio__post *p = cio__grow(loop->posted, &loop->posted_cap,
-                             loop->nposted + 1, sizeof *p, 64);
+    cio__post *p = cio__grow(loop->posts.posted, &loop->posts.posted_cap,
+                             loop->posts.nposted + 1, sizeof *p, 64);
     if (!p)
         return -ENOMEM;
-    loop->posted = p;
-    loop->posted[loop->nposted++] = (cio__post){cb, drop, arg};
+    loop->posts.posted = p;
+    loop->posts.posted[loop->posts.nposted++] = (cio__post){cb, drop, arg};
     posted_locked(loop);
     return 0;
 }
@@ -403,9 +403,9 @@ int cio_call_soon_threadsafe(cio_loop *loop, cio_callback cb, void *arg)
 int cio__post_threadsafe(cio_loop *loop, cio_callback cb, cio_callback drop,
                          void *arg)
 {
-    pthread_mutex_lock(&loop->post_lock);
+    pthread_mutex_lock(&loop->posts.lock);
     int err = post_locked(loop, cb, drop, arg);
-    pthread_mutex_unlock(&loop->post_lock);
+    pthread_mutex_unlock(&loop->posts.lock);
     return err;
 }
 
@@ -414,33 +414,33 @@ static void run_one(cio_loop *loop, cio_callback cb, void *arg);
 static void run_posts(void *arg)
 {
     cio_loop *loop = arg;
-    for (size_t i = 0; i < loop->ntorun; i++)
-        run_one(loop, loop->torun[i].cb, loop->torun[i].arg);
-    loop->ntorun = 0;
+    for (size_t i = 0; i < loop->posts.ntorun; i++)
+        run_one(loop, loop->posts.torun[i].cb, loop->posts.torun[i].arg);
+    loop->posts.ntorun = 0;
 }
 
 /* Takes what other threads posted since the last iteration. */
 static void take_posts(cio_loop *loop)
 {
-    if (!atomic_load_explicit(&loop->post_count, memory_order_relaxed) ||
-        loop->ntorun)
+    if (!atomic_load_explicit(&loop->posts.count, memory_order_relaxed) ||
+        loop->posts.ntorun)
         return;
     cio__list arrived;
     cio__list_init(&arrived);
-    pthread_mutex_lock(&loop->post_lock);
-    cio__post *p = loop->torun;
-    size_t cap = loop->torun_cap;
-    loop->torun = loop->posted;
-    loop->torun_cap = loop->posted_cap;
-    loop->ntorun = loop->nposted;
-    loop->posted = p;
-    loop->posted_cap = cap;
-    loop->nposted = 0;
-    cio__list_splice(&arrived, &loop->arrived);
-    atomic_store(&loop->post_count, 0);
-    pthread_mutex_unlock(&loop->post_lock);
-    if (loop->ntorun)
-        cio__handle_schedule(&loop->post_batch);
+    pthread_mutex_lock(&loop->posts.lock);
+    cio__post *p = loop->posts.torun;
+    size_t cap = loop->posts.torun_cap;
+    loop->posts.torun = loop->posts.posted;
+    loop->posts.torun_cap = loop->posts.posted_cap;
+    loop->posts.ntorun = loop->posts.nposted;
+    loop->posts.posted = p;
+    loop->posts.posted_cap = cap;
+    loop->posts.nposted = 0;
+    cio__list_splice(&arrived, &loop->posts.arrived);
+    atomic_store(&loop->posts.count, 0);
+    pthread_mutex_unlock(&loop->posts.lock);
+    if (loop->posts.ntorun)
+        cio__handle_schedule(&loop->posts.batch);
     cio__list *n;
     while ((n = cio__list_pop_front(&arrived))) {
         cio__bridge *b = cio__container_of(n, cio__bridge, link);
@@ -552,7 +552,7 @@ static void io_event(cio_loop *loop, int fd, unsigned events)
         uint64_t count;
         ssize_t n = read(fd, &count, sizeof count); /* see wake_loop */
         (void)n;
-        atomic_store(&loop->wake_sent, 0);
+        atomic_store(&loop->posts.wake_sent, 0);
         return;
     }
     if ((size_t)fd >= loop->watchers_cap || !loop->watchers[fd])
@@ -606,14 +606,14 @@ static int poll_timeout(cio_loop *loop, double max_wait)
 static int backend_wait(cio_loop *loop, int timeout)
 {
     if (timeout != 0) {
-        atomic_store(&loop->sleeping, 1);
-        if (atomic_load(&loop->post_count))
+        atomic_store(&loop->posts.sleeping, 1);
+        if (atomic_load(&loop->posts.count))
             timeout = 0;
         else
             loop->blocking_waits++;
     }
     int n = loop->backend->wait(loop, timeout, io_event);
-    atomic_store(&loop->sleeping, 0);
+    atomic_store(&loop->posts.sleeping, 0);
     loop->ran_since_poll = 0;
     loop->now_valid = false;
     return n == -EINTR ? 0 : n;
@@ -623,9 +623,9 @@ static int backend_wait(cio_loop *loop, int timeout)
  * watcher thread)? Plain posters from user threads are not known here. */
 static bool threads_in_flight(cio_loop *loop)
 {
-    pthread_mutex_lock(&loop->post_lock);
-    bool flying = !cio__list_empty(&loop->bridges);
-    pthread_mutex_unlock(&loop->post_lock);
+    pthread_mutex_lock(&loop->posts.lock);
+    bool flying = !cio__list_empty(&loop->posts.bridges);
+    pthread_mutex_unlock(&loop->posts.lock);
     return flying;
 }
 
@@ -647,7 +647,7 @@ static int poll_virtual(cio_loop *loop, double max_wait)
     if (timeout != 0 || loop->nwatched > 0)
         n = backend_wait(loop, timeout);
     if (n >= 0 && !isinf(at) && at > loop->now &&
-        cio__list_empty(&loop->ready) && !atomic_load(&loop->post_count))
+        cio__list_empty(&loop->ready) && !atomic_load(&loop->posts.count))
         loop->now = at;
     return n;
 }
@@ -708,7 +708,7 @@ static int ready_phase(cio_loop *loop)
         h->state = CIO__H_IDLE;
         if (h->embedded == HANDLE_POOLED)
             handle_put(loop, h);
-        if (h == &loop->post_batch)
+        if (h == &loop->posts.batch)
             run_posts(loop); /* each post counts, not the batch */
         else
             run_one(loop, cb, arg);
@@ -911,13 +911,13 @@ int cio_loop_new(cio_loop **out, const cio_loop_options *opts)
     cio__list_init(&loop->batch);
     cio__list_init(&loop->free_handles);
     cio__list_init(&loop->tasks);
-    cio__list_init(&loop->bridges);
-    cio__list_init(&loop->arrived);
-    cio__list_init(&loop->transports);
-    cio__list_init(&loop->servers);
+    cio__list_init(&loop->posts.bridges);
+    cio__list_init(&loop->posts.arrived);
+    cio__list_init(&loop->net.transports);
+    cio__list_init(&loop->net.servers);
     cio__list_init(&loop->processes);
-    cio__handle_init(&loop->post_batch, loop, run_posts, loop);
-    pthread_mutex_init(&loop->post_lock, NULL);
+    cio__handle_init(&loop->posts.batch, loop, run_posts, loop);
+    pthread_mutex_init(&loop->posts.lock, NULL);
     int err = loop->wakefd = cio__sys_eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (err < 0)
         goto fail_loop;
@@ -934,7 +934,7 @@ fail_backend:
 fail_wakefd:
     cio__sys_close(loop->wakefd);
 fail_loop:
-    pthread_mutex_destroy(&loop->post_lock);
+    pthread_mutex_destroy(&loop->posts.lock);
     cio__free(loop);
     return err;
 }
@@ -953,9 +953,9 @@ static void close_posts(cio_loop *loop)
      * never come near the loop. */
     for (bool landing = true; landing;) {
         landing = false;
-        pthread_mutex_lock(&loop->post_lock);
+        pthread_mutex_lock(&loop->posts.lock);
         loop->closed = true;
-        for (n = loop->bridges.next; n != &loop->bridges;) {
+        for (n = loop->posts.bridges.next; n != &loop->posts.bridges;) {
             cio__bridge *b = cio__container_of(n, cio__bridge, link);
             n = n->next;
             int flying = CIO__BRIDGE_FLYING;
@@ -967,8 +967,8 @@ static void close_posts(cio_loop *loop)
                 landing = true;
             }
         }
-        cio__list_splice(&arrived, &loop->arrived);
-        pthread_mutex_unlock(&loop->post_lock);
+        cio__list_splice(&arrived, &loop->posts.arrived);
+        pthread_mutex_unlock(&loop->posts.lock);
         if (landing)
             sched_yield();
     }
@@ -981,14 +981,14 @@ static void close_posts(cio_loop *loop)
         cio__bridge *b = cio__container_of(n, cio__bridge, link);
         b->orphaned(b);
     }
-    for (size_t i = 0; i < loop->ntorun; i++)
-        if (loop->torun[i].drop)
-            loop->torun[i].drop(loop->torun[i].arg);
-    for (size_t i = 0; i < loop->nposted; i++)
-        if (loop->posted[i].drop)
-            loop->posted[i].drop(loop->posted[i].arg);
-    loop->nposted = loop->ntorun = 0;
-    atomic_store(&loop->post_count, 0);
+    for (size_t i = 0; i < loop->posts.ntorun; i++)
+        if (loop->posts.torun[i].drop)
+            loop->posts.torun[i].drop(loop->posts.torun[i].arg);
+    for (size_t i = 0; i < loop->posts.nposted; i++)
+        if (loop->posts.posted[i].drop)
+            loop->posts.posted[i].drop(loop->posts.posted[i].arg);
+    loop->posts.nposted = loop->posts.ntorun = 0;
+    atomic_store(&loop->posts.count, 0);
 }
 
 /* Drops every queued callback: pool handles go back to the pool, embedded
@@ -1040,8 +1040,8 @@ void cio__loop_free_core(cio_loop *loop)
     }
     cio__free(loop->heap);
     cio__free(loop->watchers);
-    cio__free(loop->posted);
-    cio__free(loop->torun);
-    pthread_mutex_destroy(&loop->post_lock);
+    cio__free(loop->posts.posted);
+    cio__free(loop->posts.torun);
+    pthread_mutex_destroy(&loop->posts.lock);
     cio__free(loop);
 }

@@ -2,7 +2,7 @@
  * transports, asyncio's Server object (start_serving, serve_forever,
  * close, wait_closed), and the network's part of closing the loop.
  *
- * Invariants: a server is on loop->servers from creation until it is
+ * Invariants: a server is on loop->net.servers from creation until it is
  * freed. Its transports are on its `conns` list and each one's `gone` hook
  * points back at it; cio_server_free hands them over to the loop, so a
  * connection outlives the server that accepted it. Accepting never spins
@@ -257,7 +257,7 @@ static void server_destroy(cio_server *s)
 static int server_finish(cio_server *s, const cio_server_options *opts,
                          cio_server **out)
 {
-    cio__list_push_back(&s->loop->servers, &s->link);
+    cio__list_push_back(&s->loop->net.servers, &s->link);
     int err = opts && opts->delay_serving ? 0 : cio_server_start_serving(s);
     if (err) { /* a server that cannot accept is not made */
         server_destroy(s);
@@ -489,7 +489,7 @@ void cio_server_free(cio_server *s)
     while ((n = cio__list_pop_front(&s->conns))) {
         cio_transport *t = cio__container_of(n, cio_transport, link);
         t->gone = NULL;
-        cio__list_push_back(&s->loop->transports, &t->link);
+        cio__list_push_back(&s->loop->net.transports, &t->link);
     }
     server_destroy(s);
 }
@@ -508,7 +508,7 @@ void cio__server_set_owner(cio_server *s, void *owner, void (*free_hook)(void *)
 void cio__net_close(cio_loop *loop)
 {
     cio__list *n;
-    while ((n = cio__list_pop_front(&loop->servers))) {
+    while ((n = cio__list_pop_front(&loop->net.servers))) {
         cio_server *s = cio__container_of(n, cio_server, link);
         cio__list_init(&s->link);
         cio__report(loop, "unclosed server", 0, "server", NULL, s);

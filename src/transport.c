@@ -161,7 +161,7 @@ int cio__transport_new(cio_loop *loop, int fd, const cio__transport_kind *kind,
 
 void cio__transport_start(cio_transport *t, cio__list *list, bool now)
 {
-    cio__list_push_back(list ? list : &t->loop->transports, &t->link);
+    cio__list_push_back(list ? list : &t->loop->net.transports, &t->link);
     if (t->kind == &cio__stream_kind) /* latency matters more than packets */
         (void)cio__sys_setsockopt(t->fd, IPPROTO_TCP, TCP_NODELAY, 1);
     if (now)
@@ -190,10 +190,10 @@ static void close_with_loop(cio_transport *t)
 void cio__transports_close(cio_loop *loop)
 {
     cio__list *n;
-    while ((n = cio__list_pop_front(&loop->transports)))
+    while ((n = cio__list_pop_front(&loop->net.transports)))
         close_with_loop(cio__container_of(n, cio_transport, link));
-    cio__free(loop->read_buf);
-    loop->read_buf = NULL;
+    cio__free(loop->net.read_buf);
+    loop->net.read_buf = NULL;
 }
 
 /* --------------------------------------------------------------- reading */
@@ -202,9 +202,9 @@ void cio__transports_close(cio_loop *loop)
  * call, as asyncio's bytes object is the protocol's to keep or copy. */
 static char *read_buffer(cio_loop *loop)
 {
-    if (!loop->read_buf)
-        loop->read_buf = cio__malloc(READ_CHUNK);
-    return loop->read_buf;
+    if (!loop->net.read_buf)
+        loop->net.read_buf = cio__malloc(READ_CHUNK);
+    return loop->net.read_buf;
 }
 
 /* The peer's EOF. A socket may stay open for writing if eof_received

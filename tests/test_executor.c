@@ -740,15 +740,15 @@ TEST(executor_loop_close_with_work_in_flight)
      * and nothing tells the loop's owner when it is done with it (see
      * executor_loop_free_with_work_in_flight). Taking the lock here orders
      * the free after it, for ThreadSanitizer. */
-    pthread_mutex_lock(&loop->post_lock);
-    pthread_mutex_unlock(&loop->post_lock);
+    pthread_mutex_lock(&loop->posts.lock);
+    pthread_mutex_unlock(&loop->posts.lock);
     cio_loop_free(loop);
 
     /* The result posted but not delivered when the loop closes. */
     gate g2 = {.value = 2, .release = 1};
     CHECK_ERR(cio_loop_new(&loop, NULL), 0);
     CHECK_ERR(cio_run_in_executor(loop, NULL, gated, &g2, &f), 0);
-    WAIT_UNTIL(atomic_load(&loop->post_count) == 1);
+    WAIT_UNTIL(atomic_load(&loop->posts.count) == 1);
     CHECK_EQ(cio_future_done(f), 0);
     cio_future_unref(f);
     cio_loop_free(loop);
@@ -844,7 +844,7 @@ static int warm_posts(void)
         if (err)
             return err;
     }
-    CHECK(loop->posted_cap > 0 && loop->torun_cap > 0);
+    CHECK(loop->posts.posted_cap > 0 && loop->posts.torun_cap > 0);
     return 0;
 }
 

@@ -444,7 +444,7 @@ TEST(run_once_with_zero_timeout_polls_io)
  * post below has to wake it. */
 static void wait_until_sleeping(cio_loop *loop)
 {
-    while (!atomic_load(&loop->sleeping))
+    while (!atomic_load(&loop->posts.sleeping))
         nap(0.0005);
     nap(0.01);
 }
@@ -1030,7 +1030,7 @@ static void *fault_poster(void *arg)
 {
     fault_run *r = arg;
     while (!atomic_load(&r->quit) &&
-           !(atomic_load(&r->all_ran) && atomic_load(&r->loop->sleeping)))
+           !(atomic_load(&r->all_ran) && atomic_load(&r->loop->posts.sleeping)))
         nap(0.0002);
     if (atomic_load(&r->quit))
         return NULL;

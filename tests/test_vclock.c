@@ -196,7 +196,7 @@ TEST(vclock_io_already_there_arrives_before_the_clock_jumps)
 static void *write_when_asleep(void *arg)
 {
     cio_loop *loop = arg;
-    WAIT_UNTIL(atomic_load(&loop->sleeping));
+    WAIT_UNTIL(atomic_load(&loop->posts.sleeping));
     CHECK_EQ(write(sp[1], "x", 1), 1);
     return NULL;
 }
