@@ -8,6 +8,9 @@
 #   make install PREFIX=/usr/local [LIBDIR= INCLUDEDIR= DESTDIR=]; uninstall
 #   make check-install        install staged, build outside programs with it
 #   BUILD_DIR=dir             build somewhere else (parallel work trees)
+#   make check CC=aarch64-linux-gnu-gcc RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+#                             cross-build (own build dir, named after CC) and
+#                             run the tests and examples under qemu-user
 
 ifeq ($(origin CC),default)
 CC = gcc

@@ -41,6 +41,7 @@
 void cio__ctx_switch(void **save_sp, void *load_sp);
 void cio__ctx_trampoline(void);
 
+#if defined(__x86_64__)
 void cio__fiber_make(cio__fiber *f, void (*entry)(void *), void *arg)
 {
     /* The frame cio__ctx_switch pops: fp-control word, r15, r14, r13
@@ -59,6 +60,26 @@ void cio__fiber_make(cio__fiber *f, void (*entry)(void *), void *arg)
     *--sp = 0x037F00001F80ull;            /* x87 control word : MXCSR */
     f->sp = sp;
 }
+#elif defined(__aarch64__)
+void cio__fiber_make(cio__fiber *f, void (*entry)(void *), void *arg)
+{
+    /* The 22 words cio__ctx_switch pops (ctx_aarch64.S): x19 (entry), x20
+     * (arg), x21-x28, x29 (0: the end of the frame chain), x30 (the
+     * trampoline, where its ret goes), d8-d15, FPCR (0: round to nearest,
+     * no flush-to-zero, no traps, as Linux starts a thread) and padding.
+     * The frame ends at the aligned top, so the trampoline starts with sp
+     * 16-byte aligned. */
+    uintptr_t top = ((uintptr_t)(f->stack_lo + f->stack_size)) & ~(uintptr_t)15;
+    uint64_t *sp = (uint64_t *)(top - 176);
+    memset(sp, 0, 176);
+    sp[0] = (uint64_t)(uintptr_t)entry;                /* x19 */
+    sp[1] = (uint64_t)(uintptr_t)arg;                  /* x20 */
+    sp[11] = (uint64_t)(uintptr_t)cio__ctx_trampoline; /* x30 */
+    f->sp = sp;
+}
+#else
+#error "no context switch for this CPU: build with CIO_CTX=ucontext"
+#endif
 #else
 /* makecontext passes only ints: each pointer travels as two halves. */
 static void uc_start(unsigned entry_hi, unsigned entry_lo, unsigned arg_hi,
