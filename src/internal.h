@@ -400,6 +400,9 @@ CIO_HIDDEN void cio__server_set_owner(cio_server *s, void *owner,
 
 /* ------------------------------------------------------------------ stacks */
 CIO_HIDDEN extern bool cio__stack_force_mprotect;
+/* Zero every stack given back to the pool (also on in debug loops), so a
+ * pointer left into a finished or destroyed task's stack shows at once. */
+CIO_HIDDEN extern bool cio__stack_poison_released;
 CIO_HIDDEN int cio__stack_reserve(cio_loop *loop, size_t size);
 CIO_HIDDEN void cio__stack_unreserve(cio_loop *loop, size_t size);
 CIO_HIDDEN int cio__stack_take(cio_loop *loop, size_t size, char **lo);

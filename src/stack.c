@@ -20,6 +20,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#else
+#define VALGRIND_MAKE_MEM_UNDEFINED(lo, size) ((void)(lo), (void)(size))
+#endif
+
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102
 #endif
@@ -27,6 +33,7 @@
 enum { REGION_STACKS = 256 };
 
 bool cio__stack_force_mprotect; /* tests: behave as on an older kernel */
+bool cio__stack_poison_released; /* tests: wipe every stack given back */
 
 typedef struct region {
     struct region *next;
@@ -230,10 +237,26 @@ int cio__stack_take(cio_loop *loop, size_t size, char **lo)
     return 0;
 }
 
+/* Debug (a debug loop, or the tests' switch): a stack given back is
+ * zeroed, so that anything still pointing into it reads zeros now instead
+ * of stale frames that happen to hold together until the stack is reused.
+ * The tools' view goes first: to AddressSanitizer the frames of a task
+ * that never returned are still poisoned, to Valgrind they lie below a
+ * stack pointer. */
+static void poison_released(cio_loop *loop, char *lo, size_t size)
+{
+    if (!cio__stack_poison_released && !loop->debug)
+        return;
+    cio__fiber_stack_fresh(lo, size);
+    VALGRIND_MAKE_MEM_UNDEFINED(lo, size);
+    memset(lo, 0, size);
+}
+
 void cio__stack_put(cio_loop *loop, char *lo, size_t size)
 {
     size_class *c = find_class(loop, size);
     cio__assert(c);
+    poison_released(loop, lo, size);
     push(&c->hot, &c->nhot, lo, size);
 }
 

@@ -1,0 +1,571 @@
+/* Closing a loop with tasks parked in every kind of wait. The stacks of
+ * destroyed tasks are zeroed when they go back to the pool
+ * (cio__stack_poison_released), so anything the loop still held into one
+ * (a timer, a wait-queue link, a list node) shows at once as a hang, a
+ * crash or a sanitizer report instead of stale frames that happen to hold
+ * together. The harness checks allocations and fds after each test.
+ *
+ * Every test: start the tasks, run the loop until each is parked, close
+ * and free the loop with them still parked. */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------- helpers */
+
+static void quiet(cio_loop *loop, const cio_error_context *ctx, void *arg)
+{
+    (void)loop, (void)ctx;
+    ++*(int *)arg; /* "Task was destroyed but it is pending!" is expected */
+}
+
+static int REPORTS;
+
+static cio_loop *open_poisoned(void)
+{
+    cio__stack_poison_released = true;
+    cio_loop *loop = NULL;
+    CHECK_ERR(cio_loop_new(&loop, NULL), 0);
+    CHECK_ERR(cio_loop_set_exception_handler(loop, quiet, &REPORTS), 0);
+    return loop;
+}
+
+static void spawn(cio_loop *loop, cio_task_fn fn, void *arg)
+{
+    CHECK_ERR(cio_task_new(loop, fn, arg, NULL, NULL), 0);
+}
+
+/* Runs iterations without blocking: every task started gets to park. */
+static void settle(cio_loop *loop)
+{
+    for (int i = 0; i < 8; i++)
+        CHECK(cio_loop_run_once(loop, 0) >= 0);
+}
+
+static void close_and_free(cio_loop *loop)
+{
+    CHECK_ERR(cio_loop_close(loop), 0);
+    cio_loop_free(loop);
+}
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Runs the loop (blocking at most 10 ms an iteration) until cond holds,
+ * within a bound. */
+#define RUN_UNTIL(loop, cond)                                                  \
+    do {                                                                       \
+        double t0_ = mono();                                                   \
+        while (!(cond)) {                                                      \
+            if (mono() - t0_ > 20)                                             \
+                test_fail(__FILE__, __LINE__, "timed out waiting for %s",      \
+                          #cond);                                              \
+            CHECK(cio_loop_run_once(loop, 0.01) >= 0);                         \
+        }                                                                      \
+    } while (0)
+
+static int thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    CHECK(d != NULL);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Threads the default executor left: they finish on their own, bounded. */
+static void threads_back_to(int base)
+{
+    double t0 = mono();
+    while (thread_count() != base) {
+        if (mono() - t0 > 20)
+            test_fail(__FILE__, __LINE__, "threads: %d, expected %d",
+                      thread_count(), base);
+        usleep(1000);
+    }
+}
+
+static atomic_int PARKED; /* tasks that reached their wait */
+
+static cio_future *NEVER; /* a future nobody completes */
+
+static int await_never(void *arg)
+{
+    (void)arg;
+    PARKED++;
+    return cio_await(NEVER, NULL);
+}
+
+/* --------------------------------------------------------------- sleep */
+
+static int sleeper(void *arg)
+{
+    (void)arg;
+    return cio_sleep(100);
+}
+
+/* The program: one task in cio_sleep. */
+TEST(teardown_sleep)
+{
+    cio_loop *loop = open_poisoned();
+    spawn(loop, sleeper, NULL);
+    cio_loop_run_once(loop, 0);
+    cio_loop_run_once(loop, 0);
+    close_and_free(loop);
+}
+
+/* Several sleepers: the timer heap holds several stack timers at once. */
+TEST(teardown_sleep_many)
+{
+    cio_loop *loop = open_poisoned();
+    for (int i = 0; i < 5; i++)
+        spawn(loop, sleeper, NULL);
+    settle(loop);
+    close_and_free(loop);
+}
+
+/* -------------------------------------------------------- timeout scope */
+
+static int in_scopes(void *arg)
+{
+    (void)arg;
+    cio_timeout_scope outer, inner;
+    CHECK_ERR(cio_timeout(&outer, 200), 0);
+    CHECK_ERR(cio_timeout(&inner, 100), 0);
+    return await_never(NULL);
+}
+
+TEST(teardown_timeout_scope)
+{
+    cio_loop *loop = open_poisoned();
+    CHECK_ERR(cio_future_new(loop, &NEVER), 0);
+    spawn(loop, in_scopes, NULL);
+    spawn(loop, in_scopes, NULL);
+    settle(loop);
+    CHECK_EQ(PARKED, 2);
+    close_and_free(loop);
+    cio_future_unref(NEVER);
+}
+
+static int waits_for(void *arg)
+{
+    (void)arg;
+    return cio_wait_for(NEVER, 100, NULL);
+}
+
+TEST(teardown_wait_for)
+{
+    cio_loop *loop = open_poisoned();
+    CHECK_ERR(cio_future_new(loop, &NEVER), 0);
+    spawn(loop, waits_for, NULL);
+    settle(loop);
+    close_and_free(loop);
+    cio_future_unref(NEVER);
+}
+
+/* -------------------------------------------------------- future await */
+
+static int awaits_task(void *arg) { return cio_await(arg, NULL); }
+
+/* One task awaits a plain future, another awaits that task. */
+TEST(teardown_future_await)
+{
+    cio_loop *loop = open_poisoned();
+    CHECK_ERR(cio_future_new(loop, &NEVER), 0);
+    cio_task *t;
+    CHECK_ERR(cio_task_new(loop, await_never, NULL, NULL, &t), 0);
+    spawn(loop, awaits_task, t);
+    settle(loop);
+    CHECK_EQ(PARKED, 1);
+    close_and_free(loop);
+    cio_future_unref(t);
+    cio_future_unref(NEVER);
+}
+
+/* ------------------------------------------------------------ sync waits */
+
+static cio_lock LOCK;
+
+static int holds_lock(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(cio_lock_acquire(&LOCK), 0);
+    return await_never(NULL);
+}
+
+static int wants_lock(void *arg)
+{
+    (void)arg;
+    PARKED++;
+    return cio_lock_acquire(&LOCK);
+}
+
+/* Two waiters queued behind the holder: their nodes link to each other. */
+TEST(teardown_lock)
+{
+    cio_loop *loop = open_poisoned();
+    CHECK_ERR(cio_future_new(loop, &NEVER), 0);
+    CHECK_ERR(cio_lock_init(&LOCK), 0);
+    spawn(loop, holds_lock, NULL);
+    spawn(loop, wants_lock, NULL);
+    spawn(loop, wants_lock, NULL);
+    settle(loop);
+    CHECK_EQ(PARKED, 3);
+    close_and_free(loop);
+    cio_future_unref(NEVER);
+}
+
+static int released_lock_waiter(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(cio_lock_acquire(&LOCK), 0);
+    CHECK_ERR(cio_sleep(0), 0);
+    return cio_lock_release(&LOCK); /* hands it to a parked waiter */
+}
+
+/* The lock is handed to a waiter that never runs again. */
+TEST(teardown_lock_handed)
+{
+    cio_loop *loop = open_poisoned();
+    CHECK_ERR(cio_lock_init(&LOCK), 0);
+    spawn(loop, released_lock_waiter, NULL);
+    spawn(loop, wants_lock, NULL);
+    spawn(loop, wants_lock, NULL);
+    cio_loop_run_once(loop, 0); /* all three start; the first yields */
+    cio_loop_run_once(loop, 0); /* it releases: the second is handed it */
+    close_and_free(loop);
+}
+
+static cio_event EVENT;
+
+static int waits_event(void *arg)
+{
+    (void)arg;
+    return cio_event_wait(&EVENT);
+}
+
+TEST(teardown_event)
+{
+    cio_loop *loop = open_poisoned();
+    CHECK_ERR(cio_event_init(&EVENT), 0);
+    for (int i = 0; i < 3; i++)
+        spawn(loop, waits_event, NULL);
+    settle(loop);
+    close_and_free(loop);
+}
+
+static cio_condition COND;
+
+static int waits_condition(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(cio_condition_acquire(&COND), 0);
+    return cio_condition_wait(&COND);
+}
+
+TEST(teardown_condition)
+{
+    cio_loop *loop = open_poisoned();
+    CHECK_ERR(cio_lock_init(&LOCK), 0);
+    CHECK_ERR(cio_condition_init(&COND, &LOCK), 0);
+    for (int i = 0; i < 3; i++)
+        spawn(loop, waits_condition, NULL);
+    settle(loop);
+    close_and_free(loop);
+}
+
+static cio_semaphore SEM;
+
+static int takes_unit(void *arg)
+{
+    (void)arg;
+    return cio_semaphore_acquire(&SEM);
+}
+
+TEST(teardown_semaphore)
+{
+    cio_loop *loop = open_poisoned();
+    CHECK_ERR(cio_semaphore_init(&SEM, 1), 0);
+    for (int i = 0; i < 3; i++)
+        spawn(loop, takes_unit, NULL);
+    settle(loop);
+    close_and_free(loop);
+}
+
+static cio_barrier BARRIER;
+
+static int at_barrier(void *arg)
+{
+    (void)arg;
+    return cio_barrier_wait(&BARRIER);
+}
+
+TEST(teardown_barrier)
+{
+    cio_loop *loop = open_poisoned();
+    CHECK_ERR(cio_barrier_init(&BARRIER, 3), 0);
+    spawn(loop, at_barrier, NULL);
+    spawn(loop, at_barrier, NULL);
+    settle(loop);
+    close_and_free(loop);
+}
+
+/* ---------------------------------------------------------------- queues */
+
+static cio_queue *Q;
+
+static int getter(void *arg)
+{
+    (void)arg;
+    int item;
+    return cio_queue_get(Q, &item);
+}
+
+static int putter(void *arg)
+{
+    int item = (int)(intptr_t)arg;
+    return cio_queue_put(Q, &item);
+}
+
+static int joiner(void *arg)
+{
+    (void)arg;
+    return cio_queue_join(Q);
+}
+
+TEST(teardown_queue_get)
+{
+    cio_loop *loop = open_poisoned();
+    CHECK_ERR(cio_queue_new(&Q, sizeof(int), 1), 0);
+    spawn(loop, getter, NULL);
+    spawn(loop, getter, NULL);
+    settle(loop);
+    close_and_free(loop);
+    cio_queue_free(Q);
+}
+
+TEST(teardown_queue_put_and_join)
+{
+    cio_loop *loop = open_poisoned();
+    CHECK_ERR(cio_queue_new(&Q, sizeof(int), 1), 0);
+    for (int i = 0; i < 3; i++)
+        spawn(loop, putter, (void *)(intptr_t)i);
+    spawn(loop, joiner, NULL);
+    settle(loop);
+    close_and_free(loop);
+    cio_queue_free(Q);
+}
+
+/* ---------------------------------------------------- gather, wait, ... */
+
+static cio_future *FUTS[2];
+
+static int gathers(void *arg)
+{
+    (void)arg;
+    return cio_gather(FUTS, 2, 0, NULL);
+}
+
+static int waits(void *arg)
+{
+    (void)arg;
+    return cio_wait(FUTS, 2, CIO_ALL_COMPLETED, 100, NULL, NULL, NULL, NULL);
+}
+
+static int iterates(void *arg)
+{
+    (void)arg;
+    cio_as_completed *it;
+    CHECK_ERR(cio_as_completed_new(FUTS, 2, 100, &it), 0);
+    cio_future *f;
+    int r = cio_as_completed_next(it, &f);
+    cio_as_completed_free(it);
+    return r;
+}
+
+static void run_multi(cio_task_fn fn)
+{
+    cio_loop *loop = open_poisoned();
+    CHECK_ERR(cio_future_new(loop, &FUTS[0]), 0);
+    CHECK_ERR(cio_future_new(loop, &FUTS[1]), 0);
+    spawn(loop, fn, NULL);
+    spawn(loop, fn, NULL);
+    settle(loop);
+    close_and_free(loop);
+    cio_future_unref(FUTS[0]);
+    cio_future_unref(FUTS[1]);
+}
+
+TEST(teardown_gather) { run_multi(gathers); }
+TEST(teardown_wait) { run_multi(waits); }
+TEST(teardown_as_completed) { run_multi(iterates); }
+
+/* -------------------------------------------------------------- executor */
+
+static atomic_int WORK_DONE;
+
+static int work(void *arg)
+{
+    (void)arg;
+    WORK_DONE = 1;
+    return 7;
+}
+
+static int to_thread(void *arg)
+{
+    (void)arg;
+    PARKED++;
+    return cio_to_thread(work, NULL);
+}
+
+/* The result arrives, and the loop closes before delivering it. */
+TEST(teardown_executor)
+{
+    int base = thread_count();
+    cio_loop *loop = open_poisoned();
+    spawn(loop, to_thread, NULL);
+    settle(loop);
+    CHECK_EQ(PARKED, 1);
+    double t0 = mono();
+    while (atomic_load(&loop->post_count) == 0 && mono() - t0 < 20)
+        usleep(1000);
+    CHECK_EQ(WORK_DONE, 1);
+    close_and_free(loop);
+    threads_back_to(base);
+}
+
+/* ------------------------------------------------------------ subprocess */
+
+static cio_process *CHILD;
+
+static int waits_child(void *arg)
+{
+    (void)arg;
+    const char *argv[] = {"sleep", "100", NULL};
+    CHECK_ERR(cio_create_subprocess_exec(argv, NULL, &CHILD), 0);
+    PARKED++;
+    return cio_process_wait(CHILD, NULL);
+}
+
+TEST(teardown_subprocess_wait)
+{
+    int base = thread_count();
+    cio_loop *loop = open_poisoned();
+    spawn(loop, waits_child, NULL);
+    RUN_UNTIL(loop, PARKED == 1);
+    settle(loop);
+    pid_t pid = cio_process_pid(CHILD);
+    close_and_free(loop);
+    CHECK_EQ(kill(pid, SIGKILL), 0); /* the reaper waits for it */
+    cio_process_free(CHILD);
+    threads_back_to(base);
+}
+
+/* ------------------------------------------------------------ networking */
+
+/* A listening socket on 127.0.0.1 (backlog as given); its port in *port. */
+static int listener(int backlog, char port[16])
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    CHECK_EQ(listen(fd, backlog), 0);
+    socklen_t len = sizeof a;
+    CHECK_EQ(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    snprintf(port, 16, "%u", ntohs(a.sin_port));
+    return fd;
+}
+
+static char PORT[16];
+static cio_stream *STREAM;
+
+static int reads(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(cio_open_connection("127.0.0.1", PORT, NULL, &STREAM), 0);
+    char buf[16];
+    PARKED++;
+    return (int)cio_stream_read(STREAM, buf, sizeof buf);
+}
+
+static int drains(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(cio_open_connection("127.0.0.1", PORT, NULL, &STREAM), 0);
+    static char chunk[1 << 20];
+    for (int i = 0; i < 16; i++) /* the peer never reads */
+        CHECK_ERR(cio_stream_write(STREAM, chunk, sizeof chunk), 0);
+    PARKED++;
+    return cio_stream_drain(STREAM);
+}
+
+static void run_stream(cio_task_fn fn)
+{
+    int base = thread_count();
+    int lfd = listener(8, PORT);
+    cio_loop *loop = open_poisoned();
+    spawn(loop, fn, NULL);
+    RUN_UNTIL(loop, PARKED == 1);
+    settle(loop);
+    close_and_free(loop);
+    cio_stream_free(STREAM);
+    close(lfd);
+    threads_back_to(base);
+}
+
+TEST(teardown_stream_read) { run_stream(reads); }
+TEST(teardown_stream_drain) { run_stream(drains); }
+
+static int connects(void *arg)
+{
+    (void)arg;
+    cio_stream *s;
+    PARKED++;
+    return cio_open_connection("127.0.0.1", PORT, NULL, &s);
+}
+
+/* Connecting to a listener whose accept queue is full: the SYN goes
+ * unanswered, so the task stays parked in the connect (happy eyeballs,
+ * its delay timer armed). */
+TEST(teardown_connect)
+{
+    int base = thread_count();
+    int lfd = listener(0, PORT);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                            .sin_port = htons((uint16_t)atoi(PORT))};
+    int fill = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fill >= 0); /* backlog 0 holds one: this one */
+    CHECK_EQ(connect(fill, (struct sockaddr *)&a, sizeof a), 0);
+    cio_loop *loop = open_poisoned();
+    cio_task *t;
+    CHECK_ERR(cio_task_new(loop, connects, NULL, NULL, &t), 0);
+    RUN_UNTIL(loop, PARKED == 1);
+    for (int i = 0; i < 20; i++) /* the resolution done, the connect on */
+        CHECK(cio_loop_run_once(loop, 0.005) >= 0);
+    CHECK_EQ(cio_future_done(t), 0);
+    close_and_free(loop);
+    cio_future_unref(t);
+    close(fill);
+    close(lfd);
+    threads_back_to(base);
+}
