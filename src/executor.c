@@ -600,9 +600,7 @@ int cio_to_thread(cio_work_fn fn, void *arg)
     int err = cio_run_in_executor(cio__current->fut.loop, NULL, fn, arg, &f);
     if (err)
         return err;
-    err = cio_await(f, NULL);
-    cio_future_unref(f);
-    return err;
+    return cio__await_owned(f, NULL); /* f's reference goes with the wait */
 }
 
 /* ----------------------------------------------- run_coroutine_threadsafe */

@@ -8,11 +8,13 @@
 #include <string.h>
 
 /* ---------------------------------------------------------- timeout scopes
- * A scope's deadline is a timer; when it fires the scope is marked expired
- * and the task interrupted, so its suspension points return -ETIMEDOUT
- * until the scope ends (level-triggered, as cancellation). */
+ * A scope's deadline is kept by its task: one timer, the task's own, due
+ * at the earliest deadline of its open scopes. When it fires the scopes
+ * due are marked expired and the task interrupted, so its suspension
+ * points return -ETIMEDOUT until the scope ends (level-triggered, as
+ * cancellation). The loop never holds a pointer into a scope: a scope
+ * lives in the user's frame, which may go away with the task's stack. */
 struct cio__scope {
-    cio__handle timer;
     cio__task *task;
     cio__scope *parent;
     double when; /* INFINITY: no deadline */
@@ -22,21 +24,63 @@ struct cio__scope {
 _Static_assert(sizeof(cio__scope) <= sizeof(cio_timeout_scope),
                "cio_timeout_scope is too small for the real scope");
 
-static void scope_fire(void *arg)
+/* The earliest deadline among t's open scopes not yet expired. */
+static double scopes_next(const cio__task *t)
 {
-    cio__scope *s = arg;
-    s->expired = true;
-    s->task->expired_scopes++;
-    cio__interrupt(s->task);
+    double when = INFINITY;
+    for (const cio__scope *s = t->scope; s; s = s->parent)
+        if (!s->expired && s->when < when)
+            when = s->when;
+    return when;
 }
 
-static int scope_arm(cio__scope *s, double when)
+static void scopes_fire(void *arg);
+
+/* Re-arms t's scope timer after its scopes changed. A timer already due
+ * at that deadline keeps its place among equal deadlines. */
+static int scopes_arm(cio__task *t)
 {
-    cio__handle_unschedule(&s->timer);
-    s->when = when < 0 || isnan(when) ? INFINITY : when;
-    if (isinf(s->when))
+    double when = scopes_next(t);
+    cio__handle *h = &t->scope_timer;
+    if (isinf(when)) {
+        cio__handle_unschedule(h);
         return 0;
-    return cio__handle_schedule_at(&s->timer, s->when);
+    }
+    if (h->state == CIO__H_TIMER && h->when == when)
+        return 0;
+    if (!h->cb)
+        cio__handle_init(h, t->fut.loop, scopes_fire, t);
+    return cio__handle_schedule_at(h, when);
+}
+
+/* Marks t's open scopes due by `now` expired; returns how many. */
+static int expire_due(cio__task *t, double now)
+{
+    int n = 0;
+    for (cio__scope *s = t->scope; s; s = s->parent)
+        if (!s->expired && !isinf(s->when) && s->when <= now) {
+            s->expired = true;
+            t->expired_scopes++;
+            n++;
+        }
+    return n;
+}
+
+static void scopes_fire(void *arg)
+{
+    cio__task *t = arg;
+    int fired = expire_due(t, cio_loop_time(t->fut.loop));
+    /* The heap may have grown to its capacity meanwhile and fail to grow:
+     * a deadline that cannot be kept is reported as passed, not lost. */
+    if (scopes_arm(t))
+        fired += expire_due(t, INFINITY);
+    if (fired)
+        cio__interrupt(t);
+}
+
+static double deadline(double when)
+{
+    return when < 0 || isnan(when) ? INFINITY : when;
 }
 
 int cio_timeout_at(cio_timeout_scope *scope, double when)
@@ -47,13 +91,15 @@ int cio_timeout_at(cio_timeout_scope *scope, double when)
     cio__scope *s = (cio__scope *)scope;
     memset(s, 0, sizeof *s);
     s->task = t;
-    cio__handle_init(&s->timer, t->fut.loop, scope_fire, s);
-    int err = scope_arm(s, when);
-    if (err)
-        return err;
+    s->when = deadline(when);
     s->parent = t->scope;
     t->scope = s;
-    return 0;
+    int err = scopes_arm(t);
+    if (err) {
+        t->scope = s->parent;
+        s->task = NULL;
+    }
+    return err;
 }
 
 int cio_timeout(cio_timeout_scope *scope, double delay)
@@ -70,7 +116,12 @@ int cio_timeout_reschedule(cio_timeout_scope *scope, double when)
     cio__scope *s = (cio__scope *)scope;
     if (!s || !s->task || s->expired || s->ended)
         return -EINVAL;
-    return scope_arm(s, when);
+    double before = s->when;
+    s->when = deadline(when);
+    int err = scopes_arm(s->task);
+    if (err)
+        s->when = before; /* as before: the timer was not in the heap */
+    return err;
 }
 
 double cio_timeout_when(const cio_timeout_scope *scope)
@@ -90,9 +141,11 @@ int cio_timeout_end(cio_timeout_scope *scope)
     cio__scope *s = (cio__scope *)scope;
     if (!s || !s->task || s->task != cio__current || s->task->scope != s)
         return -EINVAL; /* not the innermost scope of this task */
-    cio__handle_unschedule(&s->timer);
     s->task->scope = s->parent;
     s->ended = true;
+    /* Cannot fail: the timer was in the heap (there is room for it), or
+     * no deadline is left. */
+    (void)scopes_arm(s->task);
     if (!s->expired)
         return 0;
     s->task->expired_scopes--;
@@ -400,6 +453,8 @@ int cio_as_completed_new(cio_future *const *futs, size_t n, double timeout,
     return 0;
 }
 
+static void as_completed_teardown(void *it) { cio_as_completed_free(it); }
+
 int cio_as_completed_next(cio_as_completed *it, cio_future **fut)
 {
     cio__task *t = cio__current;
@@ -411,7 +466,10 @@ int cio_as_completed_next(cio_as_completed *it, cio_future **fut)
     int r = cio__interrupted(t);
     while (!r && it->returned == it->m.ndone && !it->m.timed_out) {
         it->m.task = t;
+        t->teardown = as_completed_teardown; /* its pointer is in our frame */
+        t->teardown_arg = it;
         r = cio__park_checked(wake_interrupt, NULL);
+        t->teardown = NULL;
         it->m.task = NULL;
     }
     if (r)

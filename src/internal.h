@@ -321,7 +321,17 @@ CIO_HIDDEN int cio__future_add_callback(cio_future *f, cio_done_callback cb,
  * While it waits it is `parked` and its wake handle is idle; cio__wake
  * unparks it and schedules the wake handle, which resumes it. A task's
  * interrupt hook runs when it is cancelled or a scope expires while it is
- * parked; the hook must eventually wake it. */
+ * parked; the hook must eventually wake it.
+ *
+ * Teardown: once the task layer has closed (cio__tasks_close, the one
+ * place this is enforced), no loop structure points into any task's
+ * stack: the stacks go back to the pool and may be zeroed. So the timers
+ * the loop holds for a task are the task's own (`timer`, `scope_timer`),
+ * never in a frame, and a wait that links a node from its frame into
+ * something the loop or a library object keeps (a wait-queue node, a
+ * multi-future watch, a connect's attempts) sets `teardown`, which
+ * unlinks it and frees what only that frame would have freed. Debug loops
+ * check the invariant before each stack is released. */
 typedef struct cio__scope cio__scope;
 
 typedef struct cio__task {
@@ -333,6 +343,13 @@ typedef struct cio__task {
     uint64_t id;
     cio__list all;           /* in loop->tasks while unfinished */
     cio__handle wake;        /* resumes it */
+    /* The timer of the one wait it is parked in (sleep, a connect's
+     * happy-eyeballs delay): a task waits at one place at a time. */
+    cio__handle timer;
+    /* Due at the earliest deadline of its open timeout scopes (flow.c):
+     * the scopes themselves live in the user's frames, which the loop
+     * never sees. */
+    cio__handle scope_timer;
     int wake_result;         /* what the waker said */
     bool parked, started;
     int cancel_requests;     /* asyncio's cancelling() */
@@ -343,8 +360,9 @@ typedef struct cio__task {
     void *result_value;      /* cio_task_set_value */
     cio__waiter await;       /* cio_await's waiter */
     cio_future *awaiting;    /* what cio_await holds a reference on */
-    /* What to free if the loop closes while the task is parked here: the
-     * frame that made it will never run again. */
+    /* Set by a wait for as long as it is parked: if the loop closes
+     * meanwhile, unlinks what the wait linked from its frame and frees
+     * what the frame, which will never run again, would have freed. */
     void (*teardown)(void *arg);
     void *teardown_arg;
 } cio__task;
@@ -362,6 +380,11 @@ CIO_HIDDEN int cio__park_checked(void (*interrupt)(cio__task *t, void *arg),
                                  void *arg);
 CIO_HIDDEN void cio__wake(cio__task *t, int result);
 CIO_HIDDEN void cio__interrupt(cio__task *t);
+/* Arms t's wait timer: cb(t) runs at `when` unless unscheduled first. */
+CIO_HIDDEN int cio__task_timer_at(cio__task *t, double when, cio_callback cb);
+/* cio_await that takes over the caller's reference on f: released when
+ * the await returns, or by the teardown if the loop closes first. */
+CIO_HIDDEN int cio__await_owned(cio_future *f, void **value);
 /* Tasks hook into the loop's teardown. */
 CIO_HIDDEN void cio__tasks_close(cio_loop *loop);
 

@@ -485,8 +485,7 @@ int cio_process_wait(cio_process *p, int *code)
         int r = cio_shield(p->exit_fut, &mine);
         if (r)
             return r;
-        r = cio_await(mine, NULL);
-        cio_future_unref(mine);
+        r = cio__await_owned(mine, NULL); /* mine goes with the wait */
         if (r)
             return r;
     }

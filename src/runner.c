@@ -27,7 +27,7 @@ int cio_loop_close(cio_loop *loop)
     cio__signals_close(loop);       /* dispositions and masks restored */
     cio__processes_close(loop);     /* running children go to the reaper */
     cio__net_close(loop);           /* wakes tasks parked on streams */
-    cio__tasks_close(loop);         /* unwinds parked tasks, frees stacks */
+    cio__tasks_close(loop);         /* after it nothing points into a stack */
     cio__loop_close_core(loop);     /* watchers, posts, timers, backend */
     return 0;
 }

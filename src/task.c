@@ -77,6 +77,10 @@ int cio__park_checked(void (*interrupt)(cio__task *t, void *arg), void *arg)
 
 static void finish(cio__task *t, int status)
 {
+    /* Its timers leave the loop with it, even if a scope was left open. */
+    cio__handle_unschedule(&t->timer);
+    cio__handle_unschedule(&t->scope_timer);
+    t->scope = NULL;
     cio__list_unlink(&t->all);
     t->fut.loop->ntasks--;
     if (status == -ECANCELED)
@@ -305,37 +309,67 @@ static void await_woken(cio__waiter *w)
     cio__wake(cio__container_of(w, cio__task, await), 0);
 }
 
-int cio_await(cio_future *f, void **value)
+/* The checks of every await: 0 to go on, or the error to return. */
+static int await_check(const cio__task *t, const cio_future *f, void **value)
 {
-    cio__task *t = cio__current;
     if (value)
         *value = NULL;
     if (!t || !f || f->loop != t->fut.loop)
         return -EINVAL;
     if (f == &t->fut)
         return -EDEADLK;
-    int r = cio__interrupted(t);
+    return cio__interrupted(t);
+}
+
+/* Parks t on pending f. The reference on f is t->awaiting's: given back
+ * here, or by cio__tasks_close if the loop closes first. */
+static int await_pending(cio__task *t, cio_future *f, void **value)
+{
+    t->await.wake = await_woken;
+    t->awaiting = f;
+    cio__waiter_add(f, &t->await);
+    int r = cio__park_checked(await_interrupt, f);
+    cio__list_unlink(&t->await.link);
+    t->awaiting = NULL;
+    if (r == 0)
+        r = cio_future_result(f, value);
+    cio_future_unref(f);
+    return r;
+}
+
+int cio_await(cio_future *f, void **value)
+{
+    cio__task *t = cio__current;
+    int r = await_check(t, f, value);
     if (r)
         return r;
-    if (f->state == CIO__F_PENDING) {
-        cio_future_ref(f); /* it must outlive our look at its result */
-        t->await.wake = await_woken;
-        t->awaiting = f;
-        cio__waiter_add(f, &t->await);
-        r = cio__park_checked(await_interrupt, f);
-        cio__list_unlink(&t->await.link);
-        t->awaiting = NULL;
-        if (r == 0)
-            r = cio_future_result(f, value);
-        cio_future_unref(f);
-        return r;
-    }
+    if (f->state == CIO__F_PENDING) /* f must outlive our look at it */
+        return await_pending(t, cio_future_ref(f), value);
     return cio_future_result(f, value);
+}
+
+int cio__await_owned(cio_future *f, void **value)
+{
+    cio__task *t = cio__current;
+    int r = await_check(t, f, value);
+    if (!r && f->state == CIO__F_PENDING)
+        return await_pending(t, f, value);
+    if (!r)
+        r = cio_future_result(f, value);
+    cio_future_unref(f);
+    return r;
 }
 
 /* ------------------------------------------------------------ sleeping */
 
 static void sleep_done(void *arg) { cio__wake(arg, 0); }
+
+int cio__task_timer_at(cio__task *t, double when, cio_callback cb)
+{
+    cio__handle_unschedule(&t->timer); /* a connect re-arms it */
+    cio__handle_init(&t->timer, t->fut.loop, cb, t);
+    return cio__handle_schedule_at(&t->timer, when);
+}
 
 int cio_sleep(double seconds)
 {
@@ -351,13 +385,11 @@ int cio_sleep(double seconds)
         cio__fiber_switch(&t->fiber, &scheduler, 0);
         return cio__interrupted(t);
     }
-    cio__handle timer;
-    cio__handle_init(&timer, loop, sleep_done, t);
-    r = cio__handle_schedule_at(&timer, cio_loop_time(loop) + seconds);
+    r = cio__task_timer_at(t, cio_loop_time(loop) + seconds, sleep_done);
     if (r)
         return r;
     r = cio__park_checked(NULL, NULL);
-    cio__handle_unschedule(&timer);
+    cio__handle_unschedule(&t->timer);
     return r;
 }
 
@@ -392,6 +424,53 @@ static int running_stack_info(char **lo, size_t *size, char *name,
     return 1;
 }
 
+static bool within(const void *p, const char *lo, size_t size)
+{
+    return (const char *)p >= lo && (const char *)p < lo + size;
+}
+
+static bool handle_into(const cio__handle *h, const char *lo, size_t size)
+{
+    return within(h, lo, size) || (h->embedded && h->drop &&
+                                   within(h->arg, lo, size));
+}
+
+/* Debug: does the loop still hold a handle that lives on [lo, lo+size),
+ * or one whose drop would be given a pointer into it? */
+static bool loop_points_into(const cio_loop *loop, const char *lo,
+                             size_t size)
+{
+    for (size_t i = 0; i < loop->heap_len; i++)
+        if (handle_into(loop->heap[i], lo, size))
+            return true;
+    for (const cio__list *n = loop->ready.next; n != &loop->ready;
+         n = n->next)
+        if (handle_into(cio__container_of(n, cio__handle, link), lo, size))
+            return true;
+    return false;
+}
+
+/* Unlinks everything the loop holds of t: afterwards nothing the loop
+ * keeps points into t's stack (checked in debug loops). */
+static void unhook(cio_loop *loop, cio__task *t)
+{
+    cio__list_unlink(&t->await.link);
+    if (t->awaiting) /* the reference cio_await took */
+        cio_future_unref(t->awaiting);
+    t->awaiting = NULL;
+    if (t->teardown) /* what its wait linked from its frame */
+        t->teardown(t->teardown_arg);
+    t->teardown = NULL;
+    cio__handle_unschedule(&t->wake);
+    cio__handle_unschedule(&t->timer);
+    cio__handle_unschedule(&t->scope_timer); /* every open scope's */
+    t->scope = NULL;
+    t->parked = false;
+    if (t->fiber.stack_lo && (loop->debug || cio__stack_poison_released))
+        cio__assert(!loop_points_into(loop, t->fiber.stack_lo,
+                                      t->fiber.stack_size));
+}
+
 /* The loop closes with tasks still pending: asyncio's "Task was destroyed
  * but it is pending!". They cannot run any more; each is reported, marked
  * cancelled (its holders see it done) and its stack reclaimed. */
@@ -404,15 +483,7 @@ void cio__tasks_close(cio_loop *loop)
         loop->ntasks--;
         cio__report(loop, "Task was destroyed but it is pending!", 0, "task",
                     cio_task_get_name(&t->fut), t);
-        cio__list_unlink(&t->await.link);
-        if (t->awaiting) /* the reference cio_await took */
-            cio_future_unref(t->awaiting);
-        t->awaiting = NULL;
-        if (t->teardown)
-            t->teardown(t->teardown_arg);
-        t->teardown = NULL;
-        cio__handle_unschedule(&t->wake);
-        t->parked = false;
+        unhook(loop, t);
         /* Its waiters belong to tasks that are going too: tell none. */
         while ((n = cio__list_pop_front(&t->fut.waiters))) {
             cio__waiter *w = cio__container_of(n, cio__waiter, link);
