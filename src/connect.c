@@ -31,12 +31,15 @@ typedef struct attempt {
     cio__task *task;
 } attempt;
 
-/* The race: `at` holds `started` attempts, `active` of them still open. */
+/* The race: `at` holds `started` attempts, `active` of them still open.
+ * The delay before the next attempt is the task's own timer, so that the
+ * loop holds nothing in this frame but the watchers, which the race's
+ * cleanup stops. */
 typedef struct race {
     attempt at[MAX_ATTEMPTS];
     int started, active;
     int err;                   /* the latest failure: what a loss returns */
-    cio__handle timer;         /* the delay before the next attempt */
+    struct addrinfo *res;      /* the caller's resolution: the cleanup's */
     bool delay_passed;
     double delay;
     cio__task *task;
@@ -139,8 +142,8 @@ static void race_start_next(race *rc, struct addrinfo *ai,
     }
     rc->active++;
     rc->delay_passed = false;
-    cio__handle_schedule_at(&rc->timer,
-                            cio_loop_time(rc->task->fut.loop) + rc->delay);
+    cio__task_timer_at(rc->task, cio_loop_time(rc->task->fut.loop) + rc->delay,
+                       delay_over);
 }
 
 /* After a wake-up: the index of an attempt that connected, or -1. Those
@@ -161,6 +164,15 @@ static int race_check(race *rc)
     return -1;
 }
 
+/* The loop closes mid-race: what this frame and its caller's would free. */
+static void race_teardown(void *arg)
+{
+    race *rc = arg;
+    for (int i = 0; i < rc->started; i++)
+        stop_attempt(&rc->at[i], true);
+    freeaddrinfo(rc->res);
+}
+
 /* Runs the race to its end: the winner's index, or -1 with rc->err. Each
  * turn either starts an attempt (the first, or the next once the delay
  * passed or nothing is active) or parks until a writer watcher or the
@@ -176,12 +188,15 @@ static int race_run(race *rc, struct addrinfo **addrs, int n,
         }
         if (rc->active == 0)
             break; /* every address failed */
+        cio__cleanup c;
+        cio__cleanup_push(rc->task, &c, race_teardown, rc);
         int r = cio__park_checked(NULL, NULL);
+        cio__cleanup_pop(rc->task, &c);
         if (r) {
             rc->err = r;
             break;
         }
-        if (rc->timer.state == CIO__H_IDLE) /* the timer fired */
+        if (rc->task->timer.state == CIO__H_IDLE) /* the timer fired */
             rc->delay_passed = true;
         winner = race_check(rc);
     }
@@ -190,16 +205,15 @@ static int race_run(race *rc, struct addrinfo **addrs, int n,
 
 /* Connects to one of addrs; returns the connected fd or an error. Every
  * loser is closed and no watcher is left, whoever won. */
-static int happy_eyeballs(struct addrinfo **addrs, int n,
-                          const cio_connection_options *opts)
+static int happy_eyeballs(struct addrinfo *res, struct addrinfo **addrs,
+                          int n, const cio_connection_options *opts)
 {
-    race rc = {.err = -ECONNREFUSED, .delay_passed = true,
+    race rc = {.err = -ECONNREFUSED, .delay_passed = true, .res = res,
                .task = cio__current};
     rc.delay = opts && opts->happy_eyeballs_delay > 0
                    ? opts->happy_eyeballs_delay : 0.25;
-    cio__handle_init(&rc.timer, rc.task->fut.loop, delay_over, rc.task);
     int winner = race_run(&rc, addrs, n, opts);
-    cio__handle_unschedule(&rc.timer);
+    cio__handle_unschedule(&rc.task->timer);
     int fd = winner >= 0 ? rc.at[winner].fd : -1;
     for (int i = 0; i < rc.started; i++)
         stop_attempt(&rc.at[i], i != winner);
@@ -243,12 +257,14 @@ int cio_create_connection(const char *host, const char *port,
         return err;
     struct addrinfo *addrs[MAX_ATTEMPTS];
     int n = interleave(res, addrs, MAX_ATTEMPTS);
-    int fd = happy_eyeballs(addrs, n, opts);
+    int fd = happy_eyeballs(res, addrs, n, opts);
     freeaddrinfo(res);
     if (fd < 0)
         return fd;
     return wrap_connected(fd, &cio__stream_kind, proto, ctx, out);
 }
+
+static void fd_gone(void *fd) { cio__sys_close(*(int *)fd); }
 
 int cio_create_unix_connection(const char *path, const cio_protocol *proto,
                                void *ctx, cio_transport **out)
@@ -262,7 +278,10 @@ int cio_create_unix_connection(const char *path, const cio_protocol *proto,
     int fd = cio__sys_socket(AF_UNIX, SOCK_STREAM, 0);
     if (fd < 0)
         return fd;
+    cio__cleanup c; /* a full backlog makes it wait */
+    cio__cleanup_push(cio__current, &c, fd_gone, &fd);
     int err = cio_sock_connect(fd, (struct sockaddr *)&sun, sizeof sun);
+    cio__cleanup_pop(cio__current, &c);
     if (err) {
         cio__sys_close(fd);
         return err;

@@ -283,10 +283,10 @@ static int multi_wait(multi *m, void (*on_interrupt)(cio__task *, void *))
         return r;
     while (!multi_ready(m)) {
         m->task = t;
-        t->teardown = multi_teardown;
-        t->teardown_arg = m;
+        cio__cleanup c;
+        cio__cleanup_push(t, &c, multi_teardown, m);
         cio__park(on_interrupt, m);
-        t->teardown = NULL;
+        cio__cleanup_pop(t, &c);
         m->task = NULL;
         r = cio__interrupted(t);
         if (r && !m->need_all)
@@ -466,10 +466,10 @@ int cio_as_completed_next(cio_as_completed *it, cio_future **fut)
     int r = cio__interrupted(t);
     while (!r && it->returned == it->m.ndone && !it->m.timed_out) {
         it->m.task = t;
-        t->teardown = as_completed_teardown; /* its pointer is in our frame */
-        t->teardown_arg = it;
+        cio__cleanup c; /* the iterator's one pointer is our caller's */
+        cio__cleanup_push(t, &c, as_completed_teardown, it);
         r = cio__park_checked(wake_interrupt, NULL);
-        t->teardown = NULL;
+        cio__cleanup_pop(t, &c);
         it->m.task = NULL;
     }
     if (r)

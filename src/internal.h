@@ -327,12 +327,20 @@ CIO_HIDDEN int cio__future_add_callback(cio_future *f, cio_done_callback cb,
  * place this is enforced), no loop structure points into any task's
  * stack: the stacks go back to the pool and may be zeroed. So the timers
  * the loop holds for a task are the task's own (`timer`, `scope_timer`),
- * never in a frame, and a wait that links a node from its frame into
+ * never in a frame, and a frame that links a node of its own into
  * something the loop or a library object keeps (a wait-queue node, a
- * multi-future watch, a connect's attempts) sets `teardown`, which
- * unlinks it and frees what only that frame would have freed. Debug loops
- * check the invariant before each stack is released. */
+ * multi-future watch, a connect's attempts), or holds what only it would
+ * free, pushes a cleanup for as long as it waits: the teardown runs them,
+ * innermost first. Debug loops check the invariant before each stack is
+ * released. */
 typedef struct cio__scope cio__scope;
+
+/* A frame's cleanup: it lives in the frame, from push to pop. */
+typedef struct cio__cleanup {
+    struct cio__cleanup *next; /* the enclosing frame's, or NULL */
+    void (*fn)(void *arg);
+    void *arg;
+} cio__cleanup;
 
 typedef struct cio__task {
     cio_future fut;          /* first: a task is a future */
@@ -360,12 +368,28 @@ typedef struct cio__task {
     void *result_value;      /* cio_task_set_value */
     cio__waiter await;       /* cio_await's waiter */
     cio_future *awaiting;    /* what cio_await holds a reference on */
-    /* Set by a wait for as long as it is parked: if the loop closes
-     * meanwhile, unlinks what the wait linked from its frame and frees
-     * what the frame, which will never run again, would have freed. */
-    void (*teardown)(void *arg);
-    void *teardown_arg;
+    /* The cleanups of the frames now waiting, innermost first: if the
+     * loop closes meanwhile they unlink what those frames linked and free
+     * what they, which will never run again, would have freed. */
+    cio__cleanup *cleanups;
 } cio__task;
+
+/* Pushes c (in the caller's frame) for the wait that follows: fn(arg)
+ * runs if the loop closes before the matching pop. */
+static inline void cio__cleanup_push(cio__task *t, cio__cleanup *c,
+                                     void (*fn)(void *arg), void *arg)
+{
+    c->fn = fn;
+    c->arg = arg;
+    c->next = t->cleanups;
+    t->cleanups = c;
+}
+
+static inline void cio__cleanup_pop(cio__task *t, cio__cleanup *c)
+{
+    cio__assert(t->cleanups == c);
+    t->cleanups = c->next;
+}
 
 CIO_HIDDEN extern _Thread_local cio__task *cio__current;
 /* -ECANCELED if t has cancellation requests, else -ETIMEDOUT if one of its

@@ -428,6 +428,8 @@ int cio_stream_writelines(cio_stream *s, const struct iovec *iov, int iovcnt)
     return r ? r : cio_transport_writelines(s->t, iov, iovcnt);
 }
 
+static void drainer_gone(void *d) { cio__list_unlink(&((drainer *)d)->link); }
+
 int cio_stream_drain(cio_stream *s)
 {
     if (!s || !cio__current)
@@ -436,7 +438,10 @@ int cio_stream_drain(cio_stream *s)
     while (!r && s->paused && !s->lost) {
         drainer d = {.task = cio__current};
         cio__list_push_back(&s->drainers, &d.link);
+        cio__cleanup c; /* the stream outlives the loop, d our stack */
+        cio__cleanup_push(cio__current, &c, drainer_gone, &d);
         r = cio__park_checked(NULL, NULL);
+        cio__cleanup_pop(cio__current, &c);
         cio__list_unlink(&d.link);
     }
     if (r)
@@ -524,6 +529,9 @@ void cio_stream_abort(cio_stream *s)
 
 /* ---------------------------------------------------------- connecting */
 
+/* The loop closed while connecting: the stream never reached the caller. */
+static void stream_gone(void *s) { stream_free_now(s); }
+
 int cio_open_connection(const char *host, const char *port,
                         const cio_stream_options *opts, cio_stream **out)
 {
@@ -535,7 +543,10 @@ int cio_open_connection(const char *host, const char *port,
     cio_stream *s = stream_new(cio__current->fut.loop, opts ? opts->limit : 0);
     if (!s)
         return -ENOMEM;
+    cio__cleanup c; /* s is in no hands but ours until we return it */
+    cio__cleanup_push(cio__current, &c, stream_gone, s);
     int r = cio_create_connection(host, port, &stream_protocol, s, NULL, &s->t);
+    cio__cleanup_pop(cio__current, &c);
     if (r) {
         stream_free_now(s);
         return r;
@@ -555,7 +566,10 @@ int cio_open_unix_connection(const char *path, const cio_stream_options *opts,
     cio_stream *s = stream_new(cio__current->fut.loop, opts ? opts->limit : 0);
     if (!s)
         return -ENOMEM;
+    cio__cleanup c;
+    cio__cleanup_push(cio__current, &c, stream_gone, s);
     int r = cio_create_unix_connection(path, &stream_protocol, s, &s->t);
+    cio__cleanup_pop(cio__current, &c);
     if (r) {
         stream_free_now(s);
         return r;

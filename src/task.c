@@ -77,6 +77,7 @@ int cio__park_checked(void (*interrupt)(cio__task *t, void *arg), void *arg)
 
 static void finish(cio__task *t, int status)
 {
+    cio__assert(!t->cleanups); /* every push was popped */
     /* Its timers leave the loop with it, even if a scope was left open. */
     cio__handle_unschedule(&t->timer);
     cio__handle_unschedule(&t->scope_timer);
@@ -458,9 +459,9 @@ static void unhook(cio_loop *loop, cio__task *t)
     if (t->awaiting) /* the reference cio_await took */
         cio_future_unref(t->awaiting);
     t->awaiting = NULL;
-    if (t->teardown) /* what its wait linked from its frame */
-        t->teardown(t->teardown_arg);
-    t->teardown = NULL;
+    for (cio__cleanup *c = t->cleanups; c; c = c->next) /* innermost first */
+        c->fn(c->arg);
+    t->cleanups = NULL;
     cio__handle_unschedule(&t->wake);
     cio__handle_unschedule(&t->timer);
     cio__handle_unschedule(&t->scope_timer); /* every open scope's */

@@ -88,11 +88,11 @@ static inline int cio__waitq_park(cio__waitq *q, cio__task *t,
         return -EINVAL; /* shared with another loop's tasks */
     cio__wait w = {.task = t, .drop = drop, .ctx = ctx};
     cio__waitq_push(q, &w);
-    t->teardown = cio__waitq_teardown;
-    t->teardown_arg = &w;
+    cio__cleanup c;
+    cio__cleanup_push(t, &c, cio__waitq_teardown, &w);
     int r = cio__park(interruptible ? cio__waitq_interrupt : cio__waitq_ignore,
                       &w);
-    t->teardown = NULL;
+    cio__cleanup_pop(t, &c);
     cio__waitq_unlink(&w); /* in case something else woke it */
     return r;
 }
