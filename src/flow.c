@@ -95,10 +95,8 @@ int cio_timeout_at(cio_timeout_scope *scope, double when)
     s->parent = t->scope;
     t->scope = s;
     int err = scopes_arm(t);
-    if (err) {
-        t->scope = s->parent;
-        s->task = NULL;
-    }
+    if (err)
+        t->scope = s->parent; /* not armed: not open either */
     return err;
 }
 

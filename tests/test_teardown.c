@@ -435,6 +435,15 @@ static int to_thread(void *arg)
     return cio_to_thread(work, NULL);
 }
 
+/* Has the worker handed its result to the loop (not yet delivered)? */
+static bool result_arrived(cio_loop *loop)
+{
+    pthread_mutex_lock(&loop->post_lock);
+    bool in = loop->arrived.next != &loop->arrived;
+    pthread_mutex_unlock(&loop->post_lock);
+    return in;
+}
+
 /* The result arrives, and the loop closes before delivering it. */
 TEST(teardown_executor)
 {
@@ -444,8 +453,11 @@ TEST(teardown_executor)
     settle(loop);
     CHECK_EQ(PARKED, 1);
     double t0 = mono();
-    while (atomic_load(&loop->post_count) == 0 && mono() - t0 < 20)
+    while (!result_arrived(loop)) {
+        if (mono() - t0 > 20)
+            test_fail(__FILE__, __LINE__, "the work's result never arrived");
         usleep(1000);
+    }
     CHECK_EQ(WORK_DONE, 1);
     close_and_free(loop);
     threads_back_to(base);
