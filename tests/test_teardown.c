@@ -419,11 +419,15 @@ TEST(teardown_as_completed) { run_multi(iterates); }
 
 /* -------------------------------------------------------------- executor */
 
-static atomic_int WORK_DONE;
+static atomic_int WORK_DONE, RELEASE;
 
+/* Held until the loop stopped running, so that its result cannot be
+ * delivered before the close. */
 static int work(void *arg)
 {
     (void)arg;
+    while (!atomic_load(&RELEASE))
+        usleep(1000);
     WORK_DONE = 1;
     return 7;
 }
@@ -452,6 +456,7 @@ TEST(teardown_executor)
     spawn(loop, to_thread, NULL);
     settle(loop);
     CHECK_EQ(PARKED, 1);
+    RELEASE = 1;
     double t0 = mono();
     while (!result_arrived(loop)) {
         if (mono() - t0 > 20)
