@@ -544,8 +544,25 @@ static void cancel_work(cio_future *f, void *arg)
 
 static void release_cfuture(void *arg) { cio_cfuture_unref(arg); }
 
-int cio_run_in_executor(cio_loop *loop, cio_executor *ex, cio_work_fn fn,
-                        void *arg, cio_future **out)
+/* The work is on its way: cancelling the loop's future cancels it, and
+ * *cf (if cf is not NULL) gets a reference on its cfuture. */
+static void bridge_submitted(bridge *br, cio_cfuture **cf)
+{
+    atomic_fetch_add(&br->cf->refs, 1);
+    if (cio__future_add_callback(br->fut, cancel_work, br->cf,
+                                 release_cfuture))
+        cio_cfuture_unref(br->cf); /* cancelling then only drops the
+                                    * result: still correct */
+    if (cf) {
+        atomic_fetch_add(&br->cf->refs, 1);
+        *cf = br->cf;
+    }
+}
+
+/* cio_run_in_executor; *cf (if cf is not NULL) gets a reference on the
+ * work's cfuture. */
+static int run_bridged(cio_loop *loop, cio_executor *ex, cio_work_fn fn,
+                       void *arg, cio_future **out, cio_cfuture **cf)
 {
     if (out)
         *out = NULL;
@@ -577,12 +594,7 @@ int cio_run_in_executor(cio_loop *loop, cio_executor *ex, cio_work_fn fn,
                      bridge_orphaned, br);
     err = submit(ex, fn, arg, &br->cf, bridge_done, br);
     if (err == 0) {
-        atomic_fetch_add(&br->cf->refs, 1);
-        err = cio__future_add_callback(br->fut, cancel_work, br->cf,
-                                       release_cfuture);
-        if (err)
-            cio_cfuture_unref(br->cf);
-        err = 0; /* cancelling then only drops the result: still correct */
+        bridge_submitted(br, cf);
         *out = cio_future_ref(br->fut);
         return 0;
     }
@@ -592,15 +604,42 @@ int cio_run_in_executor(cio_loop *loop, cio_executor *ex, cio_work_fn fn,
     return err;
 }
 
+int cio_run_in_executor(cio_loop *loop, cio_executor *ex, cio_work_fn fn,
+                        void *arg, cio_future **out)
+{
+    return run_bridged(loop, ex, fn, arg, out, NULL);
+}
+
+/* The loop closes while a task waits in to_thread: the work may use the
+ * task's stack (its arg often points into it), which goes back to the
+ * pool and is unmapped with the loop. Work not started never runs (the
+ * cleanup); work running is waited for (its finish), so that it never
+ * outlives the stack it uses. */
+static void work_cancel(void *cf) { (void)cio_cfuture_cancel(cf); }
+
+static void work_finish(void *cf)
+{
+    (void)cio_cfuture_result(cf, -1);
+    cio_cfuture_unref(cf);
+}
+
 int cio_to_thread(cio_work_fn fn, void *arg)
 {
-    if (!cio__current || !fn)
+    cio__task *t = cio__current;
+    if (!t || !fn)
         return -EINVAL;
     cio_future *f;
-    int err = cio_run_in_executor(cio__current->fut.loop, NULL, fn, arg, &f);
+    cio_cfuture *cf;
+    int err = run_bridged(t->fut.loop, NULL, fn, arg, &f, &cf);
     if (err)
         return err;
-    return cio__await_owned(f, NULL); /* f's reference goes with the wait */
+    cio__cleanup c;
+    cio__cleanup_push(t, &c, work_cancel, cf);
+    c.finish = work_finish;
+    err = cio__await_owned(f, NULL); /* f's reference goes with the wait */
+    cio__cleanup_pop(t, &c);
+    cio_cfuture_unref(cf);
+    return err;
 }
 
 /* ----------------------------------------------- run_coroutine_threadsafe */

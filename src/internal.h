@@ -338,7 +338,11 @@ typedef struct cio__scope cio__scope;
 /* A frame's cleanup: it lives in the frame, from push to pop. */
 typedef struct cio__cleanup {
     struct cio__cleanup *next; /* the enclosing frame's, or NULL */
-    void (*fn)(void *arg);
+    void (*fn)(void *arg);     /* unlinks, frees, cancels; never blocks */
+    /* NULL, or waits for what fn could not stop (work running on the
+     * frame in another thread); runs once every task's fn has run, so
+     * that work queued behind it was cancelled first. */
+    void (*finish)(void *arg);
     void *arg;
 } cio__cleanup;
 
@@ -380,6 +384,7 @@ static inline void cio__cleanup_push(cio__task *t, cio__cleanup *c,
                                      void (*fn)(void *arg), void *arg)
 {
     c->fn = fn;
+    c->finish = NULL;
     c->arg = arg;
     c->next = t->cleanups;
     t->cleanups = c;

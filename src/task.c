@@ -451,9 +451,9 @@ static bool loop_points_into(const cio_loop *loop, const char *lo,
     return false;
 }
 
-/* Unlinks everything the loop holds of t: afterwards nothing the loop
- * keeps points into t's stack (checked in debug loops). */
-static void unhook(cio_loop *loop, cio__task *t)
+/* Unlinks everything the loop holds of t, but what runs in other threads
+ * on its frame (settle waits for that). */
+static void unhook(cio__task *t)
 {
     cio__list_unlink(&t->await.link);
     if (t->awaiting) /* the reference cio_await took */
@@ -461,30 +461,47 @@ static void unhook(cio_loop *loop, cio__task *t)
     t->awaiting = NULL;
     for (cio__cleanup *c = t->cleanups; c; c = c->next) /* innermost first */
         c->fn(c->arg);
-    t->cleanups = NULL;
     cio__handle_unschedule(&t->wake);
     cio__handle_unschedule(&t->timer);
     cio__handle_unschedule(&t->scope_timer); /* every open scope's */
     t->scope = NULL;
     t->parked = false;
+}
+
+/* Waits for what t's cleanups could not stop, then checks the invariant:
+ * after this, nothing points into t's stack. */
+static void settle(cio_loop *loop, cio__task *t)
+{
+    for (cio__cleanup *c = t->cleanups; c; c = c->next)
+        if (c->finish)
+            c->finish(c->arg);
+    t->cleanups = NULL;
     if (t->fiber.stack_lo && (loop->debug || cio__stack_poison_released))
         cio__assert(!loop_points_into(loop, t->fiber.stack_lo,
                                       t->fiber.stack_size));
 }
 
 /* The loop closes with tasks still pending: asyncio's "Task was destroyed
- * but it is pending!". They cannot run any more; each is reported, marked
- * cancelled (its holders see it done) and its stack reclaimed. */
+ * but it is pending!". They cannot run any more; each is reported,
+ * unhooked, marked cancelled (its holders see it done) and its stack
+ * reclaimed. Two passes: every task is unhooked before any waits for
+ * work that runs on its frame. */
 void cio__tasks_close(cio_loop *loop)
 {
-    cio__list *n;
-    while ((n = cio__list_pop_front(&loop->tasks))) {
+    cio__list doomed, *n;
+    cio__list_init(&doomed);
+    cio__list_splice(&doomed, &loop->tasks);
+    for (n = doomed.next; n != &doomed; n = n->next) {
+        cio__task *t = cio__container_of(n, cio__task, all);
+        cio__report(loop, "Task was destroyed but it is pending!", 0, "task",
+                    cio_task_get_name(&t->fut), t);
+        unhook(t);
+    }
+    while ((n = cio__list_pop_front(&doomed))) {
         cio__task *t = cio__container_of(n, cio__task, all);
         cio__list_init(&t->all);
         loop->ntasks--;
-        cio__report(loop, "Task was destroyed but it is pending!", 0, "task",
-                    cio_task_get_name(&t->fut), t);
-        unhook(loop, t);
+        settle(loop, t);
         /* Its waiters belong to tasks that are going too: tell none. */
         while ((n = cio__list_pop_front(&t->fut.waiters))) {
             cio__waiter *w = cio__container_of(n, cio__waiter, link);

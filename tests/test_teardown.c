@@ -9,14 +9,15 @@
  * and free the loop with them still parked. */
 #define _GNU_SOURCE
 #include "harness.h"
+#include "util.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,13 +40,13 @@ static cio_loop *open_poisoned(void)
     return loop;
 }
 
-static void spawn(cio_loop *loop, cio_task_fn fn, void *arg)
+static void spawn_on(cio_loop *loop, cio_task_fn fn, void *arg)
 {
     CHECK_ERR(cio_task_new(loop, fn, arg, NULL, NULL), 0);
 }
 
 /* Runs iterations without blocking: every task started gets to park. */
-static void settle(cio_loop *loop)
+static void settle_loop(cio_loop *loop)
 {
     for (int i = 0; i < 8; i++)
         CHECK(cio_loop_run_once(loop, 0) >= 0);
@@ -55,13 +56,6 @@ static void close_and_free(cio_loop *loop)
 {
     CHECK_ERR(cio_loop_close(loop), 0);
     cio_loop_free(loop);
-}
-
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* Runs the loop (blocking at most 10 ms an iteration) until cond holds,
@@ -76,31 +70,6 @@ static double mono(void)
             CHECK(cio_loop_run_once(loop, 0.01) >= 0);                         \
         }                                                                      \
     } while (0)
-
-static int thread_count(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    CHECK(d != NULL);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
-/* Threads the default executor left: they finish on their own, bounded. */
-static void threads_back_to(int base)
-{
-    double t0 = mono();
-    while (thread_count() != base) {
-        if (mono() - t0 > 20)
-            test_fail(__FILE__, __LINE__, "threads: %d, expected %d",
-                      thread_count(), base);
-        usleep(1000);
-    }
-}
 
 static atomic_int PARKED; /* tasks that reached their wait */
 
@@ -125,7 +94,7 @@ static int sleeper(void *arg)
 TEST(teardown_sleep)
 {
     cio_loop *loop = open_poisoned();
-    spawn(loop, sleeper, NULL);
+    spawn_on(loop, sleeper, NULL);
     cio_loop_run_once(loop, 0);
     cio_loop_run_once(loop, 0);
     close_and_free(loop);
@@ -136,8 +105,8 @@ TEST(teardown_sleep_many)
 {
     cio_loop *loop = open_poisoned();
     for (int i = 0; i < 5; i++)
-        spawn(loop, sleeper, NULL);
-    settle(loop);
+        spawn_on(loop, sleeper, NULL);
+    settle_loop(loop);
     close_and_free(loop);
 }
 
@@ -156,9 +125,9 @@ TEST(teardown_timeout_scope)
 {
     cio_loop *loop = open_poisoned();
     CHECK_ERR(cio_future_new(loop, &NEVER), 0);
-    spawn(loop, in_scopes, NULL);
-    spawn(loop, in_scopes, NULL);
-    settle(loop);
+    spawn_on(loop, in_scopes, NULL);
+    spawn_on(loop, in_scopes, NULL);
+    settle_loop(loop);
     CHECK_EQ(PARKED, 2);
     close_and_free(loop);
     cio_future_unref(NEVER);
@@ -174,8 +143,8 @@ TEST(teardown_wait_for)
 {
     cio_loop *loop = open_poisoned();
     CHECK_ERR(cio_future_new(loop, &NEVER), 0);
-    spawn(loop, waits_for, NULL);
-    settle(loop);
+    spawn_on(loop, waits_for, NULL);
+    settle_loop(loop);
     close_and_free(loop);
     cio_future_unref(NEVER);
 }
@@ -191,8 +160,8 @@ TEST(teardown_future_await)
     CHECK_ERR(cio_future_new(loop, &NEVER), 0);
     cio_task *t;
     CHECK_ERR(cio_task_new(loop, await_never, NULL, NULL, &t), 0);
-    spawn(loop, awaits_task, t);
-    settle(loop);
+    spawn_on(loop, awaits_task, t);
+    settle_loop(loop);
     CHECK_EQ(PARKED, 1);
     close_and_free(loop);
     cio_future_unref(t);
@@ -223,10 +192,10 @@ TEST(teardown_lock)
     cio_loop *loop = open_poisoned();
     CHECK_ERR(cio_future_new(loop, &NEVER), 0);
     CHECK_ERR(cio_lock_init(&LOCK), 0);
-    spawn(loop, holds_lock, NULL);
-    spawn(loop, wants_lock, NULL);
-    spawn(loop, wants_lock, NULL);
-    settle(loop);
+    spawn_on(loop, holds_lock, NULL);
+    spawn_on(loop, wants_lock, NULL);
+    spawn_on(loop, wants_lock, NULL);
+    settle_loop(loop);
     CHECK_EQ(PARKED, 3);
     close_and_free(loop);
     cio_future_unref(NEVER);
@@ -245,9 +214,9 @@ TEST(teardown_lock_handed)
 {
     cio_loop *loop = open_poisoned();
     CHECK_ERR(cio_lock_init(&LOCK), 0);
-    spawn(loop, released_lock_waiter, NULL);
-    spawn(loop, wants_lock, NULL);
-    spawn(loop, wants_lock, NULL);
+    spawn_on(loop, released_lock_waiter, NULL);
+    spawn_on(loop, wants_lock, NULL);
+    spawn_on(loop, wants_lock, NULL);
     cio_loop_run_once(loop, 0); /* all three start; the first yields */
     cio_loop_run_once(loop, 0); /* it releases: the second is handed it */
     close_and_free(loop);
@@ -266,8 +235,8 @@ TEST(teardown_event)
     cio_loop *loop = open_poisoned();
     CHECK_ERR(cio_event_init(&EVENT), 0);
     for (int i = 0; i < 3; i++)
-        spawn(loop, waits_event, NULL);
-    settle(loop);
+        spawn_on(loop, waits_event, NULL);
+    settle_loop(loop);
     close_and_free(loop);
 }
 
@@ -286,8 +255,8 @@ TEST(teardown_condition)
     CHECK_ERR(cio_lock_init(&LOCK), 0);
     CHECK_ERR(cio_condition_init(&COND, &LOCK), 0);
     for (int i = 0; i < 3; i++)
-        spawn(loop, waits_condition, NULL);
-    settle(loop);
+        spawn_on(loop, waits_condition, NULL);
+    settle_loop(loop);
     close_and_free(loop);
 }
 
@@ -304,8 +273,8 @@ TEST(teardown_semaphore)
     cio_loop *loop = open_poisoned();
     CHECK_ERR(cio_semaphore_init(&SEM, 1), 0);
     for (int i = 0; i < 3; i++)
-        spawn(loop, takes_unit, NULL);
-    settle(loop);
+        spawn_on(loop, takes_unit, NULL);
+    settle_loop(loop);
     close_and_free(loop);
 }
 
@@ -321,9 +290,9 @@ TEST(teardown_barrier)
 {
     cio_loop *loop = open_poisoned();
     CHECK_ERR(cio_barrier_init(&BARRIER, 3), 0);
-    spawn(loop, at_barrier, NULL);
-    spawn(loop, at_barrier, NULL);
-    settle(loop);
+    spawn_on(loop, at_barrier, NULL);
+    spawn_on(loop, at_barrier, NULL);
+    settle_loop(loop);
     close_and_free(loop);
 }
 
@@ -354,9 +323,9 @@ TEST(teardown_queue_get)
 {
     cio_loop *loop = open_poisoned();
     CHECK_ERR(cio_queue_new(&Q, sizeof(int), 1), 0);
-    spawn(loop, getter, NULL);
-    spawn(loop, getter, NULL);
-    settle(loop);
+    spawn_on(loop, getter, NULL);
+    spawn_on(loop, getter, NULL);
+    settle_loop(loop);
     close_and_free(loop);
     cio_queue_free(Q);
 }
@@ -366,9 +335,9 @@ TEST(teardown_queue_put_and_join)
     cio_loop *loop = open_poisoned();
     CHECK_ERR(cio_queue_new(&Q, sizeof(int), 1), 0);
     for (int i = 0; i < 3; i++)
-        spawn(loop, putter, (void *)(intptr_t)i);
-    spawn(loop, joiner, NULL);
-    settle(loop);
+        spawn_on(loop, putter, (void *)(intptr_t)i);
+    spawn_on(loop, joiner, NULL);
+    settle_loop(loop);
     close_and_free(loop);
     cio_queue_free(Q);
 }
@@ -405,9 +374,9 @@ static void run_multi(cio_task_fn fn)
     cio_loop *loop = open_poisoned();
     CHECK_ERR(cio_future_new(loop, &FUTS[0]), 0);
     CHECK_ERR(cio_future_new(loop, &FUTS[1]), 0);
-    spawn(loop, fn, NULL);
-    spawn(loop, fn, NULL);
-    settle(loop);
+    spawn_on(loop, fn, NULL);
+    spawn_on(loop, fn, NULL);
+    settle_loop(loop);
     close_and_free(loop);
     cio_future_unref(FUTS[0]);
     cio_future_unref(FUTS[1]);
@@ -451,10 +420,10 @@ static bool result_arrived(cio_loop *loop)
 /* The result arrives, and the loop closes before delivering it. */
 TEST(teardown_executor)
 {
-    int base = thread_count();
+    int base = thread_base();
     cio_loop *loop = open_poisoned();
-    spawn(loop, to_thread, NULL);
-    settle(loop);
+    spawn_on(loop, to_thread, NULL);
+    settle_loop(loop);
     CHECK_EQ(PARKED, 1);
     RELEASE = 1;
     double t0 = mono();
@@ -465,7 +434,88 @@ TEST(teardown_executor)
     }
     CHECK_EQ(WORK_DONE, 1);
     close_and_free(loop);
-    threads_back_to(base);
+    WAIT_UNTIL(thread_count() == base);
+}
+
+static atomic_int STARTED;
+
+/* Still running when the loop closes, then writes into its task's frame. */
+static int writes_late(void *arg)
+{
+    STARTED = 1;
+    while (!atomic_load(&RELEASE))
+        usleep(1000);
+    *(int *)arg = 42;
+    return 0;
+}
+
+static int lends_frame(void *arg)
+{
+    (void)arg;
+    int local = 0;
+    PARKED++;
+    int r = cio_to_thread(writes_late, &local);
+    return r < 0 ? r : local;
+}
+
+static void *release_later(void *arg)
+{
+    (void)arg;
+    usleep(20000); /* after the close has begun, or not: both must hold */
+    RELEASE = 1;
+    return NULL;
+}
+
+/* The work outlives the task that lent it its frame: closing the loop
+ * must not give the stack back (or unmap it) while the work still runs. */
+TEST(teardown_executor_work_running)
+{
+    int base = thread_base();
+    cio_loop *loop = open_poisoned();
+    spawn_on(loop, lends_frame, NULL);
+    RUN_UNTIL(loop, STARTED == 1);
+    CHECK_EQ(PARKED, 1);
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, release_later, NULL), 0);
+    close_and_free(loop);
+    CHECK_EQ(RELEASE, 1); /* the close waited for the work */
+    CHECK_EQ(pthread_join(th, NULL), 0);
+    WAIT_UNTIL(thread_count() == base);
+}
+
+static int never_runs(void *arg)
+{
+    (void)arg;
+    test_fail(__FILE__, __LINE__, "work queued before the close ran");
+}
+
+static int queues_behind(void *arg)
+{
+    (void)arg;
+    int local = 0;
+    PARKED++;
+    return cio_to_thread(never_runs, &local);
+}
+
+/* Work still queued (the only worker is busy) when the loop closes is
+ * cancelled: it never runs on a frame that is gone. */
+TEST(teardown_executor_work_queued)
+{
+    int base = thread_base();
+    cio_loop *loop = open_poisoned();
+    cio_executor *one;
+    CHECK_ERR(cio_executor_new(&one, 1), 0);
+    CHECK_ERR(cio_loop_set_default_executor(loop, one), 0);
+    spawn_on(loop, lends_frame, NULL);
+    RUN_UNTIL(loop, STARTED == 1);
+    spawn_on(loop, queues_behind, NULL);
+    RUN_UNTIL(loop, PARKED == 2);
+    settle_loop(loop);
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, release_later, NULL), 0);
+    close_and_free(loop);
+    CHECK_EQ(pthread_join(th, NULL), 0);
+    WAIT_UNTIL(thread_count() == base);
 }
 
 /* ------------------------------------------------------------ subprocess */
@@ -483,16 +533,16 @@ static int waits_child(void *arg)
 
 TEST(teardown_subprocess_wait)
 {
-    int base = thread_count();
+    int base = thread_base();
     cio_loop *loop = open_poisoned();
-    spawn(loop, waits_child, NULL);
+    spawn_on(loop, waits_child, NULL);
     RUN_UNTIL(loop, PARKED == 1);
-    settle(loop);
+    settle_loop(loop);
     pid_t pid = cio_process_pid(CHILD);
     close_and_free(loop);
     CHECK_EQ(kill(pid, SIGKILL), 0); /* the reaper waits for it */
     cio_process_free(CHILD);
-    threads_back_to(base);
+    WAIT_UNTIL(thread_count() == base);
 }
 
 /* ------------------------------------------------------------ networking */
@@ -537,16 +587,16 @@ static int drains(void *arg)
 
 static void run_stream(cio_task_fn fn)
 {
-    int base = thread_count();
+    int base = thread_base();
     int lfd = listener(8, PORT);
     cio_loop *loop = open_poisoned();
-    spawn(loop, fn, NULL);
+    spawn_on(loop, fn, NULL);
     RUN_UNTIL(loop, PARKED == 1);
-    settle(loop);
+    settle_loop(loop);
     close_and_free(loop);
     cio_stream_free(STREAM);
     close(lfd);
-    threads_back_to(base);
+    WAIT_UNTIL(thread_count() == base);
 }
 
 TEST(teardown_stream_read) { run_stream(reads); }
@@ -565,7 +615,7 @@ static int connects(void *arg)
  * its delay timer armed). */
 TEST(teardown_connect)
 {
-    int base = thread_count();
+    int base = thread_base();
     int lfd = listener(0, PORT);
     struct sockaddr_in a = {.sin_family = AF_INET,
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
@@ -584,5 +634,5 @@ TEST(teardown_connect)
     cio_future_unref(t);
     close(fill);
     close(lfd);
-    threads_back_to(base);
+    WAIT_UNTIL(thread_count() == base);
 }
