@@ -411,9 +411,9 @@ static int to_thread(void *arg)
 /* Has the worker handed its result to the loop (not yet delivered)? */
 static bool result_arrived(cio_loop *loop)
 {
-    pthread_mutex_lock(&loop->post_lock);
-    bool in = loop->arrived.next != &loop->arrived;
-    pthread_mutex_unlock(&loop->post_lock);
+    pthread_mutex_lock(&loop->posts.lock);
+    bool in = loop->posts.arrived.next != &loop->posts.arrived;
+    pthread_mutex_unlock(&loop->posts.lock);
     return in;
 }
 
