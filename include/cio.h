@@ -456,10 +456,33 @@ CIO_API int cio_shield(cio_future *fut, cio_future **out);
 /* A timeout scope, in the caller's memory (usually the task's stack).
  * Inside it, once the deadline passes, every suspension point returns
  * -ETIMEDOUT; cio_timeout_end() returns -ETIMEDOUT if this scope expired.
- * Scopes nest and must end in reverse order of their start. */
+ * Scopes nest and must end in reverse order of their start.
+ *
+ * A scope never ended (an early `return` past it) is safe: the task keeps
+ * the scope's state in its own memory and cio never writes into the
+ * scope's, so nothing is corrupted when its frame is gone. Its deadline
+ * still applies until the task next waits from a shallower frame, an
+ * enclosing scope ends, or the task returns; then it is dropped (debug
+ * mode reports it). Better: CIO_TIMEOUT_SCOPE ends it on every path. */
 typedef struct cio_timeout_scope {
-    void *priv[16]; /* opaque: the scope lives here, no allocation */
+    void *priv[16]; /* opaque: the scope's name, no allocation */
 } cio_timeout_scope;
+
+/* GCC and Clang: declares a scope that ends itself when the block that
+ * declares it is left by any path (return, break, goto), as Python's
+ * `async with asyncio.timeout()`. Open it with cio_timeout as usual; an
+ * explicit cio_timeout_end still reads its result:
+ *     CIO_TIMEOUT_SCOPE(s);
+ *     if ((err = cio_timeout(&s, 2.0)))
+ *         return err;
+ *     if ((err = cio_open_connection(host, port, NULL, &st)))
+ *         return err;                    // s ends here by itself
+ *     ...
+ *     return cio_timeout_end(&s); */
+#if defined(__GNUC__)
+#define CIO_TIMEOUT_SCOPE(name)                                                \
+    cio_timeout_scope name __attribute__((cleanup(cio_timeout_leave))) = {{0}}
+#endif
 
 /* Opens a scope with a deadline `delay` seconds from now (< 0: none) or
  * at loop time `when` (< 0 or INFINITY: none). Returns 0, -EINVAL (not in
@@ -476,6 +499,10 @@ CIO_API int cio_timeout_expired(const cio_timeout_scope *scope); /* 1 or 0 */
 /* Closes the scope. Returns 0, -ETIMEDOUT if it expired, -EINVAL if it is
  * not the calling task's innermost open scope. */
 CIO_API int cio_timeout_end(cio_timeout_scope *scope);
+/* Ends the scope if it is still open (with any scope opened inside it and
+ * left open), ignoring its result; a scope never opened or already ended
+ * is left alone. No return value: CIO_TIMEOUT_SCOPE's cleanup. */
+CIO_API void cio_timeout_leave(cio_timeout_scope *scope);
 
 /* asyncio.TaskGroup: tasks spawned into a group are joined together; the
  * first child to fail cancels the others (and the parent task, until it

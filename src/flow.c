@@ -8,29 +8,45 @@
 #include <string.h>
 
 /* ---------------------------------------------------------- timeout scopes
- * A scope's deadline is kept by its task: one timer, the task's own, due
- * at the earliest deadline of its open scopes. When it fires the scopes
- * due are marked expired and the task interrupted, so its suspension
- * points return -ETIMEDOUT until the scope ends (level-triggered, as
- * cancellation). The loop never holds a pointer into a scope: a scope
- * lives in the user's frame, which may go away with the task's stack. */
-struct cio__scope {
-    cio__task *task;
-    cio__scope *parent;
-    double when; /* INFINITY: no deadline */
-    bool expired;
+ * A scope's deadline is kept by its task: a record per open scope (the
+ * task's memory, innermost last) and one timer, the task's own, due at
+ * the earliest deadline among them. When it fires the records due are
+ * marked expired and the task interrupted, so its suspension points
+ * return -ETIMEDOUT until the scope ends (level-triggered, as
+ * cancellation).
+ *
+ * The user's cio_timeout_scope only names its record (task, id, depth),
+ * and only the user's own calls read or write it. So a scope left open by
+ * an early return corrupts nothing: its record stays until the task parks
+ * below that frame, an enclosing scope ends, or the task returns (each
+ * drops it; debug loops report it). */
+typedef struct cio__scope {
+    cio__task *task;     /* NULL: never opened */
+    uint64_t id;         /* its record's */
+    size_t depth;        /* its record's index in task->scopes */
+    double when;         /* once ended: its last deadline */
+    bool expired;        /* once ended: whether it expired */
     bool ended;
-};
+} cio__scope;
 _Static_assert(sizeof(cio__scope) <= sizeof(cio_timeout_scope),
                "cio_timeout_scope is too small for the real scope");
+
+/* The record s names, or NULL (never opened, ended, or dropped). */
+static cio__scope_rec *record(const cio__scope *s)
+{
+    if (!s || !s->task || s->ended || s->depth >= s->task->nscopes)
+        return NULL;
+    cio__scope_rec *r = &s->task->scopes[s->depth];
+    return r->id == s->id ? r : NULL;
+}
 
 /* The earliest deadline among t's open scopes not yet expired. */
 static double scopes_next(const cio__task *t)
 {
     double when = INFINITY;
-    for (const cio__scope *s = t->scope; s; s = s->parent)
-        if (!s->expired && s->when < when)
-            when = s->when;
+    for (size_t i = 0; i < t->nscopes; i++)
+        if (!t->scopes[i].expired && t->scopes[i].when < when)
+            when = t->scopes[i].when;
     return when;
 }
 
@@ -57,12 +73,14 @@ static int scopes_arm(cio__task *t)
 static int expire_due(cio__task *t, double now)
 {
     int n = 0;
-    for (cio__scope *s = t->scope; s; s = s->parent)
-        if (!s->expired && !isinf(s->when) && s->when <= now) {
-            s->expired = true;
+    for (size_t i = 0; i < t->nscopes; i++) {
+        cio__scope_rec *r = &t->scopes[i];
+        if (!r->expired && !isinf(r->when) && r->when <= now) {
+            r->expired = true;
             t->expired_scopes++;
             n++;
         }
+    }
     return n;
 }
 
@@ -83,71 +101,109 @@ static double deadline(double when)
     return when < 0 || isnan(when) ? INFINITY : when;
 }
 
-int cio_timeout_at(cio_timeout_scope *scope, double when)
+/* Opens a scope for the task running; fp: the public call's frame. */
+static int open_scope(cio_timeout_scope *scope, double when, const void *fp)
 {
     cio__task *t = cio__current;
     if (!t || !scope)
         return -EINVAL;
     cio__scope *s = (cio__scope *)scope;
+    cio__scopes_drop_dead(t, fp, s); /* scopes of frames already returned */
     memset(s, 0, sizeof *s);
-    s->task = t;
-    s->when = deadline(when);
-    s->parent = t->scope;
-    t->scope = s;
+    cio__scope_rec *recs = cio__grow(t->scopes, &t->scopes_cap,
+                                     t->nscopes + 1, sizeof *recs, 4);
+    if (!recs)
+        return -ENOMEM;
+    t->scopes = recs;
+    *s = (cio__scope){t, ++t->scope_ids, t->nscopes, 0, false, false};
+    recs[t->nscopes++] = (cio__scope_rec){deadline(when), s->id, s, false};
     int err = scopes_arm(t);
-    if (err)
-        t->scope = s->parent; /* not armed: not open either */
+    if (err) { /* not armed: not open either */
+        t->nscopes--;
+        s->task = NULL;
+    }
     return err;
+}
+
+/* The frame of the public call, just below the user's: whatever lies
+ * below it on the task's stack belongs to functions that returned. */
+#define CALLER_FRAME() __builtin_frame_address(0)
+
+int cio_timeout_at(cio_timeout_scope *scope, double when)
+{
+    return open_scope(scope, when, CALLER_FRAME());
 }
 
 int cio_timeout(cio_timeout_scope *scope, double delay)
 {
     if (!cio__current || !scope)
         return -EINVAL;
-    if (delay < 0 || isnan(delay))
-        return cio_timeout_at(scope, INFINITY);
-    return cio_timeout_at(scope, cio_loop_time(cio__current->fut.loop) + delay);
+    double when = delay < 0 || isnan(delay)
+                      ? INFINITY
+                      : cio_loop_time(cio__current->fut.loop) + delay;
+    return open_scope(scope, when, CALLER_FRAME());
 }
 
 int cio_timeout_reschedule(cio_timeout_scope *scope, double when)
 {
-    cio__scope *s = (cio__scope *)scope;
-    if (!s || !s->task || s->expired || s->ended)
+    cio__scope_rec *r = record((cio__scope *)scope);
+    if (!r || r->expired)
         return -EINVAL;
-    double before = s->when;
-    s->when = deadline(when);
-    int err = scopes_arm(s->task);
+    double before = r->when;
+    r->when = deadline(when);
+    int err = scopes_arm(((cio__scope *)scope)->task);
     if (err)
-        s->when = before; /* as before: the timer was not in the heap */
+        r->when = before; /* as before: the timer was not in the heap */
     return err;
 }
 
 double cio_timeout_when(const cio_timeout_scope *scope)
 {
     const cio__scope *s = (const cio__scope *)scope;
-    return s && s->task ? s->when : NAN;
+    const cio__scope_rec *r = record(s);
+    return r ? r->when : s && s->task && s->ended ? s->when : NAN;
 }
 
 int cio_timeout_expired(const cio_timeout_scope *scope)
 {
     const cio__scope *s = (const cio__scope *)scope;
-    return s && s->expired;
+    const cio__scope_rec *r = record(s);
+    return r ? r->expired : s && s->ended && s->expired;
+}
+
+static int end_scope(cio_timeout_scope *scope, const void *fp)
+{
+    cio__scope *s = (cio__scope *)scope;
+    if (!s || !s->task || s->task != cio__current)
+        return -EINVAL;
+    cio__task *t = s->task;
+    cio__scopes_drop_dead(t, fp, NULL); /* inner ones whose frames are gone */
+    cio__scope_rec *r = record(s);
+    if (!r || s->depth + 1 != t->nscopes)
+        return -EINVAL; /* not the innermost open scope of this task */
+    s->when = r->when;
+    s->expired = r->expired;
+    s->ended = true;
+    cio__scopes_truncate(t, s->depth);
+    /* Cannot fail: the timer was in the heap (there is room for it), or
+     * no deadline is left. */
+    (void)scopes_arm(t);
+    return s->expired ? -ETIMEDOUT : 0;
 }
 
 int cio_timeout_end(cio_timeout_scope *scope)
 {
+    return end_scope(scope, CALLER_FRAME());
+}
+
+void cio_timeout_leave(cio_timeout_scope *scope)
+{
     cio__scope *s = (cio__scope *)scope;
-    if (!s || !s->task || s->task != cio__current || s->task->scope != s)
-        return -EINVAL; /* not the innermost scope of this task */
-    s->task->scope = s->parent;
-    s->ended = true;
-    /* Cannot fail: the timer was in the heap (there is room for it), or
-     * no deadline is left. */
-    (void)scopes_arm(s->task);
-    if (!s->expired)
-        return 0;
-    s->task->expired_scopes--;
-    return -ETIMEDOUT;
+    if (!record(s) || s->task != cio__current)
+        return; /* never opened, already ended, or dropped */
+    /* Anything opened inside it and left open goes with it. */
+    cio__scopes_truncate(s->task, s->depth + 1);
+    (void)end_scope(scope, CALLER_FRAME());
 }
 
 /* ------------------------------------------------------- many futures

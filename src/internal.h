@@ -333,7 +333,16 @@ CIO_HIDDEN int cio__future_add_callback(cio_future *f, cio_done_callback cb,
  * free, pushes a cleanup for as long as it waits: the teardown runs them,
  * innermost first. Debug loops check the invariant before each stack is
  * released. */
-typedef struct cio__scope cio__scope;
+/* An open timeout scope, as its task keeps it (flow.c). The user's
+ * cio_timeout_scope names it by id; nothing the loop runs ever touches
+ * the user's memory, so a scope whose frame an early return took away
+ * can corrupt nothing. */
+typedef struct cio__scope_rec {
+    double when;         /* its deadline; INFINITY: none */
+    uint64_t id;         /* matches its cio_timeout_scope's */
+    const void *frame;   /* where its cio_timeout_scope is */
+    bool expired;
+} cio__scope_rec;
 
 /* A frame's cleanup: it lives in the frame, from push to pop. */
 typedef struct cio__cleanup {
@@ -366,7 +375,9 @@ typedef struct cio__task {
     bool parked, started;
     int cancel_requests;     /* asyncio's cancelling() */
     int expired_scopes;      /* active timeout scopes past their deadline */
-    cio__scope *scope;       /* the innermost active timeout scope */
+    cio__scope_rec *scopes;  /* its open timeout scopes, innermost last */
+    size_t nscopes, scopes_cap;
+    uint64_t scope_ids;      /* the last id given to one of them */
     void (*interrupt)(struct cio__task *t, void *arg); /* while parked */
     void *interrupt_arg;
     void *result_value;      /* cio_task_set_value */
@@ -409,6 +420,15 @@ CIO_HIDDEN int cio__park_checked(void (*interrupt)(cio__task *t, void *arg),
                                  void *arg);
 CIO_HIDDEN void cio__wake(cio__task *t, int result);
 CIO_HIDDEN void cio__interrupt(cio__task *t);
+/* Drops t's innermost scopes that were left open by a return: those
+ * whose cio_timeout_scope lies on t's stack below `fp` (the frame of a
+ * cio call made from the user's running function: what is below it is
+ * gone), and one whose memory is `reused` for a new scope. Debug loops
+ * report them. */
+CIO_HIDDEN void cio__scopes_drop_dead(cio__task *t, const void *fp,
+                                      const void *reused);
+/* Drops scope record i and every one inside it (i = 0: all). */
+CIO_HIDDEN void cio__scopes_truncate(cio__task *t, size_t i);
 /* Arms t's wait timer: cb(t) runs at `when` unless unscheduled first. */
 CIO_HIDDEN int cio__task_timer_at(cio__task *t, double when, cio_callback cb);
 /* cio_await that takes over the caller's reference on f: released when

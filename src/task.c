@@ -56,6 +56,42 @@ void cio__interrupt(cio__task *t)
         cio__wake(t, 0);
 }
 
+/* ------------------------------------------------------ timeout scopes
+ * The records; flow.c gives them their meaning. */
+
+void cio__scopes_truncate(cio__task *t, size_t i)
+{
+    while (t->nscopes > i)
+        if (t->scopes[--t->nscopes].expired)
+            t->expired_scopes--;
+}
+
+static bool on_stack(const cio__task *t, const void *p)
+{
+    const char *c = p, *lo = t->fiber.stack_lo;
+    return lo && c >= lo && c < lo + t->fiber.stack_size;
+}
+
+void cio__scopes_drop_dead(cio__task *t, const void *fp, const void *reused)
+{
+    size_t n = t->nscopes;
+    while (n) {
+        const void *frame = t->scopes[n - 1].frame;
+        bool below = on_stack(t, fp) && on_stack(t, frame) &&
+                     (const char *)frame < (const char *)fp;
+        if (!below && frame != reused)
+            break;
+        n--;
+    }
+    if (n == t->nscopes)
+        return;
+    if (t->fut.loop->debug)
+        cio__report(t->fut.loop, "a timeout scope was never ended: the "
+                                 "function that opened it returned",
+                    0, "task", cio_task_get_name(&t->fut), &t->fut);
+    cio__scopes_truncate(t, n);
+}
+
 int cio__park(void (*interrupt)(cio__task *t, void *arg), void *arg)
 {
     cio__task *t = cio__current;
@@ -81,7 +117,11 @@ static void finish(cio__task *t, int status)
     /* Its timers leave the loop with it, even if a scope was left open. */
     cio__handle_unschedule(&t->timer);
     cio__handle_unschedule(&t->scope_timer);
-    t->scope = NULL;
+    if (t->nscopes && t->fut.loop->debug)
+        cio__report(t->fut.loop, "a timeout scope was never ended: its "
+                                 "task returned",
+                    0, "task", cio_task_get_name(&t->fut), &t->fut);
+    cio__scopes_truncate(t, 0); /* the task's return closes them */
     cio__list_unlink(&t->all);
     t->fut.loop->ntasks--;
     if (status == -ECANCELED)
@@ -207,6 +247,7 @@ static void task_free(cio_future *f)
     cio__task *t = as_task(f);
     release_stack(t);
     cio__free(t->name);
+    cio__free(t->scopes);
     cio__free(t);
 }
 
@@ -464,7 +505,7 @@ static void unhook(cio__task *t)
     cio__handle_unschedule(&t->wake);
     cio__handle_unschedule(&t->timer);
     cio__handle_unschedule(&t->scope_timer); /* every open scope's */
-    t->scope = NULL;
+    cio__scopes_truncate(t, 0);
     t->parked = false;
 }
 

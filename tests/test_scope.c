@@ -292,6 +292,134 @@ TEST(flow_timeout_scopes_end_innermost_first)
     run_ok(main_timeout_order);
 }
 
+/* ------------------------------------------- scopes left by early returns */
+
+/* C's usual early return: the scope opened here is never ended. */
+__attribute__((noinline)) static int open_and_return(double delay)
+{
+    cio_timeout_scope s;
+    return cio_timeout(&s, delay);
+}
+
+/* Fills its frame (where open_and_return's scope was) with a pattern and
+ * waits past the abandoned deadline: the frame must come back intact. */
+__attribute__((noinline)) static int wait_over_the_dead_frame(void)
+{
+    volatile unsigned char buf[512];
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = 0x5a;
+    int r = cio_sleep(0.02);
+    for (size_t i = 0; i < sizeof buf; i++)
+        if (buf[i] != 0x5a)
+            test_fail(__FILE__, __LINE__, "byte %zu of a live frame was "
+                      "overwritten (0x%02x)", i, buf[i]);
+    return r;
+}
+
+static int report_count;
+
+static void count_report(cio_loop *loop, const cio_error_context *ctx,
+                         void *arg)
+{
+    (void)loop, (void)arg;
+    if (strstr(ctx->message, "never ended"))
+        report_count++;
+}
+
+static int main_early_return(void *arg)
+{
+    (void)arg;
+    cio_loop *loop = loop_now();
+    CHECK_ERR(cio_loop_set_virtual_clock(loop, 0), 0);
+    cio_loop_set_debug(loop, 1);
+    cio_loop_set_exception_handler(loop, count_report, NULL);
+    long n = test_scaled(100000);
+    for (long i = 0; i < n; i++) {
+        /* The scope left open by the previous round is dropped here: its
+         * memory is reused for this one. */
+        CHECK_ERR(open_and_return(0.01), 0);
+        /* The abandoned deadline still applies (documented), and the
+         * frame that now holds its old memory is never written. */
+        CHECK_ERR(wait_over_the_dead_frame(), -ETIMEDOUT);
+    }
+    /* Opening one from main's frame drops the last (its frame is below
+     * this call's); scopes work as before. */
+    cio_timeout_scope s;
+    CHECK_ERR(cio_timeout(&s, 0.01), 0);
+    CHECK_EQ(report_count, n);
+    CHECK_EQ(cio__current->nscopes, 1);
+    CHECK_ERR(cio_sleep(1), -ETIMEDOUT);
+    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
+    CHECK_ERR(cio_sleep(0.01), 0);
+    return 0;
+}
+
+TEST_T(timeout_scope_left_by_an_early_return_corrupts_nothing, 60)
+{
+    run_ok(main_early_return);
+}
+
+/* An enclosing scope's end drops the scopes left open inside it, and the
+ * task's return drops whatever is left. */
+static int main_outer_end_drops_inner(void *arg)
+{
+    (void)arg;
+    cio_loop *loop = loop_now();
+    CHECK_ERR(cio_loop_set_virtual_clock(loop, 0), 0);
+    cio_timeout_scope outer;
+    CHECK_ERR(cio_timeout(&outer, 10), 0);
+    CHECK_ERR(open_and_return(0.5), 0);
+    CHECK_ERR(open_and_return(INFINITY), 0);
+    CHECK_ERR(cio_timeout_end(&outer), 0);
+    CHECK_ERR(cio_sleep(1), 0); /* 0.5 s passed: that scope is gone */
+    CHECK_ERR(open_and_return(0.5), 0); /* left open when main returns */
+    return 0;
+}
+
+TEST(timeout_scope_end_drops_scopes_left_open_inside_it)
+{
+    run_ok(main_outer_end_drops_inner);
+}
+
+#if defined(__GNUC__)
+/* CIO_TIMEOUT_SCOPE ends the scope on every way out of its block. */
+__attribute__((noinline)) static int scoped_early_return(bool fail)
+{
+    CIO_TIMEOUT_SCOPE(s);
+    int err = cio_timeout(&s, 0.01);
+    if (err)
+        return err;
+    if (fail)
+        return -EPROTO; /* s ends here */
+    err = cio_sleep(1);
+    CHECK_ERR(err, -ETIMEDOUT);
+    return cio_timeout_end(&s); /* ends it; the cleanup then does nothing */
+}
+
+static int main_scoped(void *arg)
+{
+    (void)arg;
+    cio_loop *loop = loop_now();
+    CHECK_ERR(cio_loop_set_virtual_clock(loop, 0), 0);
+    cio_loop_set_debug(loop, 1);
+    report_count = 0;
+    cio_loop_set_exception_handler(loop, count_report, NULL);
+    for (int i = 0; i < 1000; i++) {
+        CHECK_ERR(scoped_early_return(true), -EPROTO);
+        CHECK_EQ(cio__current->nscopes, 0);
+        CHECK_ERR(cio_sleep(0.02), 0); /* no deadline left behind */
+    }
+    CHECK_ERR(scoped_early_return(false), -ETIMEDOUT);
+    CHECK_EQ(cio__current->nscopes, 0);
+    CHECK_EQ(report_count, 0); /* nothing was left open */
+    cio_timeout_scope never;
+    cio_timeout_leave(&never); /* never opened: left alone */
+    return 0;
+}
+
+TEST(timeout_scope_macro_ends_the_scope_on_every_path) { run_ok(main_scoped); }
+#endif
+
 /* ----------------------------------------------------------- task groups */
 
 static int main_group_ok(void *arg)
