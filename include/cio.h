@@ -500,8 +500,9 @@ CIO_API int cio_timeout_expired(const cio_timeout_scope *scope); /* 1 or 0 */
  * not the calling task's innermost open scope. */
 CIO_API int cio_timeout_end(cio_timeout_scope *scope);
 /* Ends the scope if it is still open (with any scope opened inside it and
- * left open), ignoring its result; a scope never opened or already ended
- * is left alone. No return value: CIO_TIMEOUT_SCOPE's cleanup. */
+ * left open), ignoring its result; a scope never opened (zeroed, as
+ * CIO_TIMEOUT_SCOPE declares it) or already ended is left alone. No
+ * return value: CIO_TIMEOUT_SCOPE's cleanup. */
 CIO_API void cio_timeout_leave(cio_timeout_scope *scope);
 
 /* asyncio.TaskGroup: tasks spawned into a group are joined together; the

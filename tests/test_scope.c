@@ -412,7 +412,7 @@ static int main_scoped(void *arg)
     CHECK_ERR(scoped_early_return(false), -ETIMEDOUT);
     CHECK_EQ(cio__current->nscopes, 0);
     CHECK_EQ(report_count, 0); /* nothing was left open */
-    cio_timeout_scope never;
+    cio_timeout_scope never = {{0}}; /* as the macro declares one */
     cio_timeout_leave(&never); /* never opened: left alone */
     return 0;
 }
