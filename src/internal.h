@@ -234,11 +234,13 @@ struct cio_loop {
     cio__list processes;         /* process.c: children being watched */
     struct cio_executor *default_executor; /* owned; NULL until first use */
 
-    /* tasks (task.c) */
-    cio__list tasks;             /* every unfinished task */
-    size_t ntasks;
-    uint64_t task_counter;       /* for "Task-N" names */
-    cio__stack_pool *stacks;     /* reusable task stacks */
+    /* The task layer's (task.c, stack.c). */
+    struct cio__loop_tasks {
+        cio__list all;           /* every unfinished task */
+        size_t n;
+        uint64_t counter;        /* for "Task-N" names */
+        cio__stack_pool *stacks; /* reusable task stacks */
+    } tasks;
 };
 
 CIO_HIDDEN extern _Thread_local cio_loop *cio__running_loop;

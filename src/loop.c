@@ -320,7 +320,8 @@ static void posted_locked(cio_loop *loop)
     atomic_fetch_add(&loop->posts.count, 1);
     /* Still under the lock: once it is released the loop may run the post,
      * close and be freed, so nothing of it may be touched after. */
-    if (atomic_load(&loop->posts.sleeping) && !atomic_exchange(&loop->posts.wake_sent, 1))
+    if (atomic_load(&loop->posts.sleeping) &&
+        !atomic_exchange(&loop->posts.wake_sent, 1))
         wake_loop(loop);
 }
 
@@ -910,7 +911,7 @@ int cio_loop_new(cio_loop **out, const cio_loop_options *opts)
     cio__list_init(&loop->ready);
     cio__list_init(&loop->batch);
     cio__list_init(&loop->free_handles);
-    cio__list_init(&loop->tasks);
+    cio__list_init(&loop->tasks.all);
     cio__list_init(&loop->posts.bridges);
     cio__list_init(&loop->posts.arrived);
     cio__list_init(&loop->net.transports);

@@ -68,9 +68,10 @@ int cio_loop_run_until_complete(cio_loop *loop, cio_future *fut)
  * errors other than cancellation are reported, as asyncio does. */
 static void cancel_all_tasks(cio_loop *loop)
 {
-    for (cio__list *n = loop->tasks.next; n != &loop->tasks; n = n->next)
+    cio__list *all = &loop->tasks.all;
+    for (cio__list *n = all->next; n != all; n = n->next)
         cio_task_cancel(&cio__container_of(n, cio__task, all)->fut);
-    while (loop->ntasks > 0)
+    while (loop->tasks.n > 0)
         if (cio_loop_run_once(loop, -1) < 0)
             break;
 }

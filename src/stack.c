@@ -99,9 +99,9 @@ static char *pop(void **list, size_t *count, size_t size)
 
 static size_class *find_class(cio_loop *loop, size_t size)
 {
-    cio__stack_pool *pool = loop->stacks;
+    cio__stack_pool *pool = loop->tasks.stacks;
     if (!pool) {
-        pool = loop->stacks = cio__calloc(1, sizeof *pool);
+        pool = loop->tasks.stacks = cio__calloc(1, sizeof *pool);
         if (!pool)
             return NULL;
     }
@@ -186,13 +186,13 @@ int cio__stack_reserve(cio_loop *loop, size_t size)
     size_class *c = find_class(loop, size);
     if (!c)
         return -ENOMEM;
-    if (mprotect_mode(loop->stacks)) {
+    if (mprotect_mode(loop->tasks.stacks)) {
         /* Every reservation is backed by a guarded stack. */
         if (c->nhot + c->ncold <= c->reserved) {
             char *lo;
             int err = c->uncarved ? 0 : new_region(c);
             if (!err)
-                err = carve(loop->stacks, c, &lo);
+                err = carve(loop->tasks.stacks, c, &lo);
             if (err)
                 return err;
             push(&c->cold, &c->ncold, lo, size);
@@ -229,7 +229,7 @@ int cio__stack_take(cio_loop *loop, size_t size, char **lo)
          * after reservations counted on it: carve from a new region. */
         int err = c->uncarved ? 0 : new_region(c);
         if (!err)
-            err = carve(loop->stacks, c, lo);
+            err = carve(loop->tasks.stacks, c, lo);
         if (err)
             return err;
     }
@@ -262,7 +262,7 @@ void cio__stack_put(cio_loop *loop, char *lo, size_t size)
 
 void cio__stack_pool_free(cio_loop *loop)
 {
-    cio__stack_pool *pool = loop->stacks;
+    cio__stack_pool *pool = loop->tasks.stacks;
     if (!pool)
         return;
     while (pool->classes) {
@@ -280,7 +280,7 @@ void cio__stack_pool_free(cio_loop *loop)
         cio__free(c);
     }
     cio__free(pool);
-    loop->stacks = NULL;
+    loop->tasks.stacks = NULL;
 }
 
 /* Rounds a requested stack size to whole pages, at least 16 KiB. */

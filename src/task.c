@@ -123,7 +123,7 @@ static void finish(cio__task *t, int status)
                     0, "task", cio_task_get_name(&t->fut), &t->fut);
     cio__scopes_truncate(t, 0); /* the task's return closes them */
     cio__list_unlink(&t->all);
-    t->fut.loop->ntasks--;
+    t->fut.loop->tasks.n--;
     if (status == -ECANCELED)
         cio__future_complete(&t->fut, CIO__F_CANCELLED, -ECANCELED, NULL);
     else
@@ -215,11 +215,11 @@ int cio_task_new(cio_loop *loop, cio_task_fn fn, void *arg,
     }
     t->fn = fn;
     t->arg = arg;
-    t->id = ++loop->task_counter;
+    t->id = ++loop->tasks.counter;
     cio__handle_init(&t->wake, loop, task_step, t);
     cio__list_init(&t->await.link);
-    cio__list_push_back(&loop->tasks, &t->all);
-    loop->ntasks++;
+    cio__list_push_back(&loop->tasks.all, &t->all);
+    loop->tasks.n++;
     t->parked = true; /* so that the first wake starts it */
     cio__wake(t, 0);
     if (out)
@@ -263,7 +263,8 @@ int cio_all_tasks(cio_loop *loop, cio_task **out, size_t cap)
     if (!loop)
         return -EINVAL;
     size_t i = 0;
-    for (cio__list *n = loop->tasks.next; n != &loop->tasks; n = n->next) {
+    cio__list *all = &loop->tasks.all;
+    for (cio__list *n = all->next; n != all; n = n->next) {
         if (i < cap && out)
             out[i] = &cio__container_of(n, cio__task, all)->fut;
         i++;
@@ -531,7 +532,7 @@ void cio__tasks_close(cio_loop *loop)
 {
     cio__list doomed, *n;
     cio__list_init(&doomed);
-    cio__list_splice(&doomed, &loop->tasks);
+    cio__list_splice(&doomed, &loop->tasks.all);
     for (n = doomed.next; n != &doomed; n = n->next) {
         cio__task *t = cio__container_of(n, cio__task, all);
         cio__report(loop, "Task was destroyed but it is pending!", 0, "task",
@@ -541,7 +542,7 @@ void cio__tasks_close(cio_loop *loop)
     while ((n = cio__list_pop_front(&doomed))) {
         cio__task *t = cio__container_of(n, cio__task, all);
         cio__list_init(&t->all);
-        loop->ntasks--;
+        loop->tasks.n--;
         settle(loop, t);
         /* Its waiters belong to tasks that are going too: tell none. */
         while ((n = cio__list_pop_front(&t->fut.waiters))) {

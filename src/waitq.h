@@ -6,10 +6,10 @@
 /* The wait queue under every lock, semaphore, condition, barrier and
  * queue (sync.c, queue.c, which alone include this). A wait queue parks
  * tasks in FIFO order, each on a cio__wait node that lives on the parked
- * task's own stack for the length of the wait. All-zero is an empty queue, so primitives embedding
- * one can be initialised with {0}. Whoever wakes a node unlinks it first:
- * a woken task is on no wait queue. Inline: these are the hot path of
- * every lock and queue hand-off. */
+ * task's own stack for the length of the wait. All-zero is an empty
+ * queue, so primitives embedding one can be initialised with {0}. Whoever
+ * wakes a node unlinks it first: a woken task is on no wait queue.
+ * Inline: these are the hot path of every lock and queue hand-off. */
 typedef struct cio__waitq cio__waitq;
 typedef struct cio__wait {
     struct cio__wait *next, *prev;
