@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/types.h>
 
 #define CIO_HIDDEN __attribute__((visibility("hidden")))
@@ -116,10 +117,11 @@ typedef struct cio__handle {
     uint8_t embedded;    /* owned by another object, not the pool */
 } cio__handle;
 
-/* Embedded handles: scheduled by their owner, no allocation, no id. */
-CIO_HIDDEN void cio__handle_init(cio__handle *h, cio_loop *loop,
-                                 cio_callback cb, void *arg);
-CIO_HIDDEN void cio__handle_schedule(cio__handle *h);   /* to ready, once */
+/* cio__handle.embedded: from the loop's pool, or owned by an object. */
+enum { CIO__HANDLE_POOLED = 0, CIO__HANDLE_EMBEDDED = 1 };
+
+/* Embedded handles: scheduled by their owner, no allocation, no id
+ * (cio__handle_init, cio__handle_schedule: inline, below struct cio_loop). */
 CIO_HIDDEN int cio__handle_schedule_at(cio__handle *h, double when);
 CIO_HIDDEN void cio__handle_unschedule(cio__handle *h); /* from anywhere */
 
@@ -243,6 +245,27 @@ struct cio_loop {
     } tasks;
 };
 
+/* Embedded handles: scheduled by their owner, no allocation, no id. */
+static inline void cio__handle_init(cio__handle *h, cio_loop *loop,
+                                    cio_callback cb, void *arg)
+{
+    memset(h, 0, sizeof *h);
+    cio__list_init(&h->link);
+    h->cb = cb;
+    h->arg = arg;
+    h->loop = loop;
+    h->embedded = CIO__HANDLE_EMBEDDED;
+}
+
+/* To the ready queue, once (a handle already scheduled stays put). */
+static inline void cio__handle_schedule(cio__handle *h)
+{
+    if (h->state != CIO__H_IDLE)
+        return;
+    h->state = CIO__H_READY;
+    cio__list_push_back(&h->loop->ready, &h->link);
+}
+
 CIO_HIDDEN extern _Thread_local cio_loop *cio__running_loop;
 CIO_HIDDEN void cio__report(cio_loop *loop, const char *message, int error,
                             const char *what, const char *name, void *obj);
@@ -250,6 +273,9 @@ CIO_HIDDEN void cio__report(cio_loop *loop, const char *message, int error,
  * (runner.c) once every subsystem has closed. */
 CIO_HIDDEN void cio__loop_close_core(cio_loop *loop);
 CIO_HIDDEN void cio__loop_free_core(cio_loop *loop);
+/* The loop's posts phase and its closing of the door (posts.c). */
+CIO_HIDDEN void cio__posts_take(cio_loop *loop);
+CIO_HIDDEN void cio__posts_close(cio_loop *loop);
 /* Loop checks shared by every scheduling entry point. */
 CIO_HIDDEN int cio__loop_check(cio_loop *loop);
 /* call_soon_threadsafe with a drop (may be NULL: frees arg if the loop

@@ -4,6 +4,7 @@
  *   poll    ask the backend which fds are ready (or sleep until a timer;
  *           on a virtual clock, jump the clock to it instead)
  *   posts   take what other threads handed over with call_soon_threadsafe
+ *           (posts.c)
  *   timers  move due timers to the ready queue, in (deadline, seq) order
  *   ready   run the callbacks that were ready when the phase began
  *
@@ -27,8 +28,7 @@
 enum {
     SLAB_HANDLES = 64,
     POLL_EVERY = 256,          /* callbacks between polls while busy */
-    HANDLE_POOLED = 0,         /* cio__handle.embedded values */
-    HANDLE_EMBEDDED = 1
+    HANDLE_POOLED = CIO__HANDLE_POOLED
 };
 
 struct cio__slab {
@@ -74,16 +74,6 @@ static void handle_put(cio_loop *loop, cio__handle *h)
     cio__list_push_back(&loop->free_handles, &h->link);
 }
 
-void cio__handle_init(cio__handle *h, cio_loop *loop, cio_callback cb,
-                      void *arg)
-{
-    memset(h, 0, sizeof *h);
-    cio__list_init(&h->link);
-    h->cb = cb;
-    h->arg = arg;
-    h->loop = loop;
-    h->embedded = HANDLE_EMBEDDED;
-}
 
 /* ------------------------------------------------------------ timer heap
  * A binary min-heap on (when, seq); each handle knows its index, so
@@ -158,13 +148,6 @@ static void heap_remove(cio_loop *loop, cio__handle *h)
 
 /* ------------------------------------------------------------ scheduling */
 
-void cio__handle_schedule(cio__handle *h)
-{
-    if (h->state != CIO__H_IDLE)
-        return;
-    h->state = CIO__H_READY;
-    cio__list_push_back(&h->loop->ready, &h->link);
-}
 
 int cio__handle_schedule_at(cio__handle *h, double when)
 {
@@ -289,107 +272,6 @@ int cio_handle_cancel(cio_handle handle)
     return 1;
 }
 
-/* ---------------------------------------------------- threadsafe posting
- * Posters append (cb, arg) to a vector under a mutex, libuv's way: no
- * allocation per post once the vector has grown. Each iteration the loop
- * swaps the vector out and schedules one embedded handle that runs the
- * batch in order: the same order as if each post had been appended to the
- * ready queue, as asyncio does.
- *
- * A poster writes the eventfd (holding the lock, so the loop cannot be
- * closed under it) only when the loop sleeps in the kernel and
- * no wake-up is outstanding, so a busy loop takes posts without a system
- * call. The loop sets `sleeping` before re-checking post_count, and a
- * poster sets post_count before reading `sleeping`: with sequential
- * consistency one of the two always sees the other, so no post is missed.
- */
-
-/* The eventfd is written and read directly, not through cio__sys_*: its
- * only failure is EAGAIN with the counter full, which leaves it readable,
- * so there is no error path to test, and a lost wake-up would hang. */
-static void wake_loop(cio_loop *loop)
-{
-    uint64_t one = 1;
-    ssize_t n = write(loop->wakefd, &one, sizeof one);
-    (void)n;
-}
-
-/* With post_lock held, after something was queued for the loop. */
-static void posted_locked(cio_loop *loop)
-{
-    atomic_fetch_add(&loop->posts.count, 1);
-    /* Still under the lock: once it is released the loop may run the post,
-     * close and be freed, so nothing of it may be touched after. */
-    if (atomic_load(&loop->posts.sleeping) &&
-        !atomic_exchange(&loop->posts.wake_sent, 1))
-        wake_loop(loop);
-}
-
-/* ------------------------------------------------------------- bridges
- * A bridge carries one result from another thread to the loop with no
- * allocation (so landing cannot fail) and without ever touching a loop
- * that closed first. The protocol, all of it here:
- *   loop thread: cio__bridge_open lists it, before the other thread can
- *     finish; cio__bridge_unopen takes it back if that thread never
- *     started;
- *   other thread: cio__bridge_land claims it (FLYING -> LANDING) and moves
- *     it to loop->posts.arrived under post_lock; the loop then runs `deliver`;
- *   a closing loop orphans every unclaimed bridge (FLYING -> ORPHANED,
- *     `orphaned` runs; the other thread's land then returns false and
- *     must not touch the loop), waits for claimed ones to arrive, and
- *     runs `deliver.drop` for arrived ones it will never deliver. */
-void cio__bridge_open(cio_loop *loop, cio__bridge *b, cio_callback deliver,
-                      cio_callback dropped, void (*orphaned)(cio__bridge *),
-                      void *arg)
-{
-    atomic_init(&b->state, CIO__BRIDGE_FLYING);
-    cio__handle_init(&b->deliver, loop, deliver, arg);
-    b->deliver.drop = dropped;
-    b->orphaned = orphaned;
-    pthread_mutex_lock(&loop->posts.lock);
-    cio__list_push_back(&loop->posts.bridges, &b->link);
-    pthread_mutex_unlock(&loop->posts.lock);
-}
-
-void cio__bridge_unopen(cio__bridge *b)
-{
-    cio_loop *loop = b->deliver.loop;
-    pthread_mutex_lock(&loop->posts.lock);
-    cio__list_unlink(&b->link);
-    pthread_mutex_unlock(&loop->posts.lock);
-}
-
-bool cio__bridge_land(cio__bridge *b)
-{
-    /* Read before the claim: once orphaned, b->deliver may be torn down. */
-    cio_loop *loop = b->deliver.loop;
-    int flying = CIO__BRIDGE_FLYING;
-    if (!atomic_compare_exchange_strong(&b->state, &flying,
-                                        CIO__BRIDGE_LANDING))
-        return false;
-    pthread_mutex_lock(&loop->posts.lock); /* a closing loop waits for us */
-    cio__list_unlink(&b->link);
-    cio__list_push_back(&loop->posts.arrived, &b->link);
-    posted_locked(loop);
-    pthread_mutex_unlock(&loop->posts.lock);
-    return true;
-}
-
-static int post_locked(cio_loop *loop, cio_callback cb, cio_callback drop,
-                       void *arg)
-{
-    if (loop->closed)
-        return -ESHUTDOWN;
-    cio__post *p = cio__grow(loop->posts.posted, &loop->posts.posted_cap,
-                             loop->posts.nposted + 1, sizeof *p, 64);
-    if (!p)
-        return -ENOMEM;
-    loop->posts.posted = p;
-    loop->posts.posted[loop->posts.nposted++] = (cio__post){cb, drop, arg};
-    posted_locked(loop);
-    return 0;
-}
-
 int cio_call_soon_threadsafe(cio_loop *loop, cio_callback cb, void *arg)
 {
     if (!loop || !cb)
@@ -401,15 +283,6 @@ int cio_call_soon_threadsafe(cio_loop *loop, cio_callback cb, void *arg)
     return cio__post_threadsafe(loop, cb, NULL, arg);
 }
 
-int cio__post_threadsafe(cio_loop *loop, cio_callback cb, cio_callback drop,
-                         void *arg)
-{
-    pthread_mutex_lock(&loop->posts.lock);
-    int err = post_locked(loop, cb, drop, arg);
-    pthread_mutex_unlock(&loop->posts.lock);
-    return err;
-}
-
 static void run_one(cio_loop *loop, cio_callback cb, void *arg);
 
 static void run_posts(void *arg)
@@ -418,35 +291,6 @@ static void run_posts(void *arg)
     for (size_t i = 0; i < loop->posts.ntorun; i++)
         run_one(loop, loop->posts.torun[i].cb, loop->posts.torun[i].arg);
     loop->posts.ntorun = 0;
-}
-
-/* Takes what other threads posted since the last iteration. */
-static void take_posts(cio_loop *loop)
-{
-    if (!atomic_load_explicit(&loop->posts.count, memory_order_relaxed) ||
-        loop->posts.ntorun)
-        return;
-    cio__list arrived;
-    cio__list_init(&arrived);
-    pthread_mutex_lock(&loop->posts.lock);
-    cio__post *p = loop->posts.torun;
-    size_t cap = loop->posts.torun_cap;
-    loop->posts.torun = loop->posts.posted;
-    loop->posts.torun_cap = loop->posts.posted_cap;
-    loop->posts.ntorun = loop->posts.nposted;
-    loop->posts.posted = p;
-    loop->posts.posted_cap = cap;
-    loop->posts.nposted = 0;
-    cio__list_splice(&arrived, &loop->posts.arrived);
-    atomic_store(&loop->posts.count, 0);
-    pthread_mutex_unlock(&loop->posts.lock);
-    if (loop->posts.ntorun)
-        cio__handle_schedule(&loop->posts.batch);
-    cio__list *n;
-    while ((n = cio__list_pop_front(&arrived))) {
-        cio__bridge *b = cio__container_of(n, cio__bridge, link);
-        cio__handle_schedule(&b->deliver);
-    }
 }
 
 /* ---------------------------------------------------------- fd watchers */
@@ -551,7 +395,7 @@ static void io_event(cio_loop *loop, int fd, unsigned events)
 {
     if (fd == loop->wakefd) {
         uint64_t count;
-        ssize_t n = read(fd, &count, sizeof count); /* see wake_loop */
+        ssize_t n = read(fd, &count, sizeof count); /* posts.c writes it */
         (void)n;
         atomic_store(&loop->posts.wake_sent, 0);
         return;
@@ -603,7 +447,7 @@ static int poll_timeout(cio_loop *loop, double max_wait)
 }
 
 /* One call into the backend; with a timeout, posters are told to wake us
- * (see posted_locked) and a post that came first cancels the sleep. */
+ * (see posts.c) and a post that came first cancels the sleep. */
 static int backend_wait(cio_loop *loop, int timeout)
 {
     if (timeout != 0) {
@@ -724,7 +568,7 @@ static int iterate(cio_loop *loop, double max_wait, bool always_poll)
     int err = poll_phase(loop, max_wait, always_poll);
     if (err < 0)
         return err;
-    take_posts(loop);
+    cio__posts_take(loop);
     timers_phase(loop);
     return ready_phase(loop);
 }
@@ -940,58 +784,6 @@ fail_loop:
     return err;
 }
 
-/* Closes the door to other threads: from here posters get -ESHUTDOWN.
- * Posts that never ran are dropped, and work in flight in executors is
- * orphaned: its worker frees what it shares with us when it finishes. */
-static void close_posts(cio_loop *loop)
-{
-    cio__list orphans, arrived, *n;
-    cio__list_init(&orphans);
-    cio__list_init(&arrived);
-    /* A worker that already claimed its bridge (LANDING) is about to take
-     * the lock to land it: let it, so that no worker touches this loop
-     * after it is freed. Unclaimed ones are orphaned: their workers will
-     * never come near the loop. */
-    for (bool landing = true; landing;) {
-        landing = false;
-        pthread_mutex_lock(&loop->posts.lock);
-        loop->closed = true;
-        for (n = loop->posts.bridges.next; n != &loop->posts.bridges;) {
-            cio__bridge *b = cio__container_of(n, cio__bridge, link);
-            n = n->next;
-            int flying = CIO__BRIDGE_FLYING;
-            if (atomic_compare_exchange_strong(&b->state, &flying,
-                                               CIO__BRIDGE_ORPHANED)) {
-                cio__list_unlink(&b->link);
-                cio__list_push_back(&orphans, &b->link);
-            } else {
-                landing = true;
-            }
-        }
-        cio__list_splice(&arrived, &loop->posts.arrived);
-        pthread_mutex_unlock(&loop->posts.lock);
-        if (landing)
-            sched_yield();
-    }
-    while ((n = cio__list_pop_front(&arrived))) {
-        cio__bridge *b = cio__container_of(n, cio__bridge, link);
-        b->deliver.drop(b->deliver.arg);
-    }
-    /* Nobody appends now; the lock is not needed to read them. */
-    while ((n = cio__list_pop_front(&orphans))) {
-        cio__bridge *b = cio__container_of(n, cio__bridge, link);
-        b->orphaned(b);
-    }
-    for (size_t i = 0; i < loop->posts.ntorun; i++)
-        if (loop->posts.torun[i].drop)
-            loop->posts.torun[i].drop(loop->posts.torun[i].arg);
-    for (size_t i = 0; i < loop->posts.nposted; i++)
-        if (loop->posts.posted[i].drop)
-            loop->posts.posted[i].drop(loop->posts.posted[i].arg);
-    loop->posts.nposted = loop->posts.ntorun = 0;
-    atomic_store(&loop->posts.count, 0);
-}
-
 /* Drops every queued callback: pool handles go back to the pool, embedded
  * ones are left to their owners (already torn down by now). */
 static void drop_handles(cio_loop *loop)
@@ -1025,7 +817,7 @@ void cio__loop_close_core(cio_loop *loop)
             (void)loop->backend->watch(loop, fd, loop->watchers[fd]->events, 0);
             free_watcher(loop, fd);
         }
-    close_posts(loop);
+    cio__posts_close(loop);
     drop_handles(loop);
     loop->backend->fini(loop);
     cio__sys_close(loop->wakefd);

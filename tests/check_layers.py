@@ -15,6 +15,7 @@ import sys
 FLOORS = """
 sys error ctx stack list internal
 backend_epoll backend_poll
+posts
 loop
 future
 task
