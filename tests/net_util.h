@@ -12,6 +12,7 @@
 #define CIO_TESTS_NET_UTIL_H
 
 #include "harness.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -84,11 +85,7 @@ static inline void watch_reports(cio_loop *loop, bool fatal)
               0);
 }
 
-/* Bytes that tell where they are: byte i of a stream is pat(i). */
-static inline char pat(size_t i)
-{
-    return (char)((i * 131u + (i >> 9)) & 0xff);
-}
+/* Bytes that tell where they are: byte i of a stream is pat(i) (util.h). */
 
 static inline void fill(char *buf, size_t n, size_t offset)
 {

@@ -8,7 +8,7 @@
  * call that returned 0 for something that then never happened, or a
  * failed recovery. */
 #define _GNU_SOURCE
-#include "harness.h"
+#include "util.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -21,7 +21,7 @@ typedef int (*scenario_fn)(void *arg);
 
 /* The longest any wait that must end is given, however slow the machine:
  * a scenario that hits it has lost something. */
-static double bound(void) { return 5.0 * (getenv("CIO_TEST_SLOW") ? 10 : 1); }
+static double bound(void) { return 5.0 * tscale(); }
 
 /* Runs fn as a task of loop until it finishes, with the armed fault;
  * then lifts the fault (*fired: whether it was met) and, if the loop

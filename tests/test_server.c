@@ -12,13 +12,6 @@
 /* ------------------------------------------------------------- helpers */
 
 /* Monotonic seconds: the back-off test bounds failures by time slept. */
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* AWAIT (net_util.h), returning the error instead of failing: a fault
  * scenario may see its wait fail and must unwind. */
 #define AWAIT_OR_RETURN(cond)                                                  \

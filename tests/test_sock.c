@@ -12,18 +12,6 @@
 
 /* The threads of this process: resolving a name starts the executor,
  * a numeric host must not. */
-static int thread_count(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    CHECK(d != NULL);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
 
 /* ------------------------------------------------------ socket coroutines */
 
