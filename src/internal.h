@@ -471,6 +471,8 @@ CIO_HIDDEN void cio__processes_close(cio_loop *loop);
 
 /* --------------------------------------------------------------- signals */
 CIO_HIDDEN void cio__signals_close(cio_loop *loop);
+/* Whether this is the process's main thread (signals are handled there). */
+CIO_HIDDEN bool cio__main_thread(void);
 
 /* ------------------------------------------------------------ networking
  * What the rest of cio needs of sock.c, transport.c, connect.c, server.c;

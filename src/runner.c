@@ -7,8 +7,6 @@
 #include "internal.h"
 
 #include <signal.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 /* ---------------------------------------------------------- the teardown
  * Order matters: each step may still need what the later ones tear down.
@@ -98,13 +96,11 @@ static void on_sigint(void *arg)
     raise(SIGINT);
 }
 
-static bool main_thread(void) { return getpid() == (pid_t)syscall(SYS_gettid); }
-
 /* Returns whether the handler is in place (st is then in use). */
 static bool sigint_begin(cio_loop *loop, sigint_state *st)
 {
     struct sigaction old;
-    if (!main_thread() || sigaction(SIGINT, NULL, &old) < 0 ||
+    if (!cio__main_thread() || sigaction(SIGINT, NULL, &old) < 0 ||
         old.sa_handler != SIG_DFL || (old.sa_flags & SA_SIGINFO))
         return false;
     /* Failing that, Ctrl-C just kills, as it would without cio. */

@@ -25,7 +25,7 @@ struct cio__signals {
     sig_handler handlers[NSIG];
 };
 
-static bool main_thread(void) { return getpid() == (pid_t)syscall(SYS_gettid); }
+bool cio__main_thread(void) { return getpid() == (pid_t)syscall(SYS_gettid); }
 
 static void on_signals(void *arg)
 {
@@ -49,7 +49,7 @@ int cio_add_signal_handler(cio_loop *loop, int signum, cio_callback cb,
     if (!cb || signum <= 0 || signum >= NSIG || signum == SIGKILL ||
         signum == SIGSTOP)
         return -EINVAL;
-    if (!main_thread())
+    if (!cio__main_thread())
         return -EPERM;
     struct cio__signals *s = loop->signals;
     if (!s) {
