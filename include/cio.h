@@ -25,7 +25,7 @@
 #include <sys/uio.h>
 #include <netdb.h>
 
-/* Declared here too: strict C11 builds see <netdb.h> without it. */
+/** Declared here too: strict C11 builds see <netdb.h> without it. */
 struct addrinfo;
 
 #ifdef __cplusplus
@@ -46,13 +46,13 @@ extern "C" {
 #define CIO_VERSION_MINOR 2
 #define CIO_VERSION_PATCH 0
 #define CIO_VERSION_STRING "0.2.0"
-/* MAJOR << 16 | MINOR << 8 | PATCH: comparable with < and >. */
+/** MAJOR << 16 | MINOR << 8 | PATCH: comparable with < and >. */
 #define CIO_VERSION_HEX                                                        \
     ((CIO_VERSION_MAJOR << 16) | (CIO_VERSION_MINOR << 8) | CIO_VERSION_PATCH)
 
-/* Returns the library's CIO_VERSION_HEX. */
+/** Returns the library's CIO_VERSION_HEX. */
 CIO_API unsigned cio_version(void);
-/* Returns the library's CIO_VERSION_STRING (static, never NULL). */
+/** Returns the library's CIO_VERSION_STRING (static, never NULL). */
 CIO_API const char *cio_version_string(void);
 
 /* ---------------------------------------------------------------- errors
@@ -64,11 +64,11 @@ CIO_API const char *cio_version_string(void);
 #define CIO_EINCOMPLETE (-30001) /* IncompleteReadError: EOF before the end */
 #define CIO_ELIMIT (-30002)      /* LimitOverrunError: buffer limit reached */
 #define CIO_EBROKEN (-30003)     /* BrokenBarrierError */
-/* getaddrinfo's EAI_* code e (negative in glibc) is CIO_EAI_BASE + e. */
+/** getaddrinfo's EAI_* code e (negative in glibc) is CIO_EAI_BASE + e. */
 #define CIO_EAI_BASE (-30100)
 #define CIO_EAI(e) (CIO_EAI_BASE + (e))
 
-/* Returns the name of an error code (0, a negative errno or CIO_E*):
+/** Returns the name of an error code (0, a negative errno or CIO_E*):
  * a static string, never NULL ("unknown error" for codes it does not know). */
 CIO_API const char *cio_strerror(int err);
 
@@ -92,29 +92,29 @@ typedef struct cio_loop_options {
     double slow_callback_duration; /* debug: warn above this (s); 0 = 0.1 */
 } cio_loop_options;
 
-/* Creates a loop; opts may be NULL. *loop is the caller's until
+/** Creates a loop; opts may be NULL. *loop is the caller's until
  * cio_loop_free(). Returns 0, -ENOMEM, -EMFILE, -EINVAL (unknown backend). */
 CIO_API int cio_loop_new(cio_loop **loop, const cio_loop_options *opts);
 
-/* Closes the loop: drops pending callbacks, timers and watchers, reports
+/** Closes the loop: drops pending callbacks, timers and watchers, reports
  * objects still alive. Returns 0 (also when already closed), -EBUSY when
  * running. The memory stays until cio_loop_free(). */
 CIO_API int cio_loop_close(cio_loop *loop);
 
-/* Closes (if needed) and frees the loop. NULL is a no-op. Must not be
+/** Closes (if needed) and frees the loop. NULL is a no-op. Must not be
  * called while the loop runs. */
 CIO_API void cio_loop_free(cio_loop *loop);
 
-/* Runs until cio_loop_stop(). Returns 0, -EBUSY (already running, or this
+/** Runs until cio_loop_stop(). Returns 0, -EBUSY (already running, or this
  * thread runs another loop), -ESHUTDOWN (closed). */
 CIO_API int cio_loop_run_forever(cio_loop *loop);
 
-/* Runs one iteration, waiting at most `timeout` seconds for I/O or timers
+/** Runs one iteration, waiting at most `timeout` seconds for I/O or timers
  * (negative: as long as needed, 0: not at all) - for embedding cio in
  * another loop. Returns the number of callbacks run, or as run_forever. */
 CIO_API int cio_loop_run_once(cio_loop *loop, double timeout);
 
-/* Asks the running loop to stop after the current iteration; called while
+/** Asks the running loop to stop after the current iteration; called while
  * not running, the next run_forever runs one iteration and stops.
  * Returns 0 or -EINVAL (NULL). */
 CIO_API int cio_loop_stop(cio_loop *loop);
@@ -122,12 +122,12 @@ CIO_API int cio_loop_stop(cio_loop *loop);
 CIO_API int cio_loop_is_running(const cio_loop *loop); /* 1 or 0 */
 CIO_API int cio_loop_is_closed(const cio_loop *loop);  /* 1 or 0 */
 
-/* The loop's monotonic clock in seconds, read at most once per iteration
+/** The loop's monotonic clock in seconds, read at most once per iteration
  * (the first call in an iteration reads it, later ones return the same);
  * on a virtual clock (below), the virtual time. */
 CIO_API double cio_loop_time(cio_loop *loop);
 
-/* A virtual clock, for tests (Trio's MockClock with autojump): from this
+/** A virtual clock, for tests (Trio's MockClock with autojump): from this
  * call on, cio_loop_time() reads `start` and time moves only when the loop
  * has nothing to do. An iteration that would sleep (no ready callbacks, no
  * posts from other threads) instead polls the fds without waiting, so I/O
@@ -153,36 +153,36 @@ CIO_API double cio_loop_time(cio_loop *loop);
  * -ESHUTDOWN, -EPERM (debug mode, wrong thread). */
 CIO_API int cio_loop_set_virtual_clock(cio_loop *loop, double start);
 
-/* Moves the virtual clock forward by `seconds` (>= 0) at once; the timers
+/** Moves the virtual clock forward by `seconds` (>= 0) at once; the timers
  * that became due go to the ready queue in deadline order, ahead of what
  * is scheduled after this call, and run in the loop's next iteration:
  * from a task, at its next suspension (cio_sleep(0) is enough). Returns 0,
  * -EINVAL (NULL, a bad `seconds`, no virtual clock), -ESHUTDOWN, -EPERM. */
 CIO_API int cio_loop_advance(cio_loop *loop, double seconds);
 
-/* Returns the loop running in this thread (borrowed), or NULL. */
+/** Returns the loop running in this thread (borrowed), or NULL. */
 CIO_API cio_loop *cio_get_running_loop(void);
 
-/* Debug mode: warns about slow callbacks and catches calls from a thread
+/** Debug mode: warns about slow callbacks and catches calls from a thread
  * that does not own the loop (they then return -EPERM). set returns 0 or
  * -EINVAL (NULL loop); get returns 1 or 0 (0 for NULL). */
 CIO_API int cio_loop_set_debug(cio_loop *loop, int enabled);
 CIO_API int cio_loop_get_debug(const cio_loop *loop);
 
-/* A scheduled callback, returned by value: cancelling it after it ran (or
+/** A scheduled callback, returned by value: cancelling it after it ran (or
  * after it was cancelled) is a harmless no-op, while the loop lives. */
 typedef struct cio_handle {
     void *slot;
     uint64_t id;
 } cio_handle;
 
-/* Schedules cb(arg) for the next iteration. *handle (may be NULL) can cancel
+/** Schedules cb(arg) for the next iteration. *handle (may be NULL) can cancel
  * it. Returns 0, -EINVAL (NULL loop or cb), -ESHUTDOWN (closed), -ENOMEM,
  * -EPERM (debug mode, wrong thread). */
 CIO_API int cio_call_soon(cio_loop *loop, cio_callback cb, void *arg,
                           cio_handle *handle);
 
-/* Schedules cb(arg) in `delay` seconds (>= 0, not NaN), or at loop time
+/** Schedules cb(arg) in `delay` seconds (>= 0, not NaN), or at loop time
  * `when` (not NaN). Returns as cio_call_soon, plus -EINVAL for a bad delay
  * or when. */
 CIO_API int cio_call_later(cio_loop *loop, double delay, cio_callback cb,
@@ -190,16 +190,16 @@ CIO_API int cio_call_later(cio_loop *loop, double delay, cio_callback cb,
 CIO_API int cio_call_at(cio_loop *loop, double when, cio_callback cb,
                         void *arg, cio_handle *handle);
 
-/* From any thread: schedules cb(arg) and wakes the loop. Returns 0,
+/** From any thread: schedules cb(arg) and wakes the loop. Returns 0,
  * -EINVAL, -ESHUTDOWN, -ENOMEM. */
 CIO_API int cio_call_soon_threadsafe(cio_loop *loop, cio_callback cb,
                                      void *arg);
 
-/* Cancels a scheduled callback. Returns 1 if it was pending and will not
+/** Cancels a scheduled callback. Returns 1 if it was pending and will not
  * run, 0 if it already ran or was cancelled. */
 CIO_API int cio_handle_cancel(cio_handle handle);
 
-/* Watches fd (level-triggered): cb(arg) runs each iteration the fd is
+/** Watches fd (level-triggered): cb(arg) runs each iteration the fd is
  * readable / writable. One callback per fd and direction; adding again
  * replaces it. Returns 0, -EBADF (fd not open), -EINVAL, -ESHUTDOWN,
  * -ENOMEM, -EPERM (a regular file: epoll cannot watch it). */
@@ -208,12 +208,12 @@ CIO_API int cio_add_reader(cio_loop *loop, int fd, cio_callback cb,
 CIO_API int cio_add_writer(cio_loop *loop, int fd, cio_callback cb,
                            void *arg);
 
-/* Stops watching. Returns 1 if a watcher was removed, 0 if none, or
+/** Stops watching. Returns 1 if a watcher was removed, 0 if none, or
  * -EINVAL. The fd is the caller's: remove watchers before closing it. */
 CIO_API int cio_remove_reader(cio_loop *loop, int fd);
 CIO_API int cio_remove_writer(cio_loop *loop, int fd);
 
-/* What an error the library cannot return concerned: asyncio's context
+/** What an error the library cannot return concerned: asyncio's context
  * dict. All pointers are borrowed for the duration of the handler call. */
 typedef struct cio_error_context {
     const char *message; /* what happened, never NULL */
@@ -227,18 +227,18 @@ typedef void (*cio_exception_handler)(cio_loop *loop,
                                       const cio_error_context *ctx,
                                       void *arg);
 
-/* Installs handler (NULL restores the default, which prints to stderr).
+/** Installs handler (NULL restores the default, which prints to stderr).
  * Returns 0 or -EINVAL. */
 CIO_API int cio_loop_set_exception_handler(cio_loop *loop,
                                            cio_exception_handler handler,
                                            void *arg);
 
-/* Reports ctx through the loop's handler; library and user code use it for
+/** Reports ctx through the loop's handler; library and user code use it for
  * errors they cannot return. Returns 0 or -EINVAL. */
 CIO_API int cio_loop_call_exception_handler(cio_loop *loop,
                                             const cio_error_context *ctx);
 
-/* The default handler: one line on stderr, "cio: <message>" and details. */
+/** The default handler: one line on stderr, "cio: <message>" and details. */
 CIO_API void cio_loop_default_exception_handler(cio_loop *loop,
                                                 const cio_error_context *ctx);
 
@@ -255,45 +255,45 @@ typedef struct cio_future cio_future;
 typedef struct cio_future cio_task;
 typedef void (*cio_done_callback)(cio_future *fut, void *arg);
 
-/* Creates a pending future on loop (NULL: the running loop). The caller
+/** Creates a pending future on loop (NULL: the running loop). The caller
  * owns the one reference. Returns 0, -EINVAL (no loop), -ENOMEM. */
 CIO_API int cio_future_new(cio_loop *loop, cio_future **fut);
 
-/* Adds a reference (returns fut) / drops one (frees at zero; NULL ok). */
+/** Adds a reference (returns fut) / drops one (frees at zero; NULL ok). */
 CIO_API cio_future *cio_future_ref(cio_future *fut);
 CIO_API void cio_future_unref(cio_future *fut);
 
-/* Completes the future with status 0 and value (a borrowed pointer the
+/** Completes the future with status 0 and value (a borrowed pointer the
  * future only carries). Returns 0, or -EINVAL when already done. */
 CIO_API int cio_future_set_result(cio_future *fut, void *value);
 
-/* Completes the future with error err (< 0, not -ECANCELED: use cancel).
+/** Completes the future with error err (< 0, not -ECANCELED: use cancel).
  * Returns 0, or -EINVAL when already done or err is not an error. */
 CIO_API int cio_future_set_error(cio_future *fut, int err);
 
-/* Cancels the future (for a task: requests cancellation). Returns 1 if
+/** Cancels the future (for a task: requests cancellation). Returns 1 if
  * it was pending, 0 if already done. */
 CIO_API int cio_future_cancel(cio_future *fut);
 
 CIO_API int cio_future_done(const cio_future *fut);      /* 1 or 0 */
 CIO_API int cio_future_cancelled(const cio_future *fut); /* 1 or 0 */
 
-/* The result: returns the status (>= 0) and sets *value (may be NULL), or
+/** The result: returns the status (>= 0) and sets *value (may be NULL), or
  * the error, -ECANCELED if cancelled, -EAGAIN if not done yet. Marks the
  * error retrieved. */
 CIO_API int cio_future_result(cio_future *fut, void **value);
 
-/* Adds cb(fut, arg), scheduled when the future completes (at once if it is
+/** Adds cb(fut, arg), scheduled when the future completes (at once if it is
  * done). Returns 0, -EINVAL, -ENOMEM. */
 CIO_API int cio_future_add_done_callback(cio_future *fut,
                                          cio_done_callback cb, void *arg);
 
-/* Removes every registration of (cb, arg); returns how many, or -EINVAL
+/** Removes every registration of (cb, arg); returns how many, or -EINVAL
  * for a NULL fut. */
 CIO_API int cio_future_remove_done_callback(cio_future *fut,
                                             cio_done_callback cb, void *arg);
 
-/* Returns the loop fut belongs to (borrowed, valid while the loop lives),
+/** Returns the loop fut belongs to (borrowed, valid while the loop lives),
  * or NULL for a NULL fut. */
 CIO_API cio_loop *cio_future_get_loop(const cio_future *fut);
 
@@ -319,50 +319,50 @@ typedef struct cio_task_options {
     size_t stack_size; /* bytes of address space; 0: 256 KiB */
 } cio_task_options;
 
-/* Starts fn(arg) as a task on the running loop. *task (may be NULL) gets a
+/** Starts fn(arg) as a task on the running loop. *task (may be NULL) gets a
  * reference the caller must drop. Returns 0, -EINVAL (no running loop),
  * -ENOMEM. */
 CIO_API int cio_create_task(cio_task_fn fn, void *arg, cio_task **task);
 
-/* The extended form: a given loop (NULL: the running one) and options (may
+/** The extended form: a given loop (NULL: the running one) and options (may
  * be NULL). Returns 0, -EINVAL (no loop, NULL fn), -ESHUTDOWN (closed
  * loop), -EPERM (debug mode, wrong thread), -ENOMEM (memory, or no stack
  * of that size could be reserved). */
 CIO_API int cio_task_new(cio_loop *loop, cio_task_fn fn, void *arg,
                          const cio_task_options *opts, cio_task **task);
 
-/* Returns the task running in this thread (borrowed), or NULL. */
+/** Returns the task running in this thread (borrowed), or NULL. */
 CIO_API cio_task *cio_current_task(void);
 
-/* Stores up to cap unfinished tasks of loop (NULL: running) in out
+/** Stores up to cap unfinished tasks of loop (NULL: running) in out
  * (borrowed until the caller next suspends); returns how many there are,
  * or -EINVAL (no loop). */
 CIO_API int cio_all_tasks(cio_loop *loop, cio_task **out, size_t cap);
 
-/* get returns the task's name (valid while the task lives; "Task-N" if
+/** get returns the task's name (valid while the task lives; "Task-N" if
  * none was given), or NULL if task is not a task. set copies name and
  * returns 0, -EINVAL (not a task, NULL name), -ENOMEM. */
 CIO_API const char *cio_task_get_name(const cio_task *task);
 CIO_API int cio_task_set_name(cio_task *task, const char *name);
 
-/* Requests cancellation. Returns 1 if the task was not done, 0 if it was,
+/** Requests cancellation. Returns 1 if the task was not done, 0 if it was,
  * -EINVAL if not a task. */
 CIO_API int cio_task_cancel(cio_task *task);
 
-/* Returns how many cancellation requests are pending (asyncio's
+/** Returns how many cancellation requests are pending (asyncio's
  * cancelling()), or -EINVAL if task is not a task. */
 CIO_API int cio_task_cancelling(const cio_task *task);
 
-/* Withdraws one request; returns how many remain, or -EINVAL if task is
+/** Withdraws one request; returns how many remain, or -EINVAL if task is
  * not a task. At zero, suspension points work again (for cleanup that must
  * await). */
 CIO_API int cio_task_uncancel(cio_task *task);
 
-/* Sets the current task's result value (a borrowed pointer carried as its
+/** Sets the current task's result value (a borrowed pointer carried as its
  * future's value). Returns 0, or -EINVAL outside a task. */
 CIO_API int cio_task_set_value(void *value);
 
-/* Suspends the current task until fut is done. Returns fut's status (value
+/** Suspends the current task until fut is done. Returns fut's status (value
  * in *value, which may be NULL), fut's error, -ECANCELED if this task is
  * cancelled (then fut is cancelled too), -ETIMEDOUT if an enclosing
  * timeout scope expired, -EINVAL (NULL, or not inside a task), -EDEADLK
@@ -380,7 +380,7 @@ CIO_API int cio_await(cio_future *fut, void **value);
  * the group and the first failure cancels the rest.
  */
 
-/* asyncio.run: a new loop, fn(arg) as its main task until it finishes,
+/** asyncio.run: a new loop, fn(arg) as its main task until it finishes,
  * then cancels and finishes the tasks left, closes and frees the loop.
  * In the main thread, with SIGINT at its default, the first Ctrl-C cancels
  * the main task (which may clean up) and a second one interrupts for real,
@@ -388,22 +388,22 @@ CIO_API int cio_await(cio_future *fut, void **value);
  * -EBUSY if this thread already runs a loop. */
 CIO_API int cio_run(cio_task_fn fn, void *arg);
 
-/* Runs loop until fut is done. Returns fut's status or error, -EAGAIN if
+/** Runs loop until fut is done. Returns fut's status or error, -EAGAIN if
  * the loop was stopped before fut was done, -EINVAL (NULL, or fut of
  * another loop), or as cio_loop_run_forever (-EBUSY, -ESHUTDOWN). */
 CIO_API int cio_loop_run_until_complete(cio_loop *loop, cio_future *fut);
 
-/* Suspends the current task for `seconds` (0 yields once). Returns 0,
+/** Suspends the current task for `seconds` (0 yields once). Returns 0,
  * -ECANCELED, -ETIMEDOUT (scope), -EINVAL. */
 CIO_API int cio_sleep(double seconds);
 
-/* One future's outcome, as gather and friends report it. */
+/** One future's outcome, as gather and friends report it. */
 typedef struct cio_result {
     int status;  /* >= 0 or an error */
     void *value; /* borrowed */
 } cio_result;
 
-/* Waits for all n futures; results[i] is future i's (may be NULL). Returns
+/** Waits for all n futures; results[i] is future i's (may be NULL). Returns
  * 0 when all succeeded, else the first error to happen (the others keep
  * running, as in asyncio). With return_exceptions, waits for all and
  * returns 0, each slot holding its own status. If the calling task is
@@ -417,7 +417,7 @@ typedef enum cio_wait_mode {
     CIO_FIRST_EXCEPTION
 } cio_wait_mode;
 
-/* Waits (timeout < 0: no timeout) until `mode` holds; the futures are not
+/** Waits (timeout < 0: no timeout) until `mode` holds; the futures are not
  * cancelled on timeout. done and pending (each room for n, may be NULL)
  * receive the two sets in argument order; *ndone / *npending their sizes.
  * Returns 0 (also on timeout), -ECANCELED, -ETIMEDOUT (an enclosing scope
@@ -428,32 +428,32 @@ CIO_API int cio_wait(cio_future *const *futs, size_t n, cio_wait_mode mode,
                      double timeout, cio_future **done, size_t *ndone,
                      cio_future **pending, size_t *npending);
 
-/* Awaits fut for at most timeout seconds (< 0: none). On timeout, cancels
+/** Awaits fut for at most timeout seconds (< 0: none). On timeout, cancels
  * fut, waits for it to finish and returns -ETIMEDOUT (or the result fut
  * still produced). Otherwise returns as cio_await; -EINVAL for a NaN
  * timeout. */
 CIO_API int cio_wait_for(cio_future *fut, double timeout, void **value);
 
-/* asyncio.as_completed: an iterator yielding futures as they finish. */
+/** asyncio.as_completed: an iterator yielding futures as they finish. */
 typedef struct cio_as_completed cio_as_completed;
 
-/* Starts iterating n futures (timeout < 0: none); *it is the caller's
+/** Starts iterating n futures (timeout < 0: none); *it is the caller's
  * until cio_as_completed_free, and futs must outlive it. Returns 0,
  * -EINVAL (not in a task, NULL it, NaN timeout, a NULL future or one of
  * another loop), -EDEADLK (the calling task among them), -ENOMEM. */
 CIO_API int cio_as_completed_new(cio_future *const *futs, size_t n,
                                  double timeout, cio_as_completed **it);
-/* Suspends for the next finished future (*fut borrowed from the caller's
+/** Suspends for the next finished future (*fut borrowed from the caller's
  * array). Returns 1 with *fut set, 0 when all were returned, -ETIMEDOUT,
  * -ECANCELED, -EINVAL (NULL, not in a task). free: NULL is a no-op. */
 CIO_API int cio_as_completed_next(cio_as_completed *it, cio_future **fut);
 CIO_API void cio_as_completed_free(cio_as_completed *it);
 
-/* asyncio.shield: *out (the caller's reference) completes as fut does, but
+/** asyncio.shield: *out (the caller's reference) completes as fut does, but
  * cancelling *out does not cancel fut. Returns 0, -EINVAL, -ENOMEM. */
 CIO_API int cio_shield(cio_future *fut, cio_future **out);
 
-/* A timeout scope, in the caller's memory (usually the task's stack).
+/** A timeout scope, in the caller's memory (usually the task's stack).
  * Inside it, once the deadline passes, every suspension point returns
  * -ETIMEDOUT; cio_timeout_end() returns -ETIMEDOUT if this scope expired.
  * Scopes nest and must end in reverse order of their start.
@@ -468,7 +468,7 @@ typedef struct cio_timeout_scope {
     void *priv[16]; /* opaque: the scope's name, no allocation */
 } cio_timeout_scope;
 
-/* GCC and Clang: declares a scope that ends itself when the block that
+/** GCC and Clang: declares a scope that ends itself when the block that
  * declares it is left by any path (return, break, goto), as Python's
  * `async with asyncio.timeout()`. Open it with cio_timeout as usual; an
  * explicit cio_timeout_end still reads its result:
@@ -484,52 +484,52 @@ typedef struct cio_timeout_scope {
     cio_timeout_scope name __attribute__((cleanup(cio_timeout_leave))) = {{0}}
 #endif
 
-/* Opens a scope with a deadline `delay` seconds from now (< 0: none) or
+/** Opens a scope with a deadline `delay` seconds from now (< 0: none) or
  * at loop time `when` (< 0 or INFINITY: none). Returns 0, -EINVAL (not in
  * a task), -ENOMEM. */
 CIO_API int cio_timeout(cio_timeout_scope *scope, double delay);
 CIO_API int cio_timeout_at(cio_timeout_scope *scope, double when);
-/* Moves the deadline (when < 0: none). Returns 0, -EINVAL (expired,
+/** Moves the deadline (when < 0: none). Returns 0, -EINVAL (expired,
  * ended or never opened), -ENOMEM. */
 CIO_API int cio_timeout_reschedule(cio_timeout_scope *scope, double when);
-/* Returns the deadline in loop time, INFINITY for none, NaN for a scope
+/** Returns the deadline in loop time, INFINITY for none, NaN for a scope
  * never opened. */
 CIO_API double cio_timeout_when(const cio_timeout_scope *scope);
 CIO_API int cio_timeout_expired(const cio_timeout_scope *scope); /* 1 or 0 */
-/* Closes the scope. Returns 0, -ETIMEDOUT if it expired, -EINVAL if it is
+/** Closes the scope. Returns 0, -ETIMEDOUT if it expired, -EINVAL if it is
  * not the calling task's innermost open scope. */
 CIO_API int cio_timeout_end(cio_timeout_scope *scope);
-/* Ends the scope if it is still open (with any scope opened inside it and
+/** Ends the scope if it is still open (with any scope opened inside it and
  * left open), ignoring its result; a scope never opened (zeroed, as
  * CIO_TIMEOUT_SCOPE declares it) or already ended is left alone. No
  * return value: CIO_TIMEOUT_SCOPE's cleanup. */
 CIO_API void cio_timeout_leave(cio_timeout_scope *scope);
 
-/* asyncio.TaskGroup: tasks spawned into a group are joined together; the
+/** asyncio.TaskGroup: tasks spawned into a group are joined together; the
  * first child to fail cancels the others (and the parent task, until it
  * joins). Create it, spawn, join, free: all from one parent task. */
 typedef struct cio_task_group cio_task_group;
 
-/* Creates a group whose parent is the calling task; *group is the caller's
+/** Creates a group whose parent is the calling task; *group is the caller's
  * until cio_task_group_free. Returns 0, -EINVAL (NULL group, not in a
  * task), -ENOMEM. */
 CIO_API int cio_task_group_new(cio_task_group **group);
-/* Starts fn(arg) in the group; *task (may be NULL) is borrowed until the
+/** Starts fn(arg) in the group; *task (may be NULL) is borrowed until the
  * group is freed. Returns 0, -EINVAL (NULL group or fn), -ESHUTDOWN
  * (joined or aborted), -ENOMEM, or as cio_task_new. */
 CIO_API int cio_task_group_spawn(cio_task_group *group, cio_task_fn fn,
                                  void *arg, const cio_task_options *opts,
                                  cio_task **task);
-/* Waits for every child. Returns 0, the first child's error, -ECANCELED
+/** Waits for every child. Returns 0, the first child's error, -ECANCELED
  * if the parent was cancelled from outside (-ETIMEDOUT: its scope
  * expired), or -EINVAL (NULL, not the parent, already joined). */
 CIO_API int cio_task_group_join(cio_task_group *group);
-/* Children, in spawn order: each one's status stays readable. size
+/** Children, in spawn order: each one's status stays readable. size
  * returns how many were spawned (0 for NULL); task returns child i
  * (borrowed until the group is freed), NULL if i is out of range. */
 CIO_API size_t cio_task_group_size(const cio_task_group *group);
 CIO_API cio_task *cio_task_group_task(const cio_task_group *group, size_t i);
-/* Frees the group (joining first if the parent did not). */
+/** Frees the group (joining first if the parent did not). */
 CIO_API void cio_task_group_free(cio_task_group *group);
 
 /* -------------------------------------------------------------- threads
@@ -540,46 +540,46 @@ CIO_API void cio_task_group_free(cio_task_group *group);
  */
 typedef struct cio_cfuture cio_cfuture;
 typedef struct cio_executor cio_executor;
-/* Work for a thread: returns a status (>= 0) or an error (< 0). */
+/** Work for a thread: returns a status (>= 0) or an error (< 0). */
 typedef int (*cio_work_fn)(void *arg);
 
-/* Waits up to timeout seconds (< 0: forever) for the result, from any
+/** Waits up to timeout seconds (< 0: forever) for the result, from any
  * thread but a loop's own (it would block the loop). Returns the status,
  * the error, -ECANCELED, or -ETIMEDOUT (still pending). */
 CIO_API int cio_cfuture_result(cio_cfuture *fut, double timeout);
-/* Cancels: work not started never runs; a coroutine's task is cancelled.
+/** Cancels: work not started never runs; a coroutine's task is cancelled.
  * Returns 1 if it was pending, 0 if it was done or already running. */
 CIO_API int cio_cfuture_cancel(cio_cfuture *fut);
 CIO_API int cio_cfuture_done(cio_cfuture *fut);      /* 1 or 0 */
 CIO_API int cio_cfuture_cancelled(cio_cfuture *fut); /* 1 or 0 */
-/* Drops the caller's reference (NULL ok); any thread. */
+/** Drops the caller's reference (NULL ok); any thread. */
 CIO_API void cio_cfuture_unref(cio_cfuture *fut);
 
-/* Creates a thread pool of at most max_workers threads (<= 0: asyncio's
+/** Creates a thread pool of at most max_workers threads (<= 0: asyncio's
  * min(32, CPUs + 4)). *ex is the caller's until cio_executor_free().
  * Returns 0, -EINVAL, -ENOMEM. */
 CIO_API int cio_executor_new(cio_executor **ex, int max_workers);
 
-/* Runs fn(arg) in a worker; *fut (may be NULL) gets a reference the
+/** Runs fn(arg) in a worker; *fut (may be NULL) gets a reference the
  * caller must drop. Any thread. Returns 0, -ESHUTDOWN, -ENOMEM, -EAGAIN
  * (no thread could be started). */
 CIO_API int cio_executor_submit(cio_executor *ex, cio_work_fn fn, void *arg,
                                 cio_cfuture **fut);
 
-/* Stops accepting work. cancel_futures: queued work is cancelled, not run.
+/** Stops accepting work. cancel_futures: queued work is cancelled, not run.
  * wait: returns once every worker has finished. Returns 0 or -EINVAL. */
 CIO_API int cio_executor_shutdown(cio_executor *ex, int wait,
                                   int cancel_futures);
 
-/* Shuts down (waiting) and frees. NULL is a no-op. */
+/** Shuts down (waiting) and frees. NULL is a no-op. */
 CIO_API void cio_executor_free(cio_executor *ex);
 
-/* Makes ex the loop's default executor; the loop owns it from then on and
+/** Makes ex the loop's default executor; the loop owns it from then on and
  * shuts it down when it closes (a previous default is shut down, waiting,
  * and freed). Returns 0, -EINVAL, -ESHUTDOWN. */
 CIO_API int cio_loop_set_default_executor(cio_loop *loop, cio_executor *ex);
 
-/* asyncio's loop.run_in_executor: runs fn(arg) in ex (NULL: the loop's
+/** asyncio's loop.run_in_executor: runs fn(arg) in ex (NULL: the loop's
  * default executor, created on first use). *fut (the caller's reference)
  * completes on the loop's thread with fn's status. Cancelling *fut does
  * not stop a running thread: its result is then dropped. Loop thread only.
@@ -587,11 +587,11 @@ CIO_API int cio_loop_set_default_executor(cio_loop *loop, cio_executor *ex);
 CIO_API int cio_run_in_executor(cio_loop *loop, cio_executor *ex,
                                 cio_work_fn fn, void *arg, cio_future **fut);
 
-/* asyncio.to_thread: from a task, runs fn(arg) in the default executor
+/** asyncio.to_thread: from a task, runs fn(arg) in the default executor
  * and awaits it. Returns fn's status, or as cio_await. */
 CIO_API int cio_to_thread(cio_work_fn fn, void *arg);
 
-/* From any other thread: starts fn(arg) as a task on loop (run by another
+/** From any other thread: starts fn(arg) as a task on loop (run by another
  * thread). *fut (the caller's reference) completes with the task's status;
  * cancelling it cancels the task. Returns 0, -EINVAL, -ESHUTDOWN, -ENOMEM. */
 CIO_API int cio_run_coroutine_threadsafe(cio_loop *loop, cio_task_fn fn,
@@ -624,105 +624,105 @@ typedef struct cio_lock {
 } cio_lock;
 #define CIO_LOCK_INIT {{0}}
 
-/* Initialises an unlocked lock in the caller's memory. Returns 0. */
+/** Initialises an unlocked lock in the caller's memory. Returns 0. */
 CIO_API int cio_lock_init(cio_lock *lock);
-/* Waits until the lock is free and takes it. Returns 0, or -ECANCELED /
+/** Waits until the lock is free and takes it. Returns 0, or -ECANCELED /
  * -ETIMEDOUT without it. A release hands the lock straight to the first
  * waiter, so locked() stays 1 and newcomers queue behind (asyncio's
  * fairness: they also queue behind a woken waiter). */
 CIO_API int cio_lock_acquire(cio_lock *lock);
-/* Releases the lock; any task or callback may (a lock has no owner).
+/** Releases the lock; any task or callback may (a lock has no owner).
  * Returns 0, or -EINVAL if it was not locked (asyncio's RuntimeError). */
 CIO_API int cio_lock_release(cio_lock *lock);
 CIO_API int cio_lock_locked(const cio_lock *lock); /* 1 or 0 */
 
-/* An event: a flag tasks can wait for. */
+/** An event: a flag tasks can wait for. */
 typedef struct cio_event {
     void *priv[4]; /* opaque */
 } cio_event;
 #define CIO_EVENT_INIT {{0}}
 
-/* Initialises a cleared event in the caller's memory. Returns 0. */
+/** Initialises a cleared event in the caller's memory. Returns 0. */
 CIO_API int cio_event_init(cio_event *ev);
-/* Sets the flag and wakes every waiter. Returns 0. */
+/** Sets the flag and wakes every waiter. Returns 0. */
 CIO_API int cio_event_set(cio_event *ev);
-/* Clears the flag; waiters already woken still return 0. Returns 0. */
+/** Clears the flag; waiters already woken still return 0. Returns 0. */
 CIO_API int cio_event_clear(cio_event *ev);
 CIO_API int cio_event_is_set(const cio_event *ev); /* 1 or 0 */
-/* Waits until the flag is set (returns at once if it is). Returns 0,
+/** Waits until the flag is set (returns at once if it is). Returns 0,
  * -ECANCELED, -ETIMEDOUT. */
 CIO_API int cio_event_wait(cio_event *ev);
 
-/* A condition variable: a lock and a queue of tasks waiting for a notify.
+/** A condition variable: a lock and a queue of tasks waiting for a notify.
  * Several conditions may share one lock. */
 typedef struct cio_condition {
     void *priv[8]; /* opaque */
 } cio_condition;
 #define CIO_CONDITION_INIT {{0}} /* with a lock of its own */
 
-/* Initialises a condition on lock (the caller's; it must outlive the
+/** Initialises a condition on lock (the caller's; it must outlive the
  * condition), or on a lock of its own if lock is NULL. Returns 0. */
 CIO_API int cio_condition_init(cio_condition *cond, cio_lock *lock);
-/* The condition's lock: returns as cio_lock_acquire / _release / _locked
+/** The condition's lock: returns as cio_lock_acquire / _release / _locked
  * (-EINVAL for a NULL cond; locked: 1 or 0). */
 CIO_API int cio_condition_acquire(cio_condition *cond);
 CIO_API int cio_condition_release(cio_condition *cond);
 CIO_API int cio_condition_locked(const cio_condition *cond);
-/* Releases the lock, waits to be notified, and takes the lock again before
+/** Releases the lock, waits to be notified, and takes the lock again before
  * returning, even when cancelled or timed out (as asyncio: the caller
  * always holds the lock afterwards). Returns 0, -ECANCELED / -ETIMEDOUT
  * (lock held; a notification it had received goes to the next waiter), or
  * -EPERM if the lock is not locked (it cannot tell by whom: as asyncio,
  * cio only checks that it is locked). */
 CIO_API int cio_condition_wait(cio_condition *cond);
-/* A predicate for wait_for: non-zero when the awaited state holds. */
+/** A predicate for wait_for: non-zero when the awaited state holds. */
 typedef int (*cio_predicate)(void *arg);
-/* Waits until pred(arg) is true, calling it (lock held) first and after
+/** Waits until pred(arg) is true, calling it (lock held) first and after
  * every wake-up. Returns 0 (lock held), or as cio_condition_wait. */
 CIO_API int cio_condition_wait_for(cio_condition *cond, cio_predicate pred,
                                    void *arg);
-/* Wakes up to n waiters, oldest first; they return once they get the lock
+/** Wakes up to n waiters, oldest first; they return once they get the lock
  * back, so release it. Returns how many, or -EPERM if not locked. */
 CIO_API int cio_condition_notify(cio_condition *cond, int n);
-/* Wakes every waiter. Returns how many, or -EPERM if not locked. */
+/** Wakes every waiter. Returns how many, or -EPERM if not locked. */
 CIO_API int cio_condition_notify_all(cio_condition *cond);
 
-/* A semaphore: a counter of units; acquire takes one, release gives one. */
+/** A semaphore: a counter of units; acquire takes one, release gives one. */
 typedef struct cio_semaphore {
     void *priv[4]; /* opaque */
 } cio_semaphore;
 
-/* Initialises a semaphore with `value` units (>= 0). Returns 0, -EINVAL. */
+/** Initialises a semaphore with `value` units (>= 0). Returns 0, -EINVAL. */
 CIO_API int cio_semaphore_init(cio_semaphore *sem, int value);
-/* The same, bounded: releasing it above `value` units is an error.
+/** The same, bounded: releasing it above `value` units is an error.
  * Returns 0, -EINVAL. */
 CIO_API int cio_bounded_semaphore_init(cio_semaphore *sem, int value);
-/* Takes a unit, waiting while there is none. Returns 0, or -ECANCELED /
+/** Takes a unit, waiting while there is none. Returns 0, or -ECANCELED /
  * -ETIMEDOUT without one. */
 CIO_API int cio_semaphore_acquire(cio_semaphore *sem);
-/* Gives a unit back (straight to the first waiter, if any). Returns 0,
+/** Gives a unit back (straight to the first waiter, if any). Returns 0,
  * -EINVAL (a bounded semaphore released too often: asyncio's ValueError),
  * -EOVERFLOW (INT_MAX units). */
 CIO_API int cio_semaphore_release(cio_semaphore *sem);
 CIO_API int cio_semaphore_locked(const cio_semaphore *sem); /* 1: would wait */
 
-/* A barrier: `parties` tasks wait until all of them have arrived. */
+/** A barrier: `parties` tasks wait until all of them have arrived. */
 typedef struct cio_barrier {
     void *priv[4]; /* opaque */
 } cio_barrier;
 
-/* Initialises a barrier for `parties` (>= 1) tasks. Returns 0, -EINVAL. */
+/** Initialises a barrier for `parties` (>= 1) tasks. Returns 0, -EINVAL. */
 CIO_API int cio_barrier_init(cio_barrier *b, int parties);
-/* Waits until `parties` tasks wait, then all go on; while they leave,
+/** Waits until `parties` tasks wait, then all go on; while they leave,
  * newcomers wait for the next round. Returns this task's arrival index
  * (0 .. parties-1), CIO_EBROKEN (aborted or reset while waiting, or
  * broken), -ECANCELED / -ETIMEDOUT (it leaves; as asyncio, the barrier is
  * not broken). */
 CIO_API int cio_barrier_wait(cio_barrier *b);
-/* Back to empty; tasks waiting get CIO_EBROKEN. Does not wait (asyncio's
+/** Back to empty; tasks waiting get CIO_EBROKEN. Does not wait (asyncio's
  * is a coroutine only to take an internal lock). Returns 0. */
 CIO_API int cio_barrier_reset(cio_barrier *b);
-/* Breaks the barrier: waiters, and all later ones until a reset, get
+/** Breaks the barrier: waiters, and all later ones until a reset, get
  * CIO_EBROKEN. Does not wait. Returns 0. */
 CIO_API int cio_barrier_abort(cio_barrier *b);
 CIO_API int cio_barrier_parties(const cio_barrier *b);   /* as initialised */
@@ -749,53 +749,53 @@ CIO_API int cio_barrier_broken(const cio_barrier *b);    /* 1 or 0 */
  * put_nowait would succeed.
  */
 typedef struct cio_queue cio_queue;
-/* Orders a priority queue: < 0 if a comes out before b. Items comparing
+/** Orders a priority queue: < 0 if a comes out before b. Items comparing
  * equal come out in insertion order (asyncio's heapq promises none). It
  * must not call into the queue. */
 typedef int (*cio_queue_cmp)(const void *a, const void *b, void *arg);
 
-/* Creates a FIFO queue of item_size-byte items, at most maxsize of them
+/** Creates a FIFO queue of item_size-byte items, at most maxsize of them
  * (0: unbounded). *q is the caller's until cio_queue_free(). Returns 0,
  * -EINVAL (item_size 0), -ENOMEM. */
 CIO_API int cio_queue_new(cio_queue **q, size_t item_size, size_t maxsize);
-/* The same, smallest first by cmp(a, b, arg); arg is borrowed for the
+/** The same, smallest first by cmp(a, b, arg); arg is borrowed for the
  * queue's life. Returns as cio_queue_new, plus -EINVAL for a NULL cmp. */
 CIO_API int cio_priority_queue_new(cio_queue **q, size_t item_size,
                                    size_t maxsize, cio_queue_cmp cmp,
                                    void *arg);
-/* The same, newest first. Returns as cio_queue_new. */
+/** The same, newest first. Returns as cio_queue_new. */
 CIO_API int cio_lifo_queue_new(cio_queue **q, size_t item_size,
                                size_t maxsize);
-/* Frees q; NULL is a no-op. Tasks still waiting on it are woken with
+/** Frees q; NULL is a no-op. Tasks still waiting on it are woken with
  * -ESHUTDOWN (as by shutdown(immediate), and join too); the memory goes
  * once the last of them has returned. */
 CIO_API void cio_queue_free(cio_queue *q);
 
-/* Copies item_size bytes from item into the queue, waiting while it is
+/** Copies item_size bytes from item into the queue, waiting while it is
  * full. Returns 0, -ESHUTDOWN, -ECANCELED / -ETIMEDOUT (nothing inserted),
  * -ENOMEM (an unbounded queue could not grow). */
 CIO_API int cio_queue_put(cio_queue *q, const void *item);
-/* Moves the next item into item (item_size bytes; NULL drops it), waiting
+/** Moves the next item into item (item_size bytes; NULL drops it), waiting
  * while there is none. Returns 0, -ESHUTDOWN (shut down and empty, or shut
  * down immediately), -ECANCELED / -ETIMEDOUT (nothing taken). */
 CIO_API int cio_queue_get(cio_queue *q, void *item);
-/* put without waiting, from anywhere (callbacks too). Returns 0, -EAGAIN
+/** put without waiting, from anywhere (callbacks too). Returns 0, -EAGAIN
  * (full: asyncio's QueueFull), -ESHUTDOWN, -ENOMEM. */
 CIO_API int cio_queue_put_nowait(cio_queue *q, const void *item);
-/* get without waiting, from anywhere. Returns 0, -EAGAIN (empty:
+/** get without waiting, from anywhere. Returns 0, -EAGAIN (empty:
  * QueueEmpty), -ESHUTDOWN. */
 CIO_API int cio_queue_get_nowait(cio_queue *q, void *item);
 CIO_API size_t cio_queue_qsize(const cio_queue *q);   /* items get can take */
 CIO_API size_t cio_queue_maxsize(const cio_queue *q); /* 0: unbounded */
 CIO_API int cio_queue_empty(const cio_queue *q);      /* 1 or 0 */
 CIO_API int cio_queue_full(const cio_queue *q);       /* 1 or 0 */
-/* Tells the queue an item got earlier is dealt with (for join). Returns 0,
+/** Tells the queue an item got earlier is dealt with (for join). Returns 0,
  * or -EINVAL if called more times than items were put (ValueError). */
 CIO_API int cio_queue_task_done(cio_queue *q);
-/* Waits until every item put has been got and task_done. Returns 0,
+/** Waits until every item put has been got and task_done. Returns 0,
  * -ECANCELED, -ETIMEDOUT, -ESHUTDOWN (the queue was freed). */
 CIO_API int cio_queue_join(cio_queue *q);
-/* Shuts the queue down (Python 3.13): put returns -ESHUTDOWN from now on,
+/** Shuts the queue down (Python 3.13): put returns -ESHUTDOWN from now on,
  * get once the queue is empty; waiting putters wake with -ESHUTDOWN, and
  * waiting getters once it is empty. immediate: the items are dropped now,
  * each counting as task_done (which may release join), and get returns
@@ -810,31 +810,31 @@ CIO_API int cio_queue_shutdown(cio_queue *q, int immediate);
  * interrupted, and the system call's own -errno (-EBADF, ...).
  */
 
-/* Receives up to n bytes. Returns the count, 0 at EOF, or an error. */
+/** Receives up to n bytes. Returns the count, 0 at EOF, or an error. */
 CIO_API ssize_t cio_sock_recv(int fd, void *buf, size_t n);
-/* The same: asyncio's sock_recv and sock_recv_into are one call in C.
+/** The same: asyncio's sock_recv and sock_recv_into are one call in C.
  * Returns as cio_sock_recv. */
 CIO_API ssize_t cio_sock_recv_into(int fd, void *buf, size_t n);
-/* Sends all n bytes. Returns 0 or an error (-EPIPE, -ECONNRESET, ...). */
+/** Sends all n bytes. Returns 0 or an error (-EPIPE, -ECONNRESET, ...). */
 CIO_API int cio_sock_sendall(int fd, const void *buf, size_t n);
-/* Connects. Returns 0, -ECONNREFUSED, -ETIMEDOUT, ... */
+/** Connects. Returns 0, -ECONNREFUSED, -ETIMEDOUT, ... */
 CIO_API int cio_sock_connect(int fd, const struct sockaddr *addr,
                              socklen_t len);
-/* Accepts a connection: returns the new fd (non-blocking, close-on-exec,
+/** Accepts a connection: returns the new fd (non-blocking, close-on-exec,
  * the caller's) and fills addr/len (both may be NULL), or an error. */
 CIO_API int cio_sock_accept(int fd, struct sockaddr *addr, socklen_t *len);
-/* Receives one datagram; addr/len (may be NULL) get the sender's address.
+/** Receives one datagram; addr/len (may be NULL) get the sender's address.
  * Returns its length, -EMSGSIZE if it was longer than n (buf holds its
  * first n bytes, the rest is gone: a cut datagram is never passed off as
  * whole), or an error. On a stream socket it reads like cio_sock_recv. */
 CIO_API ssize_t cio_sock_recvfrom(int fd, void *buf, size_t n,
                                   struct sockaddr *addr, socklen_t *len);
-/* Sends one datagram to addr (NULL: the connected peer). Returns the bytes
+/** Sends one datagram to addr (NULL: the connected peer). Returns the bytes
  * sent or an error. */
 CIO_API ssize_t cio_sock_sendto(int fd, const void *buf, size_t n,
                                 const struct sockaddr *addr, socklen_t len);
 
-/* getaddrinfo in the default executor, as asyncio. *res is the caller's:
+/** getaddrinfo in the default executor, as asyncio. *res is the caller's:
  * release it with freeaddrinfo(). Returns 0, CIO_EAI(EAI_*), or -EINVAL
  * (not in a task, NULL res, or a bad port: one that starts with a digit,
  * sign or space, is empty, or has AI_NUMERICSERV, must be all decimal
@@ -843,7 +843,7 @@ CIO_API ssize_t cio_sock_sendto(int fd, const void *buf, size_t n,
 CIO_API int cio_getaddrinfo(const char *host, const char *port,
                             const struct addrinfo *hints,
                             struct addrinfo **res);
-/* getnameinfo in the default executor. Returns 0 or CIO_EAI(EAI_*). */
+/** getnameinfo in the default executor. Returns 0 or CIO_EAI(EAI_*). */
 CIO_API int cio_getnameinfo(const struct sockaddr *addr, socklen_t len,
                             char *host, size_t hostlen, char *serv,
                             size_t servlen, int flags);
@@ -885,11 +885,11 @@ typedef struct cio_protocol {
     void (*error_received)(cio_transport *t, int error, void *ctx);
 } cio_protocol;
 
-/* A server's per-connection context: factory(arg) is called for each
+/** A server's per-connection context: factory(arg) is called for each
  * new connection (NULL factory: every connection gets arg). */
 typedef void *(*cio_protocol_factory)(void *arg);
 
-/* Queues data (copied as needed) and sends what it can at once. Returns
+/** Queues data (copied as needed) and sends what it can at once. Returns
  * 0, -EINVAL (NULL; a datagram or read-pipe transport), -EPIPE (closing),
  * the error it is closing for (lost), -ENOMEM, -ENOBUFS (the write buffer
  * would then hold more than its maximum, 64 MiB unless set: nothing of
@@ -898,47 +898,47 @@ typedef void *(*cio_protocol_factory)(void *arg);
  * connection_lost. */
 CIO_API int cio_transport_write(cio_transport *t, const void *data,
                                 size_t n);
-/* Writes the buffers as one gathered write (writev). Returns as
+/** Writes the buffers as one gathered write (writev). Returns as
  * cio_transport_write, plus -EINVAL for iovcnt < 0. */
 CIO_API int cio_transport_writelines(cio_transport *t, const struct iovec *iov,
                                      int iovcnt);
-/* Closes the write side once the buffer is flushed. Returns 0, -EPIPE,
+/** Closes the write side once the buffer is flushed. Returns 0, -EPIPE,
  * -ENOTSUP (cannot, e.g. datagrams). */
 CIO_API int cio_transport_write_eof(cio_transport *t);
 CIO_API int cio_transport_can_write_eof(cio_transport *t); /* 1 or 0 */
-/* Closes after flushing the buffer; connection_lost(0) follows. */
+/** Closes after flushing the buffer; connection_lost(0) follows. */
 CIO_API void cio_transport_close(cio_transport *t);
-/* Closes now, dropping the buffer; connection_lost(0) follows. A socket
+/** Closes now, dropping the buffer; connection_lost(0) follows. A socket
  * is closed with SO_LINGER 0, so the peer sees a reset (ECONNRESET), not
  * an orderly EOF after bytes that will never come. */
 CIO_API void cio_transport_abort(cio_transport *t);
 CIO_API int cio_transport_is_closing(const cio_transport *t); /* 1 or 0 */
-/* asyncio's get_extra_info: "peername" and "sockname" fill a sockaddr in
+/** asyncio's get_extra_info: "peername" and "sockname" fill a sockaddr in
  * buf (*len: its size in, the address's out); "socket" an int fd.
  * Returns 0, -ENOENT (unknown name), -EINVAL, -ENOTCONN. */
 CIO_API int cio_transport_get_extra_info(cio_transport *t, const char *name,
                                          void *buf, socklen_t *len);
-/* Write-buffer water marks (0, 0: 64 KiB high, a quarter of it low).
+/** Write-buffer water marks (0, 0: 64 KiB high, a quarter of it low).
  * Returns 0 or -EINVAL (NULL, low > high). */
 CIO_API int cio_transport_set_write_buffer_limits(cio_transport *t,
                                                   size_t high, size_t low);
-/* The write buffer's hard maximum (0: the default, 64 MiB), for bytes and
+/** The write buffer's hard maximum (0: the default, 64 MiB), for bytes and
  * queued datagrams alike: a write or sendto that would pass it returns
  * -ENOBUFS and keeps nothing. Lowering it below what is buffered drops
  * nothing; writes are refused until the buffer drains. Returns 0 or
  * -EINVAL (NULL). */
 CIO_API int cio_transport_set_write_buffer_max(cio_transport *t, size_t max);
-/* Returns the bytes (or datagram bytes) queued, not yet sent; 0 for NULL. */
+/** Returns the bytes (or datagram bytes) queued, not yet sent; 0 for NULL. */
 CIO_API size_t cio_transport_get_write_buffer_size(const cio_transport *t);
-/* Stops / resumes calling data_received (resume only undoes a pause).
+/** Stops / resumes calling data_received (resume only undoes a pause).
  * Returns 0 or -EINVAL (NULL). */
 CIO_API int cio_transport_pause_reading(cio_transport *t);
 CIO_API int cio_transport_resume_reading(cio_transport *t);
 CIO_API int cio_transport_is_reading(const cio_transport *t); /* 1 or 0 */
-/* Returns the protocol context given at creation (or by the factory), NULL
+/** Returns the protocol context given at creation (or by the factory), NULL
  * for a NULL t. */
 CIO_API void *cio_transport_get_context(const cio_transport *t);
-/* Datagram transports: sends one datagram (addr NULL: to the connected
+/** Datagram transports: sends one datagram (addr NULL: to the connected
  * peer). Returns 0 or an error, -ENOBUFS when the kernel cannot take it
  * now and queueing it would pass the write buffer's maximum; errors of
  * earlier sends may arrive through error_received. */
@@ -953,7 +953,7 @@ typedef struct cio_connection_options {
     double happy_eyeballs_delay; /* s between attempts; 0: 0.25 */
 } cio_connection_options;
 
-/* From a task: resolves host, connects (Happy Eyeballs across the
+/** From a task: resolves host, connects (Happy Eyeballs across the
  * addresses: the next attempt starts after a delay, the first to connect
  * wins), makes a transport with proto/ctx and runs connection_made before
  * returning. *t is valid until connection_lost returns. opts may be NULL.
@@ -966,7 +966,7 @@ CIO_API int cio_create_connection(const char *host, const char *port,
 CIO_API int cio_create_unix_connection(const char *path,
                                        const cio_protocol *proto, void *ctx,
                                        cio_transport **t);
-/* Wraps a connected socket (the transport owns fd from then on), on loop
+/** Wraps a connected socket (the transport owns fd from then on), on loop
  * (NULL: the running one); connection_made runs soon. Returns 0, -EINVAL
  * (no loop, fd < 0, NULL proto), -EBADF (fd not open), -ESHUTDOWN (closed
  * loop), -EPERM (debug mode, wrong thread), -ENOMEM; on error fd stays the
@@ -982,7 +982,7 @@ typedef struct cio_server_options {
     int delay_serving;  /* 1: do not accept until start_serving */
 } cio_server_options;
 
-/* From a task: listens on host (NULL or "": every interface, IPv4 and
+/** From a task: listens on host (NULL or "": every interface, IPv4 and
  * IPv6) and port ("0": any free port); each connection gets a transport
  * with proto and factory(arg). *server is valid until cio_server_free.
  * Returns 0, CIO_EAI(...), -EADDRINUSE, -EACCES, -ENOMEM, -EINVAL (a bad
@@ -992,7 +992,7 @@ CIO_API int cio_create_server(const char *host, const char *port,
                               cio_protocol_factory factory, void *arg,
                               const cio_server_options *opts,
                               cio_server **server);
-/* The Unix variant: a socket file already at path is replaced, anything
+/** The Unix variant: a socket file already at path is replaced, anything
  * else there is -EADDRINUSE. The server remembers the file its bind made
  * (st_dev, st_ino) and removes path when it closes only if path still
  * names that file, never a socket another server bound there since.
@@ -1002,34 +1002,34 @@ CIO_API int cio_create_unix_server(const char *path,
                                    cio_protocol_factory factory, void *arg,
                                    const cio_server_options *opts,
                                    cio_server **server);
-/* Starts accepting (a no-op if serving). Returns 0, -EINVAL (NULL),
+/** Starts accepting (a no-op if serving). Returns 0, -EINVAL (NULL),
  * -ESHUTDOWN (closed), or as cio_add_reader (-ENOMEM, ...). */
 CIO_API int cio_server_start_serving(cio_server *s);
 CIO_API int cio_server_is_serving(const cio_server *s); /* 1 or 0 */
-/* From a task: serves until the server is closed (returns 0) or the task
+/** From a task: serves until the server is closed (returns 0) or the task
  * is cancelled (-ECANCELED; the server is closed then). Also returns
  * -EINVAL (NULL, not in a task) or as cio_server_start_serving. */
 CIO_API int cio_server_serve_forever(cio_server *s);
-/* Stops listening; connections already made go on. */
+/** Stops listening; connections already made go on. */
 CIO_API void cio_server_close(cio_server *s);
-/* Closes (close_clients) or aborts (as cio_transport_abort: the peers see
+/** Closes (close_clients) or aborts (as cio_transport_abort: the peers see
  * a reset) every connection of the server. */
 CIO_API void cio_server_close_clients(cio_server *s);
 CIO_API void cio_server_abort_clients(cio_server *s);
-/* From a task: waits until the server is closed and its connections are
+/** From a task: waits until the server is closed and its connections are
  * gone. Returns 0, -ECANCELED, -ETIMEDOUT, -EINVAL (NULL, not in a task),
  * -ENOMEM. */
 CIO_API int cio_server_wait_closed(cio_server *s);
-/* Stores up to cap listening fds (borrowed); returns how many there are,
+/** Stores up to cap listening fds (borrowed); returns how many there are,
  * or -EINVAL (NULL s). */
 CIO_API int cio_server_sockets(const cio_server *s, int *fds, size_t cap);
-/* Returns the port the first listening socket is bound to (0 for Unix,
+/** Returns the port the first listening socket is bound to (0 for Unix,
  * for NULL, or if it cannot be read). */
 CIO_API int cio_server_port(const cio_server *s);
-/* Closes the server if open and frees it; its connections go on. */
+/** Closes the server if open and frees it; its connections go on. */
 CIO_API void cio_server_free(cio_server *s);
 
-/* UDP: from a task, a datagram endpoint bound to local_host/local_port
+/** UDP: from a task, a datagram endpoint bound to local_host/local_port
  * (may be NULL) and/or connected to remote_host/remote_port (may be NULL).
  * Returns 0, CIO_EAI(...), -EADDRINUSE, -EINVAL (a bad port, as
  * cio_getaddrinfo), ... */
@@ -1053,7 +1053,7 @@ typedef struct cio_stream_options {
     size_t limit; /* 0: 64 KiB */
 } cio_stream_options;
 
-/* From a task: connects (as cio_create_connection / _unix_connection) and
+/** From a task: connects (as cio_create_connection / _unix_connection) and
  * sets *s to a stream, the caller's until cio_stream_free. opts may be
  * NULL. Returns 0, -EINVAL (NULL s, not in a task), -ENOMEM, or as the
  * connection call. */
@@ -1064,11 +1064,11 @@ CIO_API int cio_open_unix_connection(const char *path,
                                      const cio_stream_options *opts,
                                      cio_stream **s);
 
-/* Runs as a new task for each connection; the stream is closed and freed
+/** Runs as a new task for each connection; the stream is closed and freed
  * when it returns. */
 typedef int (*cio_client_connected)(cio_stream *s, void *arg);
 
-/* From a task: a server whose every connection runs cb(stream, arg) as a
+/** From a task: a server whose every connection runs cb(stream, arg) as a
  * task. Returns as cio_create_server. */
 CIO_API int cio_start_server(cio_client_connected cb, void *arg,
                              const char *host, const char *port,
@@ -1085,21 +1085,21 @@ CIO_API int cio_start_unix_server(cio_client_connected cb, void *arg,
  * (another task is reading the stream), -ECANCELED / -ETIMEDOUT, or at EOF
  * the error the connection was lost to, besides what it lists. */
 
-/* Reads up to n bytes (waits for at least one). Returns the count, 0 at
+/** Reads up to n bytes (waits for at least one). Returns the count, 0 at
  * EOF (or n == 0), or an error. */
 CIO_API ssize_t cio_stream_read(cio_stream *s, void *buf, size_t n);
-/* Reads to EOF: *data (release with cio_free) gets the bytes; returns
+/** Reads to EOF: *data (release with cio_free) gets the bytes; returns
  * the count or an error. */
 CIO_API ssize_t cio_stream_read_all(cio_stream *s, char **data);
-/* Reads a line: *line (borrowed) points at it, '\n' included; returns
+/** Reads a line: *line (borrowed) points at it, '\n' included; returns
  * its length, a shorter last line at EOF, 0 at EOF, or CIO_ELIMIT (the
  * line was longer than the limit: it is consumed, as asyncio's). */
 CIO_API ssize_t cio_stream_readline(cio_stream *s, const char **line);
-/* Reads exactly n bytes into buf: returns n, or CIO_EINCOMPLETE at an
+/** Reads exactly n bytes into buf: returns n, or CIO_EINCOMPLETE at an
  * early EOF with the *partial bytes that came copied into buf. */
 CIO_API ssize_t cio_stream_readexactly(cio_stream *s, void *buf, size_t n,
                                        size_t *partial);
-/* Reads through the first of the separators: *data (borrowed) points at
+/** Reads through the first of the separators: *data (borrowed) points at
  * the bytes, separator included. Each arrival is searched once (plus the
  * len(sep) - 1 bytes before it, for a separator split across arrivals),
  * so a long line costs linear time, as does readline's. Returns their count, CIO_ELIMIT (not
@@ -1109,45 +1109,45 @@ CIO_API ssize_t cio_stream_readuntil(cio_stream *s, const char *const *seps,
                                      size_t nseps, const char **data);
 CIO_API int cio_stream_at_eof(const cio_stream *s); /* 1 or 0 */
 
-/* Queues data (never waits; call drain to wait). Returns 0, -EINVAL,
+/** Queues data (never waits; call drain to wait). Returns 0, -EINVAL,
  * -EPIPE, the connection's error once it is lost, -ENOMEM, -ENOBUFS (past
  * the write buffer's maximum: nothing of it kept): as cio_transport_write
  * / _writelines. */
 CIO_API int cio_stream_write(cio_stream *s, const void *data, size_t n);
 CIO_API int cio_stream_writelines(cio_stream *s, const struct iovec *iov,
                                   int iovcnt);
-/* Waits while the write buffer is above its high-water mark. Returns 0,
+/** Waits while the write buffer is above its high-water mark. Returns 0,
  * the connection's error once it is lost (-ECONNRESET if none),
  * -ECANCELED, -ETIMEDOUT, -EINVAL (NULL, not in a task). */
 CIO_API int cio_stream_drain(cio_stream *s);
-/* As cio_transport_set_write_buffer_max, for the stream's transport.
+/** As cio_transport_set_write_buffer_max, for the stream's transport.
  * Returns 0, -EINVAL (NULL), or the connection's error (-EPIPE) once lost. */
 CIO_API int cio_stream_set_write_buffer_max(cio_stream *s, size_t max);
-/* Closes the write side once flushed. Returns 0, -EINVAL, -EPIPE, the
+/** Closes the write side once flushed. Returns 0, -EINVAL, -EPIPE, the
  * connection's error once it is lost, -ENOTSUP (as
  * cio_transport_write_eof). */
 CIO_API int cio_stream_write_eof(cio_stream *s);
 CIO_API int cio_stream_can_write_eof(cio_stream *s); /* 1 or 0 */
-/* Starts closing (flushing first). */
+/** Starts closing (flushing first). */
 CIO_API void cio_stream_close(cio_stream *s);
 CIO_API int cio_stream_is_closing(const cio_stream *s); /* 1 or 0 */
-/* Waits until the connection is closed. Returns 0, its error, -EINVAL
+/** Waits until the connection is closed. Returns 0, its error, -EINVAL
  * (NULL, not in a task), -ECANCELED, -ETIMEDOUT, -ENOMEM. */
 CIO_API int cio_stream_wait_closed(cio_stream *s);
-/* As cio_transport_get_extra_info; returns -ENOTCONN once the connection
+/** As cio_transport_get_extra_info; returns -ENOTCONN once the connection
  * is gone. */
 CIO_API int cio_stream_get_extra_info(cio_stream *s, const char *name,
                                       void *buf, socklen_t *len);
-/* Closes (if open) and frees the stream. NULL is a no-op. Bytes still
+/** Closes (if open) and frees the stream. NULL is a no-op. Bytes still
  * buffered get 30 s to flush; a peer that has not read them by then gets
  * the connection aborted (reset), so a freed stream never lingers forever. */
 CIO_API void cio_stream_free(cio_stream *s);
-/* Closes now: drops what is buffered and resets the connection, as
+/** Closes now: drops what is buffered and resets the connection, as
  * cio_transport_abort; the stream stays the caller's until
  * cio_stream_free. NULL, or a stream already lost, is a no-op. */
 CIO_API void cio_stream_abort(cio_stream *s);
 
-/* Frees memory cio handed to the caller (cio_stream_read_all,
+/** Frees memory cio handed to the caller (cio_stream_read_all,
  * cio_process_communicate). NULL is a no-op. */
 CIO_API void cio_free(void *p);
 
@@ -1159,12 +1159,12 @@ CIO_API void cio_free(void *p);
  * block every signal.
  */
 
-/* Runs cb(arg) on loop whenever signum arrives; adding again replaces.
+/** Runs cb(arg) on loop whenever signum arrives; adding again replaces.
  * Returns 0, -EINVAL (SIGKILL, SIGSTOP, not a signal), -EPERM (not the
  * main thread), -ESHUTDOWN, -ENOMEM. */
 CIO_API int cio_add_signal_handler(cio_loop *loop, int signum,
                                    cio_callback cb, void *arg);
-/* Stops handling signum (its default action is back). Returns 1 if a
+/** Stops handling signum (its default action is back). Returns 1 if a
  * handler was removed, 0 if none, -EINVAL. */
 CIO_API int cio_remove_signal_handler(cio_loop *loop, int signum);
 
@@ -1197,47 +1197,47 @@ typedef struct cio_process_options {
     size_t limit;       /* the pipe streams' buffer limit; 0: 64 KiB */
 } cio_process_options;
 
-/* From a task: starts argv[0] (searched in PATH) with argv (NULL-ended).
+/** From a task: starts argv[0] (searched in PATH) with argv (NULL-ended).
  * *p is the caller's until cio_process_free. Returns 0, -ENOENT (no such
  * program), -EACCES, -EINVAL, -ENOMEM, -EMFILE. */
 CIO_API int cio_create_subprocess_exec(const char *const *argv,
                                        const cio_process_options *opts,
                                        cio_process **p);
-/* The same for `/bin/sh -c cmd`. Returns as cio_create_subprocess_exec. */
+/** The same for `/bin/sh -c cmd`. Returns as cio_create_subprocess_exec. */
 CIO_API int cio_create_subprocess_shell(const char *cmd,
                                         const cio_process_options *opts,
                                         cio_process **p);
-/* Returns the child's pid, or -1 for a NULL p. */
+/** Returns the child's pid, or -1 for a NULL p. */
 CIO_API pid_t cio_process_pid(const cio_process *p);
-/* Returns 1 with *code (may be NULL) set once it exited (>= 0: exit
+/** Returns 1 with *code (may be NULL) set once it exited (>= 0: exit
  * status; < 0: -signal), 0 while it runs (or for a NULL p). */
 CIO_API int cio_process_returncode(const cio_process *p, int *code);
-/* Return its pipe streams (borrowed, valid until cio_process_free; NULL
+/** Return its pipe streams (borrowed, valid until cio_process_free; NULL
  * unless CIO_STDIO_PIPE). */
 CIO_API cio_stream *cio_process_stdin(cio_process *p);
 CIO_API cio_stream *cio_process_stdout(cio_process *p);
 CIO_API cio_stream *cio_process_stderr(cio_process *p);
-/* Waits for it to exit; *code as cio_process_returncode. Cancelling the
+/** Waits for it to exit; *code as cio_process_returncode. Cancelling the
  * wait leaves the child watched. Returns 0, -ECANCELED, -ETIMEDOUT. */
 CIO_API int cio_process_wait(cio_process *p, int *code);
-/* Writes input (n bytes, then EOF) to its stdin while reading all of its
+/** Writes input (n bytes, then EOF) to its stdin while reading all of its
  * stdout and stderr (each NULL if not wanted or not a pipe; release with
  * cio_free), then waits: neither side can block on a full pipe. Returns 0
  * or an error. */
 CIO_API int cio_process_communicate(cio_process *p, const void *input,
                                     size_t n, char **out, size_t *outlen,
                                     char **err, size_t *errlen);
-/* Sends a signal (terminate: SIGTERM, kill: SIGKILL). Returns 0, -ESRCH
+/** Sends a signal (terminate: SIGTERM, kill: SIGKILL). Returns 0, -ESRCH
  * (it already exited), -EINVAL (NULL, not a signal), or the kernel's
  * -errno (-EPERM). */
 CIO_API int cio_process_send_signal(cio_process *p, int sig);
 CIO_API int cio_process_terminate(cio_process *p);
 CIO_API int cio_process_kill(cio_process *p);
-/* Frees the object and its streams; a child still running is reaped in
+/** Frees the object and its streams; a child still running is reaped in
  * the background when it exits. NULL is a no-op. */
 CIO_API void cio_process_free(cio_process *p);
 
-/* The low-level form (asyncio's loop.subprocess_exec): a subprocess
+/** The low-level form (asyncio's loop.subprocess_exec): a subprocess
  * transport and a protocol of callbacks. connection_made comes first;
  * pipe_data_received(fd 1 or 2), pipe_connection_lost(fd) and
  * process_exited as they happen; connection_lost once the child exited
@@ -1255,7 +1255,7 @@ typedef struct cio_subprocess_protocol {
                             void *ctx);
 } cio_subprocess_protocol;
 
-/* From a task: as cio_create_subprocess_exec / _shell, with pipes going
+/** From a task: as cio_create_subprocess_exec / _shell, with pipes going
  * to proto. *t is the caller's until cio_subprocess_close (and freed once
  * connection_lost was called too). Returns as cio_create_subprocess_exec
  * (-EINVAL also for a NULL proto or t). */
@@ -1267,21 +1267,21 @@ CIO_API int cio_subprocess_shell(const char *cmd,
                                  const cio_process_options *opts,
                                  const cio_subprocess_protocol *proto,
                                  void *ctx, cio_subprocess_transport **t);
-/* Returns the child's pid, or -1 for a NULL t. */
+/** Returns the child's pid, or -1 for a NULL t. */
 CIO_API pid_t cio_subprocess_get_pid(const cio_subprocess_transport *t);
-/* Returns as cio_process_returncode. */
+/** Returns as cio_process_returncode. */
 CIO_API int cio_subprocess_get_returncode(const cio_subprocess_transport *t,
                                           int *code);
-/* Returns the transport of the child's fd 0, 1 or 2 (borrowed, valid
+/** Returns the transport of the child's fd 0, 1 or 2 (borrowed, valid
  * until its connection_lost), NULL if none. */
 CIO_API cio_transport *
 cio_subprocess_get_pipe_transport(cio_subprocess_transport *t, int fd);
-/* Returns as cio_process_send_signal. */
+/** Returns as cio_process_send_signal. */
 CIO_API int cio_subprocess_send_signal(cio_subprocess_transport *t, int sig);
-/* Closes the pipes and kills the child if it still runs. */
+/** Closes the pipes and kills the child if it still runs. */
 CIO_API void cio_subprocess_close(cio_subprocess_transport *t);
 
-/* asyncio's connect_read_pipe / connect_write_pipe: a transport over any
+/** asyncio's connect_read_pipe / connect_write_pipe: a transport over any
  * pipe fd (owned by the transport from then on), on loop (NULL: the
  * running one). Returns as cio_connect_accepted_socket. */
 CIO_API int cio_connect_read_pipe(cio_loop *loop, int fd,
