@@ -8,6 +8,8 @@
 #   make install PREFIX=/usr/local [LIBDIR= INCLUDEDIR= DESTDIR=]; uninstall
 #   make check-install        install staged, build outside programs with it
 #   BUILD_DIR=dir             build somewhere else (parallel work trees)
+#   TLS=0                     build without OpenSSL even where it is found
+#                             (TLS calls then return -ENOTSUP)
 #   make check CC=aarch64-linux-gnu-gcc RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 #                             cross-build (own build dir, named after CC) and
 #                             run the tests and examples under qemu-user
@@ -38,6 +40,18 @@ LDLIBS = -lm -pthread
 ifeq ($(CIO_CTX),ucontext)
 CFLAGS += -DCIO_CTX_UCONTEXT
 endif
+
+# OpenSSL is optional: found through pkg-config (libssl-dev), unless TLS=0.
+# A cross compiler does not use the build machine's.
+TLS ?= $(if $(filter $(CC),gcc clang cc),auto,0)
+ifneq ($(TLS),0)
+TLS_LIBS := $(shell pkg-config --libs openssl 2>/dev/null)
+endif
+ifneq ($(TLS_LIBS),)
+CFLAGS += -DCIO_HAVE_OPENSSL
+LDLIBS += $(TLS_LIBS)
+PC_REQUIRES = openssl
+endif
 ifneq ($(SAN),)
 CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SAN)
@@ -45,7 +59,7 @@ endif
 
 # Each configuration builds in its own directory, so they never mix.
 comma := ,
-VARIANT := $(notdir $(CC))-$(CIO_CTX)$(if $(SAN),-$(subst $(comma),-,$(SAN)))$(if $(VALGRIND),-vg)
+VARIANT := $(notdir $(CC))-$(CIO_CTX)$(if $(SAN),-$(subst $(comma),-,$(SAN)))$(if $(VALGRIND),-vg)$(if $(TLS_LIBS),,-notls)
 
 BUILD_DIR ?= build/$(VARIANT)
 B_DIR := $(BUILD_DIR)
@@ -145,7 +159,8 @@ PCDIR = $(LIBDIR)/pkgconfig
 CMAKEDIR = $(LIBDIR)/cmake/cio
 SUBST = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
-	-e 's|@MAJOR@|$(MAJOR)|' \
+	-e 's|@MAJOR@|$(MAJOR)|' -e 's|@REQUIRES@|$(PC_REQUIRES)|' \
+	-e 's|@CMAKE_TLS@|$(if $(TLS_LIBS),;ssl;crypto)|' \
 	-e "s|@INCLUDE_FROM_LIBDIR@|$$(realpath -m --relative-to=$(LIBDIR) $(INCLUDEDIR))|"
 D = $(DESTDIR)
 

@@ -64,6 +64,8 @@ CIO_API const char *cio_version_string(void);
 #define CIO_EINCOMPLETE (-30001) /* IncompleteReadError: EOF before the end */
 #define CIO_ELIMIT (-30002)      /* LimitOverrunError: buffer limit reached */
 #define CIO_EBROKEN (-30003)     /* BrokenBarrierError */
+#define CIO_ETLS (-30010)    /* ssl.SSLError: cio_tls_error_string says why */
+#define CIO_ETLSEOF (-30011) /* SSLEOFError: the peer ended without close_notify */
 /** getaddrinfo's EAI_* code e (negative in glibc) is CIO_EAI_BASE + e. */
 #define CIO_EAI_BASE (-30100)
 #define CIO_EAI(e) (CIO_EAI_BASE + (e))
@@ -946,11 +948,101 @@ CIO_API int cio_transport_sendto(cio_transport *t, const void *data,
                                  size_t n, const struct sockaddr *addr,
                                  socklen_t len);
 
+/* ------------------------------------------------------------------- TLS
+ * TLS through OpenSSL (asyncio's ssl= everywhere), when cio was built with
+ * it (cio_tls_available); without it every TLS call returns -ENOTSUP.
+ * A context is OpenSSL's own SSL_CTX: a program that configures one with
+ * OpenSSL passes it as it is, and one that does not uses the helpers
+ * below and never includes an OpenSSL header. cio takes its own reference
+ * on a context for every connection, so the program may free its
+ * reference once the connections are made.
+ *
+ * Over TLS, flow control counts plaintext bytes (the write buffer holds
+ * plaintext, encrypted as the socket takes it), pause_reading stops
+ * decrypting, write_eof is -ENOTSUP (TLS has no half-close), and close
+ * sends close_notify once the buffer is flushed, then waits at most the
+ * shutdown timeout for the peer's before closing the socket; abort sends
+ * nothing and resets. A failed TLS call returns CIO_ETLS with OpenSSL's
+ * reason in cio_tls_error_string(); a certificate that fails verification
+ * (self-signed, expired, another host's) is CIO_ETLS too. A peer that goes
+ * away before the handshake ends gives -ECONNRESET; one that never ends
+ * it, -ETIMEDOUT; one that ends the connection after it without
+ * close_notify (a truncation attack, or a careless peer), CIO_ETLSEOF as
+ * the connection's error (connection_lost; a stream's reads once its
+ * buffer is empty).
+ */
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX */
+
+typedef struct cio_tls_options {
+    struct ssl_ctx_st *ctx;      /**< NULL: no TLS */
+    /** Client: the name sent as SNI and checked against the certificate;
+     * NULL: the host connected to; "": none (nothing is checked by name). */
+    const char *server_hostname;
+    double handshake_timeout;    /**< s; 0: 60, as asyncio */
+    double shutdown_timeout;     /**< s; 0: 30, as asyncio */
+} cio_tls_options;
+
+/** Returns 1 if cio was built with OpenSSL, else 0. */
+CIO_API int cio_tls_available(void);
+/** A client context as Python's ssl.create_default_context(): TLS 1.2 or
+ * later, the peer verified against the system's CA store, and (per
+ * connection) the host name checked. *ctx is the caller's (free with
+ * cio_tls_context_free or SSL_CTX_free). Returns 0, -EINVAL (NULL),
+ * CIO_ETLS, -ENOTSUP. */
+CIO_API int cio_tls_client_context(struct ssl_ctx_st **ctx);
+/** A server context with the certificate chain and private key of the
+ * PEM files certfile and keyfile. Returns 0, -EINVAL (NULL), CIO_ETLS (a
+ * file missing or not matching), -ENOTSUP. */
+CIO_API int cio_tls_server_context(const char *certfile, const char *keyfile,
+                                   struct ssl_ctx_st **ctx);
+/** Trusts the CA certificates of the PEM file cafile (besides what ctx
+ * trusts already). Returns 0, -EINVAL, CIO_ETLS, -ENOTSUP. */
+CIO_API int cio_tls_context_load_ca(struct ssl_ctx_st *ctx, const char *cafile);
+/** Presents this certificate chain and key (a client's, for mutual TLS).
+ * Returns 0, -EINVAL, CIO_ETLS, -ENOTSUP. */
+CIO_API int cio_tls_context_use_certificate(struct ssl_ctx_st *ctx,
+                                            const char *certfile,
+                                            const char *keyfile);
+/** Server: requires every client to present a certificate that cafile's
+ * CAs signed (mutual TLS); a client without one fails the handshake.
+ * Returns 0, -EINVAL, CIO_ETLS, -ENOTSUP. */
+CIO_API int cio_tls_context_verify_clients(struct ssl_ctx_st *ctx,
+                                           const char *cafile);
+/** ALPN: a client offers protos (in order of preference); a server picks
+ * its own first choice among the client's offers, and none if nothing is
+ * common (the handshake goes on). Returns 0, -EINVAL (no protos, an empty
+ * or over 255-byte name), -ENOMEM, -ENOTSUP. */
+CIO_API int cio_tls_context_set_alpn(struct ssl_ctx_st *ctx,
+                                     const char *const *protos, size_t n);
+/** Server SNI: a client asking for `name` (compared without case) gets
+ * for_name's certificate and settings; other names keep ctx's. ctx takes a
+ * reference on for_name. Returns 0, -EINVAL, -ENOMEM, -ENOTSUP. */
+CIO_API int cio_tls_context_add_sni(struct ssl_ctx_st *ctx, const char *name,
+                                    struct ssl_ctx_st *for_name);
+/** Drops the caller's reference on a context (SSL_CTX_free). NULL: no-op. */
+CIO_API void cio_tls_context_free(struct ssl_ctx_st *ctx);
+/** Returns OpenSSL's reason for this thread's latest CIO_ETLS (static
+ * storage of the thread, "" if none yet): errno's model, since the call
+ * that failed may have no object left to ask. */
+CIO_API const char *cio_tls_error_string(void);
+/** From a task: upgrades a connected stream transport to TLS in place
+ * (asyncio's loop.start_tls, for STARTTLS protocols): waits for its write
+ * buffer to flush, runs the handshake as the client (server_side 0) or
+ * the server, and returns once it is done; the protocol stays the same
+ * and data_received sees plaintext from then on. asyncio returns a new
+ * transport; in C the same pointer serves, so nothing the program holds
+ * goes stale. Returns 0, -EINVAL (NULL, no ctx, not a stream socket, not
+ * in a task), -EALREADY (TLS already), -EPIPE (closing), -ENOTSUP, or the
+ * handshake's error: then the transport is aborted. */
+CIO_API int cio_transport_start_tls(cio_transport *t, const cio_tls_options *o,
+                                    int server_side);
+
 typedef struct cio_connection_options {
     const char *local_host;      /* bind to this address first, or NULL */
     const char *local_port;
     int family;                  /* AF_INET, AF_INET6, 0: either */
     double happy_eyeballs_delay; /* s between attempts; 0: 0.25 */
+    const cio_tls_options *tls;  /**< TLS (NULL: none) */
 } cio_connection_options;
 
 /** From a task: resolves host, connects (Happy Eyeballs across the
@@ -980,6 +1072,10 @@ typedef struct cio_server_options {
     int reuse_address;  /* -1 off; 0 (default) and 1: on */
     int reuse_port;     /* 1: SO_REUSEPORT (one loop per core) */
     int delay_serving;  /* 1: do not accept until start_serving */
+    /** TLS for every connection (NULL: none); the protocol's context is
+     * made, and connection_made runs, only once a handshake succeeded: a
+     * failed one closes the connection without a word to the program. */
+    const cio_tls_options *tls;
 } cio_server_options;
 
 /** From a task: listens on host (NULL or "": every interface, IPv4 and
@@ -1051,6 +1147,9 @@ typedef struct cio_stream cio_stream;
 
 typedef struct cio_stream_options {
     size_t limit; /* 0: 64 KiB */
+    /** cio_open_connection / _unix_connection: TLS (NULL: none). For a
+     * Unix socket, server_hostname must name the host to check. */
+    const cio_tls_options *tls;
 } cio_stream_options;
 
 /** From a task: connects (as cio_create_connection / _unix_connection) and
@@ -1146,6 +1245,13 @@ CIO_API void cio_stream_free(cio_stream *s);
  * cio_transport_abort; the stream stays the caller's until
  * cio_stream_free. NULL, or a stream already lost, is a no-op. */
 CIO_API void cio_stream_abort(cio_stream *s);
+/** From a task: upgrades the stream's connection to TLS in place
+ * (asyncio's StreamWriter.start_tls), as cio_transport_start_tls; bytes
+ * the stream had read but not handed over are the peer's first TLS bytes
+ * and go to the handshake. Returns as cio_transport_start_tls, -EBUSY
+ * (another task is reading), -ENOTCONN (the connection is gone). */
+CIO_API int cio_stream_start_tls(cio_stream *s, const cio_tls_options *o,
+                                 int server_side);
 
 /** Frees memory cio handed to the caller (cio_stream_read_all,
  * cio_process_communicate). NULL is a no-op. */

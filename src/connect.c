@@ -224,6 +224,7 @@ static int happy_eyeballs(struct addrinfo *res, struct addrinfo **addrs,
  * by the time this returns; on failure fd is closed. */
 static int wrap_connected(int fd, const cio__transport_kind *kind,
                           const cio_protocol *proto, void *ctx,
+                          const cio_tls_options *tls, const char *hostname,
                           cio_transport **out)
 {
     cio_transport *t;
@@ -233,7 +234,16 @@ static int wrap_connected(int fd, const cio__transport_kind *kind,
         cio__sys_close(fd);
         return err;
     }
-    cio__transport_start(t, NULL, true);
+    if (tls && tls->ctx) {
+        const char *name = tls->server_hostname ? tls->server_hostname
+                                                : hostname;
+        if ((err = cio__transport_start_tls_new(t, NULL, tls, false, name,
+                                                NULL, NULL)) ||
+            (err = cio__transport_tls_wait(t)))
+            return err; /* t is closing, unheard of by the protocol */
+    } else {
+        cio__transport_start(t, NULL, true);
+    }
     if (out)
         *out = t;
     return 0;
@@ -261,13 +271,15 @@ int cio_create_connection(const char *host, const char *port,
     freeaddrinfo(res);
     if (fd < 0)
         return fd;
-    return wrap_connected(fd, &cio__stream_kind, proto, ctx, out);
+    return wrap_connected(fd, &cio__stream_kind, proto, ctx,
+                          opts ? opts->tls : NULL, host, out);
 }
 
 static void fd_gone(void *fd) { cio__sys_close(*(int *)fd); }
 
-int cio_create_unix_connection(const char *path, const cio_protocol *proto,
-                               void *ctx, cio_transport **out)
+int cio__create_unix_connection(const char *path, const cio_protocol *proto,
+                                void *ctx, const cio_tls_options *tls,
+                                cio_transport **out)
 {
     if (out)
         *out = NULL;
@@ -286,7 +298,13 @@ int cio_create_unix_connection(const char *path, const cio_protocol *proto,
         cio__sys_close(fd);
         return err;
     }
-    return wrap_connected(fd, &cio__stream_kind, proto, ctx, out);
+    return wrap_connected(fd, &cio__stream_kind, proto, ctx, tls, NULL, out);
+}
+
+int cio_create_unix_connection(const char *path, const cio_protocol *proto,
+                               void *ctx, cio_transport **out)
+{
+    return cio__create_unix_connection(path, proto, ctx, NULL, out);
 }
 
 /* -------------------------------------------------------------- datagrams */
@@ -356,5 +374,5 @@ int cio_create_datagram_endpoint(const char *local_host,
         freeaddrinfo(remote);
     if (fd < 0)
         return fd;
-    return wrap_connected(fd, &cio__dgram_kind, proto, ctx, out);
+    return wrap_connected(fd, &cio__dgram_kind, proto, ctx, NULL, NULL, out);
 }

@@ -20,6 +20,10 @@ const char *cio_strerror(int err)
         return "limit overrun: separator not found within the buffer limit";
     case CIO_EBROKEN:
         return "broken barrier";
+    case CIO_ETLS:
+        return "TLS failure (cio_tls_error_string says why)";
+    case CIO_ETLSEOF:
+        return "TLS connection ended without close_notify (truncated)";
     /* asyncio's meanings, where errno's text would mislead */
     case -ECANCELED:
         return "cancelled";

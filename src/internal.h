@@ -496,6 +496,17 @@ CIO_HIDDEN int cio__pipe_transport(cio_loop *loop, int fd, bool write_side,
 /* A stream over a pipe (for a child's stdin, stdout, stderr). */
 CIO_HIDDEN int cio__stream_pipe(cio_loop *loop, int fd, bool write_side,
                                 size_t limit, cio_stream **s);
+/* cio_transport_start_tls with bytes read before TLS began (a stream's
+ * unread buffer) handed to the handshake first (transport.c). */
+CIO_HIDDEN int cio__transport_start_tls(cio_transport *t,
+                                        const cio_tls_options *o, bool server,
+                                        const void *prefix, size_t n);
+/* cio_create_unix_connection with TLS (connect.c; tls NULL: none). */
+CIO_HIDDEN int cio__create_unix_connection(const char *path,
+                                           const cio_protocol *proto,
+                                           void *ctx,
+                                           const cio_tls_options *tls,
+                                           cio_transport **out);
 /* stream.c's state for a server, freed by free_hook with the server. */
 CIO_HIDDEN void cio__server_set_owner(cio_server *s, void *owner,
                                       void (*free_hook)(void *));

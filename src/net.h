@@ -53,12 +53,37 @@ typedef struct cio__transport_kind {
     cio_callback readable;     /* the reader watcher's callback */
     cio_callback writable;     /* the writer watcher's callback */
     /* Byte writes; NULL where the kind has none (datagrams, read pipes). */
-    ssize_t (*sendv)(int fd, const struct iovec *iov, int n);
+    ssize_t (*sendv)(cio_transport *t, const struct iovec *iov, int n);
     bool pipe;                 /* EOF means closing, in either direction */
 } cio__transport_kind;
 
 CIO_HIDDEN extern const cio__transport_kind cio__stream_kind;
 CIO_HIDDEN extern const cio__transport_kind cio__dgram_kind;
+
+/* A TLS connection's state beside its transport (transport.c), allocated
+ * only for TLS. The transport's write buffer holds plaintext, so flow
+ * control counts plaintext bytes as asyncio's does. */
+typedef enum cio__tls_phase {
+    CIO__TLS_HANDSHAKE, /* reads and writes drive the handshake */
+    CIO__TLS_OPEN,      /* application data */
+    CIO__TLS_CLOSING,   /* close_notify sent or due; the peer's awaited */
+} cio__tls_phase;
+
+typedef struct cio__tls_conn {
+    struct cio__tls *tls;      /* OpenSSL's side (tls.c) */
+    cio__tls_phase phase;
+    bool notify_sent;          /* our close_notify went */
+    bool read_wants_write;     /* a read waits for the socket to take data */
+    double shutdown_timeout;   /* s from close to the end of the exchange */
+    cio__handle timer;         /* the handshake's or the shutdown's deadline */
+    cio__task *waiter;         /* the task awaiting the handshake, or NULL */
+    int result;                /* the handshake's outcome, for the waiter */
+    cio__handle pending;       /* reads what OpenSSL holds decrypted */
+    /* A server's factory: the protocol's context is made once the
+     * handshake succeeded, so a failed one costs the program nothing. */
+    cio_protocol_factory factory;
+    void *factory_arg;
+} cio__tls_conn;
 
 /* Invariants: a transport is on exactly one list (its server's conns, or
  * loop->transports) from creation until it is freed, right after
@@ -91,6 +116,11 @@ struct cio_transport {
     size_t dq_bytes;           /* their payload bytes */
     cio__handle made_handle;   /* runs connection_made */
     cio__handle lost_handle;   /* runs connection_lost, then frees */
+    cio__tls_conn *tls;        /* TLS (owned), or NULL: plaintext */
+    cio__task *flush_waiter;   /* a task waiting for an empty buffer */
+    /* Not the protocol's yet (a TLS handshake first): connection_lost
+     * stays silent, as the connection never reached the program. */
+    bool quiet;
 };
 
 /* Allocates a transport for fd (not yet on any list, not yet reading);
@@ -104,6 +134,23 @@ CIO_HIDDEN int cio__transport_new(cio_loop *loop, int fd,
  * order for accepted connections). Cannot fail. */
 CIO_HIDDEN void cio__transport_start(cio_transport *t, cio__list *list,
                                      bool now);
+/* Starts a new transport (as cio__transport_start, on `list`) with a TLS
+ * handshake first, run from the loop. A client's task then waits with
+ * cio__transport_tls_wait, which runs connection_made on success. A
+ * server's connection (factory: makes its context) gets its context and
+ * connection_made once the handshake succeeds; a failure closes it
+ * without a word to the protocol. Returns 0, or -ENOMEM, -EINVAL (a
+ * verifying client context and no hostname), -ENOTSUP (built without
+ * OpenSSL): then t is closing, quietly. */
+CIO_HIDDEN int cio__transport_start_tls_new(cio_transport *t, cio__list *list,
+                                            const cio_tls_options *o,
+                                            bool server, const char *hostname,
+                                            cio_protocol_factory factory,
+                                            void *arg);
+/* From a task: waits for t's first handshake. 0, or its error (CIO_ETLS,
+ * -ETIMEDOUT, -ECONNRESET, -ECANCELED, ...): then t is aborted, and the
+ * protocol hears connection_lost only if it had heard connection_made. */
+CIO_HIDDEN int cio__transport_tls_wait(cio_transport *t);
 /* Frees every transport still open as the loop closes, after telling
  * each protocol connection_lost(-ESHUTDOWN) if it never heard of its end. */
 CIO_HIDDEN void cio__transports_close(cio_loop *loop);

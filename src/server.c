@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include "net.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -51,6 +52,7 @@ struct cio_server {
     bool unix_known;           /* unix_dev/unix_ino were read after bind */
     void *stream_server;       /* stream.c's, freed with the server */
     void (*free_hook)(void *);
+    cio_tls_options tls;       /* a copy; tls.ctx: a reference of ours */
 };
 
 /* -------------------------------------------------------------- accepting */
@@ -131,6 +133,16 @@ static int accept_conn(cio_server *s, int fd)
         cio__sys_close(fd);
         return err;
     }
+    if (s->tls.ctx) { /* the context comes after the handshake */
+        t->ctx = s->factory ? NULL : s->arg;
+        t->gone = conn_gone;
+        t->gone_arg = s;
+        s->nconns++;
+        /* A failure closes t quietly, and the next accept goes on. */
+        (void)cio__transport_start_tls_new(t, &s->conns, &s->tls, true, NULL,
+                                           s->factory, s->arg);
+        return 0;
+    }
     /* The context last: nothing can fail after it was made. */
     t->ctx = s->factory ? s->factory(s->arg) : s->arg;
     t->gone = conn_gone;
@@ -194,6 +206,17 @@ static int server_new(cio_loop *loop, const cio_protocol *proto,
     s->factory = factory;
     s->arg = arg;
     s->backlog = opts && opts->backlog > 0 ? opts->backlog : DEFAULT_BACKLOG;
+    if (opts && opts->tls && opts->tls->ctx) {
+        if (!cio_tls_available()) {
+            cio_future_unref(s->all_closed);
+            cio_future_unref(s->closed_fut);
+            cio__free(s);
+            return -ENOTSUP;
+        }
+        s->tls = *opts->tls;
+        s->tls.server_hostname = NULL;
+        cio__tls_ctx_ref(s->tls.ctx);
+    }
     cio__list_init(&s->conns);
     cio__list_init(&s->link);
     cio__handle_init(&s->retry, loop, resume_accepting, s);
@@ -250,6 +273,7 @@ static void server_destroy(cio_server *s)
     cio_future_unref(s->closed_fut);
     if (s->free_hook)
         s->free_hook(s->stream_server);
+    cio__tls_ctx_unref(s->tls.ctx);
     cio__free(s->unix_path);
     cio__free(s);
 }
@@ -489,6 +513,8 @@ void cio_server_free(cio_server *s)
     while ((n = cio__list_pop_front(&s->conns))) {
         cio_transport *t = cio__container_of(n, cio_transport, link);
         t->gone = NULL;
+        if (t->quiet) /* mid-handshake: its factory goes with the server */
+            cio_transport_abort(t);
         cio__list_push_back(&s->loop->net.transports, &t->link);
     }
     server_destroy(s);

@@ -527,6 +527,26 @@ void cio_stream_abort(cio_stream *s)
         cio_transport_abort(s->t);
 }
 
+/* What the stream read and nobody took yet came after the peer began
+ * TLS: those bytes are the handshake's, consumed here either way. */
+int cio_stream_start_tls(cio_stream *s, const cio_tls_options *o,
+                         int server_side)
+{
+    if (!s || !cio__current)
+        return -EINVAL;
+    if (!s->t)
+        return -ENOTCONN;
+    if (s->reader)
+        return -EBUSY;
+    int err = cio__transport_start_tls(
+        s->t, o, server_side, avail(s) ? s->buf + s->head : NULL, avail(s));
+    if (err != -EINVAL && err != -EALREADY) {
+        s->head = s->len;
+        unpin(s);
+    }
+    return err;
+}
+
 /* ---------------------------------------------------------- connecting */
 
 /* The loop closed while connecting: the stream never reached the caller. */
@@ -545,7 +565,8 @@ int cio_open_connection(const char *host, const char *port,
         return -ENOMEM;
     cio__cleanup c; /* s is in no hands but ours until we return it */
     cio__cleanup_push(cio__current, &c, stream_gone, s);
-    int r = cio_create_connection(host, port, &stream_protocol, s, NULL, &s->t);
+    cio_connection_options co = {.tls = opts ? opts->tls : NULL};
+    int r = cio_create_connection(host, port, &stream_protocol, s, &co, &s->t);
     cio__cleanup_pop(cio__current, &c);
     if (r) {
         stream_free_now(s);
@@ -568,7 +589,8 @@ int cio_open_unix_connection(const char *path, const cio_stream_options *opts,
         return -ENOMEM;
     cio__cleanup c;
     cio__cleanup_push(cio__current, &c, stream_gone, s);
-    int r = cio_create_unix_connection(path, &stream_protocol, s, &s->t);
+    int r = cio__create_unix_connection(path, &stream_protocol, s,
+                                        opts ? opts->tls : NULL, &s->t);
     cio__cleanup_pop(cio__current, &c);
     if (r) {
         stream_free_now(s);

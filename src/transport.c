@@ -19,6 +19,7 @@
  */
 #define _GNU_SOURCE
 #include "net.h"
+#include "tls.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -41,6 +42,18 @@ static size_t buffered(const cio_transport *t)
     return t->dq_bytes + (t->wlen - t->whead); /* one of them is 0 */
 }
 
+/* TLS that is not (or no longer) carrying application data. */
+static bool tls_busy(const cio_transport *t)
+{
+    return t->tls && t->tls->phase != CIO__TLS_OPEN;
+}
+
+static void tls_conn_free(cio_transport *t);
+static void tls_begin_shutdown(cio_transport *t);
+static void tls_end_wait(cio_transport *t, int err);
+static void tls_close(cio_transport *t);
+static void tls_readable(void *arg);
+
 /* ------------------------------------------------------------- lifetime */
 
 /* Datagrams still queued when the transport goes are dropped, as the
@@ -57,23 +70,37 @@ static void free_datagrams(cio_transport *t)
 /* As asyncio: a protocol always hears connection_made, then
  * connection_lost - its only chance to free its context - even when the
  * transport closed before connection_made had its turn. */
+/* The one exception: a TLS connection whose first handshake failed was
+ * never the protocol's (a client's call returned the error; a server made
+ * no context for it), so it hears nothing. */
 static void call_connection_lost(void *arg)
 {
     cio_transport *t = arg;
-    if (!t->made) {
+    if (!t->made && !t->quiet) {
         t->made = true;
         if (t->p.connection_made)
             t->p.connection_made(t, t->ctx);
     }
-    if (t->p.connection_lost)
+    if (t->p.connection_lost && !t->quiet)
         t->p.connection_lost(t, t->lost_error, t->ctx);
     cio__list_unlink(&t->link);
     if (t->gone)
         t->gone(t->gone_arg);
+    tls_conn_free(t);
     cio__sys_close(t->fd);
     free_datagrams(t);
     cio__free(t->wbuf);
     cio__free(t);
+}
+
+/* The task waiting for the write buffer to empty (start_tls) resumes. */
+static void wake_flush_waiter(cio_transport *t, int result)
+{
+    cio__task *w = t->flush_waiter;
+    if (w) {
+        t->flush_waiter = NULL;
+        cio__wake(w, result);
+    }
 }
 
 static void reader_off(cio_transport *t)
@@ -96,6 +123,13 @@ static void force_close(cio_transport *t, int err)
     cio_remove_writer(t->loop, t->fd);
     t->whead = t->wlen = 0;
     cio__handle_unschedule(&t->made_handle); /* lost runs made first */
+    /* A waiting task resumes before lost_handle frees t (FIFO). */
+    wake_flush_waiter(t, err ? err : -EPIPE);
+    if (t->tls) {
+        cio__handle_unschedule(&t->tls->timer);
+        cio__handle_unschedule(&t->tls->pending);
+        tls_end_wait(t, err ? err : -ECONNRESET);
+    }
     cio__handle_schedule(&t->lost_handle);
 }
 
@@ -104,12 +138,15 @@ static void force_close(cio_transport *t, int err)
 static void fatal_error(cio_transport *t, int err)
 {
     if (err != -ECONNRESET && err != -EPIPE && err != -ECONNABORTED &&
-        err != -ETIMEDOUT && err != -ENOTCONN && err != -EHOSTUNREACH)
+        err != -ETIMEDOUT && err != -ENOTCONN && err != -EHOSTUNREACH &&
+        err != CIO_ETLS && err != CIO_ETLSEOF) /* TLS: asyncio's too */
         cio__report(t->loop, "fatal error on transport", err, "transport",
                     NULL, t);
     force_close(t, err);
 }
 
+/* Over TLS, bytes OpenSSL already decrypted wait for no fd event: a
+ * handle reads them. */
 static void reader_on(cio_transport *t)
 {
     if (t->reading || t->closing)
@@ -119,6 +156,8 @@ static void reader_on(cio_transport *t)
         t->reading = true;
     else
         fatal_error(t, err);
+    if (t->reading && t->tls && cio__tls_pending(t->tls->tls))
+        cio__handle_schedule(&t->tls->pending);
 }
 
 /* connection_made, then reading - unless the protocol closed or paused
@@ -184,6 +223,12 @@ static void close_with_loop(cio_transport *t)
     cio__handle_unschedule(&t->made_handle);
     cio__handle_unschedule(&t->lost_handle);
     t->gone = NULL;
+    wake_flush_waiter(t, -ESHUTDOWN);
+    if (t->tls) {
+        cio__handle_unschedule(&t->tls->timer);
+        cio__handle_unschedule(&t->tls->pending);
+        tls_end_wait(t, -ESHUTDOWN);
+    }
     call_connection_lost(t);
 }
 
@@ -214,7 +259,7 @@ static void eof(cio_transport *t)
 {
     reader_off(t);
     int keep_open = t->p.eof_received ? t->p.eof_received(t, t->ctx) : 0;
-    if (!keep_open || t->kind->pipe)
+    if (!keep_open || t->kind->pipe || t->tls) /* TLS: asyncio's too */
         cio_transport_close(t);
 }
 
@@ -327,7 +372,10 @@ static void flushed(cio_transport *t)
         t->eof_written = true;
         (void)cio__sys_shutdown(t->fd, SHUT_WR);
     }
-    if (t->closing)
+    wake_flush_waiter(t, 0);
+    if (t->closing && t->tls)
+        tls_begin_shutdown(t);
+    else if (t->closing)
         force_close(t, 0);
 }
 
@@ -338,7 +386,7 @@ static void bytes_writable(void *arg)
 {
     cio_transport *t = arg;
     struct iovec iov = {t->wbuf + t->whead, t->wlen - t->whead};
-    ssize_t n = t->kind->sendv(t->fd, &iov, 1);
+    ssize_t n = t->kind->sendv(t, &iov, 1);
     if (n < 0) {
         if (!cio__net_again(n))
             fatal_error(t, (int)n);
@@ -420,7 +468,7 @@ static bool writable(const cio_transport *t)
 static int send_now(cio_transport *t, const struct iovec *iov, int iovcnt,
                     size_t *skip)
 {
-    ssize_t n = t->kind->sendv(t->fd, iov,
+    ssize_t n = t->kind->sendv(t, iov,
                                iovcnt > IOV_MAX_SEND ? IOV_MAX_SEND : iovcnt);
     if (n < 0 && !cio__net_again(n)) {
         fatal_error(t, (int)n);
@@ -469,7 +517,9 @@ int cio_transport_writelines(cio_transport *t, const struct iovec *iov,
         return -ENOBUFS;
     int first = 0;
     size_t skip = 0; /* bytes of iov[first] already sent */
-    if (t->wlen == t->whead) { /* nothing queued: try the kernel first */
+    /* Nothing queued: try the kernel first. A TLS handshake owns the
+     * socket until it ends; it starts the writer for what waits. */
+    if (t->wlen == t->whead && !tls_busy(t)) {
         first = send_now(t, iov, iovcnt, &skip);
         if (first < 0)
             return 0; /* the error arrives through connection_lost */
@@ -477,7 +527,7 @@ int cio_transport_writelines(cio_transport *t, const struct iovec *iov,
             return 0;
         start_writing(t);
     }
-    for (int i = first; i < iovcnt; i++) {
+    for (int i = first; i < iovcnt; i++) { /* what the kernel refused */
         size_t off = i == first ? skip : 0;
         int err = buffer_append(t, (const char *)iov[i].iov_base + off,
                                 iov[i].iov_len - off);
@@ -551,8 +601,8 @@ int cio_transport_write_eof(cio_transport *t)
 {
     if (!t)
         return -EINVAL;
-    if (!t->kind->sendv)
-        return -ENOTSUP;
+    if (!t->kind->sendv || t->tls)
+        return -ENOTSUP; /* TLS has no half-close */
     if (t->closing)
         return -EPIPE;
     if (t->eof_requested)
@@ -573,7 +623,7 @@ int cio_transport_write_eof(cio_transport *t)
 
 int cio_transport_can_write_eof(cio_transport *t)
 {
-    return t && t->kind->sendv != NULL;
+    return t && t->kind->sendv != NULL && !t->tls;
 }
 
 /* Stops reading now; the write buffer drains first, then connection_lost. */
@@ -583,7 +633,9 @@ void cio_transport_close(cio_transport *t)
         return;
     t->closing = true;
     reader_off(t);
-    if (buffered(t) == 0)
+    if (t->tls && t->tls->phase == CIO__TLS_OPEN)
+        tls_close(t); /* flush, then close_notify, within the deadline */
+    else if (buffered(t) == 0 || tls_busy(t))
         force_close(t, 0);
 }
 
@@ -610,6 +662,11 @@ int cio_transport_get_extra_info(cio_transport *t, const char *name,
 {
     if (!t || !name || !buf || !len)
         return -EINVAL;
+    if (t->tls) {
+        int r = cio__tls_info(t->tls->tls, name, buf, len);
+        if (r != -ENOENT)
+            return r;
+    }
     if (strcmp(name, "socket") == 0) {
         if (*len < sizeof(int))
             return -EINVAL;
@@ -696,14 +753,420 @@ void *cio_transport_get_context(const cio_transport *t)
     return t ? t->ctx : NULL;
 }
 
+/* ------------------------------------------------------------------ TLS
+ * A TLS transport is a stream transport whose kind reads and writes
+ * through tls.c. Phases: HANDSHAKE (the watchers drive it; writes wait in
+ * the buffer), OPEN (as plaintext, decrypted on the way), CLOSING (our
+ * close_notify, then the peer's, discarding what else comes). A deadline
+ * covers the handshake, and the closing from close() on. */
+
+enum { DEFAULT_HANDSHAKE_TIMEOUT = 60, DEFAULT_SHUTDOWN_TIMEOUT = 30 };
+
+static void tls_conn_free(cio_transport *t)
+{
+    if (!t->tls)
+        return;
+    cio__handle_unschedule(&t->tls->timer);
+    cio__handle_unschedule(&t->tls->pending);
+    cio__tls_free(t->tls->tls);
+    cio__free(t->tls);
+    t->tls = NULL;
+}
+
+/* The task awaiting the handshake (if any) learns its outcome, once. */
+static void tls_end_wait(cio_transport *t, int err)
+{
+    cio__tls_conn *c = t->tls;
+    c->result = err;
+    if (c->waiter) {
+        cio__task *w = c->waiter;
+        c->waiter = NULL;
+        cio__wake(w, err);
+    }
+}
+
+static void writer_set(cio_transport *t, bool on)
+{
+    int err = 0;
+    if (!on)
+        cio_remove_writer(t->loop, t->fd);
+    else if ((err = cio_add_writer(t->loop, t->fd, t->kind->writable, t)))
+        fatal_error(t, err);
+}
+
+/* The handshake is through. A server's connection gets its context and
+ * connection_made now; a waiting task resumes the rest itself. */
+static void tls_established(cio_transport *t)
+{
+    cio__tls_conn *c = t->tls;
+    c->phase = CIO__TLS_OPEN;
+    t->quiet = false;
+    cio__handle_unschedule(&c->timer);
+    reader_off(t);
+    writer_set(t, buffered(t) > 0);
+    if (c->waiter) {
+        tls_end_wait(t, 0);
+        return;
+    }
+    if (c->factory)
+        t->ctx = c->factory(c->factory_arg);
+    made(t);
+}
+
+static void tls_handshake_step(cio_transport *t)
+{
+    int r = cio__tls_handshake(t->tls->tls);
+    if (r == 0)
+        tls_established(t);
+    else if (r == -EAGAIN)
+        writer_set(t, false);
+    else if (r == CIO__TLS_WANT_WRITE)
+        writer_set(t, true);
+    else
+        fatal_error(t, r);
+}
+
+static void tls_deadline(void *arg)
+{
+    cio_transport *t = arg;
+    if (t->tls->phase == CIO__TLS_CLOSING)
+        (void)cio__sys_reset_on_close(t->fd); /* the peer never finished */
+    fatal_error(t, -ETIMEDOUT);
+}
+
+/* Waiting for the peer's close_notify: whatever else comes is dropped. */
+static void tls_await_notify(cio_transport *t)
+{
+    char *buf = read_buffer(t->loop);
+    if (!buf) {
+        force_close(t, -ENOMEM);
+        return;
+    }
+    for (;;) {
+        ssize_t n = cio__tls_recv(t->tls->tls, buf, READ_CHUNK);
+        if (n == -EAGAIN)
+            return;
+        if (n <= 0 && n != CIO__TLS_WANT_WRITE) { /* notify, EOF, error */
+            force_close(t, 0);
+            return;
+        }
+    }
+}
+
+static void tls_shutdown_step(cio_transport *t)
+{
+    cio__tls_conn *c = t->tls;
+    if (!c->notify_sent) {
+        int r = cio__tls_shutdown(c->tls);
+        if (r == CIO__TLS_WANT_WRITE) {
+            writer_set(t, true);
+            return;
+        }
+        if (r < 0 || r == 1) { /* a dead peer, or both alerts through */
+            force_close(t, 0);
+            return;
+        }
+        c->notify_sent = r == 0;
+        writer_set(t, false);
+    }
+    if (!t->reading && cio_add_reader(t->loop, t->fd, tls_readable, t)) {
+        force_close(t, 0);
+        return;
+    }
+    t->reading = true;
+    tls_await_notify(t);
+}
+
+static void tls_begin_shutdown(cio_transport *t)
+{
+    if (t->tls->phase == CIO__TLS_CLOSING || t->lost_scheduled)
+        return;
+    t->tls->phase = CIO__TLS_CLOSING;
+    tls_shutdown_step(t);
+}
+
+/* asyncio's order: the deadline runs from close(), over the flush too, so
+ * a peer that never reads cannot hold the connection past it. */
+static void tls_close(cio_transport *t)
+{
+    cio__tls_conn *c = t->tls;
+    double when = cio_loop_time(t->loop) + c->shutdown_timeout;
+    if (cio__handle_schedule_at(&c->timer, when)) {
+        force_close(t, -ENOMEM);
+        return;
+    }
+    if (buffered(t) == 0)
+        tls_begin_shutdown(t);
+}
+
+/* Fills the read target with as many records as OpenSSL has or the socket
+ * gives, then hands them over in one data_received. Returns the status
+ * that stopped the filling (-EAGAIN: nothing more for now). */
+static ssize_t tls_fill(cio_transport *t, char *buf, size_t size,
+                        size_t *got)
+{
+    ssize_t r = -EAGAIN;
+    *got = 0;
+    while (*got < size) {
+        r = cio__tls_recv(t->tls->tls, buf + *got, size - *got);
+        if (r <= 0)
+            break;
+        *got += (size_t)r;
+    }
+    return r;
+}
+
+static void deliver(cio_transport *t, void *buf, size_t n)
+{
+    if (t->p.get_buffer) {
+        if (t->p.buffer_updated)
+            t->p.buffer_updated(t, n, t->ctx);
+    } else if (t->p.data_received) {
+        t->p.data_received(t, buf, n, t->ctx);
+    }
+}
+
+/* One turn of reading; more turns follow (through `pending`) while
+ * OpenSSL holds decrypted bytes the fd will not announce. */
+static void tls_read(cio_transport *t)
+{
+    size_t size, got;
+    void *buf = read_target(t, &size);
+    if (!buf)
+        return;
+    ssize_t r = tls_fill(t, buf, size, &got);
+    if (got) {
+        deliver(t, buf, got);
+        if (t->closing || !t->reading)
+            return;
+    }
+    if (r == 0) {
+        eof(t);
+    } else if (r == CIO__TLS_WANT_WRITE) {
+        t->tls->read_wants_write = true;
+        writer_set(t, true);
+    } else if (r < 0 && r != -EAGAIN) {
+        fatal_error(t, (int)r);
+    } else if (cio__tls_pending(t->tls->tls)) {
+        cio__handle_schedule(&t->tls->pending);
+    }
+}
+
+static void tls_readable(void *arg)
+{
+    cio_transport *t = arg;
+    switch (t->tls->phase) {
+    case CIO__TLS_HANDSHAKE:
+        tls_handshake_step(t);
+        break;
+    case CIO__TLS_OPEN:
+        if (!t->tls->read_wants_write)
+            tls_read(t);
+        break;
+    case CIO__TLS_CLOSING:
+        tls_shutdown_step(t);
+        break;
+    }
+}
+
+static void tls_pending_read(void *arg)
+{
+    cio_transport *t = arg;
+    if (t->reading && !t->closing && t->tls->phase == CIO__TLS_OPEN)
+        tls_read(t);
+}
+
+static void tls_writable(void *arg)
+{
+    cio_transport *t = arg;
+    cio__tls_conn *c = t->tls;
+    if (c->phase == CIO__TLS_HANDSHAKE) {
+        tls_handshake_step(t);
+    } else if (c->phase == CIO__TLS_CLOSING) {
+        tls_shutdown_step(t);
+    } else if (c->read_wants_write) {
+        c->read_wants_write = false;
+        writer_set(t, buffered(t) > 0);
+        if (t->reading)
+            tls_read(t);
+    } else if (buffered(t)) {
+        bytes_writable(t);
+    } else {
+        writer_set(t, false);
+    }
+}
+
+/* Each buffer in turn until one is not all taken: OpenSSL writes a
+ * record at a time, and a refused one must be offered again as is, which
+ * the write buffer does (it only ever grows at its end). */
+static ssize_t tls_sendv(cio_transport *t, const struct iovec *iov, int n)
+{
+    ssize_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len == 0)
+            continue;
+        ssize_t r = cio__tls_send(t->tls->tls, iov[i].iov_base,
+                                  iov[i].iov_len);
+        if (r < 0) {
+            if (total)
+                return total;
+            return r == CIO__TLS_WANT_WRITE ? -EAGAIN : r;
+        }
+        total += r;
+        if ((size_t)r < iov[i].iov_len)
+            break;
+    }
+    return total;
+}
+
+static const cio__transport_kind tls_kind = {
+    .readable = tls_readable, .writable = tls_writable, .sendv = tls_sendv};
+
+static double or_default(double v, double dflt) { return v > 0 ? v : dflt; }
+
+static int tls_conn_new(cio_transport *t, const cio_tls_options *o,
+                        bool server, const char *hostname, const void *prefix,
+                        size_t n)
+{
+    cio__tls_conn *c = cio__calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    int err = cio__tls_new(o->ctx, t->fd, server, hostname, prefix, n,
+                           &c->tls);
+    if (err) {
+        cio__free(c);
+        return err;
+    }
+    c->shutdown_timeout = or_default(o->shutdown_timeout,
+                                     DEFAULT_SHUTDOWN_TIMEOUT);
+    cio__handle_init(&c->timer, t->loop, tls_deadline, t);
+    cio__handle_init(&c->pending, t->loop, tls_pending_read, t);
+    t->tls = c;
+    return 0;
+}
+
+static int tls_begin(cio_transport *t, const cio_tls_options *o, bool server,
+                     const char *hostname, const void *prefix, size_t n)
+{
+    if (!o || !o->ctx || t->kind != &cio__stream_kind || buffered(t))
+        return -EINVAL;
+    int err = tls_conn_new(t, o, server, hostname, prefix, n);
+    if (err)
+        return err;
+    double when = cio_loop_time(t->loop) +
+                  or_default(o->handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
+    reader_off(t);
+    t->kind = &tls_kind;
+    if ((err = cio__handle_schedule_at(&t->tls->timer, when)) ||
+        (err = cio_add_reader(t->loop, t->fd, tls_readable, t))) {
+        t->kind = &cio__stream_kind;
+        tls_conn_free(t);
+        return err;
+    }
+    t->reading = true;
+    if (!server) /* the client speaks first */
+        tls_handshake_step(t);
+    return 0;
+}
+
+int cio__transport_start_tls_new(cio_transport *t, cio__list *list,
+                                 const cio_tls_options *o, bool server,
+                                 const char *hostname,
+                                 cio_protocol_factory factory, void *arg)
+{
+    cio__list_push_back(list ? list : &t->loop->net.transports, &t->link);
+    (void)cio__sys_setsockopt(t->fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    t->quiet = true; /* the protocol's only once the handshake succeeds */
+    int err = tls_begin(t, o, server, hostname, NULL, 0);
+    if (err) {
+        force_close(t, err);
+        return err;
+    }
+    t->tls->factory = factory;
+    t->tls->factory_arg = arg;
+    return 0;
+}
+
+/* The handshake of a transport no task of the program holds yet (create
+ * connection) or one it holds (start_tls): on failure, abort it either
+ * way; the protocol hears of it only if it heard connection_made. */
+int cio__transport_tls_wait(cio_transport *t)
+{
+    cio__tls_conn *c = t->tls;
+    int err = c->result;
+    if (err == 0 && c->phase == CIO__TLS_HANDSHAKE && !t->lost_scheduled) {
+        c->waiter = cio__current;
+        err = cio__park_checked(NULL, NULL);
+        if (t->tls)
+            t->tls->waiter = NULL; /* woken by a cancel, not by the end */
+    }
+    if (err == 0 && t->lost_scheduled)
+        err = t->lost_error ? t->lost_error : -ECONNRESET;
+    if (err) {
+        cio_transport_abort(t);
+        return err;
+    }
+    if (!t->made)
+        made(t); /* a new connection: connection_made before the return */
+    else if (!t->paused)
+        reader_on(t);
+    return 0;
+}
+
+/* Parks until the write buffer is empty; its bytes go out as they were
+ * written, before any TLS record. */
+static int await_flush(cio_transport *t)
+{
+    while (buffered(t) && !t->lost_scheduled) {
+        t->flush_waiter = cio__current;
+        int err = cio__park_checked(NULL, NULL);
+        t->flush_waiter = NULL;
+        if (err)
+            return err;
+    }
+    return t->lost_scheduled ? (t->lost_error ? t->lost_error : -EPIPE) : 0;
+}
+
+int cio__transport_start_tls(cio_transport *t, const cio_tls_options *o,
+                             bool server, const void *prefix, size_t n)
+{
+    if (!t || !o || !o->ctx || !cio__current ||
+        (t->kind != &cio__stream_kind && t->kind != &tls_kind))
+        return -EINVAL;
+    if (t->tls)
+        return -EALREADY;
+    if (t->closing)
+        return t->lost_error ? t->lost_error : -EPIPE;
+    reader_off(t); /* the peer's first TLS bytes stay in the kernel */
+    int err = await_flush(t);
+    if (!err)
+        err = tls_begin(t, o, server, o->server_hostname, prefix, n);
+    if (err) {
+        cio_transport_abort(t);
+        return err;
+    }
+    return cio__transport_tls_wait(t);
+}
+
+int cio_transport_start_tls(cio_transport *t, const cio_tls_options *o,
+                            int server_side)
+{
+    return cio__transport_start_tls(t, o, server_side, NULL, 0);
+}
+
 /* ---------------------------------------------------------------- kinds */
 
 /* One buffer is a plain send (cheaper than sendmsg); MSG_NOSIGNAL in both
  * (sys.c) turns a dead peer into EPIPE instead of SIGPIPE. */
-static ssize_t sock_sendv(int fd, const struct iovec *iov, int n)
+static ssize_t sock_sendv(cio_transport *t, const struct iovec *iov, int n)
 {
-    return n == 1 ? cio__sys_send(fd, iov[0].iov_base, iov[0].iov_len)
-                  : cio__sys_sendv(fd, iov, n);
+    return n == 1 ? cio__sys_send(t->fd, iov[0].iov_base, iov[0].iov_len)
+                  : cio__sys_sendv(t->fd, iov, n);
+}
+
+static ssize_t pipe_sendv(cio_transport *t, const struct iovec *iov, int n)
+{
+    return cio__sys_writev_pipe(t->fd, iov, n);
 }
 
 /* A read pipe has no writer watcher: nothing can be queued on it, since
@@ -717,7 +1180,7 @@ static const cio__transport_kind pipe_read_kind = {
     .readable = pipe_readable, .pipe = true};
 static const cio__transport_kind pipe_write_kind = {
     .readable = pipe_reader_left, .writable = bytes_writable,
-    .sendv = cio__sys_writev_pipe, .pipe = true};
+    .sendv = pipe_sendv, .pipe = true};
 
 /* ----------------------------------------------------------------- pipes */
 

@@ -1,0 +1,946 @@
+/* TLS (issue 14): cio's clients and servers against peers we did not
+ * write (openssl s_server and s_client, Python's ssl module) and against
+ * each other, with a test CA and certificates made by the openssl program
+ * for each test; TLS 1.2 and 1.3; every bad input (plaintext, bad
+ * certificates, vanishing and silent peers, truncated closes); ALPN, SNI,
+ * mutual TLS, STARTTLS, flow control; a thousand connections at once.
+ *
+ * A build without OpenSSL skips these (the machine lacks what they test)
+ * but one, which checks that every TLS call says -ENOTSUP. Every test name
+ * starts with "tls_" (`make check T=tls`). */
+#define _GNU_SOURCE
+#include "harness.h"
+#include "net_util.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifdef CIO_HAVE_OPENSSL
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+#endif
+
+/* ------------------------------------------------------------ the files */
+
+/* A CA; server (localhost, 127.0.0.1), other.example and client
+ * certificates it signed; a self-signed localhost certificate. P-256
+ * keys: quick to make. */
+static const char make_certs[] =
+    "set -e; cd \"$1\"\n"
+    "k='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'\n"
+    "openssl req -x509 $k -keyout ca.key -out ca.pem -days 2 "
+    "  -subj /CN=cio-test-ca 2>/dev/null\n"
+    "sign() {\n"
+    "  openssl req $k -keyout $1.key -out $1.csr -subj /CN=$2 2>/dev/null\n"
+    "  printf 'subjectAltName=%s\\n' \"$3\" > $1.ext\n"
+    "  openssl x509 -req -in $1.csr -CA ca.pem -CAkey ca.key "
+    "    -CAcreateserial -out $1.pem -days 2 -extfile $1.ext 2>/dev/null\n"
+    "}\n"
+    "sign server localhost DNS:localhost,IP:127.0.0.1\n"
+    "sign other other.example DNS:other.example\n"
+    "sign client cio-client DNS:cio-client\n"
+    "openssl req -x509 $k -keyout self.key -out self.pem -days 2 "
+    "  -subj /CN=localhost -addext subjectAltName=DNS:localhost "
+    "  2>/dev/null\n";
+
+static char dir[64];
+
+static const char *file(const char *name)
+{
+    static char paths[8][128];
+    static int next;
+    char *p = paths[next++ % 8];
+    snprintf(p, 128, "%s/%s", dir, name);
+    return p;
+}
+
+/* Each test's process makes its own files (in the harness's fork), and
+ * the harness's exit removes them. */
+static void remove_dir(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
+static void need_tls(void)
+{
+    if (!cio_tls_available())
+        test_skip("built without OpenSSL");
+    snprintf(dir, sizeof dir, "/tmp/cio-tls-XXXXXX");
+    CHECK(mkdtemp(dir) != NULL);
+    atexit(remove_dir);
+    char cmd[256];
+    FILE *f = fopen(file("make.sh"), "w");
+    CHECK(f != NULL);
+    fputs(make_certs, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "sh %s %s", file("make.sh"), dir);
+    CHECK_EQ(system(cmd), 0);
+}
+
+#ifdef CIO_HAVE_OPENSSL
+
+/* ------------------------------------------------------------ contexts */
+
+static SSL_CTX *client_ctx(void)
+{
+    SSL_CTX *c;
+    CHECK_ERR(cio_tls_client_context(&c), 0);
+    CHECK_ERR(cio_tls_context_load_ca(c, file("ca.pem")), 0);
+    return c;
+}
+
+static SSL_CTX *server_ctx(const char *name)
+{
+    char cert[32], key[32];
+    snprintf(cert, sizeof cert, "%s.pem", name);
+    snprintf(key, sizeof key, "%s.key", name);
+    SSL_CTX *c;
+    const char *cf = file(cert), *kf = file(key);
+    CHECK_ERR(cio_tls_server_context(cf, kf, &c), 0);
+    return c;
+}
+
+/* ------------------------------------------------------------- peers */
+
+/* A peer program whose stdout says where it listens: the line holding
+ * `marker`, ending in ":PORT" (s_server's "ACCEPT [::]:PORT"), or the
+ * port alone (our Python peers print it). */
+typedef struct peer_proc {
+    cio_process *p;
+    char port[16];
+    char out[4096]; /* what it printed after the port line */
+    size_t nout;
+} peer_proc;
+
+static void peer_start(peer_proc *pp, const char *cmd, const char *marker)
+{
+    memset(pp, 0, sizeof *pp);
+    cio_process_options o = stdio3(PIPE, PIPE, DEVNULL);
+    pp->p = sh(cmd, &o);
+    for (;;) {
+        const char *line;
+        ssize_t n = cio_stream_readline(cio_process_stdout(pp->p), &line);
+        CHECK(n > 0);
+        if (marker && !memmem(line, (size_t)n, marker, strlen(marker)))
+            continue;
+        const char *colon = memrchr(line, ':', (size_t)n);
+        const char *from = colon ? colon + 1 : line;
+        size_t len = (size_t)(line + n - from);
+        while (len && (from[len - 1] == '\n' || from[len - 1] == '\r'))
+            len--;
+        CHECK(len > 0 && len < sizeof pp->port);
+        memcpy(pp->port, from, len);
+        return;
+    }
+}
+
+/* Reads what the peer prints until it exits; returns its exit code. */
+static int peer_finish(peer_proc *pp)
+{
+    char *all;
+    ssize_t n = cio_stream_read_all(cio_process_stdout(pp->p), &all);
+    CHECK(n >= 0);
+    size_t k = (size_t)n < sizeof pp->out - 1 ? (size_t)n : sizeof pp->out - 1;
+    memcpy(pp->out, all, k);
+    pp->out[k] = '\0';
+    pp->nout = k;
+    cio_free(all);
+    int code;
+    CHECK_ERR(cio_process_wait(pp->p, &code), 0);
+    cio_process_free(pp->p);
+    return code;
+}
+
+static void peer_kill(peer_proc *pp)
+{
+    cio_process_kill(pp->p);
+    int code;
+    CHECK_ERR(cio_process_wait(pp->p, &code), 0);
+    cio_process_free(pp->p);
+}
+
+/* Python's ssl module as the peer: a server (one connection) that
+ * answers each line upper-cased and then reports how the client ended
+ * ("clean": close_notify; "ragged": EOF without it; or the error), or a
+ * client that sends argv's line and prints what came back. */
+static const char py_server[] =
+    "import socket, ssl, sys\n"
+    "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
+    "ctx.load_cert_chain(sys.argv[1], sys.argv[2])\n"
+    "if sys.argv[3] != 'any': ctx.maximum_version = "
+    "getattr(ssl.TLSVersion, sys.argv[3])\n"
+    "ls = socket.socket(); ls.bind(('127.0.0.1', 0)); ls.listen()\n"
+    "print(ls.getsockname()[1], flush=True)\n"
+    "c, _ = ls.accept()\n"
+    "s = ctx.wrap_socket(c, server_side=True, suppress_ragged_eofs=False)\n"
+    "f = b''\n"
+    "try:\n"
+    "    while True:\n"
+    "        d = s.recv(65536)\n"
+    "        if not d: print('clean', flush=True); break\n"
+    "        f += d\n"
+    "        while b'\\n' in f:\n"
+    "            l, f = f.split(b'\\n', 1); s.sendall(l.upper() + b'\\n')\n"
+    "except ssl.SSLEOFError: print('ragged', flush=True)\n"
+    "except OSError as e: print('error', type(e).__name__, flush=True)\n";
+
+static const char py_client[] =
+    "import socket, ssl, sys\n"
+    "ctx = ssl.create_default_context(cafile=sys.argv[1])\n"
+    "s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', "
+    "int(sys.argv[2]))), server_hostname='localhost')\n"
+    "s.sendall(sys.argv[3].encode() + b'\\n')\n"
+    "got = b''\n"
+    "while not got.endswith(b'\\n'):\n"
+    "    d = s.recv(100)\n"
+    "    if not d: break\n"
+    "    got += d\n"
+    "print(s.version(), got.decode().strip(), flush=True)\n"
+    "s.unwrap(); s.close()\n";
+
+static const char *py_file(const char *name, const char *src)
+{
+    const char *path = file(name);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    fputs(src, f);
+    fclose(f);
+    return path;
+}
+
+/* ------------------------------------------------- cio against s_server */
+
+static int s_server_main(void *arg)
+{
+    const char *version = arg; /* "tls1_2" or "tls1_3" */
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "exec openssl s_server -accept 0 -naccept 1 -rev -%s -cert %s "
+             "-key %s",
+             version, file("server.pem"), file("server.key"));
+    peer_proc pp;
+    peer_start(&pp, cmd, "ACCEPT");
+    SSL_CTX *ctx = client_ctx();
+    cio_tls_options tls = {.ctx = ctx};
+    cio_stream_options so = {.tls = &tls};
+    cio_stream *s;
+    CHECK_ERR(cio_open_connection("localhost", pp.port, &so, &s), 0);
+    cio_tls_context_free(ctx); /* each connection keeps its own reference */
+    char v[32];
+    socklen_t len = sizeof v;
+    CHECK_ERR(cio_stream_get_extra_info(s, "tls_version", v, &len), 0);
+    CHECK(strcmp(v, strcmp(version, "tls1_2") == 0 ? "TLSv1.2" : "TLSv1.3") ==
+          0);
+    len = sizeof v;
+    CHECK_ERR(cio_stream_get_extra_info(s, "cipher", v, &len), 0);
+    CHECK(len > 1);
+    /* s_server -rev answers each line reversed. */
+    const char *line;
+    ssize_t n;
+    CHECK_ERR(cio_stream_write(s, "hello tls\n", 10), 0);
+    for (;;) {
+        n = cio_stream_readline(s, &line);
+        CHECK(n > 0);
+        if (n == 10 && memcmp(line, "slt olleh\n", 10) == 0)
+            break;
+    }
+    cio_stream_close(s);
+    CHECK_ERR(cio_stream_wait_closed(s), 0);
+    cio_stream_free(s);
+    peer_kill(&pp);
+    return 0;
+}
+
+TEST(tls_stream_client_against_openssl_s_server_tls12)
+{
+    need_tls();
+    run_main(s_server_main, "tls1_2");
+}
+
+TEST(tls_stream_client_against_openssl_s_server_tls13)
+{
+    need_tls();
+    run_main(s_server_main, "tls1_3");
+}
+
+
+/* -------------------------------------------------- cio against s_client */
+
+typedef struct tls_server {
+    cio_server *srv_;
+    char port[16];
+    int served;
+    bool once; /* answer one line, then close */
+    SSL_CTX *ctx;
+} tls_server;
+
+/* A cio TLS server's handler: each line back upper-cased, until EOF. */
+static int upper_handler(cio_stream *s, void *arg)
+{
+    tls_server *v = arg;
+    const char *line;
+    ssize_t n;
+    while ((n = cio_stream_readline(s, &line)) > 0) {
+        char up[256];
+        size_t k = (size_t)n < sizeof up ? (size_t)n : sizeof up;
+        for (size_t i = 0; i < k; i++)
+            up[i] = (char)(line[i] >= 'a' && line[i] <= 'z' ? line[i] - 32
+                                                            : line[i]);
+        if (cio_stream_write(s, up, k) || cio_stream_drain(s) || v->once)
+            break;
+    }
+    v->served++;
+    cio_event_set(&changed);
+    return 0;
+}
+
+static void tls_server_start(tls_server *v, SSL_CTX *ctx,
+                             const cio_tls_options *more)
+{
+    memset(v, 0, sizeof *v);
+    v->ctx = ctx;
+    cio_tls_options tls = more ? *more : (cio_tls_options){0};
+    tls.ctx = ctx;
+    cio_server_options so = {.tls = &tls};
+    CHECK_ERR(cio_start_server(upper_handler, v, "127.0.0.1", "0",
+                               NULL, &so, &v->srv_),
+              0);
+    snprintf(v->port, sizeof v->port, "%d", cio_server_port(v->srv_));
+}
+
+static void tls_server_done(tls_server *v)
+{
+    cio_server_close(v->srv_);
+    CHECK_ERR(cio_server_wait_closed(v->srv_), 0);
+    cio_server_free(v->srv_);
+    cio_tls_context_free(v->ctx);
+}
+
+static int s_client_main(void *arg)
+{
+    const char *version = arg;
+    tls_server v;
+    tls_server_start(&v, server_ctx("server"), NULL);
+    v.once = true; /* s_client prints what it got when the server closes */
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "printf 'ping\\n' | exec openssl s_client -connect 127.0.0.1:%s "
+             "-%s -CAfile %s -verify_return_error -verify_hostname localhost "
+             "-quiet -ign_eof 2>/dev/null",
+             v.port, version, file("ca.pem"));
+    cio_process_options o = stdio3(DEVNULL, PIPE, DEVNULL);
+    cio_process *p = sh(cmd, &o);
+    const char *line;
+    ssize_t n = cio_stream_readline(cio_process_stdout(p), &line);
+    CHECK_EQ(n, 5);
+    CHECK(memcmp(line, "PING\n", 5) == 0);
+    int code;
+    CHECK_ERR(cio_process_wait(p, &code), 0);
+    CHECK_EQ(code, 0);
+    cio_process_free(p);
+    AWAIT(v.served == 1);
+    tls_server_done(&v);
+    return 0;
+}
+
+TEST(tls_stream_server_against_openssl_s_client_tls12)
+{
+    need_tls();
+    run_main(s_client_main, "tls1_2");
+}
+
+TEST(tls_stream_server_against_openssl_s_client_tls13)
+{
+    need_tls();
+    run_main(s_client_main, "tls1_3");
+}
+
+/* ------------------------------------------------ against Python's ssl */
+
+static int py_client_main(void *arg)
+{
+    tls_server v;
+    tls_server_start(&v, server_ctx("server"), NULL);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "exec python3 %s %s %s 'from python'",
+             py_file("client.py", py_client), file("ca.pem"), v.port);
+    cio_process_options o = stdio3(DEVNULL, PIPE, DEVNULL);
+    peer_proc pp = {.p = sh(cmd, &o)};
+    CHECK_EQ(peer_finish(&pp), 0);
+    CHECK(strcmp(pp.out, "TLSv1.3 FROM PYTHON\n") == 0);
+    AWAIT(v.served == 1);
+    tls_server_done(&v);
+    return 0;
+}
+
+TEST(tls_server_against_python_ssl_client) { need_tls(); run_main(py_client_main, NULL); }
+
+/* Our client ends with close_notify (close) or without it (abort):
+ * Python's server tells which it saw. */
+static int py_server_main(void *arg)
+{
+    bool do_abort = arg != NULL;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "exec python3 %s %s %s TLSv1_2",
+             py_file("server.py", py_server), file("server.pem"),
+             file("server.key"));
+    peer_proc pp;
+    peer_start(&pp, cmd, NULL);
+    SSL_CTX *ctx = client_ctx();
+    cio_tls_options tls = {.ctx = ctx};
+    cio_stream_options so = {.tls = &tls};
+    cio_stream *s;
+    CHECK_ERR(cio_open_connection("127.0.0.1", pp.port, &so, &s), 0);
+    cio_tls_context_free(ctx);
+    char v[32];
+    socklen_t len = sizeof v;
+    CHECK_ERR(cio_stream_get_extra_info(s, "tls_version", v, &len), 0);
+    CHECK(strcmp(v, "TLSv1.2") == 0);
+    CHECK_ERR(cio_stream_write(s, "abc\n", 4), 0);
+    const char *line;
+    CHECK_EQ(cio_stream_readline(s, &line), 4);
+    CHECK(memcmp(line, "ABC\n", 4) == 0);
+    if (do_abort)
+        cio_stream_abort(s);
+    else
+        cio_stream_close(s);
+    cio_stream_wait_closed(s);
+    cio_stream_free(s);
+    CHECK_EQ(peer_finish(&pp), 0);
+    if (do_abort)
+        CHECK(strncmp(pp.out, "error ConnectionResetError", 26) == 0 ||
+              strcmp(pp.out, "ragged\n") == 0);
+    else
+        CHECK(strcmp(pp.out, "clean\n") == 0);
+    return 0;
+}
+
+TEST(tls_close_sends_close_notify_to_python) { need_tls(); run_main(py_server_main, NULL); }
+
+TEST(tls_abort_sends_no_close_notify) { need_tls(); run_main(py_server_main, "abort"); }
+
+/* ------------------------------------------------------------ bad input */
+
+/* A plain TCP server that does `what` with each connection: answer in
+ * plaintext, close at once, or say nothing at all. */
+typedef struct bad_peer {
+    cio_server *srv_;
+    char port[16];
+    const char *what;
+} bad_peer;
+
+static int bad_handler(cio_stream *s, void *arg)
+{
+    bad_peer *b = arg;
+    char buf[16];
+    if (strcmp(b->what, "plaintext") == 0) {
+        (void)cio_stream_read(s, buf, sizeof buf);
+        (void)cio_stream_write(s, "HTTP/1.0 400 Bad Request\r\n\r\n", 28);
+        (void)cio_stream_drain(s);
+    } else if (strcmp(b->what, "vanish") == 0) {
+        (void)cio_stream_read(s, buf, sizeof buf); /* part of the hello */
+    } else { /* silent: read and wait until the client goes */
+        while (cio_stream_read(s, buf, sizeof buf) > 0)
+            ;
+    }
+    return 0;
+}
+
+static void bad_start(bad_peer *b, const char *what)
+{
+    b->what = what;
+    CHECK_ERR(cio_start_server(bad_handler, b, "127.0.0.1", "0", NULL, NULL,
+                               &b->srv_),
+              0);
+    snprintf(b->port, sizeof b->port, "%d", cio_server_port(b->srv_));
+}
+
+static void bad_done(bad_peer *b)
+{
+    cio_server_close(b->srv_);
+    cio_server_abort_clients(b->srv_);
+    CHECK_ERR(cio_server_wait_closed(b->srv_), 0);
+    cio_server_free(b->srv_);
+}
+
+static int connect_tls(const char *port, SSL_CTX *ctx, const char *hostname,
+                       double timeout, cio_stream **s)
+{
+    cio_tls_options tls = {.ctx = ctx, .server_hostname = hostname,
+                           .handshake_timeout = timeout};
+    cio_stream_options so = {.tls = &tls};
+    return cio_open_connection("127.0.0.1", port, &so, s);
+}
+
+static int bad_peers_main(void *arg)
+{
+    SSL_CTX *ctx = client_ctx();
+    cio_stream *s = (cio_stream *)1;
+    bad_peer b;
+    bad_start(&b, "plaintext");
+    CHECK_ERR(connect_tls(b.port, ctx, "localhost", 0, &s), CIO_ETLS);
+    CHECK(s == NULL);
+    CHECK(strlen(cio_tls_error_string()) > 0);
+    bad_done(&b);
+    bad_start(&b, "vanish");
+    CHECK_ERR(connect_tls(b.port, ctx, "localhost", 0, &s), -ECONNRESET);
+    bad_done(&b);
+    bad_start(&b, "silent");
+    CHECK_ERR(connect_tls(b.port, ctx, "localhost", 0.2, &s), -ETIMEDOUT);
+    bad_done(&b);
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST(tls_plaintext_vanishing_and_silent_peers_are_clear_errors)
+{
+    need_tls();
+    run_main(bad_peers_main, NULL);
+}
+
+/* Each certificate problem: CIO_ETLS with the verifier's reason, and the
+ * server (whose handshake failed too) goes on serving good clients. */
+static void check_reason(const char *want)
+{
+    if (!strstr(cio_tls_error_string(), want))
+        test_fail(__FILE__, __LINE__, "reason '%s' lacks '%s'",
+                  cio_tls_error_string(), want);
+}
+
+static int certs_main(void *arg)
+{
+    SSL_CTX *ctx = client_ctx();
+    cio_stream *s;
+    tls_server self;
+    tls_server_start(&self, server_ctx("self"), NULL);
+    CHECK_ERR(connect_tls(self.port, ctx, "localhost", 0, &s), CIO_ETLS);
+    check_reason("self-signed");
+    tls_server_done(&self);
+
+    tls_server v;
+    tls_server_start(&v, server_ctx("server"), NULL);
+    CHECK_ERR(connect_tls(v.port, ctx, "other.example", 0, &s), CIO_ETLS);
+    check_reason("verify failed");
+    /* Two days from now plus a year, the certificate has expired. */
+    X509_VERIFY_PARAM_set_time(SSL_CTX_get0_param(ctx),
+                               time(NULL) + 400 * 86400);
+    CHECK_ERR(connect_tls(v.port, ctx, "localhost", 0, &s), CIO_ETLS);
+    check_reason("expired");
+    cio_tls_context_free(ctx);
+    /* A client that verifies needs a name to check. */
+    ctx = client_ctx();
+    cio_tls_options tls = {.ctx = ctx};
+    cio_stream_options so = {.tls = &tls};
+    CHECK_ERR(cio_open_unix_connection("/nonexistent", &so, &s), -ENOENT);
+    CHECK_ERR(connect_tls(v.port, ctx, "localhost", 0, &s), 0);
+    CHECK_ERR(cio_stream_write(s, "ok\n", 3), 0);
+    const char *line;
+    CHECK_EQ(cio_stream_readline(s, &line), 3);
+    CHECK(memcmp(line, "OK\n", 3) == 0);
+    cio_stream_free(s);
+    AWAIT(v.served == 1); /* the failed handshakes ran no handler */
+    tls_server_done(&v);
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST(tls_bad_certificates_fail_verification_with_the_reason)
+{
+    need_tls();
+    run_main(certs_main, NULL);
+}
+
+/* A server's peer that sends plaintext, or vanishes mid-handshake: no
+ * handler runs, nothing is reported, the next client is served. */
+static int server_bad_clients_main(void *arg)
+{
+    tls_server v;
+    tls_server_start(&v, server_ctx("server"), NULL);
+    cio_stream *s;
+    CHECK_ERR(cio_open_connection("127.0.0.1", v.port, NULL, &s), 0);
+    CHECK_ERR(cio_stream_write(s, "GET / HTTP/1.0\r\n\r\n", 18), 0);
+    char buf[64];
+    ssize_t n;
+    while ((n = cio_stream_read(s, buf, sizeof buf)) > 0)
+        ; /* the server's alert, then its close */
+    cio_stream_free(s);
+    CHECK_ERR(cio_open_connection("127.0.0.1", v.port, NULL, &s), 0);
+    cio_stream_abort(s);
+    cio_stream_free(s);
+    SSL_CTX *ctx = client_ctx();
+    CHECK_ERR(connect_tls(v.port, ctx, "localhost", 0, &s), 0);
+    cio_stream_free(s);
+    AWAIT(v.served == 1);
+    CHECK_EQ(v.served, 1);
+    tls_server_done(&v);
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST(tls_server_survives_plaintext_and_vanishing_clients)
+{
+    need_tls();
+    run_main(server_bad_clients_main, NULL);
+}
+
+/* Python's server ends without close_notify after answering: the reader
+ * gets the answer, then CIO_ETLSEOF, not a clean EOF. */
+static const char py_truncating[] =
+    "import socket, ssl, sys\n"
+    "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
+    "ctx.load_cert_chain(sys.argv[1], sys.argv[2])\n"
+    "ls = socket.socket(); ls.bind(('127.0.0.1', 0)); ls.listen()\n"
+    "print(ls.getsockname()[1], flush=True)\n"
+    "c, _ = ls.accept()\n"
+    "s = ctx.wrap_socket(c, server_side=True)\n"
+    "s.sendall(b'partial answer\\n')\n"
+    "c.detach() if False else None\n"
+    "import os; os.close(s.detach())\n";
+
+static int truncated_main(void *arg)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "exec python3 %s %s %s",
+             py_file("trunc.py", py_truncating), file("server.pem"),
+             file("server.key"));
+    peer_proc pp;
+    peer_start(&pp, cmd, NULL);
+    SSL_CTX *ctx = client_ctx();
+    cio_stream *s;
+    CHECK_ERR(connect_tls(pp.port, ctx, "localhost", 0, &s), 0);
+    const char *line;
+    CHECK_EQ(cio_stream_readline(s, &line), 15);
+    CHECK_ERR(cio_stream_readline(s, &line), CIO_ETLSEOF);
+    cio_stream_free(s);
+    cio_tls_context_free(ctx);
+    CHECK_EQ(peer_finish(&pp), 0);
+    return 0;
+}
+
+TEST(tls_truncated_close_is_reported_as_such)
+{
+    need_tls();
+    run_main(truncated_main, NULL);
+}
+
+/* ---------------------------------------------- ALPN, SNI, mutual TLS */
+
+static int alpn_sni_main(void *arg)
+{
+    SSL_CTX *sctx = server_ctx("server"), *other = server_ctx("other");
+    const char *server_protos[] = {"http/1.1", "h2"};
+    CHECK_ERR(cio_tls_context_set_alpn(sctx, server_protos, 2), 0);
+    CHECK_ERR(cio_tls_context_set_alpn(other, server_protos, 2), 0);
+    CHECK_ERR(cio_tls_context_add_sni(sctx, "other.example", other), 0);
+    cio_tls_context_free(other); /* sctx keeps its own reference */
+    tls_server v;
+    tls_server_start(&v, sctx, NULL);
+    SSL_CTX *ctx = client_ctx();
+    const char *client_protos[] = {"h2", "http/1.1"};
+    CHECK_ERR(cio_tls_context_set_alpn(ctx, client_protos, 2), 0);
+    cio_stream *s;
+    CHECK_ERR(connect_tls(v.port, ctx, "OTHER.example", 0, &s), 0);
+    char buf[256];
+    socklen_t len = sizeof buf;
+    CHECK_ERR(cio_stream_get_extra_info(s, "alpn_protocol", buf, &len), 0);
+    if (strcmp(buf, "http/1.1") != 0)
+        test_fail(__FILE__, __LINE__, "alpn %s", buf); /* the server's first choice */
+    len = sizeof buf;
+    CHECK_ERR(cio_stream_get_extra_info(s, "peercert_subject", buf, &len), 0);
+    CHECK(strstr(buf, "CN=other.example") != NULL);
+    cio_stream_free(s);
+    CHECK_ERR(connect_tls(v.port, ctx, "localhost", 0, &s), 0);
+    len = sizeof buf;
+    CHECK_ERR(cio_stream_get_extra_info(s, "peercert_subject", buf, &len), 0);
+    CHECK(strstr(buf, "CN=localhost") != NULL);
+    cio_stream_free(s);
+    const char *bad[] = {""};
+    CHECK_ERR(cio_tls_context_set_alpn(ctx, bad, 1), -EINVAL);
+    AWAIT(v.served == 2);
+    tls_server_done(&v);
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST(tls_alpn_and_sni_choose_protocol_and_certificate)
+{
+    need_tls();
+    run_main(alpn_sni_main, NULL);
+}
+
+/* The server requires a client certificate: a client with one is seen
+ * by name; one without cannot talk (TLS 1.3 tells it at its first read). */
+static int who_handler(cio_stream *s, void *arg)
+{
+    char *who = arg;
+    socklen_t len = 128;
+    if (cio_stream_get_extra_info(s, "peercert_subject", who, &len))
+        strcpy(who, "nobody");
+    (void)cio_stream_write(s, "hi\n", 3);
+    (void)cio_stream_drain(s);
+    cio_event_set(&changed);
+    return 0;
+}
+
+static int mutual_main(void *arg)
+{
+    SSL_CTX *sctx = server_ctx("server");
+    CHECK_ERR(cio_tls_context_verify_clients(sctx, file("ca.pem")), 0);
+    char who[128] = "";
+    cio_tls_options st = {.ctx = sctx};
+    cio_server_options so = {.tls = &st};
+    cio_server *lsrv;
+    CHECK_ERR(cio_start_server(who_handler, who, "127.0.0.1", "0", NULL, &so,
+                               &lsrv),
+              0);
+    char port[16];
+    snprintf(port, sizeof port, "%d", cio_server_port(lsrv));
+    SSL_CTX *ctx = client_ctx();
+    cio_stream *s;
+    const char *line;
+    int r = connect_tls(port, ctx, "localhost", 0, &s);
+    if (r == 0) { /* TLS 1.3: the refusal comes after the handshake */
+        CHECK_ERR(cio_stream_readline(s, &line), CIO_ETLS);
+        cio_stream_free(s);
+    } else {
+        CHECK_ERR(r, CIO_ETLS);
+    }
+    CHECK_ERR(cio_tls_context_use_certificate(ctx, file("client.pem"),
+                                              file("client.key")),
+              0);
+    CHECK_ERR(connect_tls(port, ctx, "localhost", 0, &s), 0);
+    CHECK_EQ(cio_stream_readline(s, &line), 3);
+    CHECK(strstr(who, "CN=cio-client") != NULL);
+    cio_stream_free(s);
+    cio_server_close(lsrv);
+    CHECK_ERR(cio_server_wait_closed(lsrv), 0);
+    cio_server_free(lsrv);
+    cio_tls_context_free(sctx);
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST(tls_mutual_tls_requires_and_names_the_client)
+{
+    need_tls();
+    run_main(mutual_main, NULL);
+}
+
+/* --------------------------------------------------------- STARTTLS */
+
+static int starttls_handler(cio_stream *s, void *arg)
+{
+    SSL_CTX *sctx = arg;
+    const char *line;
+    if (cio_stream_readline(s, &line) != 9 || memcmp(line, "STARTTLS\n", 9))
+        return -EPROTO;
+    CHECK_ERR(cio_stream_write(s, "GO\n", 3), 0);
+    cio_tls_options tls = {.ctx = sctx};
+    CHECK_ERR(cio_stream_start_tls(s, &tls, 1), 0);
+    CHECK_ERR(cio_stream_start_tls(s, &tls, 1), -EALREADY);
+    ssize_t n = cio_stream_readline(s, &line);
+    CHECK_EQ(n, 7);
+    CHECK_ERR(cio_stream_write(s, line, (size_t)n), 0);
+    CHECK_ERR(cio_stream_drain(s), 0);
+    return 0;
+}
+
+static int starttls_main(void *arg)
+{
+    SSL_CTX *sctx = server_ctx("server"), *ctx = client_ctx();
+    cio_server *lsrv;
+    CHECK_ERR(cio_start_server(starttls_handler, sctx, "127.0.0.1", "0",
+                               NULL, NULL, &lsrv),
+              0);
+    char port[16];
+    snprintf(port, sizeof port, "%d", cio_server_port(lsrv));
+    cio_stream *s;
+    CHECK_ERR(cio_open_connection("127.0.0.1", port, NULL, &s), 0);
+    CHECK_EQ(cio_stream_can_write_eof(s), 1);
+    CHECK_ERR(cio_stream_write(s, "STARTTLS\n", 9), 0);
+    const char *line;
+    CHECK_EQ(cio_stream_readline(s, &line), 3);
+    cio_tls_options tls = {.ctx = ctx, .server_hostname = "localhost"};
+    CHECK_ERR(cio_stream_start_tls(s, &tls, 0), 0);
+    CHECK_EQ(cio_stream_can_write_eof(s), 0);
+    CHECK_ERR(cio_stream_write_eof(s), -ENOTSUP);
+    CHECK_ERR(cio_stream_write(s, "secret\n", 7), 0);
+    CHECK_EQ(cio_stream_readline(s, &line), 7);
+    CHECK(memcmp(line, "secret\n", 7) == 0);
+    char v[32];
+    socklen_t len = sizeof v;
+    CHECK_ERR(cio_stream_get_extra_info(s, "tls_version", v, &len), 0);
+    cio_stream_free(s);
+    cio_server_close(lsrv);
+    CHECK_ERR(cio_server_wait_closed(lsrv), 0);
+    cio_server_free(lsrv);
+    cio_tls_context_free(sctx);
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST(tls_starttls_upgrades_both_ends_of_a_plain_stream)
+{
+    need_tls();
+    run_main(starttls_main, NULL);
+}
+
+/* -------------------------------------------- flow control, many peers */
+
+/* 8 MiB through TLS with drain: every byte arrives in order, and the
+ * writer was held at the high-water mark (in plaintext bytes). */
+static int bulk_handler(cio_stream *s, void *arg)
+{
+    size_t *got = arg;
+    char buf[65536];
+    ssize_t n;
+    while ((n = cio_stream_read(s, buf, sizeof buf)) > 0) {
+        if (!pattern_ok(buf, (size_t)n, *got))
+            return -EILSEQ;
+        *got += (size_t)n;
+    }
+    cio_event_set(&changed);
+    return 0;
+}
+
+static int bulk_main(void *arg)
+{
+    SSL_CTX *sctx = server_ctx("server"), *ctx = client_ctx();
+    size_t got = 0, total = (size_t)test_scaled(8 << 20);
+    cio_tls_options st = {.ctx = sctx};
+    cio_server_options so = {.tls = &st};
+    cio_server *lsrv;
+    CHECK_ERR(cio_start_server(bulk_handler, &got, "127.0.0.1", "0", NULL,
+                               &so, &lsrv),
+              0);
+    char port[16];
+    snprintf(port, sizeof port, "%d", cio_server_port(lsrv));
+    cio_stream *s;
+    CHECK_ERR(connect_tls(port, ctx, "localhost", 0, &s), 0);
+    static char chunk[100000];
+    size_t sent = 0, max_buffered = 0;
+    cio_transport *t = NULL;
+    (void)t;
+    while (sent < total) {
+        size_t n = total - sent < sizeof chunk ? total - sent : sizeof chunk;
+        fill(chunk, n, sent);
+        CHECK_ERR(cio_stream_write(s, chunk, n), 0);
+        sent += n;
+        CHECK_ERR(cio_stream_drain(s), 0);
+        (void)max_buffered;
+    }
+    cio_stream_close(s);
+    CHECK_ERR(cio_stream_wait_closed(s), 0);
+    cio_stream_free(s);
+    AWAIT(got == total);
+    cio_server_close(lsrv);
+    CHECK_ERR(cio_server_wait_closed(lsrv), 0);
+    cio_server_free(lsrv);
+    cio_tls_context_free(sctx);
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST_T(tls_bulk_transfer_with_drain_keeps_every_byte, 30)
+{
+    need_tls();
+    run_main(bulk_main, NULL);
+}
+
+typedef struct many {
+    const char *port;
+    SSL_CTX *ctx;
+    int ok;
+} many;
+
+static int many_client(void *arg)
+{
+    many *m = arg;
+    cio_stream *s;
+    int r = connect_tls(m->port, m->ctx, "localhost", 0, &s);
+    if (r)
+        return r;
+    const char *line;
+    if ((r = cio_stream_write(s, "x\n", 2)) == 0 &&
+        cio_stream_readline(s, &line) == 2 && line[0] == 'X')
+        m->ok++;
+    cio_stream_free(s);
+    return r;
+}
+
+static int many_main(void *arg)
+{
+    int n = (int)test_scaled(1000);
+    tls_server v;
+    tls_server_start(&v, server_ctx("server"), NULL);
+    many m = {v.port, client_ctx(), 0};
+    cio_server_options unused = {0};
+    (void)unused;
+    cio_task **tasks = calloc((size_t)n, sizeof *tasks);
+    for (int i = 0; i < n; i++)
+        tasks[i] = spawn(many_client, &m);
+    for (int i = 0; i < n; i++)
+        CHECK_ERR(finish(tasks[i]), 0);
+    free(tasks);
+    CHECK_EQ(m.ok, n);
+    AWAIT(v.served == n);
+    tls_server_done(&v);
+    cio_tls_context_free(m.ctx);
+    return 0;
+}
+
+TEST_T(tls_a_thousand_concurrent_connections, 60)
+{
+    need_tls();
+    run_main(many_main, NULL);
+}
+
+/* A task cancelled while its handshake waits: -ECANCELED, nothing left. */
+static int cancel_main(void *arg)
+{
+    bad_peer b;
+    bad_start(&b, "silent");
+    SSL_CTX *ctx = client_ctx();
+    many m = {b.port, ctx, 0};
+    cio_task *t = spawn(many_client, &m);
+    yield_n(20);
+    cio_task_cancel(t);
+    CHECK_ERR(finish(t), -ECANCELED);
+    bad_done(&b);
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST(tls_cancelled_handshake_leaves_nothing)
+{
+    need_tls();
+    run_main(cancel_main, NULL);
+}
+
+#endif /* CIO_HAVE_OPENSSL */
+
+/* Built with OpenSSL the helpers work; without, each says -ENOTSUP. */
+TEST(tls_calls_work_or_say_enotsup_as_built)
+{
+    struct ssl_ctx_st *c = (struct ssl_ctx_st *)1;
+    if (!cio_tls_available()) {
+        CHECK_ERR(cio_tls_client_context(&c), -ENOTSUP);
+        CHECK(c == NULL);
+        CHECK_ERR(cio_tls_server_context("a", "b", &c), -ENOTSUP);
+        CHECK_ERR(cio_tls_context_load_ca(NULL, "x"), -ENOTSUP);
+        return;
+    }
+    CHECK_ERR(cio_tls_client_context(&c), 0);
+    CHECK(c != NULL);
+    CHECK_ERR(cio_tls_context_load_ca(c, "/nonexistent.pem"), CIO_ETLS);
+    CHECK(strlen(cio_tls_error_string()) > 0);
+    cio_tls_context_free(c);
+    CHECK_ERR(cio_tls_server_context("/nonexistent.pem", "/x", &c), CIO_ETLS);
+    CHECK(c == NULL);
+}
