@@ -15,7 +15,9 @@ for tool in doxygen pandoc; do
     command -v $tool >/dev/null ||
         { echo "docs: $tool not found (Debian: apt-get install $tool)" >&2; exit 2; }
 done
-rm -rf "$out"
+# Only what this script and tests/check_docs.sh write: OUT may hold more.
+rm -rf "$out/index.html" "$out/guide" "$out/reference" "$out/screenshots" \
+    "$out/dom" "$out/chromium.log"
 mkdir -p "$out/guide"
 
 CIO_DOCS_OUT=$out/reference CIO_VERSION=$version doxygen docs/Doxyfile

@@ -23,6 +23,7 @@ shots=$out/screenshots
 dom=$out/dom
 rm -rf "$shots" "$dom"
 mkdir -p "$shots" "$dom"
+: > "$out/chromium.log"
 profile=$(mktemp -d)
 trap 'rm -rf "$profile"' EXIT INT TERM
 root=$(realpath "$out")
