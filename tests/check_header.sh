@@ -17,9 +17,12 @@
 # (`/* 1 or 0 */`), which by the header's convention describes the result.
 # A void function needs no return line.
 #
-# `/** @{ */` ... `/** @} */` around a run of declarations is Doxygen's
-# member group: with DISTRIBUTE_GROUP_DOC it gives the run's comment to each
-# declaration, as this check does. The markers cover nothing themselves.
+# The comments must be in the form Doxygen reads (docs/Doxyfile): a block
+# opens with `/**`, a trailing comment with `/**<`, and a run of
+# declarations sharing one block sits in `/** @{ */` ... `/** @} */`
+# (Doxygen's member group: with DISTRIBUTE_GROUP_DOC it gives the block to
+# each declaration of the run, as this check does; without it, only the
+# first would be documented). The markers cover nothing themselves.
 set -eu
 groups=0
 xml=
@@ -54,15 +57,17 @@ documented = []      # (line, name, the comment's text) for --doxygen
 cover = None         # (first line, text) of the comment covering the run
 prev_end = -2        # index of the line the last comment or declaration ended
 prev_kind = None     # "comment" or "decl"
+in_group = False     # between /** @{ */ and /** @} */
 i = 0
 while i < len(lines):
     line = lines[i]
     if line == GROUP_OPEN:      # between a comment and its run: invisible
         prev_end = i if prev_end == i - 1 else prev_end
+        in_group = True
         i += 1
         continue
     if line == GROUP_CLOSE:     # ends the run
-        prev_end, cover = -2, None
+        prev_end, cover, in_group = -2, None, False
         i += 1
         continue
     if line.startswith("/*"):
@@ -88,6 +93,7 @@ while i < len(lines):
     adjacent = prev_end == start - 1
     if not (adjacent and prev_kind in ("comment", "decl")):
         cover = None
+    follower = adjacent and prev_kind == "decl"  # not the run's first
     m = re.search(r"([A-Za-z_]\w*)\s*\(", decl)
     name = m.group(1) if m else "?"
     head = decl[:m.start()] if m else decl
@@ -104,6 +110,16 @@ while i < len(lines):
         offenders.append((start + 1, name,
                           "its comment (line %d) says nothing of what it "
                           "returns" % cover[0]))
+    elif trailing and not body[1].strip().startswith("/**<"):
+        offenders.append((start + 1, name, "its trailing comment opens with "
+                          "/*: Doxygen reads /**< only"))
+    elif not trailing and not cover[1].startswith("/**"):
+        offenders.append((start + 1, name, "its comment (line %d) opens with "
+                          "/*: Doxygen reads /** only" % cover[0]))
+    elif not trailing and follower and not in_group:
+        offenders.append((start + 1, name, "shares the comment at line %d "
+                          "outside /** @{ */ ... /** @} */: Doxygen gives it "
+                          "to the first declaration only" % cover[0]))
     else:
         documented.append((start + 1, name, body[1] if trailing else cover[1]))
     prev_kind, prev_end = "decl", i
