@@ -26,17 +26,26 @@ sh tests/check_header.sh --doxygen "$out/reference/xml/cio_8h.xml" include/cio.h
 # A chapter's title is its first line, "# N. Title".
 title() { sed -n '1s/^# //p' "$1"; }
 
-# Every page leads back to the index and on to the reference.
+# Every chapter leads back to the index, on to the reference, and to the
+# chapters before and after it.
+link() { [ -z "$1" ] || echo "&middot; $2 <a href=\"$(basename "$1" .md).html\">$(title "$1")</a>"; }
 nav=$out/nav.html
-cat > "$nav" <<'EOF'
-<nav><a href="../index.html">cio</a> &middot;
-<a href="../reference/html/cio_8h.html">reference manual</a></nav>
-EOF
-for md in docs/guide/*.md; do
-    page=$(basename "$md" .md)
+set -- docs/guide/*.md
+prev=
+while [ $# -gt 0 ]; do
+    md=$1
+    shift
+    {
+        echo '<nav><a href="../index.html">cio</a> &middot;'
+        echo '<a href="../reference/html/cio_8h.html">reference manual</a>'
+        link "$prev" "previous:"
+        link "${1:-}" "next:"
+        echo '</nav>'
+    } > "$nav"
     pandoc --standalone --from=gfm --to=html5 --toc --toc-depth=2 \
         --metadata pagetitle="cio: $(title "$md")" --include-before-body="$nav" \
-        -o "$out/guide/$page.html" "$md"
+        -o "$out/guide/$(basename "$md" .md).html" "$md"
+    prev=$md
 done
 rm "$nav"
 
