@@ -7,6 +7,8 @@
 #   make bench [B=name]       benchmarks against peers (never part of check)
 #   make install PREFIX=/usr/local [LIBDIR= INCLUDEDIR= DESTDIR=]; uninstall
 #   make check-install        install staged, build outside programs with it
+#   make docs                 the reference (Doxygen) and the guide (pandoc)
+#                             in build/docs; check-docs opens them in Chromium
 #   BUILD_DIR=dir             build somewhere else (parallel work trees)
 #   TLS=0                     build without OpenSSL even where it is found
 #                             (TLS calls then return -ENOTSUP)
@@ -189,8 +191,20 @@ uninstall:
 check-install: $(LIB_A) $(LIB_SO)
 	@sh tests/check_install.sh "$(MAKE)" "$(CC)"
 
+# The reference manual from cio.h's comments (Doxygen: docs/Doxyfile) and
+# the guide (pandoc), with an index page: build/docs/index.html. It fails
+# when a public function is undocumented or Doxygen cannot read its comment.
+# check-docs renders every page in headless Chromium and checks what shows.
+DOCS_DIR ?= build/docs
+docs:
+	@sh docs/build.sh $(DOCS_DIR) $(VERSION)
+
+check-docs: docs
+	@sh tests/check_docs.sh $(DOCS_DIR)
+
 clean:
 	rm -rf build bench/build
 
-.PHONY: all check check-once check-install demo bench install uninstall clean
+.PHONY: all check check-once check-install demo bench install uninstall clean \
+	docs check-docs
 .SECONDARY:

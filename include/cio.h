@@ -1,4 +1,4 @@
-/*
+/** @file
  * cio: asyncio for C.
  *
  * One event loop per thread, callbacks and timers on it, and tasks: plain C
@@ -61,11 +61,11 @@ CIO_API const char *cio_version_string(void);
  * -EAGAIN, InvalidStateError -EINVAL. Those with no errno get codes far
  * outside errno's range.
  */
-#define CIO_EINCOMPLETE (-30001) /* IncompleteReadError: EOF before the end */
-#define CIO_ELIMIT (-30002)      /* LimitOverrunError: buffer limit reached */
-#define CIO_EBROKEN (-30003)     /* BrokenBarrierError */
-#define CIO_ETLS (-30010)    /* ssl.SSLError: cio_tls_error_string says why */
-#define CIO_ETLSEOF (-30011) /* SSLEOFError: the peer ended without close_notify */
+#define CIO_EINCOMPLETE (-30001) /**< IncompleteReadError: EOF before the end */
+#define CIO_ELIMIT (-30002)      /**< LimitOverrunError: buffer limit reached */
+#define CIO_EBROKEN (-30003)     /**< BrokenBarrierError */
+#define CIO_ETLS (-30010)    /**< ssl.SSLError: cio_tls_error_string says why */
+#define CIO_ETLSEOF (-30011) /**< SSLEOFError: the peer ended without close_notify */
 /** getaddrinfo's EAI_* code e (negative in glibc) is CIO_EAI_BASE + e. */
 #define CIO_EAI_BASE (-30100)
 #define CIO_EAI(e) (CIO_EAI_BASE + (e))
@@ -89,9 +89,9 @@ typedef struct cio_loop cio_loop;
 typedef void (*cio_callback)(void *arg);
 
 typedef struct cio_loop_options {
-    const char *backend; /* "epoll", "poll", or NULL: $CIO_BACKEND, else epoll */
-    int debug;           /* 1 on, -1 off, 0: on when $CIO_DEBUG is set and not "0" */
-    double slow_callback_duration; /* debug: warn above this (s); 0 = 0.1 */
+    const char *backend; /**< "epoll", "poll", or NULL: $CIO_BACKEND, else epoll */
+    int debug;           /**< 1 on, -1 off, 0: on when $CIO_DEBUG is set and not "0" */
+    double slow_callback_duration; /**< debug: warn above this (s); 0 = 0.1 */
 } cio_loop_options;
 
 /** Creates a loop; opts may be NULL. *loop is the caller's until
@@ -121,8 +121,8 @@ CIO_API int cio_loop_run_once(cio_loop *loop, double timeout);
  * Returns 0 or -EINVAL (NULL). */
 CIO_API int cio_loop_stop(cio_loop *loop);
 
-CIO_API int cio_loop_is_running(const cio_loop *loop); /* 1 or 0 */
-CIO_API int cio_loop_is_closed(const cio_loop *loop);  /* 1 or 0 */
+CIO_API int cio_loop_is_running(const cio_loop *loop); /**< 1 or 0 */
+CIO_API int cio_loop_is_closed(const cio_loop *loop);  /**< 1 or 0 */
 
 /** The loop's monotonic clock in seconds, read at most once per iteration
  * (the first call in an iteration reads it, later ones return the same);
@@ -168,8 +168,10 @@ CIO_API cio_loop *cio_get_running_loop(void);
 /** Debug mode: warns about slow callbacks and catches calls from a thread
  * that does not own the loop (they then return -EPERM). set returns 0 or
  * -EINVAL (NULL loop); get returns 1 or 0 (0 for NULL). */
+/** @{ */
 CIO_API int cio_loop_set_debug(cio_loop *loop, int enabled);
 CIO_API int cio_loop_get_debug(const cio_loop *loop);
+/** @} */
 
 /** A scheduled callback, returned by value: cancelling it after it ran (or
  * after it was cancelled) is a harmless no-op, while the loop lives. */
@@ -187,10 +189,12 @@ CIO_API int cio_call_soon(cio_loop *loop, cio_callback cb, void *arg,
 /** Schedules cb(arg) in `delay` seconds (>= 0, not NaN), or at loop time
  * `when` (not NaN). Returns as cio_call_soon, plus -EINVAL for a bad delay
  * or when. */
+/** @{ */
 CIO_API int cio_call_later(cio_loop *loop, double delay, cio_callback cb,
                            void *arg, cio_handle *handle);
 CIO_API int cio_call_at(cio_loop *loop, double when, cio_callback cb,
                         void *arg, cio_handle *handle);
+/** @} */
 
 /** From any thread: schedules cb(arg) and wakes the loop. Returns 0,
  * -EINVAL, -ESHUTDOWN, -ENOMEM. */
@@ -205,24 +209,28 @@ CIO_API int cio_handle_cancel(cio_handle handle);
  * readable / writable. One callback per fd and direction; adding again
  * replaces it. Returns 0, -EBADF (fd not open), -EINVAL, -ESHUTDOWN,
  * -ENOMEM, -EPERM (a regular file: epoll cannot watch it). */
+/** @{ */
 CIO_API int cio_add_reader(cio_loop *loop, int fd, cio_callback cb,
                            void *arg);
 CIO_API int cio_add_writer(cio_loop *loop, int fd, cio_callback cb,
                            void *arg);
+/** @} */
 
 /** Stops watching. Returns 1 if a watcher was removed, 0 if none, or
  * -EINVAL. The fd is the caller's: remove watchers before closing it. */
+/** @{ */
 CIO_API int cio_remove_reader(cio_loop *loop, int fd);
 CIO_API int cio_remove_writer(cio_loop *loop, int fd);
+/** @} */
 
 /** What an error the library cannot return concerned: asyncio's context
  * dict. All pointers are borrowed for the duration of the handler call. */
 typedef struct cio_error_context {
-    const char *message; /* what happened, never NULL */
-    int error;           /* negative code, or 0 */
-    const char *what;    /* "task", "future", "handle", ... or NULL */
-    const char *name;    /* the object's name (a task's), or NULL */
-    void *object;        /* the object concerned, or NULL */
+    const char *message; /**< what happened, never NULL */
+    int error;           /**< negative code, or 0 */
+    const char *what;    /**< "task", "future", "handle", ... or NULL */
+    const char *name;    /**< the object's name (a task's), or NULL */
+    void *object;        /**< the object concerned, or NULL */
 } cio_error_context;
 
 typedef void (*cio_exception_handler)(cio_loop *loop,
@@ -262,8 +270,10 @@ typedef void (*cio_done_callback)(cio_future *fut, void *arg);
 CIO_API int cio_future_new(cio_loop *loop, cio_future **fut);
 
 /** Adds a reference (returns fut) / drops one (frees at zero; NULL ok). */
+/** @{ */
 CIO_API cio_future *cio_future_ref(cio_future *fut);
 CIO_API void cio_future_unref(cio_future *fut);
+/** @} */
 
 /** Completes the future with status 0 and value (a borrowed pointer the
  * future only carries). Returns 0, or -EINVAL when already done. */
@@ -277,8 +287,8 @@ CIO_API int cio_future_set_error(cio_future *fut, int err);
  * it was pending, 0 if already done. */
 CIO_API int cio_future_cancel(cio_future *fut);
 
-CIO_API int cio_future_done(const cio_future *fut);      /* 1 or 0 */
-CIO_API int cio_future_cancelled(const cio_future *fut); /* 1 or 0 */
+CIO_API int cio_future_done(const cio_future *fut);      /**< 1 or 0 */
+CIO_API int cio_future_cancelled(const cio_future *fut); /**< 1 or 0 */
 
 /** The result: returns the status (>= 0) and sets *value (may be NULL), or
  * the error, -ECANCELED if cancelled, -EAGAIN if not done yet. Marks the
@@ -317,8 +327,8 @@ CIO_API cio_loop *cio_future_get_loop(const cio_future *fut);
 typedef int (*cio_task_fn)(void *arg);
 
 typedef struct cio_task_options {
-    const char *name;  /* copied; NULL: "Task-N" */
-    size_t stack_size; /* bytes of address space; 0: 256 KiB */
+    const char *name;  /**< copied; NULL: "Task-N" */
+    size_t stack_size; /**< bytes of address space; 0: 256 KiB */
 } cio_task_options;
 
 /** Starts fn(arg) as a task on the running loop. *task (may be NULL) gets a
@@ -344,8 +354,10 @@ CIO_API int cio_all_tasks(cio_loop *loop, cio_task **out, size_t cap);
 /** get returns the task's name (valid while the task lives; "Task-N" if
  * none was given), or NULL if task is not a task. set copies name and
  * returns 0, -EINVAL (not a task, NULL name), -ENOMEM. */
+/** @{ */
 CIO_API const char *cio_task_get_name(const cio_task *task);
 CIO_API int cio_task_set_name(cio_task *task, const char *name);
+/** @} */
 
 /** Requests cancellation. Returns 1 if the task was not done, 0 if it was,
  * -EINVAL if not a task. */
@@ -401,8 +413,8 @@ CIO_API int cio_sleep(double seconds);
 
 /** One future's outcome, as gather and friends report it. */
 typedef struct cio_result {
-    int status;  /* >= 0 or an error */
-    void *value; /* borrowed */
+    int status;  /**< >= 0 or an error */
+    void *value; /**< borrowed */
 } cio_result;
 
 /** Waits for all n futures; results[i] is future i's (may be NULL). Returns
@@ -448,8 +460,10 @@ CIO_API int cio_as_completed_new(cio_future *const *futs, size_t n,
 /** Suspends for the next finished future (*fut borrowed from the caller's
  * array). Returns 1 with *fut set, 0 when all were returned, -ETIMEDOUT,
  * -ECANCELED, -EINVAL (NULL, not in a task). free: NULL is a no-op. */
+/** @{ */
 CIO_API int cio_as_completed_next(cio_as_completed *it, cio_future **fut);
 CIO_API void cio_as_completed_free(cio_as_completed *it);
+/** @} */
 
 /** asyncio.shield: *out (the caller's reference) completes as fut does, but
  * cancelling *out does not cancel fut. Returns 0, -EINVAL, -ENOMEM. */
@@ -467,7 +481,7 @@ CIO_API int cio_shield(cio_future *fut, cio_future **out);
  * enclosing scope ends, or the task returns; then it is dropped (debug
  * mode reports it). Better: CIO_TIMEOUT_SCOPE ends it on every path. */
 typedef struct cio_timeout_scope {
-    void *priv[16]; /* opaque: the scope's name, no allocation */
+    void *priv[16]; /**< opaque: the scope's name, no allocation */
 } cio_timeout_scope;
 
 /** GCC and Clang: declares a scope that ends itself when the block that
@@ -489,15 +503,17 @@ typedef struct cio_timeout_scope {
 /** Opens a scope with a deadline `delay` seconds from now (< 0: none) or
  * at loop time `when` (< 0 or INFINITY: none). Returns 0, -EINVAL (not in
  * a task), -ENOMEM. */
+/** @{ */
 CIO_API int cio_timeout(cio_timeout_scope *scope, double delay);
 CIO_API int cio_timeout_at(cio_timeout_scope *scope, double when);
+/** @} */
 /** Moves the deadline (when < 0: none). Returns 0, -EINVAL (expired,
  * ended or never opened), -ENOMEM. */
 CIO_API int cio_timeout_reschedule(cio_timeout_scope *scope, double when);
 /** Returns the deadline in loop time, INFINITY for none, NaN for a scope
  * never opened. */
 CIO_API double cio_timeout_when(const cio_timeout_scope *scope);
-CIO_API int cio_timeout_expired(const cio_timeout_scope *scope); /* 1 or 0 */
+CIO_API int cio_timeout_expired(const cio_timeout_scope *scope); /**< 1 or 0 */
 /** Closes the scope. Returns 0, -ETIMEDOUT if it expired, -EINVAL if it is
  * not the calling task's innermost open scope. */
 CIO_API int cio_timeout_end(cio_timeout_scope *scope);
@@ -529,8 +545,10 @@ CIO_API int cio_task_group_join(cio_task_group *group);
 /** Children, in spawn order: each one's status stays readable. size
  * returns how many were spawned (0 for NULL); task returns child i
  * (borrowed until the group is freed), NULL if i is out of range. */
+/** @{ */
 CIO_API size_t cio_task_group_size(const cio_task_group *group);
 CIO_API cio_task *cio_task_group_task(const cio_task_group *group, size_t i);
+/** @} */
 /** Frees the group (joining first if the parent did not). */
 CIO_API void cio_task_group_free(cio_task_group *group);
 
@@ -552,8 +570,8 @@ CIO_API int cio_cfuture_result(cio_cfuture *fut, double timeout);
 /** Cancels: work not started never runs; a coroutine's task is cancelled.
  * Returns 1 if it was pending, 0 if it was done or already running. */
 CIO_API int cio_cfuture_cancel(cio_cfuture *fut);
-CIO_API int cio_cfuture_done(cio_cfuture *fut);      /* 1 or 0 */
-CIO_API int cio_cfuture_cancelled(cio_cfuture *fut); /* 1 or 0 */
+CIO_API int cio_cfuture_done(cio_cfuture *fut);      /**< 1 or 0 */
+CIO_API int cio_cfuture_cancelled(cio_cfuture *fut); /**< 1 or 0 */
 /** Drops the caller's reference (NULL ok); any thread. */
 CIO_API void cio_cfuture_unref(cio_cfuture *fut);
 
@@ -622,7 +640,7 @@ CIO_API int cio_run_coroutine_threadsafe(cio_loop *loop, cio_task_fn fn,
  * the 1-or-0 queries).
  */
 typedef struct cio_lock {
-    void *priv[4]; /* opaque */
+    void *priv[4]; /**< opaque */
 } cio_lock;
 #define CIO_LOCK_INIT {{0}}
 
@@ -636,11 +654,11 @@ CIO_API int cio_lock_acquire(cio_lock *lock);
 /** Releases the lock; any task or callback may (a lock has no owner).
  * Returns 0, or -EINVAL if it was not locked (asyncio's RuntimeError). */
 CIO_API int cio_lock_release(cio_lock *lock);
-CIO_API int cio_lock_locked(const cio_lock *lock); /* 1 or 0 */
+CIO_API int cio_lock_locked(const cio_lock *lock); /**< 1 or 0 */
 
 /** An event: a flag tasks can wait for. */
 typedef struct cio_event {
-    void *priv[4]; /* opaque */
+    void *priv[4]; /**< opaque */
 } cio_event;
 #define CIO_EVENT_INIT {{0}}
 
@@ -650,7 +668,7 @@ CIO_API int cio_event_init(cio_event *ev);
 CIO_API int cio_event_set(cio_event *ev);
 /** Clears the flag; waiters already woken still return 0. Returns 0. */
 CIO_API int cio_event_clear(cio_event *ev);
-CIO_API int cio_event_is_set(const cio_event *ev); /* 1 or 0 */
+CIO_API int cio_event_is_set(const cio_event *ev); /**< 1 or 0 */
 /** Waits until the flag is set (returns at once if it is). Returns 0,
  * -ECANCELED, -ETIMEDOUT. */
 CIO_API int cio_event_wait(cio_event *ev);
@@ -658,18 +676,20 @@ CIO_API int cio_event_wait(cio_event *ev);
 /** A condition variable: a lock and a queue of tasks waiting for a notify.
  * Several conditions may share one lock. */
 typedef struct cio_condition {
-    void *priv[8]; /* opaque */
+    void *priv[8]; /**< opaque */
 } cio_condition;
-#define CIO_CONDITION_INIT {{0}} /* with a lock of its own */
+#define CIO_CONDITION_INIT {{0}} /**< with a lock of its own */
 
 /** Initialises a condition on lock (the caller's; it must outlive the
  * condition), or on a lock of its own if lock is NULL. Returns 0. */
 CIO_API int cio_condition_init(cio_condition *cond, cio_lock *lock);
 /** The condition's lock: returns as cio_lock_acquire / _release / _locked
  * (-EINVAL for a NULL cond; locked: 1 or 0). */
+/** @{ */
 CIO_API int cio_condition_acquire(cio_condition *cond);
 CIO_API int cio_condition_release(cio_condition *cond);
 CIO_API int cio_condition_locked(const cio_condition *cond);
+/** @} */
 /** Releases the lock, waits to be notified, and takes the lock again before
  * returning, even when cancelled or timed out (as asyncio: the caller
  * always holds the lock afterwards). Returns 0, -ECANCELED / -ETIMEDOUT
@@ -691,7 +711,7 @@ CIO_API int cio_condition_notify_all(cio_condition *cond);
 
 /** A semaphore: a counter of units; acquire takes one, release gives one. */
 typedef struct cio_semaphore {
-    void *priv[4]; /* opaque */
+    void *priv[4]; /**< opaque */
 } cio_semaphore;
 
 /** Initialises a semaphore with `value` units (>= 0). Returns 0, -EINVAL. */
@@ -706,11 +726,11 @@ CIO_API int cio_semaphore_acquire(cio_semaphore *sem);
  * -EINVAL (a bounded semaphore released too often: asyncio's ValueError),
  * -EOVERFLOW (INT_MAX units). */
 CIO_API int cio_semaphore_release(cio_semaphore *sem);
-CIO_API int cio_semaphore_locked(const cio_semaphore *sem); /* 1: would wait */
+CIO_API int cio_semaphore_locked(const cio_semaphore *sem); /**< 1: would wait */
 
 /** A barrier: `parties` tasks wait until all of them have arrived. */
 typedef struct cio_barrier {
-    void *priv[4]; /* opaque */
+    void *priv[4]; /**< opaque */
 } cio_barrier;
 
 /** Initialises a barrier for `parties` (>= 1) tasks. Returns 0, -EINVAL. */
@@ -727,9 +747,9 @@ CIO_API int cio_barrier_reset(cio_barrier *b);
 /** Breaks the barrier: waiters, and all later ones until a reset, get
  * CIO_EBROKEN. Does not wait. Returns 0. */
 CIO_API int cio_barrier_abort(cio_barrier *b);
-CIO_API int cio_barrier_parties(const cio_barrier *b);   /* as initialised */
-CIO_API int cio_barrier_n_waiting(const cio_barrier *b); /* while filling */
-CIO_API int cio_barrier_broken(const cio_barrier *b);    /* 1 or 0 */
+CIO_API int cio_barrier_parties(const cio_barrier *b);   /**< as initialised */
+CIO_API int cio_barrier_n_waiting(const cio_barrier *b); /**< while filling */
+CIO_API int cio_barrier_broken(const cio_barrier *b);    /**< 1 or 0 */
 
 /* ----------------------------------------------------------------- queue
  * asyncio's queues, for the tasks of one loop: FIFO, priority (smallest
@@ -787,10 +807,10 @@ CIO_API int cio_queue_put_nowait(cio_queue *q, const void *item);
 /** get without waiting, from anywhere. Returns 0, -EAGAIN (empty:
  * QueueEmpty), -ESHUTDOWN. */
 CIO_API int cio_queue_get_nowait(cio_queue *q, void *item);
-CIO_API size_t cio_queue_qsize(const cio_queue *q);   /* items get can take */
-CIO_API size_t cio_queue_maxsize(const cio_queue *q); /* 0: unbounded */
-CIO_API int cio_queue_empty(const cio_queue *q);      /* 1 or 0 */
-CIO_API int cio_queue_full(const cio_queue *q);       /* 1 or 0 */
+CIO_API size_t cio_queue_qsize(const cio_queue *q);   /**< items get can take */
+CIO_API size_t cio_queue_maxsize(const cio_queue *q); /**< 0: unbounded */
+CIO_API int cio_queue_empty(const cio_queue *q);      /**< 1 or 0 */
+CIO_API int cio_queue_full(const cio_queue *q);       /**< 1 or 0 */
 /** Tells the queue an item got earlier is dealt with (for join). Returns 0,
  * or -EINVAL if called more times than items were put (ValueError). */
 CIO_API int cio_queue_task_done(cio_queue *q);
@@ -863,22 +883,22 @@ typedef struct cio_protocol {
     void (*connection_made)(cio_transport *t, void *ctx);
     void (*data_received)(cio_transport *t, const char *data, size_t n,
                           void *ctx);
-    /* The peer sent EOF: return 1 to keep the transport open for writing
+    /** The peer sent EOF: return 1 to keep the transport open for writing
      * (a half-close), 0 to close it. NULL: close. */
     int (*eof_received)(cio_transport *t, void *ctx);
-    /* The last call: error is 0 for a plain close. */
+    /** The last call: error is 0 for a plain close. */
     void (*connection_lost)(cio_transport *t, int error, void *ctx);
-    /* The write buffer went above the high-water mark / back below the
+    /** The write buffer went above the high-water mark / back below the
      * low-water mark. */
     void (*pause_writing)(cio_transport *t, void *ctx);
     void (*resume_writing)(cio_transport *t, void *ctx);
-    /* asyncio.BufferedProtocol: when get_buffer is set, data is read
+    /** asyncio.BufferedProtocol: when get_buffer is set, data is read
      * straight into the buffer it returns (at least 1 byte, *size set),
      * then buffer_updated says how many bytes arrived. */
     void *(*get_buffer)(cio_transport *t, size_t sizehint, size_t *size,
                         void *ctx);
     void (*buffer_updated)(cio_transport *t, size_t n, void *ctx);
-    /* Datagram endpoints: datagram_received gets each datagram whole
+    /** Datagram endpoints: datagram_received gets each datagram whole
      * (up to 64 KiB, more than any UDP payload); one longer than that is
      * dropped and reported as error_received(-EMSGSIZE). */
     void (*datagram_received)(cio_transport *t, const char *data, size_t n,
@@ -907,14 +927,14 @@ CIO_API int cio_transport_writelines(cio_transport *t, const struct iovec *iov,
 /** Closes the write side once the buffer is flushed. Returns 0, -EPIPE,
  * -ENOTSUP (cannot, e.g. datagrams). */
 CIO_API int cio_transport_write_eof(cio_transport *t);
-CIO_API int cio_transport_can_write_eof(cio_transport *t); /* 1 or 0 */
+CIO_API int cio_transport_can_write_eof(cio_transport *t); /**< 1 or 0 */
 /** Closes after flushing the buffer; connection_lost(0) follows. */
 CIO_API void cio_transport_close(cio_transport *t);
 /** Closes now, dropping the buffer; connection_lost(0) follows. A socket
  * is closed with SO_LINGER 0, so the peer sees a reset (ECONNRESET), not
  * an orderly EOF after bytes that will never come. */
 CIO_API void cio_transport_abort(cio_transport *t);
-CIO_API int cio_transport_is_closing(const cio_transport *t); /* 1 or 0 */
+CIO_API int cio_transport_is_closing(const cio_transport *t); /**< 1 or 0 */
 /** asyncio's get_extra_info: "peername" and "sockname" fill a sockaddr in
  * buf (*len: its size in, the address's out); "socket" an int fd.
  * Returns 0, -ENOENT (unknown name), -EINVAL, -ENOTCONN. */
@@ -934,9 +954,11 @@ CIO_API int cio_transport_set_write_buffer_max(cio_transport *t, size_t max);
 CIO_API size_t cio_transport_get_write_buffer_size(const cio_transport *t);
 /** Stops / resumes calling data_received (resume only undoes a pause).
  * Returns 0 or -EINVAL (NULL). */
+/** @{ */
 CIO_API int cio_transport_pause_reading(cio_transport *t);
 CIO_API int cio_transport_resume_reading(cio_transport *t);
-CIO_API int cio_transport_is_reading(const cio_transport *t); /* 1 or 0 */
+/** @} */
+CIO_API int cio_transport_is_reading(const cio_transport *t); /**< 1 or 0 */
 /** Returns the protocol context given at creation (or by the factory), NULL
  * for a NULL t. */
 CIO_API void *cio_transport_get_context(const cio_transport *t);
@@ -1038,10 +1060,10 @@ CIO_API int cio_transport_start_tls(cio_transport *t, const cio_tls_options *o,
                                     int server_side);
 
 typedef struct cio_connection_options {
-    const char *local_host;      /* bind to this address first, or NULL */
+    const char *local_host;      /**< bind to this address first, or NULL */
     const char *local_port;
-    int family;                  /* AF_INET, AF_INET6, 0: either */
-    double happy_eyeballs_delay; /* s between attempts; 0: 0.25 */
+    int family;                  /**< AF_INET, AF_INET6, 0: either */
+    double happy_eyeballs_delay; /**< s between attempts; 0: 0.25 */
     const cio_tls_options *tls;  /**< TLS (NULL: none) */
 } cio_connection_options;
 
@@ -1051,6 +1073,7 @@ typedef struct cio_connection_options {
  * returning. *t is valid until connection_lost returns. opts may be NULL.
  * Returns 0, CIO_EAI(...), -ECONNREFUSED, -ETIMEDOUT, -ENOMEM, -EINVAL
  * (a bad port or local_port, as cio_getaddrinfo), ... */
+/** @{ */
 CIO_API int cio_create_connection(const char *host, const char *port,
                                   const cio_protocol *proto, void *ctx,
                                   const cio_connection_options *opts,
@@ -1058,6 +1081,7 @@ CIO_API int cio_create_connection(const char *host, const char *port,
 CIO_API int cio_create_unix_connection(const char *path,
                                        const cio_protocol *proto, void *ctx,
                                        cio_transport **t);
+/** @} */
 /** Wraps a connected socket (the transport owns fd from then on), on loop
  * (NULL: the running one); connection_made runs soon. Returns 0, -EINVAL
  * (no loop, fd < 0, NULL proto), -EBADF (fd not open), -ESHUTDOWN (closed
@@ -1068,10 +1092,10 @@ CIO_API int cio_connect_accepted_socket(cio_loop *loop, int fd,
                                         cio_transport **t);
 
 typedef struct cio_server_options {
-    int backlog;        /* 0: 100, as asyncio */
-    int reuse_address;  /* -1 off; 0 (default) and 1: on */
-    int reuse_port;     /* 1: SO_REUSEPORT (one loop per core) */
-    int delay_serving;  /* 1: do not accept until start_serving */
+    int backlog;        /**< 0: 100, as asyncio */
+    int reuse_address;  /**< -1 off; 0 (default) and 1: on */
+    int reuse_port;     /**< 1: SO_REUSEPORT (one loop per core) */
+    int delay_serving;  /**< 1: do not accept until start_serving */
     /** TLS for every connection (NULL: none); the protocol's context is
      * made, and connection_made runs, only once a handshake succeeded: a
      * failed one closes the connection without a word to the program. */
@@ -1101,7 +1125,7 @@ CIO_API int cio_create_unix_server(const char *path,
 /** Starts accepting (a no-op if serving). Returns 0, -EINVAL (NULL),
  * -ESHUTDOWN (closed), or as cio_add_reader (-ENOMEM, ...). */
 CIO_API int cio_server_start_serving(cio_server *s);
-CIO_API int cio_server_is_serving(const cio_server *s); /* 1 or 0 */
+CIO_API int cio_server_is_serving(const cio_server *s); /**< 1 or 0 */
 /** From a task: serves until the server is closed (returns 0) or the task
  * is cancelled (-ECANCELED; the server is closed then). Also returns
  * -EINVAL (NULL, not in a task) or as cio_server_start_serving. */
@@ -1110,8 +1134,10 @@ CIO_API int cio_server_serve_forever(cio_server *s);
 CIO_API void cio_server_close(cio_server *s);
 /** Closes (close_clients) or aborts (as cio_transport_abort: the peers see
  * a reset) every connection of the server. */
+/** @{ */
 CIO_API void cio_server_close_clients(cio_server *s);
 CIO_API void cio_server_abort_clients(cio_server *s);
+/** @} */
 /** From a task: waits until the server is closed and its connections are
  * gone. Returns 0, -ECANCELED, -ETIMEDOUT, -EINVAL (NULL, not in a task),
  * -ENOMEM. */
@@ -1146,7 +1172,7 @@ CIO_API int cio_create_datagram_endpoint(const char *local_host,
 typedef struct cio_stream cio_stream;
 
 typedef struct cio_stream_options {
-    size_t limit; /* 0: 64 KiB */
+    size_t limit; /**< 0: 64 KiB */
     /** cio_open_connection / _unix_connection: TLS (NULL: none). For a
      * Unix socket, server_hostname must name the host to check. */
     const cio_tls_options *tls;
@@ -1156,12 +1182,14 @@ typedef struct cio_stream_options {
  * sets *s to a stream, the caller's until cio_stream_free. opts may be
  * NULL. Returns 0, -EINVAL (NULL s, not in a task), -ENOMEM, or as the
  * connection call. */
+/** @{ */
 CIO_API int cio_open_connection(const char *host, const char *port,
                                 const cio_stream_options *opts,
                                 cio_stream **s);
 CIO_API int cio_open_unix_connection(const char *path,
                                      const cio_stream_options *opts,
                                      cio_stream **s);
+/** @} */
 
 /** Runs as a new task for each connection; the stream is closed and freed
  * when it returns. */
@@ -1169,6 +1197,7 @@ typedef int (*cio_client_connected)(cio_stream *s, void *arg);
 
 /** From a task: a server whose every connection runs cb(stream, arg) as a
  * task. Returns as cio_create_server. */
+/** @{ */
 CIO_API int cio_start_server(cio_client_connected cb, void *arg,
                              const char *host, const char *port,
                              const cio_stream_options *sopts,
@@ -1179,6 +1208,7 @@ CIO_API int cio_start_unix_server(cio_client_connected cb, void *arg,
                                   const cio_stream_options *sopts,
                                   const cio_server_options *opts,
                                   cio_server **server);
+/** @} */
 
 /* Every read call below returns -EINVAL (NULL, not in a task), -EBUSY
  * (another task is reading the stream), -ECANCELED / -ETIMEDOUT, or at EOF
@@ -1190,7 +1220,7 @@ CIO_API ssize_t cio_stream_read(cio_stream *s, void *buf, size_t n);
 /** Reads to EOF: *data (release with cio_free) gets the bytes; returns
  * the count or an error. */
 CIO_API ssize_t cio_stream_read_all(cio_stream *s, char **data);
-/** Reads a line: *line (borrowed) points at it, '\n' included; returns
+/** Reads a line: *line (borrowed) points at it, newline included; returns
  * its length, a shorter last line at EOF, 0 at EOF, or CIO_ELIMIT (the
  * line was longer than the limit: it is consumed, as asyncio's). */
 CIO_API ssize_t cio_stream_readline(cio_stream *s, const char **line);
@@ -1206,15 +1236,17 @@ CIO_API ssize_t cio_stream_readexactly(cio_stream *s, void *buf, size_t n,
  * first), -EINVAL (no separators, or an empty one). */
 CIO_API ssize_t cio_stream_readuntil(cio_stream *s, const char *const *seps,
                                      size_t nseps, const char **data);
-CIO_API int cio_stream_at_eof(const cio_stream *s); /* 1 or 0 */
+CIO_API int cio_stream_at_eof(const cio_stream *s); /**< 1 or 0 */
 
 /** Queues data (never waits; call drain to wait). Returns 0, -EINVAL,
  * -EPIPE, the connection's error once it is lost, -ENOMEM, -ENOBUFS (past
  * the write buffer's maximum: nothing of it kept): as cio_transport_write
  * / _writelines. */
+/** @{ */
 CIO_API int cio_stream_write(cio_stream *s, const void *data, size_t n);
 CIO_API int cio_stream_writelines(cio_stream *s, const struct iovec *iov,
                                   int iovcnt);
+/** @} */
 /** Waits while the write buffer is above its high-water mark. Returns 0,
  * the connection's error once it is lost (-ECONNRESET if none),
  * -ECANCELED, -ETIMEDOUT, -EINVAL (NULL, not in a task). */
@@ -1226,10 +1258,10 @@ CIO_API int cio_stream_set_write_buffer_max(cio_stream *s, size_t max);
  * connection's error once it is lost, -ENOTSUP (as
  * cio_transport_write_eof). */
 CIO_API int cio_stream_write_eof(cio_stream *s);
-CIO_API int cio_stream_can_write_eof(cio_stream *s); /* 1 or 0 */
+CIO_API int cio_stream_can_write_eof(cio_stream *s); /**< 1 or 0 */
 /** Starts closing (flushing first). */
 CIO_API void cio_stream_close(cio_stream *s);
-CIO_API int cio_stream_is_closing(const cio_stream *s); /* 1 or 0 */
+CIO_API int cio_stream_is_closing(const cio_stream *s); /**< 1 or 0 */
 /** Waits until the connection is closed. Returns 0, its error, -EINVAL
  * (NULL, not in a task), -ECANCELED, -ETIMEDOUT, -ENOMEM. */
 CIO_API int cio_stream_wait_closed(cio_stream *s);
@@ -1284,23 +1316,23 @@ CIO_API int cio_remove_signal_handler(cio_loop *loop, int signum);
 typedef struct cio_process cio_process;
 
 typedef enum cio_stdio_kind {
-    CIO_STDIO_INHERIT = 0, /* the parent's (the default) */
-    CIO_STDIO_PIPE,        /* a pipe: a stream in the process object */
-    CIO_STDIO_DEVNULL,     /* /dev/null */
-    CIO_STDIO_FD,          /* the given fd (duplicated; still the caller's) */
-    CIO_STDIO_STDOUT       /* stderr only: wherever stdout goes */
+    CIO_STDIO_INHERIT = 0, /**< the parent's (the default) */
+    CIO_STDIO_PIPE,        /**< a pipe: a stream in the process object */
+    CIO_STDIO_DEVNULL,     /**< /dev/null */
+    CIO_STDIO_FD,          /**< the given fd (duplicated; still the caller's) */
+    CIO_STDIO_STDOUT       /**< stderr only: wherever stdout goes */
 } cio_stdio_kind;
 
 typedef struct cio_stdio {
     cio_stdio_kind kind;
-    int fd; /* CIO_STDIO_FD */
+    int fd; /**< CIO_STDIO_FD */
 } cio_stdio;
 
 typedef struct cio_process_options {
     cio_stdio in, out, err;
-    const char *cwd;    /* NULL: the parent's */
-    char *const *env;   /* NULL: the parent's environment */
-    size_t limit;       /* the pipe streams' buffer limit; 0: 64 KiB */
+    const char *cwd;    /**< NULL: the parent's */
+    char *const *env;   /**< NULL: the parent's environment */
+    size_t limit;       /**< the pipe streams' buffer limit; 0: 64 KiB */
 } cio_process_options;
 
 /** From a task: starts argv[0] (searched in PATH) with argv (NULL-ended).
@@ -1320,9 +1352,11 @@ CIO_API pid_t cio_process_pid(const cio_process *p);
 CIO_API int cio_process_returncode(const cio_process *p, int *code);
 /** Return its pipe streams (borrowed, valid until cio_process_free; NULL
  * unless CIO_STDIO_PIPE). */
+/** @{ */
 CIO_API cio_stream *cio_process_stdin(cio_process *p);
 CIO_API cio_stream *cio_process_stdout(cio_process *p);
 CIO_API cio_stream *cio_process_stderr(cio_process *p);
+/** @} */
 /** Waits for it to exit; *code as cio_process_returncode. Cancelling the
  * wait leaves the child watched. Returns 0, -ECANCELED, -ETIMEDOUT. */
 CIO_API int cio_process_wait(cio_process *p, int *code);
@@ -1336,9 +1370,11 @@ CIO_API int cio_process_communicate(cio_process *p, const void *input,
 /** Sends a signal (terminate: SIGTERM, kill: SIGKILL). Returns 0, -ESRCH
  * (it already exited), -EINVAL (NULL, not a signal), or the kernel's
  * -errno (-EPERM). */
+/** @{ */
 CIO_API int cio_process_send_signal(cio_process *p, int sig);
 CIO_API int cio_process_terminate(cio_process *p);
 CIO_API int cio_process_kill(cio_process *p);
+/** @} */
 /** Frees the object and its streams; a child still running is reaped in
  * the background when it exits. NULL is a no-op. */
 CIO_API void cio_process_free(cio_process *p);
@@ -1365,6 +1401,7 @@ typedef struct cio_subprocess_protocol {
  * to proto. *t is the caller's until cio_subprocess_close (and freed once
  * connection_lost was called too). Returns as cio_create_subprocess_exec
  * (-EINVAL also for a NULL proto or t). */
+/** @{ */
 CIO_API int cio_subprocess_exec(const char *const *argv,
                                 const cio_process_options *opts,
                                 const cio_subprocess_protocol *proto,
@@ -1373,6 +1410,7 @@ CIO_API int cio_subprocess_shell(const char *cmd,
                                  const cio_process_options *opts,
                                  const cio_subprocess_protocol *proto,
                                  void *ctx, cio_subprocess_transport **t);
+/** @} */
 /** Returns the child's pid, or -1 for a NULL t. */
 CIO_API pid_t cio_subprocess_get_pid(const cio_subprocess_transport *t);
 /** Returns as cio_process_returncode. */
@@ -1390,12 +1428,14 @@ CIO_API void cio_subprocess_close(cio_subprocess_transport *t);
 /** asyncio's connect_read_pipe / connect_write_pipe: a transport over any
  * pipe fd (owned by the transport from then on), on loop (NULL: the
  * running one). Returns as cio_connect_accepted_socket. */
+/** @{ */
 CIO_API int cio_connect_read_pipe(cio_loop *loop, int fd,
                                   const cio_protocol *proto, void *ctx,
                                   cio_transport **t);
 CIO_API int cio_connect_write_pipe(cio_loop *loop, int fd,
                                    const cio_protocol *proto, void *ctx,
                                    cio_transport **t);
+/** @} */
 
 /* For the next API break (inconsistencies kept for now; one per line):
  *  - 1-or-0 predicates (cio_loop_is_running, cio_future_done, ...) -> bool.
