@@ -659,3 +659,260 @@ TEST(flow_task_group_bad_arguments)
     CHECK(g == NULL);
     run_ok(main_group_args);
 }
+
+/* ----------------------------------------------- a group's own error */
+
+/* A child whose cancellation ends in an error of its own (a cleanup that
+ * failed): asyncio collects it with the others. */
+static int fail_when_cancelled(void *arg)
+{
+    int r = cio_sleep(100);
+    test_log_add(&L, "cancelled:%s", code(r));
+    return (int)(intptr_t)arg;
+}
+
+static int main_group_abort(void *arg)
+{
+    (void)arg;
+    record_here();
+    cio_task *me = cio_current_task();
+    cio_task_group *g;
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    CHECK_ERR(cio_task_group_spawn(g, sleep_then_clean_up, "a", NULL, NULL),
+              0);
+    CHECK_ERR(cio_task_group_spawn(g, fail_when_cancelled, IARG(-EIO), NULL,
+                                   NULL),
+              0);
+    yield_n(1);
+    /* The body fails the group: asyncio's exception in `async with`. */
+    CHECK_ERR(cio_task_group_abort(g, -EPROTO), -EPROTO);
+    test_log_add(&L, "aborted");
+    CHECK_EQ(cio_task_cancelling(me), 0); /* the body is not cancelled */
+    CHECK_ERR(cio_task_group_spawn(g, run_job, NULL, NULL, NULL), -ESHUTDOWN);
+    CHECK_ERR(cio_task_group_abort(g, -EPIPE), -EPIPE); /* the first stays */
+    int r = cio_task_group_join(g);
+    test_log_add(&L, "join:%s", code(r));
+    CHECK_ERR(r, -EPROTO);
+    CHECK_EQ(cio_future_cancelled(cio_task_group_task(g, 0)), 1);
+    /* The child's error, then the group's own, last (asyncio's order). */
+    CHECK_EQ(cio_task_group_error_count(g), 2);
+    cio_task *who = NULL;
+    CHECK_ERR(cio_task_group_error(g, 0, &who), -EIO);
+    CHECK(who == cio_task_group_task(g, 1));
+    CHECK_ERR(cio_task_group_error(g, 1, &who), -EPROTO);
+    CHECK(who == NULL);
+    CHECK_ERR(cio_task_group_error(g, 2, &who), 0);
+    CHECK_ERR(cio_task_group_abort(g, -EPROTO), -EINVAL); /* joined */
+    CHECK_ERR(cio_sleep(0), 0);
+    cio_task_group_free(g);
+    return 0;
+}
+
+TEST(task_group_body_aborts_with_its_own_error)
+{
+    run_ok(main_group_abort);
+    CHECK_LOG(&L, "aborted a:ECANCELED cancelled:ECANCELED a:cleaned "
+                  "join:-71"); /* -EPROTO */
+    CHECK_EQ(REP.count, 0);
+}
+
+static int main_group_all_errors(void *arg)
+{
+    (void)arg;
+    record_here();
+    job bad = {"bad", 0, -EPIPE, 1};
+    cio_task_group *g;
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    CHECK_ERR(cio_task_group_spawn(g, fail_when_cancelled, IARG(-EIO), NULL,
+                                   NULL),
+              0);
+    CHECK_ERR(cio_task_group_spawn(g, run_job, &bad, NULL, NULL), 0);
+    CHECK_ERR(cio_task_group_spawn(g, fail_when_cancelled, IARG(-ENOTCONN),
+                                   NULL, NULL),
+              0);
+    CHECK_ERR(cio_task_group_spawn(g, sleep_then_clean_up, "calm", NULL,
+                                   NULL),
+              0);
+    int r = cio_task_group_join(g);
+    test_log_add(&L, "join:%s", code(r));
+    CHECK_ERR(r, -EPIPE); /* the first to happen */
+    /* asyncio's ExceptionGroup: every failure, in the order they came;
+     * a cancelled child is none. */
+    CHECK_EQ(cio_task_group_error_count(g), 3);
+    int expect[3] = {-EPIPE, -EIO, -ENOTCONN};
+    size_t child[3] = {1, 0, 2};
+    for (size_t i = 0; i < 3; i++) {
+        cio_task *who;
+        CHECK_ERR(cio_task_group_error(g, i, &who), expect[i]);
+        CHECK(who == cio_task_group_task(g, child[i]));
+    }
+    cio_task_group_free(g);
+    return 0;
+}
+
+TEST(task_group_every_child_error_is_readable_in_order)
+{
+    run_ok(main_group_all_errors);
+    CHECK_LOG(&L, "bad cancelled:ECANCELED cancelled:ECANCELED "
+                  "calm:ECANCELED calm:cleaned join:EPIPE");
+    CHECK_EQ(REP.count, 0);
+}
+
+static cio_task_group *shared_group;
+
+static int abort_from_a_child(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(cio_sleep(0), 0);
+    return cio_task_group_abort(shared_group, -ENOLINK);
+}
+
+static int main_group_abort_by_child(void *arg)
+{
+    (void)arg;
+    cio_task *me = cio_current_task();
+    CHECK_ERR(cio_task_group_new(&shared_group), 0);
+    CHECK_ERR(cio_task_group_spawn(shared_group, abort_from_a_child, NULL,
+                                   NULL, NULL),
+              0);
+    CHECK_ERR(cio_task_group_spawn(shared_group, sleep_then_clean_up, "s",
+                                   NULL, NULL),
+              0);
+    /* Another task's abort cancels the parent too, until it joins. */
+    int r = cio_sleep(100);
+    test_log_add(&L, "parent:%s", code(r));
+    CHECK_EQ(cio_task_cancelling(me), 1);
+    r = cio_task_group_join(shared_group);
+    test_log_add(&L, "join:%s", code(r));
+    CHECK_EQ(cio_task_cancelling(me), 0);
+    /* The child returned the error it aborted with: it failed too. */
+    CHECK_EQ(cio_task_group_error_count(shared_group), 2);
+    CHECK_ERR(cio_task_group_error(shared_group, 0, NULL), -ENOLINK);
+    cio_task_group_free(shared_group);
+    return r == -ENOLINK ? 0 : r;
+}
+
+TEST(task_group_aborted_by_another_task_cancels_the_parent_until_join)
+{
+    run_ok(main_group_abort_by_child);
+    CHECK_LOG(&L, "s:ECANCELED parent:ECANCELED s:cleaned join:-67");
+}
+
+static int main_group_abort_cancelled(void *arg)
+{
+    (void)arg;
+    cio_task_group *g;
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    CHECK_ERR(cio_task_group_spawn(g, sleep_then_clean_up, "c", NULL, NULL),
+              0);
+    /* -ECANCELED is no error: asyncio's CancelledError in the body. */
+    CHECK_ERR(cio_task_group_abort(g, -ECANCELED), -ECANCELED);
+    CHECK_ERR(cio_task_group_join(g), -ECANCELED);
+    CHECK_EQ(cio_task_group_error_count(g), 0);
+    CHECK_EQ(cio_task_cancelling(cio_current_task()), 0);
+    cio_task_group_free(g);
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    CHECK_ERR(cio_task_group_abort(NULL, -EIO), -EINVAL);
+    CHECK_ERR(cio_task_group_abort(g, 0), -EINVAL);
+    CHECK_ERR(cio_task_group_abort(g, 3), -EINVAL);
+    /* A real error after a cancellation takes its place. */
+    CHECK_ERR(cio_task_group_abort(g, -ECANCELED), -ECANCELED);
+    CHECK_ERR(cio_task_group_abort(g, -EIO), -EIO);
+    CHECK_ERR(cio_task_group_join(g), -EIO);
+    CHECK_EQ(cio_task_group_error_count(g), 1);
+    cio_task_group_free(g);
+    CHECK_EQ(cio_task_group_error_count(NULL), 0);
+    CHECK_ERR(cio_task_group_error(NULL, 0, NULL), 0);
+    return 0;
+}
+
+TEST(task_group_abort_with_a_cancellation_is_no_error)
+{
+    run_ok(main_group_abort_cancelled);
+    CHECK_LOG(&L, ""); /* "c" was cancelled before it ever ran */
+}
+
+/* ------------------------------------------------------- gather_calls */
+
+static int main_gather_calls(void *arg)
+{
+    (void)arg;
+    record_here();
+    job j[3] = {{"g0", 0, 1, 2}, {"g1", 0, 2, 0}, {"g2", 0, 3, 1}};
+    cio_call calls[3] = {{run_job, &j[0]}, {run_job, &j[1]}, {run_job, &j[2]}};
+    cio_result res[3];
+    CHECK_ERR(cio_gather_calls(calls, 3, 0, res), 0);
+    for (int i = 0; i < 3; i++) { /* in argument order */
+        CHECK_ERR(res[i].status, i + 1);
+        CHECK(res[i].value == &VALUES[i + 1]);
+    }
+    test_log_add(&L, "|");
+    /* The first failure cancels the others, which are waited for. */
+    job f[3] = {{"slow", 100, 0, 0}, {"bad", 0, -EPIPE, 1}, {"gate", -1, 0, 0}};
+    GATE = future_open();
+    cio_call fc[3] = {{run_job, &f[0]}, {run_job, &f[1]}, {run_job, &f[2]}};
+    CHECK_ERR(cio_gather_calls(fc, 3, 0, res), -EPIPE);
+    CHECK_ERR(res[0].status, -ECANCELED);
+    CHECK_ERR(res[1].status, -EPIPE);
+    CHECK_ERR(res[2].status, -ECANCELED);
+    CHECK_EQ(cio_task_cancelling(cio_current_task()), 0);
+    test_log_add(&L, "|");
+    /* return_exceptions: every call runs to its end. */
+    job e[2] = {{"e0", 0, -EPIPE, 0}, {"e1", 0, 4, 2}};
+    cio_call ec[2] = {{run_job, &e[0]}, {run_job, &e[1]}};
+    CHECK_ERR(cio_gather_calls(ec, 2, 1, res), 0);
+    CHECK_ERR(res[0].status, -EPIPE);
+    CHECK_ERR(res[1].status, 4);
+    CHECK(res[1].value == &VALUES[4]);
+    CHECK_ERR(cio_gather_calls(ec, 2, 1, NULL), 0); /* results may be NULL */
+    /* A call that cannot start cancels those started. */
+    cio_call bad[3] = {{run_job, &j[0]}, {NULL, NULL}, {run_job, &j[1]}};
+    CHECK_ERR(cio_gather_calls(bad, 3, 1, res), -EINVAL);
+    CHECK_ERR(res[0].status, -ECANCELED);
+    CHECK_ERR(res[1].status, -ECANCELED);
+    CHECK_ERR(res[2].status, -ECANCELED);
+    CHECK_ERR(cio_gather_calls(NULL, 0, 0, NULL), 0);
+    CHECK_ERR(cio_gather_calls(NULL, 1, 0, NULL), -EINVAL);
+    CHECK_ERR(cio_sleep(0), 0);
+    cio_future_unref(GATE);
+    return 0;
+}
+
+TEST(gather_calls_results_in_order_with_nothing_to_unref)
+{
+    run_ok(main_gather_calls);
+    CHECK_LOG(&L, "g1 g2 g0 | bad slow:ECANCELED gate:ECANCELED | e0 e1 e0 e1");
+    CHECK_EQ(REP.count, 0); /* errors were returned: none unretrieved */
+    CHECK_ERR(cio_gather_calls(NULL, 0, 0, NULL), -EINVAL); /* no task */
+}
+
+static int gather_calls_parent(void *arg)
+{
+    (void)arg;
+    cio_call calls[2] = {{sleep_then_clean_up, "x"},
+                         {sleep_then_clean_up, "y"}};
+    cio_result res[2];
+    int r = cio_gather_calls(calls, 2, 1, res);
+    test_log_add(&L, "gathered:%s", code(r));
+    CHECK_ERR(res[0].status, -ECANCELED);
+    CHECK_ERR(res[1].status, -ECANCELED);
+    return r;
+}
+
+static int main_gather_calls_cancelled(void *arg)
+{
+    (void)arg;
+    cio_task *p = spawn(gather_calls_parent, NULL);
+    yield_n(2);
+    CHECK_EQ(cio_task_cancel(p), 1);
+    CHECK_ERR(cio_await(p, NULL), -ECANCELED);
+    cio_future_unref(p);
+    return 0;
+}
+
+TEST(gather_calls_cancelled_cancels_every_call_and_waits)
+{
+    run_ok(main_gather_calls_cancelled);
+    CHECK_LOG(&L, "x:ECANCELED y:ECANCELED x:cleaned y:cleaned "
+                  "gathered:ECANCELED");
+}
