@@ -70,21 +70,11 @@ static int async_step(void *arg)
 static int kitchen(void *arg)
 {
     (void)arg;
-    /* Start preheating and mixing at the same time: two tasks. */
-    cio_task *oven, *bowl;
-    int err = cio_create_task(async_step, &preheat, &oven);
-    if (err)
-        return err;
-    err = cio_create_task(async_step, &mix, &bowl);
-    if (err) {
-        cio_future_unref(oven);
-        return err;
-    }
-    /* Wait for both: the oven must be hot and the batter ready. */
-    cio_task *both[] = {oven, bowl};
-    err = cio_gather(both, 2, 0, NULL);
-    cio_future_unref(oven);
-    cio_future_unref(bowl);
+    /* Preheat and mix at the same time, and wait for both: the oven must
+     * be hot and the batter ready. cio_gather_calls runs each call as a
+     * task of its own (asyncio.gather(preheat(), mix())). */
+    cio_call both[] = {{async_step, &preheat}, {async_step, &mix}};
+    int err = cio_gather_calls(both, 2, 0, NULL);
     if (err)
         return err;
     /* Baking needs both, so it comes after: a plain call in this task. */

@@ -184,22 +184,14 @@ static int main_task(void *arg)
     snprintf(port, sizeof port, "%d", cio_server_port(server));
 
     client *clients[] = {&alice, &bob, &carol};
-    cio_task *tasks[3];
-    size_t started = 0;
-    for (; started < 3 && !err; started++)
-        err = cio_create_task(chat_client, clients[started], &tasks[started]);
-    if (err) { /* the last one did not start */
-        started--;
-        for (size_t i = 0; i < started; i++)
-            cio_task_cancel(tasks[i]);
-    }
+    cio_call calls[3];
+    for (size_t i = 0; i < 3; i++)
+        calls[i] = (cio_call){chat_client, clients[i]};
     cio_result results[3];
-    int gathered = started ? cio_gather(tasks, started, 1, results) : 0;
-    for (size_t i = 0; i < started; i++) { /* 1 above: wait for all */
-        if (!err)
-            err = gathered ? gathered : results[i].status;
-        cio_future_unref(tasks[i]);
-    }
+    err = cio_gather_calls(calls, 3, 1, results); /* 1: wait for all */
+    for (size_t i = 0; i < 3 && !err; i++)
+        if (results[i].status < 0)
+            err = results[i].status;
 
     cio_server_close(server);
     int closed = cio_server_wait_closed(server);

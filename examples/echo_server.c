@@ -143,26 +143,16 @@ static int main_task(void *arg)
     snprintf(port, sizeof port, "%d", cio_server_port(server));
     printf("server: listening on 127.0.0.1 port %s\n", port);
 
-    cio_task *clients[2];
-    err = cio_create_task(alice, NULL, &clients[0]);
-    if (err)
-        goto out;
-    err = cio_create_task(bob, NULL, &clients[1]);
-    if (err) {
-        cio_task_cancel(clients[0]);
-        cio_future_unref(clients[0]);
-        goto out;
-    }
+    /* Both clients at once, as tasks; 1 (return_exceptions): wait for
+     * both, each result in its slot. */
+    cio_call clients[] = {{alice, NULL}, {bob, NULL}};
     cio_result results[2];
-    err = cio_gather(clients, 2, 1, results); /* 1: wait for both */
-    for (int i = 0; i < 2; i++) {
-        if (!err && results[i].status < 0)
+    err = cio_gather_calls(clients, 2, 1, results);
+    for (int i = 0; i < 2 && !err; i++)
+        if (results[i].status < 0)
             err = results[i].status;
-        cio_future_unref(clients[i]);
-    }
     if (err)
         fprintf(stderr, "a client failed: %s\n", cio_strerror(err));
-out:
     cio_server_close(server);               /* stop listening */
     int closed = cio_server_wait_closed(server); /* connections gone too */
     cio_server_free(server);

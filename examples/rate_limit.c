@@ -3,9 +3,15 @@
  * Twenty "downloads" (sleeps of 50 ms stand for them) are started at once,
  * but a semaphore with three units lets only three run at a time: each
  * takes a unit before it starts and gives it back when done, and the rest
- * wait their turn, first come first served. cio_gather() waits for all
- * twenty. Without the semaphore they would all run at once, which is fine
- * for sleeps but not for a server that allows three connections.
+ * wait their turn, first come first served. cio_gather_calls() runs the
+ * twenty calls as tasks and waits for all of them, with no task to keep
+ * or unref. Without the semaphore they would all run at once, which is
+ * fine for sleeps but not for a server that allows three connections.
+ *
+ * CIO_SEMAPHORE_SCOPE (GCC and Clang) is Python's `async with limit:` the
+ * unit goes back however the block is left, by return, break or goto.
+ * Without it: cio_semaphore_acquire, then cio_semaphore_release on every
+ * path out.
  */
 #include <cio.h>
 
@@ -20,9 +26,10 @@ static int in_flight, most_in_flight;
 static int download(void *arg)
 {
     int n = (int)(intptr_t)arg;
-    int err = cio_semaphore_acquire(&limit); /* waits for a free unit */
+    CIO_SEMAPHORE_SCOPE(unit);                    /* holds nothing yet */
+    int err = cio_semaphore_enter(&unit, &limit); /* waits for a free unit */
     if (err)
-        return err;
+        return err; /* -ECANCELED: no unit was taken */
     in_flight++;
     if (in_flight > most_in_flight)
         most_in_flight = in_flight;
@@ -30,26 +37,19 @@ static int download(void *arg)
     err = cio_sleep(0.05); /* the download itself */
     in_flight--;
     printf("download %2d: done\n", n);
-    cio_semaphore_release(&limit); /* always, even after an error */
-    return err;
+    return err; /* the unit goes back here, even after an error */
 }
 
 static int fetch_all(void *arg)
 {
     (void)arg;
-    cio_task *tasks[DOWNLOADS];
+    cio_call calls[DOWNLOADS];
+    for (int i = 0; i < DOWNLOADS; i++)
+        calls[i] = (cio_call){download, (void *)(intptr_t)(i + 1)};
     cio_semaphore_init(&limit, AT_ONCE);
     printf("%d downloads, at most %d at a time\n", DOWNLOADS, AT_ONCE);
     double start = cio_loop_time(cio_get_running_loop());
-    for (int i = 0; i < DOWNLOADS; i++) {
-        int err = cio_create_task(download, (void *)(intptr_t)(i + 1),
-                                  &tasks[i]);
-        if (err)
-            return err;
-    }
-    int err = cio_gather(tasks, DOWNLOADS, 0, NULL);
-    for (int i = 0; i < DOWNLOADS; i++)
-        cio_future_unref(tasks[i]);
+    int err = cio_gather_calls(calls, DOWNLOADS, 0, NULL);
     double took = cio_loop_time(cio_get_running_loop()) - start;
     printf("all done in %.2f s, never more than %d in flight\n", took,
            most_in_flight);

@@ -69,7 +69,8 @@ static int running, most_running;
 static int run_job(void *arg)
 {
     job *j = arg;
-    int err = cio_semaphore_acquire(&slots); /* waits while 3 are running */
+    CIO_SEMAPHORE_SCOPE(slot); /* `async with slots:` to the end of run_job */
+    int err = cio_semaphore_enter(&slot, &slots); /* waits while 3 run */
     if (err)
         return err;
     if (++running > most_running)
@@ -94,8 +95,7 @@ static int run_job(void *arg)
         cio_process_free(p);
     }
     running--;
-    cio_semaphore_release(&slots); /* always, so the next one can start */
-    return err;
+    return err; /* the slot goes back here: the next one can start */
 }
 
 static int run_jobs(void)
@@ -105,20 +105,18 @@ static int run_jobs(void)
     cio_loop *loop = cio_get_running_loop();
     double start = cio_loop_time(loop);
 
-    cio_task *tasks[NJOBS];
-    size_t started = 0;
-    int err = 0;
-    for (; started < NJOBS && !err; started++)
-        err = cio_create_task(run_job, &jobs[started], &tasks[started]);
-    if (err)
-        started--; /* the failed one holds no task */
-    /* return_exceptions (1): wait for every job, each keeps its status. */
+    /* Every job as a task; return_exceptions (1): wait for all of them,
+     * each keeps its status. Nothing to unref: the tasks are the call's. */
+    cio_call calls[NJOBS];
+    for (size_t i = 0; i < NJOBS; i++)
+        calls[i] = (cio_call){run_job, &jobs[i]};
     cio_result results[NJOBS];
-    int gathered = started ? cio_gather(tasks, started, 1, results) : 0;
+    int gathered = cio_gather_calls(calls, NJOBS, 1, results);
     double took = cio_loop_time(loop) - start;
 
     /* The results in the order of the list, whatever order they ended in. */
-    for (size_t i = 0; i < started; i++) {
+    int err = 0;
+    for (size_t i = 0; i < NJOBS; i++) {
         job *j = &jobs[i];
         if (gathered == 0) {
             printf("  $ %s\n", j->cmd);
@@ -133,7 +131,6 @@ static int run_jobs(void)
         }
         cio_free(j->out);
         cio_free(j->err);
-        cio_future_unref(tasks[i]);
     }
     if (err || gathered)
         return err ? err : gathered;

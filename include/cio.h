@@ -425,6 +425,30 @@ typedef struct cio_result {
 CIO_API int cio_gather(cio_future *const *futs, size_t n,
                        int return_exceptions, cio_result *results);
 
+/** One function call for cio_gather_calls: fn(arg) runs as a task. */
+typedef struct cio_call {
+    cio_task_fn fn;
+    void *arg; /* borrowed: it must stay valid until gather_calls returns */
+} cio_call;
+
+/** asyncio's gather(f(a), g(b)) with nothing to unref: runs each call as
+ * a task (in a task group of its own) and waits; results[i] (may be NULL)
+ * gets call i's status and value (set with cio_task_set_value). Without
+ * return_exceptions, the first call to fail cancels the others (they are
+ * waited for) and its error is returned. With return_exceptions, every
+ * call runs to its end and 0 is returned, each slot holding its own
+ * status. If the calling task is cancelled (or its timeout scope
+ * expires), every call is cancelled and waited for, and -ECANCELED
+ * (-ETIMEDOUT) returned. A call that could not start (-ENOMEM, a NULL fn:
+ * -EINVAL) cancels the ones started and that error is returned; the calls
+ * after it never ran (their slots say -ECANCELED).
+ * Unlike asyncio.gather, nothing outlives the call: the other calls are
+ * cancelled, not left running, when one fails, since their arguments and
+ * results are the caller's. Returns 0, an error as above, -EINVAL (not
+ * in a task, NULL calls with n > 0), -ENOMEM. */
+CIO_API int cio_gather_calls(const cio_call *calls, size_t n,
+                             int return_exceptions, cio_result *results);
+
 typedef enum cio_wait_mode {
     CIO_ALL_COMPLETED = 0,
     CIO_FIRST_COMPLETED,
@@ -525,7 +549,27 @@ CIO_API void cio_timeout_leave(cio_timeout_scope *scope);
 
 /** asyncio.TaskGroup: tasks spawned into a group are joined together; the
  * first child to fail cancels the others (and the parent task, until it
- * joins). Create it, spawn, join, free: all from one parent task. */
+ * joins). Create it, spawn, join, free: all from one parent task.
+ *
+ * What asyncio's `async with TaskGroup()` does, and cio's forms of it:
+ *  - The body raises: children cancelled, waited for, the exception
+ *    raised (in an ExceptionGroup). cio: cio_task_group_abort(g, err),
+ *    then join returns err.
+ *  - A child fails: the others and the parent are cancelled; the exit
+ *    raises every child's error. cio: join returns the first; all of them
+ *    are readable, in order, with cio_task_group_error.
+ *  - The parent is cancelled: children cancelled, waited for,
+ *    CancelledError raised. cio: join returns -ECANCELED.
+ *  - `return` or `break` out of the body: the exit waits for the children
+ *    (it does not cancel them). cio: CIO_TASK_GROUP_SCOPE joins when the
+ *    block is left without join; what join would have returned has
+ *    nowhere to go there, so each child's error is reported through the
+ *    loop's exception handler. Call join yourself to read the result, and
+ *    abort before an early error return to cancel the children.
+ * Kept apart from asyncio: the group's own error is join's result even
+ * when children failed too (asyncio raises them together; C returns one
+ * int); BaseException (KeyboardInterrupt, SystemExit) has no C
+ * counterpart. */
 typedef struct cio_task_group cio_task_group;
 
 /** Creates a group whose parent is the calling task; *group is the caller's
@@ -538,19 +582,65 @@ CIO_API int cio_task_group_new(cio_task_group **group);
 CIO_API int cio_task_group_spawn(cio_task_group *group, cio_task_fn fn,
                                  void *arg, const cio_task_options *opts,
                                  cio_task **task);
-/** Waits for every child. Returns 0, the first child's error, -ECANCELED
- * if the parent was cancelled from outside (-ETIMEDOUT: its scope
- * expired), or -EINVAL (NULL, not the parent, already joined). */
+/** Fails the group with its own error err (< 0), as an exception raised
+ * in asyncio's `async with` body: the children are cancelled, no more can
+ * be spawned, and join (after waiting for them) returns err. The first
+ * such error is kept. -ECANCELED is no error: as a CancelledError raised
+ * in the body, it cancels the children and join returns -ECANCELED unless
+ * a child failed. Any task or callback may call it; when it is not the
+ * parent, the parent is cancelled too until it joins (as by a failing
+ * child). Returns err, so `return cio_task_group_abort(g, err);` reads as
+ * a raise; -EINVAL (NULL, err >= 0, already joined). */
+CIO_API int cio_task_group_abort(cio_task_group *group, int err);
+/** Waits for every child. Returns the group's own error (abort), else the
+ * first child's error, else -ECANCELED if the parent was cancelled from
+ * outside (-ETIMEDOUT: its scope expired) or aborted with -ECANCELED,
+ * else 0; -EINVAL (NULL, not the parent, already joined). */
 CIO_API int cio_task_group_join(cio_task_group *group);
-/** Children, in spawn order: each one's status stays readable. size
- * returns how many were spawned (0 for NULL); task returns child i
+/** Children, in spawn order: each one's status stays readable, with
+ * nothing to unref (cio_future_result(cio_task_group_task(g, i), &v)).
+ * size returns how many were spawned (0 for NULL); task returns child i
  * (borrowed until the group is freed), NULL if i is out of range. */
 /** @{ */
 CIO_API size_t cio_task_group_size(const cio_task_group *group);
 CIO_API cio_task *cio_task_group_task(const cio_task_group *group, size_t i);
 /** @} */
+/** asyncio's ExceptionGroup: the group's errors in the order they
+ * happened, each child that failed (not by cancellation) as it finished,
+ * then the group's own error from cio_task_group_abort last (asyncio adds
+ * the body's exception at exit). error_count returns how many (0 for
+ * NULL); error returns error i and sets *child (may be NULL) to the child
+ * (borrowed until the group is freed; NULL for the group's own), or
+ * returns 0 if i is out of range. */
+/** @{ */
+CIO_API size_t cio_task_group_error_count(const cio_task_group *group);
+CIO_API int cio_task_group_error(const cio_task_group *group, size_t i,
+                                 cio_task **child);
+/** @} */
 /** Frees the group (joining first if the parent did not). */
 CIO_API void cio_task_group_free(cio_task_group *group);
+
+/** GCC and Clang: a group pointer that is joined (if the parent did not)
+ * and freed when the block that declares it is left by any path, as
+ * `async with asyncio.TaskGroup() as g`. Create it with
+ * cio_task_group_new as usual (its error is the caller's to return); do
+ * not free it yourself:
+ *     CIO_TASK_GROUP_SCOPE(g);
+ *     if ((err = cio_task_group_new(&g)))
+ *         return err;
+ *     if ((err = cio_task_group_spawn(g, fetch, url, NULL, NULL)))
+ *         return cio_task_group_abort(g, err); // children cancelled
+ *     ...
+ *     return cio_task_group_join(g);           // freed on the way out */
+#if defined(__GNUC__)
+#define CIO_TASK_GROUP_SCOPE(name)                                             \
+    cio_task_group *name __attribute__((cleanup(cio_task_group_leave))) = NULL
+#endif
+/** CIO_TASK_GROUP_SCOPE's cleanup: joins *group unless it was joined (each
+ * child's error is then reported through the exception handler, as
+ * nobody can read it), frees it and sets *group to NULL. NULL *group is a
+ * no-op. */
+CIO_API void cio_task_group_leave(cio_task_group **group);
 
 /* -------------------------------------------------------------- threads
  * Blocking code runs in other threads; results come back to the loop.
@@ -656,6 +746,31 @@ CIO_API int cio_lock_acquire(cio_lock *lock);
 CIO_API int cio_lock_release(cio_lock *lock);
 CIO_API int cio_lock_locked(const cio_lock *lock); /**< 1 or 0 */
 
+/** GCC and Clang: `async with lock`. Declares `cio_lock *name`, NULL
+ * until cio_lock_enter takes the lock; whatever it holds is released
+ * when the block is left by any path (return, break, goto). The acquire's
+ * error is enter's, the caller's to return:
+ *     CIO_LOCK_SCOPE(held);
+ *     if ((err = cio_lock_enter(&held, &lock)))
+ *         return err;                   // -ECANCELED: nothing held
+ *     if ((err = update(state)))
+ *         return err;                   // released here
+ *     ...
+ * Inside the block, release early with cio_lock_leave(&held), never
+ * cio_lock_release (the cleanup would release it a second time). The
+ * same shape serves a semaphore and a condition's lock below. */
+#if defined(__GNUC__)
+#define CIO_LOCK_SCOPE(name)                                                   \
+    cio_lock *name __attribute__((cleanup(cio_lock_leave))) = NULL
+#endif
+/** Acquires lock (as cio_lock_acquire) and on success sets *held to it.
+ * Returns 0, -ECANCELED / -ETIMEDOUT (*held stays NULL), -EINVAL (NULL,
+ * or *held already holds something). */
+CIO_API int cio_lock_enter(cio_lock **held, cio_lock *lock);
+/** Releases the lock in *held, if any, and sets *held to NULL (the scoped
+ * form's cleanup; callable early). */
+CIO_API void cio_lock_leave(cio_lock **held);
+
 /** An event: a flag tasks can wait for. */
 typedef struct cio_event {
     void *priv[4]; /**< opaque */
@@ -690,6 +805,24 @@ CIO_API int cio_condition_acquire(cio_condition *cond);
 CIO_API int cio_condition_release(cio_condition *cond);
 CIO_API int cio_condition_locked(const cio_condition *cond);
 /** @} */
+
+/** GCC and Clang: `async with cond`, the condition's lock held for the
+ * block, as CIO_LOCK_SCOPE (wait and notify inside it as usual: wait
+ * always returns with the lock held):
+ *     CIO_CONDITION_SCOPE(held);
+ *     if ((err = cio_condition_enter(&held, &cond)))
+ *         return err;
+ *     if ((err = cio_condition_wait_for(&cond, ready, q)))
+ *         return err;                   // released here */
+#if defined(__GNUC__)
+#define CIO_CONDITION_SCOPE(name)                                              \
+    cio_condition *name __attribute__((cleanup(cio_condition_leave))) = NULL
+#endif
+/** Acquires the condition's lock and on success sets *held to cond.
+ * Returns as cio_lock_enter. */
+CIO_API int cio_condition_enter(cio_condition **held, cio_condition *cond);
+/** Releases the lock of the condition in *held, if any; *held = NULL. */
+CIO_API void cio_condition_leave(cio_condition **held);
 /** Releases the lock, waits to be notified, and takes the lock again before
  * returning, even when cancelled or timed out (as asyncio: the caller
  * always holds the lock afterwards). Returns 0, -ECANCELED / -ETIMEDOUT
@@ -727,6 +860,21 @@ CIO_API int cio_semaphore_acquire(cio_semaphore *sem);
  * -EOVERFLOW (INT_MAX units). */
 CIO_API int cio_semaphore_release(cio_semaphore *sem);
 CIO_API int cio_semaphore_locked(const cio_semaphore *sem); /**< 1: would wait */
+
+/** GCC and Clang: `async with sem`, one unit held for the block, as
+ * CIO_LOCK_SCOPE:
+ *     CIO_SEMAPHORE_SCOPE(unit);
+ *     if ((err = cio_semaphore_enter(&unit, &sem)))
+ *         return err; */
+#if defined(__GNUC__)
+#define CIO_SEMAPHORE_SCOPE(name)                                              \
+    cio_semaphore *name __attribute__((cleanup(cio_semaphore_leave))) = NULL
+#endif
+/** Takes a unit (as cio_semaphore_acquire) and on success sets *held to
+ * sem. Returns as cio_lock_enter. */
+CIO_API int cio_semaphore_enter(cio_semaphore **held, cio_semaphore *sem);
+/** Gives back the unit in *held, if any; *held = NULL. */
+CIO_API void cio_semaphore_leave(cio_semaphore **held);
 
 /** A barrier: `parties` tasks wait until all of them have arrived. */
 typedef struct cio_barrier {
@@ -1222,20 +1370,38 @@ CIO_API ssize_t cio_stream_read(cio_stream *s, void *buf, size_t n);
 CIO_API ssize_t cio_stream_read_all(cio_stream *s, char **data);
 /** Reads a line: *line (borrowed) points at it, newline included; returns
  * its length, a shorter last line at EOF, 0 at EOF, or CIO_ELIMIT (the
- * line was longer than the limit: it is consumed, as asyncio's). */
+ * line was longer than the limit: it is consumed, as asyncio's, and
+ * cio_stream_consumed says how many bytes went). */
 CIO_API ssize_t cio_stream_readline(cio_stream *s, const char **line);
 /** Reads exactly n bytes into buf: returns n, or CIO_EINCOMPLETE at an
- * early EOF with the *partial bytes that came copied into buf. */
+ * early EOF with the *partial bytes that came copied into buf (and
+ * consumed: at_eof holds then). */
 CIO_API ssize_t cio_stream_readexactly(cio_stream *s, void *buf, size_t n,
                                        size_t *partial);
 /** Reads through the first of the separators: *data (borrowed) points at
  * the bytes, separator included. Each arrival is searched once (plus the
  * len(sep) - 1 bytes before it, for a separator split across arrivals),
- * so a long line costs linear time, as does readline's. Returns their count, CIO_ELIMIT (not
- * found within the limit: the data stays buffered), CIO_EINCOMPLETE (EOF
- * first), -EINVAL (no separators, or an empty one). */
+ * so a long line costs linear time, as does readline's. Returns their
+ * count; CIO_ELIMIT (not found within the limit, or found starting past
+ * it: the data stays buffered; cio_stream_consumed says how much of it to
+ * read to get past it); CIO_EINCOMPLETE (EOF first: as asyncio, the bytes
+ * that came are consumed and handed over, *data pointing at them and
+ * cio_stream_partial giving their count); -EINVAL (no separators, or an
+ * empty one). */
 CIO_API ssize_t cio_stream_readuntil(cio_stream *s, const char *const *seps,
                                      size_t nseps, const char **data);
+/** What asyncio's IncompleteReadError carries: after a read call returned
+ * CIO_EINCOMPLETE, returns how many bytes came before EOF (its partial:
+ * readuntil's *data points at them, readexactly copied them into buf);
+ * after any other result, 0. Valid until the next read call. */
+CIO_API size_t cio_stream_partial(const cio_stream *s);
+/** What asyncio's LimitOverrunError carries: after CIO_ELIMIT, returns its
+ * consumed count: for readuntil, the bytes before the separator that was
+ * found past the limit, or (none found) the buffered bytes that cannot be
+ * part of one; they are still buffered, so reading that many gets past
+ * them. For readline, the bytes it dropped itself. After any other result
+ * 0. Valid until the next read call. */
+CIO_API size_t cio_stream_consumed(const cio_stream *s);
 CIO_API int cio_stream_at_eof(const cio_stream *s); /**< 1 or 0 */
 
 /** Queues data (never waits; call drain to wait). Returns 0, -EINVAL,

@@ -582,16 +582,22 @@ int cio_shield(cio_future *fut, cio_future **out)
 
 /* ---------------------------------------------------------- task groups
  * asyncio.TaskGroup: the first child to fail (other than by cancellation)
- * cancels the others, and the parent too while it has not reached join;
- * join waits for every child, then takes back the parent's cancellations
- * that the group made. */
+ * aborts the group, cancelling the other children, and cancels the parent
+ * too while it has not reached join; join waits for every child, then
+ * takes back the parent's cancellations that the group made. The group
+ * keeps every failure, in the order they happened (asyncio's
+ * ExceptionGroup), and the group's own error if it was aborted with one
+ * (asyncio: the exception raised in the `async with` body). */
 struct cio_task_group {
     cio__task *parent;
     cio_task **children;
     size_t n, cap, running;
-    int first_error;
+    cio_task **failed;   /* children that failed, in order; room for n */
+    size_t nfailed, failed_cap;
+    int own_error;       /* from cio_task_group_abort, or 0 */
     int parent_cancels;  /* cancellations the group gave the parent */
     bool joining, joined, aborting;
+    bool collect;        /* gather_calls' return_exceptions: no abort */
 };
 
 int cio_task_group_new(cio_task_group **out)
@@ -618,6 +624,22 @@ static void group_abort(cio_task_group *g)
         cio_task_cancel(g->children[i]);
 }
 
+/* A failure aborts the group; the one that starts the abort also cancels
+ * the parent while it has not reached join (asyncio cancels it once, and
+ * only when the group was not aborting already), unless the parent is the
+ * caller, which knows. */
+static void group_fail(cio_task_group *g)
+{
+    if (g->aborting)
+        return;
+    group_abort(g);
+    if (!g->joining && g->parent->fut.state == CIO__F_PENDING &&
+        cio__current != g->parent) {
+        g->parent_cancels++;
+        cio_task_cancel(&g->parent->fut);
+    }
+}
+
 static void child_done(cio_future *child, void *arg)
 {
     cio_task_group *g = arg;
@@ -625,16 +647,26 @@ static void child_done(cio_future *child, void *arg)
     int status = child->state == CIO__F_CANCELLED ? -ECANCELED : child->status;
     if (status < 0 && status != -ECANCELED) {
         child->retrieved = true; /* the group reports it through join */
-        if (!g->first_error)
-            g->first_error = status;
-        group_abort(g);
-        if (!g->joining && g->parent->fut.state == CIO__F_PENDING) {
-            g->parent_cancels++;
-            cio_task_cancel(&g->parent->fut);
-        }
+        g->failed[g->nfailed++] = child; /* spawn made room */
+        if (!g->collect)
+            group_fail(g);
     }
     if (g->joining && g->running == 0)
         cio__wake(g->parent, 0);
+}
+
+/* Room for one more child, in both arrays: child_done never allocates. */
+static int group_reserve(cio_task_group *g)
+{
+    cio_task **c = cio__grow(g->children, &g->cap, g->n + 1, sizeof *c, 8);
+    if (!c)
+        return -ENOMEM;
+    g->children = c;
+    c = cio__grow(g->failed, &g->failed_cap, g->n + 1, sizeof *c, 8);
+    if (!c)
+        return -ENOMEM;
+    g->failed = c;
+    return 0;
 }
 
 int cio_task_group_spawn(cio_task_group *g, cio_task_fn fn, void *arg,
@@ -646,12 +678,11 @@ int cio_task_group_spawn(cio_task_group *g, cio_task_fn fn, void *arg,
         return -EINVAL;
     if (g->joined || g->aborting)
         return -ESHUTDOWN;
-    cio_task **c = cio__grow(g->children, &g->cap, g->n + 1, sizeof *c, 8);
-    if (!c)
-        return -ENOMEM;
-    g->children = c;
+    int err = group_reserve(g);
+    if (err)
+        return err;
     cio_task *t;
-    int err = cio_task_new(g->parent->fut.loop, fn, arg, opts, &t);
+    err = cio_task_new(g->parent->fut.loop, fn, arg, opts, &t);
     if (err)
         return err;
     err = cio_future_add_done_callback(t, child_done, g);
@@ -667,6 +698,16 @@ int cio_task_group_spawn(cio_task_group *g, cio_task_fn fn, void *arg,
     return 0;
 }
 
+int cio_task_group_abort(cio_task_group *g, int err)
+{
+    if (!g || err >= 0 || g->joined)
+        return -EINVAL;
+    if (!g->own_error || g->own_error == -ECANCELED)
+        g->own_error = err; /* the first error; a cancellation gives way */
+    group_fail(g);
+    return err;
+}
+
 /* The parent is cancelled from outside while joining: cancel the children
  * and keep waiting for them. */
 static void join_interrupt(cio__task *t, void *arg)
@@ -675,6 +716,18 @@ static void join_interrupt(cio__task *t, void *arg)
     group_abort(g);
     if (g->running == 0)
         cio__wake(t, 0);
+}
+
+/* join's result, in asyncio's order: errors before a cancellation, and of
+ * the errors the group's own (asyncio re-raises the body's exception) */
+static int group_result(const cio_task_group *g)
+{
+    if (g->own_error && g->own_error != -ECANCELED)
+        return g->own_error;
+    if (g->nfailed && !g->collect)
+        return g->failed[0]->status;
+    int r = cio__interrupted(g->parent);
+    return r ? r : g->own_error;
 }
 
 int cio_task_group_join(cio_task_group *g)
@@ -691,9 +744,7 @@ int cio_task_group_join(cio_task_group *g)
     g->joined = true;
     for (; g->parent_cancels > 0; g->parent_cancels--)
         cio_task_uncancel(&t->fut);
-    if (g->first_error)
-        return g->first_error;
-    return cio__interrupted(t);
+    return group_result(g);
 }
 
 size_t cio_task_group_size(const cio_task_group *g) { return g ? g->n : 0; }
@@ -701,6 +752,29 @@ size_t cio_task_group_size(const cio_task_group *g) { return g ? g->n : 0; }
 cio_task *cio_task_group_task(const cio_task_group *g, size_t i)
 {
     return g && i < g->n ? g->children[i] : NULL;
+}
+
+static bool own_counts(const cio_task_group *g)
+{
+    return g->own_error && g->own_error != -ECANCELED;
+}
+
+size_t cio_task_group_error_count(const cio_task_group *g)
+{
+    return g ? g->nfailed + own_counts(g) : 0;
+}
+
+int cio_task_group_error(const cio_task_group *g, size_t i, cio_task **child)
+{
+    if (child)
+        *child = NULL;
+    if (!g || i >= cio_task_group_error_count(g))
+        return 0;
+    if (i == g->nfailed)
+        return g->own_error; /* the group's own comes last, as asyncio's */
+    if (child)
+        *child = g->failed[i];
+    return g->failed[i]->status;
 }
 
 void cio_task_group_free(cio_task_group *g)
@@ -713,6 +787,56 @@ void cio_task_group_free(cio_task_group *g)
         cio_future_remove_done_callback(g->children[i], child_done, g);
         cio_future_unref(g->children[i]);
     }
+    cio__free(g->failed);
     cio__free(g->children);
     cio__free(g);
+}
+
+/* The scoped form's way out: what join would have returned has nowhere to
+ * go, so the failures of children are reported (the group's own error is
+ * the one its parent is returning). */
+void cio_task_group_leave(cio_task_group **gp)
+{
+    cio_task_group *g = gp ? *gp : NULL;
+    if (!g)
+        return;
+    *gp = NULL;
+    if (!g->joined && cio__current == g->parent) {
+        cio_task_group_join(g);
+        for (size_t i = 0; i < g->nfailed; i++)
+            cio__report(g->parent->fut.loop,
+                        "a task group was left without join: a child's "
+                        "error went unread", g->failed[i]->status, "task",
+                        cio_task_get_name(g->failed[i]), g->failed[i]);
+    }
+    cio_task_group_free(g);
+}
+
+/* ------------------------------------------------------ gather_calls
+ * asyncio.gather over function calls, on a task group: the group holds
+ * every task, so the caller holds none; unlike gather, nothing outlives
+ * the call (the calls' arguments are the caller's). */
+int cio_gather_calls(const cio_call *calls, size_t n, int return_exceptions,
+                     cio_result *results)
+{
+    if (!cio__current || (n && !calls))
+        return -EINVAL;
+    cio_task_group *g;
+    int err = cio_task_group_new(&g);
+    if (err)
+        return err;
+    g->collect = return_exceptions != 0;
+    for (size_t i = 0; i < n && !err; i++)
+        if (!calls[i].fn || (err = cio_task_group_spawn(
+                                 g, calls[i].fn, calls[i].arg, NULL, NULL)))
+            cio_task_group_abort(g, err = err ? err : -EINVAL);
+    int r = cio_task_group_join(g);
+    for (size_t i = 0; results && i < n; i++) {
+        results[i].value = NULL;
+        results[i].status = i < g->n ? cio_future_result(g->children[i],
+                                                         &results[i].value)
+                                     : -ECANCELED;
+    }
+    cio_task_group_free(g);
+    return r;
 }

@@ -34,6 +34,8 @@ struct cio_stream {
     bool pinned;               /* a borrowed pointer is out */
     bool eof, lost, orphaned;  /* orphaned: freed by the user, await lost */
     bool paused;               /* the transport is above its high mark */
+    size_t partial;            /* the last read's CIO_EINCOMPLETE bytes */
+    size_t consumed;           /* the last read's CIO_ELIMIT count */
     int error;                 /* the connection's error, once lost */
     cio__task *reader;         /* the task waiting for data */
     cio__list drainers;
@@ -243,7 +245,22 @@ static int read_begin(cio_stream *s)
     if (!s || !cio__current)
         return -EINVAL;
     unpin(s);
+    s->partial = s->consumed = 0;
     return cio__interrupted(cio__current);
+}
+
+/* EOF came before what a read wanted: everything buffered is handed over
+ * as the read's partial bytes (asyncio's IncompleteReadError.partial) and
+ * consumed, so at_eof holds afterwards. *data (may be NULL) gets them,
+ * borrowed until the next read call. */
+static void take_partial(cio_stream *s, const char **data)
+{
+    s->partial = avail(s);
+    if (data) {
+        *data = s->buf + s->head;
+        s->pinned = true;
+    }
+    consume(s, s->partial);
 }
 
 /* At EOF: 0, or the connection's error if it was lost to one. */
@@ -309,9 +326,11 @@ ssize_t cio_stream_readexactly(cio_stream *s, void *buf, size_t n,
     size_t take = avail(s) < n ? avail(s) : n;
     if (take)
         memcpy(buf, s->buf + s->head, take);
-    consume(s, take);
-    if (take == n)
+    if (take == n) {
+        consume(s, take);
         return (ssize_t)n;
+    }
+    take_partial(s, NULL); /* the bytes are in buf too */
     if (partial)
         *partial = take;
     return s->error ? s->error : CIO_EINCOMPLETE;
@@ -345,6 +364,19 @@ static size_t find_sep(const cio_stream *s, const char *const *seps,
     return best;
 }
 
+/* asyncio's LimitOverrunError.consumed when no separator was found: the
+ * buffered bytes that cannot be part of one, all but the last
+ * len(longest separator) - 1. */
+static size_t no_sep_prefix(const cio_stream *s, const char *const *seps,
+                            size_t nseps)
+{
+    size_t longest = 0;
+    for (size_t i = 0; i < nseps; i++)
+        if (strlen(seps[i]) > longest)
+            longest = strlen(seps[i]);
+    return avail(s) + 1 > longest ? avail(s) + 1 - longest : 0;
+}
+
 ssize_t cio_stream_readuntil(cio_stream *s, const char *const *seps,
                              size_t nseps, const char **data)
 {
@@ -363,18 +395,26 @@ ssize_t cio_stream_readuntil(cio_stream *s, const char *const *seps,
     for (size_t searched = 0;;) {
         size_t start = 0;
         size_t end = find_sep(s, seps, nseps, searched, &start);
-        if (end && start > s->limit) /* asyncio measures where it starts */
-            return CIO_ELIMIT;       /* found, but too far: the data stays */
+        if (end && start > s->limit) { /* asyncio measures where it starts */
+            s->consumed = start;      /* found, but too far: the data stays */
+            return CIO_ELIMIT;
+        }
         if (end) {
             *data = s->buf + s->head;
             s->pinned = true;
             consume(s, end);
             return (ssize_t)end;
         }
-        if (avail(s) > s->limit)
+        if (avail(s) > s->limit) {
+            s->consumed = no_sep_prefix(s, seps, nseps);
             return CIO_ELIMIT;
-        if (s->eof)
-            return s->error ? s->error : CIO_EINCOMPLETE;
+        }
+        if (s->eof && s->error)
+            return s->error;
+        if (s->eof) {
+            take_partial(s, data);
+            return CIO_EINCOMPLETE;
+        }
         searched = avail(s);
         if ((r = wait_data(s)))
             return r;
@@ -388,16 +428,22 @@ ssize_t cio_stream_readline(cio_stream *s, const char **line)
 {
     static const char *const nl[] = {"\n"};
     ssize_t n = cio_stream_readuntil(s, nl, 1, line);
-    if (n == CIO_EINCOMPLETE) {
-        *line = s->buf + s->head;
-        s->pinned = true;
-        n = (ssize_t)avail(s);
-        consume(s, avail(s));
+    if (n == CIO_EINCOMPLETE) { /* the last line: no error for readline */
+        n = (ssize_t)s->partial;
+        s->partial = 0;
     } else if (n == CIO_ELIMIT) {
         size_t end = find_sep(s, nl, 1, 0, NULL);
-        consume(s, end ? end : avail(s));
+        s->consumed = end ? end : avail(s);
+        consume(s, s->consumed);
     }
     return n;
+}
+
+size_t cio_stream_partial(const cio_stream *s) { return s ? s->partial : 0; }
+
+size_t cio_stream_consumed(const cio_stream *s)
+{
+    return s ? s->consumed : 0;
 }
 
 int cio_stream_at_eof(const cio_stream *s)

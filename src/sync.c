@@ -138,6 +138,26 @@ int cio_lock_release(cio_lock *lock)
 
 int cio_lock_locked(const cio_lock *lock) { return lock && L(lock)->locked; }
 
+/* The scoped forms (CIO_LOCK_SCOPE and friends) hold what they took in
+ * *held, NULL while nothing is held: leave releases exactly that, once. */
+int cio_lock_enter(cio_lock **held, cio_lock *lock)
+{
+    if (!held || *held)
+        return -EINVAL;
+    int r = cio_lock_acquire(lock);
+    if (!r)
+        *held = lock;
+    return r;
+}
+
+void cio_lock_leave(cio_lock **held)
+{
+    if (held && *held) {
+        cio_lock_release(*held);
+        *held = NULL;
+    }
+}
+
 /* ------------------------------------------------------------------ event */
 
 typedef struct __attribute__((may_alias)) event_impl {
@@ -246,6 +266,24 @@ int cio_condition_release(cio_condition *cond)
 int cio_condition_locked(const cio_condition *cond)
 {
     return cond && cio_lock_locked(cond_lock(cond));
+}
+
+int cio_condition_enter(cio_condition **held, cio_condition *cond)
+{
+    if (!held || *held)
+        return -EINVAL;
+    int r = cio_condition_acquire(cond);
+    if (!r)
+        *held = cond;
+    return r;
+}
+
+void cio_condition_leave(cio_condition **held)
+{
+    if (held && *held) {
+        cio_condition_release(*held);
+        *held = NULL;
+    }
 }
 
 static int notify(cond_impl *c, int n)
@@ -408,6 +446,24 @@ int cio_semaphore_release(cio_semaphore *sem)
 int cio_semaphore_locked(const cio_semaphore *sem)
 {
     return sem && S(sem)->value == 0;
+}
+
+int cio_semaphore_enter(cio_semaphore **held, cio_semaphore *sem)
+{
+    if (!held || *held)
+        return -EINVAL;
+    int r = cio_semaphore_acquire(sem);
+    if (!r)
+        *held = sem;
+    return r;
+}
+
+void cio_semaphore_leave(cio_semaphore **held)
+{
+    if (held && *held) {
+        cio_semaphore_release(*held);
+        *held = NULL;
+    }
 }
 
 /* ---------------------------------------------------------------- barrier

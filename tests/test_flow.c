@@ -982,7 +982,18 @@ static int fault_steps(fault_state *st)
     cio_task_group_free(g);
     if (err)
         return err;
-    return joined == -EPIPE ? 0 : joined < 0 ? joined : -EPROTO;
+    if (joined != -EPIPE)
+        return joined < 0 ? joined : -EPROTO;
+    cio_call calls[3] = {{flow_fault_child, (void *)(intptr_t)5},
+                         {flow_fault_child, (void *)(intptr_t)-EPIPE},
+                         {flow_fault_child, (void *)(intptr_t)6}};
+    cio_result cres[3];
+    if ((err = cio_gather_calls(calls, 3, 1, cres)))
+        return err;
+    if (cres[0].status != 5 || cres[1].status != -EPIPE || cres[2].status != 6)
+        return -EPROTO;
+    err = cio_gather_calls(calls, 3, 0, cres);
+    return err == -EPIPE ? 0 : err < 0 ? err : -EPROTO;
 }
 
 static int flow_fault_main(void *arg)

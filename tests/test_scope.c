@@ -2,8 +2,10 @@
  * tested against asyncio's documented orderings and results: expiry is
  * level-triggered until the scope ends, nested scopes, rescheduling, what
  * an expiry cancels; a group joins its children, a failing child cancels
- * the others and the parent, cancelling the parent cancels the children.
- * Their failure injection is in test_flow.c.
+ * the others and the parent, cancelling the parent cancels the children;
+ * a group's own error (abort) and every child error in order; gather over
+ * calls; the scoped forms (lock, semaphore, condition, task group, timeout)
+ * on every way out of a block. Their failure injection is in test_flow.c.
  *
  * Orderings never depend on timing: tasks started in one iteration share
  * that iteration's loop time, so their deadlines are ordered exactly; the
@@ -659,3 +661,484 @@ TEST(flow_task_group_bad_arguments)
     CHECK(g == NULL);
     run_ok(main_group_args);
 }
+
+/* ----------------------------------------------- a group's own error */
+
+/* A child whose cancellation ends in an error of its own (a cleanup that
+ * failed): asyncio collects it with the others. */
+static int fail_when_cancelled(void *arg)
+{
+    int r = cio_sleep(100);
+    test_log_add(&L, "cancelled:%s", code(r));
+    return (int)(intptr_t)arg;
+}
+
+static int main_group_abort(void *arg)
+{
+    (void)arg;
+    record_here();
+    cio_task *me = cio_current_task();
+    cio_task_group *g;
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    CHECK_ERR(cio_task_group_spawn(g, sleep_then_clean_up, "a", NULL, NULL),
+              0);
+    CHECK_ERR(cio_task_group_spawn(g, fail_when_cancelled, IARG(-EIO), NULL,
+                                   NULL),
+              0);
+    yield_n(1);
+    /* The body fails the group: asyncio's exception in `async with`. */
+    CHECK_ERR(cio_task_group_abort(g, -EPROTO), -EPROTO);
+    test_log_add(&L, "aborted");
+    CHECK_EQ(cio_task_cancelling(me), 0); /* the body is not cancelled */
+    CHECK_ERR(cio_task_group_spawn(g, run_job, NULL, NULL, NULL), -ESHUTDOWN);
+    CHECK_ERR(cio_task_group_abort(g, -EPIPE), -EPIPE); /* the first stays */
+    int r = cio_task_group_join(g);
+    test_log_add(&L, "join:%s", code(r));
+    CHECK_ERR(r, -EPROTO);
+    CHECK_EQ(cio_future_cancelled(cio_task_group_task(g, 0)), 1);
+    /* The child's error, then the group's own, last (asyncio's order). */
+    CHECK_EQ(cio_task_group_error_count(g), 2);
+    cio_task *who = NULL;
+    CHECK_ERR(cio_task_group_error(g, 0, &who), -EIO);
+    CHECK(who == cio_task_group_task(g, 1));
+    CHECK_ERR(cio_task_group_error(g, 1, &who), -EPROTO);
+    CHECK(who == NULL);
+    CHECK_ERR(cio_task_group_error(g, 2, &who), 0);
+    CHECK_ERR(cio_task_group_abort(g, -EPROTO), -EINVAL); /* joined */
+    CHECK_ERR(cio_sleep(0), 0);
+    cio_task_group_free(g);
+    return 0;
+}
+
+TEST(task_group_body_aborts_with_its_own_error)
+{
+    run_ok(main_group_abort);
+    CHECK_LOG(&L, "aborted a:ECANCELED cancelled:ECANCELED a:cleaned "
+                  "join:-71"); /* -EPROTO */
+    CHECK_EQ(REP.count, 0);
+}
+
+static int main_group_all_errors(void *arg)
+{
+    (void)arg;
+    record_here();
+    job bad = {"bad", 0, -EPIPE, 1};
+    cio_task_group *g;
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    CHECK_ERR(cio_task_group_spawn(g, fail_when_cancelled, IARG(-EIO), NULL,
+                                   NULL),
+              0);
+    CHECK_ERR(cio_task_group_spawn(g, run_job, &bad, NULL, NULL), 0);
+    CHECK_ERR(cio_task_group_spawn(g, fail_when_cancelled, IARG(-ENOTCONN),
+                                   NULL, NULL),
+              0);
+    CHECK_ERR(cio_task_group_spawn(g, sleep_then_clean_up, "calm", NULL,
+                                   NULL),
+              0);
+    int r = cio_task_group_join(g);
+    test_log_add(&L, "join:%s", code(r));
+    CHECK_ERR(r, -EPIPE); /* the first to happen */
+    /* asyncio's ExceptionGroup: every failure, in the order they came;
+     * a cancelled child is none. */
+    CHECK_EQ(cio_task_group_error_count(g), 3);
+    int expect[3] = {-EPIPE, -EIO, -ENOTCONN};
+    size_t child[3] = {1, 0, 2};
+    for (size_t i = 0; i < 3; i++) {
+        cio_task *who;
+        CHECK_ERR(cio_task_group_error(g, i, &who), expect[i]);
+        CHECK(who == cio_task_group_task(g, child[i]));
+    }
+    cio_task_group_free(g);
+    return 0;
+}
+
+TEST(task_group_every_child_error_is_readable_in_order)
+{
+    run_ok(main_group_all_errors);
+    CHECK_LOG(&L, "bad cancelled:ECANCELED cancelled:ECANCELED "
+                  "calm:ECANCELED calm:cleaned join:EPIPE");
+    CHECK_EQ(REP.count, 0);
+}
+
+static cio_task_group *shared_group;
+
+static int abort_from_a_child(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(cio_sleep(0), 0);
+    return cio_task_group_abort(shared_group, -ENOLINK);
+}
+
+static int main_group_abort_by_child(void *arg)
+{
+    (void)arg;
+    cio_task *me = cio_current_task();
+    CHECK_ERR(cio_task_group_new(&shared_group), 0);
+    CHECK_ERR(cio_task_group_spawn(shared_group, abort_from_a_child, NULL,
+                                   NULL, NULL),
+              0);
+    CHECK_ERR(cio_task_group_spawn(shared_group, sleep_then_clean_up, "s",
+                                   NULL, NULL),
+              0);
+    /* Another task's abort cancels the parent too, until it joins. */
+    int r = cio_sleep(100);
+    test_log_add(&L, "parent:%s", code(r));
+    CHECK_EQ(cio_task_cancelling(me), 1);
+    r = cio_task_group_join(shared_group);
+    test_log_add(&L, "join:%s", code(r));
+    CHECK_EQ(cio_task_cancelling(me), 0);
+    /* The child returned the error it aborted with: it failed too. */
+    CHECK_EQ(cio_task_group_error_count(shared_group), 2);
+    CHECK_ERR(cio_task_group_error(shared_group, 0, NULL), -ENOLINK);
+    cio_task_group_free(shared_group);
+    return r == -ENOLINK ? 0 : r;
+}
+
+TEST(task_group_aborted_by_another_task_cancels_the_parent_until_join)
+{
+    run_ok(main_group_abort_by_child);
+    CHECK_LOG(&L, "s:ECANCELED parent:ECANCELED s:cleaned join:-67");
+}
+
+static int main_group_abort_cancelled(void *arg)
+{
+    (void)arg;
+    cio_task_group *g;
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    CHECK_ERR(cio_task_group_spawn(g, sleep_then_clean_up, "c", NULL, NULL),
+              0);
+    /* -ECANCELED is no error: asyncio's CancelledError in the body. */
+    CHECK_ERR(cio_task_group_abort(g, -ECANCELED), -ECANCELED);
+    CHECK_ERR(cio_task_group_join(g), -ECANCELED);
+    CHECK_EQ(cio_task_group_error_count(g), 0);
+    CHECK_EQ(cio_task_cancelling(cio_current_task()), 0);
+    cio_task_group_free(g);
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    CHECK_ERR(cio_task_group_abort(NULL, -EIO), -EINVAL);
+    CHECK_ERR(cio_task_group_abort(g, 0), -EINVAL);
+    CHECK_ERR(cio_task_group_abort(g, 3), -EINVAL);
+    /* A real error after a cancellation takes its place. */
+    CHECK_ERR(cio_task_group_abort(g, -ECANCELED), -ECANCELED);
+    CHECK_ERR(cio_task_group_abort(g, -EIO), -EIO);
+    CHECK_ERR(cio_task_group_join(g), -EIO);
+    CHECK_EQ(cio_task_group_error_count(g), 1);
+    cio_task_group_free(g);
+    CHECK_EQ(cio_task_group_error_count(NULL), 0);
+    CHECK_ERR(cio_task_group_error(NULL, 0, NULL), 0);
+    return 0;
+}
+
+TEST(task_group_abort_with_a_cancellation_is_no_error)
+{
+    run_ok(main_group_abort_cancelled);
+    CHECK_LOG(&L, ""); /* "c" was cancelled before it ever ran */
+}
+
+static int main_group_two_failures(void *arg)
+{
+    (void)arg;
+    cio_task *me = cio_current_task();
+    job j[2] = {{"f0", 0, -EPIPE, 1}, {"f1", 0, -EIO, 1}};
+    cio_task_group *g;
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    for (int i = 0; i < 2; i++)
+        CHECK_ERR(cio_task_group_spawn(g, run_job, &j[i], NULL, NULL), 0);
+    /* Both fail in one iteration: the first starts the abort and cancels
+     * the parent; the second finds the group aborting and does not
+     * (asyncio cancels the parent once). */
+    CHECK_ERR(cio_sleep(100), -ECANCELED);
+    CHECK_EQ(cio_task_cancelling(me), 1);
+    CHECK_ERR(cio_task_group_join(g), -EPIPE);
+    CHECK_EQ(cio_task_cancelling(me), 0);
+    CHECK_EQ(cio_task_group_error_count(g), 2);
+    CHECK_ERR(cio_task_group_error(g, 1, NULL), -EIO);
+    cio_task_group_free(g);
+    return 0;
+}
+
+TEST(task_group_cancels_its_parent_once_however_many_children_fail)
+{
+    run_ok(main_group_two_failures);
+}
+
+/* ------------------------------------------------------- gather_calls */
+
+static int main_gather_calls(void *arg)
+{
+    (void)arg;
+    record_here();
+    job j[3] = {{"g0", 0, 1, 2}, {"g1", 0, 2, 0}, {"g2", 0, 3, 1}};
+    cio_call calls[3] = {{run_job, &j[0]}, {run_job, &j[1]}, {run_job, &j[2]}};
+    cio_result res[3];
+    CHECK_ERR(cio_gather_calls(calls, 3, 0, res), 0);
+    for (int i = 0; i < 3; i++) { /* in argument order */
+        CHECK_ERR(res[i].status, i + 1);
+        CHECK(res[i].value == &VALUES[i + 1]);
+    }
+    test_log_add(&L, "|");
+    /* The first failure cancels the others, which are waited for. */
+    job f[3] = {{"slow", 100, 0, 0}, {"bad", 0, -EPIPE, 1}, {"gate", -1, 0, 0}};
+    GATE = future_open();
+    cio_call fc[3] = {{run_job, &f[0]}, {run_job, &f[1]}, {run_job, &f[2]}};
+    CHECK_ERR(cio_gather_calls(fc, 3, 0, res), -EPIPE);
+    CHECK_ERR(res[0].status, -ECANCELED);
+    CHECK_ERR(res[1].status, -EPIPE);
+    CHECK_ERR(res[2].status, -ECANCELED);
+    CHECK_EQ(cio_task_cancelling(cio_current_task()), 0);
+    test_log_add(&L, "|");
+    /* return_exceptions: every call runs to its end. */
+    job e[2] = {{"e0", 0, -EPIPE, 0}, {"e1", 0, 4, 2}};
+    cio_call ec[2] = {{run_job, &e[0]}, {run_job, &e[1]}};
+    CHECK_ERR(cio_gather_calls(ec, 2, 1, res), 0);
+    CHECK_ERR(res[0].status, -EPIPE);
+    CHECK_ERR(res[1].status, 4);
+    CHECK(res[1].value == &VALUES[4]);
+    CHECK_ERR(cio_gather_calls(ec, 2, 1, NULL), 0); /* results may be NULL */
+    /* A call that cannot start cancels those started. */
+    cio_call bad[3] = {{run_job, &j[0]}, {NULL, NULL}, {run_job, &j[1]}};
+    CHECK_ERR(cio_gather_calls(bad, 3, 1, res), -EINVAL);
+    CHECK_ERR(res[0].status, -ECANCELED);
+    CHECK_ERR(res[1].status, -ECANCELED);
+    CHECK_ERR(res[2].status, -ECANCELED);
+    CHECK_ERR(cio_gather_calls(NULL, 0, 0, NULL), 0);
+    CHECK_ERR(cio_gather_calls(NULL, 1, 0, NULL), -EINVAL);
+    CHECK_ERR(cio_sleep(0), 0);
+    cio_future_unref(GATE);
+    return 0;
+}
+
+TEST(gather_calls_results_in_order_with_nothing_to_unref)
+{
+    run_ok(main_gather_calls);
+    CHECK_LOG(&L, "g1 g2 g0 | bad slow:ECANCELED gate:ECANCELED | e0 e1 e0 e1");
+    CHECK_EQ(REP.count, 0); /* errors were returned: none unretrieved */
+    CHECK_ERR(cio_gather_calls(NULL, 0, 0, NULL), -EINVAL); /* no task */
+}
+
+static int gather_calls_parent(void *arg)
+{
+    (void)arg;
+    cio_call calls[2] = {{sleep_then_clean_up, "x"},
+                         {sleep_then_clean_up, "y"}};
+    cio_result res[2];
+    int r = cio_gather_calls(calls, 2, 1, res);
+    test_log_add(&L, "gathered:%s", code(r));
+    CHECK_ERR(res[0].status, -ECANCELED);
+    CHECK_ERR(res[1].status, -ECANCELED);
+    return r;
+}
+
+static int main_gather_calls_cancelled(void *arg)
+{
+    (void)arg;
+    cio_task *p = spawn(gather_calls_parent, NULL);
+    yield_n(2);
+    CHECK_EQ(cio_task_cancel(p), 1);
+    CHECK_ERR(cio_await(p, NULL), -ECANCELED);
+    cio_future_unref(p);
+    return 0;
+}
+
+TEST(gather_calls_cancelled_cancels_every_call_and_waits)
+{
+    run_ok(main_gather_calls_cancelled);
+    CHECK_LOG(&L, "x:ECANCELED y:ECANCELED x:cleaned y:cleaned "
+                  "gathered:ECANCELED");
+}
+
+/* ------------------------------------------------------- scoped forms */
+
+#if defined(__GNUC__)
+static cio_lock lk = CIO_LOCK_INIT, lk2 = CIO_LOCK_INIT;
+static cio_semaphore sem;
+static cio_condition cond = CIO_CONDITION_INIT;
+static long quick_runs;
+
+static int quick_child(void *arg)
+{
+    (void)arg;
+    int r = cio_sleep(0);
+    quick_runs++;
+    return r;
+}
+
+/* Takes every scoped form, then leaves by path `how`: 0 an early return,
+ * 1 a goto out of the block, 2 a break out of a loop holding a nested
+ * lock scope, 3 the end of the block. */
+__attribute__((noinline)) static int scoped_all(int how)
+{
+    int err = 0;
+    {
+        CIO_TIMEOUT_SCOPE(ts);
+        if ((err = cio_timeout(&ts, 10)))
+            return err;
+        CIO_LOCK_SCOPE(held);
+        if ((err = cio_lock_enter(&held, &lk)))
+            return err;
+        CIO_SEMAPHORE_SCOPE(unit);
+        if ((err = cio_semaphore_enter(&unit, &sem)))
+            return err;
+        CIO_CONDITION_SCOPE(cheld);
+        if ((err = cio_condition_enter(&cheld, &cond)))
+            return err;
+        CIO_TASK_GROUP_SCOPE(g);
+        if ((err = cio_task_group_new(&g)))
+            return err;
+        if ((err = cio_task_group_spawn(g, quick_child, NULL, NULL, NULL)))
+            return cio_task_group_abort(g, err);
+        CHECK(cio_lock_locked(&lk) && cio_semaphore_locked(&sem) &&
+              cio_condition_locked(&cond));
+        if (how == 0)
+            return -EPROTO; /* everything is released on the way out */
+        if (how == 1)
+            goto out;
+        for (int i = 0; i < 3; i++) {
+            CIO_LOCK_SCOPE(inner);
+            if ((err = cio_lock_enter(&inner, &lk2)))
+                return err;
+            if (how == 2)
+                break;
+        }
+        CHECK_EQ(cio_lock_locked(&lk2), 0);
+        err = cio_task_group_join(g);
+    }
+out:
+    CHECK_EQ(cio_lock_locked(&lk), 0); /* left the block: released */
+    return err;
+}
+
+static void check_all_released(void)
+{
+    CHECK_EQ(cio_lock_locked(&lk), 0);
+    CHECK_EQ(cio_lock_locked(&lk2), 0);
+    CHECK_EQ(cio_semaphore_locked(&sem), 0);
+    CHECK_EQ(cio_condition_locked(&cond), 0);
+    CHECK_EQ(cio__current->nscopes, 0);
+    CHECK_EQ(cio_all_tasks(NULL, NULL, 0), 1); /* main alone: joined */
+}
+
+static int main_scoped_every_path(void *arg)
+{
+    (void)arg;
+    record_here();
+    CHECK_ERR(cio_semaphore_init(&sem, 1), 0);
+    int expect[4] = {-EPROTO, 0, 0, 0};
+    long n = test_scaled(100000);
+    for (long i = 0; i < n; i++) {
+        CHECK_ERR(scoped_all((int)(i % 4)), expect[i % 4]);
+        check_all_released();
+    }
+    CHECK_EQ(quick_runs, n); /* every group's child ran: joined, never lost */
+    CHECK_EQ(REP.count, 0);
+    return 0;
+}
+
+TEST_T(scoped_forms_release_on_every_way_out_of_the_block, 120)
+{
+    run_ok(main_scoped_every_path);
+}
+
+static int enter_cancelled(void *arg)
+{
+    (void)arg;
+    CIO_LOCK_SCOPE(held);
+    int err = cio_lock_enter(&held, &lk);
+    test_log_add(&L, "enter:%s", code(err));
+    CHECK(held == NULL); /* nothing taken: the cleanup releases nothing */
+    return err;
+}
+
+static int main_scoped_enter_errors(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(cio_lock_acquire(&lk), 0);
+    cio_task *t = spawn(enter_cancelled, NULL);
+    yield_n(1);
+    CHECK_EQ(cio_task_cancel(t), 1);
+    CHECK_ERR(finish(t), -ECANCELED);
+    CHECK_EQ(cio_lock_locked(&lk), 1); /* still main's */
+    cio_lock *held = &lk2;
+    CHECK_ERR(cio_lock_enter(&held, &lk), -EINVAL); /* holds one already */
+    CHECK_ERR(cio_lock_enter(NULL, &lk), -EINVAL);
+    CHECK_ERR(cio_lock_release(&lk), 0);
+    held = NULL;
+    CHECK_ERR(cio_lock_enter(&held, &lk), 0);
+    cio_lock_leave(&held); /* early, by hand */
+    CHECK(held == NULL);
+    CHECK_EQ(cio_lock_locked(&lk), 0);
+    cio_lock_leave(&held); /* nothing held: nothing released */
+    cio_lock_leave(NULL);
+    cio_semaphore_leave(NULL);
+    cio_condition_leave(NULL);
+    cio_task_group_leave(NULL);
+    CHECK_ERR(cio_semaphore_init(&sem, 0), 0);
+    cio_semaphore *unit = NULL;
+    CHECK_ERR(cio_task_cancel(cio_current_task()), 1);
+    CHECK_ERR(cio_semaphore_enter(&unit, &sem), -ECANCELED);
+    CHECK(unit == NULL);
+    cio_condition *c = NULL;
+    CHECK_ERR(cio_condition_enter(&c, &cond), -ECANCELED);
+    CHECK(c == NULL);
+    CHECK_EQ(cio_task_uncancel(cio_current_task()), 0);
+    return 0;
+}
+
+TEST(scoped_forms_report_the_acquire_error_and_hold_nothing)
+{
+    run_ok(main_scoped_enter_errors);
+    CHECK_LOG(&L, "enter:ECANCELED");
+}
+
+static int group_left_early(void *arg)
+{
+    job *j = arg;
+    CIO_TASK_GROUP_SCOPE(g);
+    int err = cio_task_group_new(&g);
+    if (err)
+        return err;
+    CHECK_ERR(cio_task_group_spawn(g, run_job, j, NULL, NULL), 0);
+    CHECK_ERR(cio_task_group_spawn(g, sleep_then_clean_up, "peer", NULL,
+                                   NULL),
+              0);
+    err = cio_sleep(100); /* the child's failure cancels us */
+    test_log_add(&L, "body:%s", code(err));
+    return err; /* the group is joined here: the child's error is reported */
+}
+
+static int group_aborted_early(void *arg)
+{
+    (void)arg;
+    CIO_TASK_GROUP_SCOPE(g);
+    int err = cio_task_group_new(&g);
+    if (err)
+        return err;
+    CHECK_ERR(cio_task_group_spawn(g, sleep_then_clean_up, "kid", NULL, NULL),
+              0);
+    yield_n(1);
+    return cio_task_group_abort(g, -EPIPE); /* a raise: kid is cancelled */
+}
+
+static int main_group_scope(void *arg)
+{
+    (void)arg;
+    record_here();
+    job bad = {"bad", 0, -EPIPE, 1};
+    CHECK_ERR(group_left_early(&bad), -ECANCELED);
+    CHECK_EQ(cio_task_cancelling(cio_current_task()), 0); /* taken back */
+    CHECK_EQ(REP.count, 1);
+    CHECK_ERR(REP.error, -EPIPE);
+    CHECK(strstr(REP.message, "without join") != NULL);
+    test_log_add(&L, "|");
+    CHECK_ERR(group_aborted_early(NULL), -EPIPE);
+    CHECK_EQ(REP.count, 1); /* its own error was returned: nothing to say */
+    CHECK_EQ(cio_all_tasks(NULL, NULL, 0), 1);
+    return 0;
+}
+
+TEST(task_group_scope_joins_when_left_and_reports_unread_errors)
+{
+    run_ok(main_group_scope);
+    CHECK_LOG(&L, "bad peer:ECANCELED body:ECANCELED peer:cleaned | "
+                  "kid:ECANCELED kid:cleaned");
+}
+#endif

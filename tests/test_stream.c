@@ -838,6 +838,115 @@ TEST(stream_readuntil_longer_than_the_limit_keeps_the_data)
     run_main(long_until_main, NULL);
 }
 
+/* A stream over a pipe that already holds all of data and its EOF: the
+ * first read of the transport gets every byte at once, so what is
+ * buffered when a read call looks is known exactly. */
+static cio_stream *piped(const char *data, size_t limit)
+{
+    int p[2];
+    CHECK_EQ(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    CHECK_EQ(write(p[1], data, strlen(data)), (ssize_t)strlen(data));
+    close(p[1]);
+    cio_stream *s;
+    CHECK_ERR(cio__stream_pipe(cio_get_running_loop(), p[0], false, limit,
+                               &s), 0);
+    return s;
+}
+
+static int until_eof_main(void *arg)
+{
+    (void)arg;
+    static const char *const crlf[] = {"\r\n"};
+    cio_stream *s = piped("line\r\ntail", 0);
+    const char *d;
+    CHECK_EQ(cio_stream_readuntil(s, crlf, 1, &d), 6);
+    CHECK_EQ(cio_stream_partial(s), 0);
+    /* EOF before the separator: asyncio's IncompleteReadError, whose
+     * partial holds the bytes; they are consumed. */
+    d = NULL;
+    CHECK_ERR(cio_stream_readuntil(s, crlf, 1, &d), CIO_EINCOMPLETE);
+    CHECK_EQ(cio_stream_partial(s), 4);
+    CHECK(d != NULL && memcmp(d, "tail", 4) == 0);
+    CHECK(cio_stream_at_eof(s));
+    /* Nothing left: the next call has no partial bytes. */
+    CHECK_ERR(cio_stream_readuntil(s, crlf, 1, &d), CIO_EINCOMPLETE);
+    CHECK_EQ(cio_stream_partial(s), 0);
+    char buf[8];
+    CHECK_EQ(cio_stream_read(s, buf, sizeof buf), 0);
+    cio_stream_free(s);
+
+    /* readexactly reports the same count; readline's last line is no
+     * incomplete read. */
+    s = piped("abcde", 0);
+    size_t partial;
+    CHECK_ERR(cio_stream_readexactly(s, buf, 8, &partial), CIO_EINCOMPLETE);
+    CHECK_EQ(partial, 5);
+    CHECK_EQ(cio_stream_partial(s), 5);
+    CHECK(cio_stream_at_eof(s));
+    cio_stream_free(s);
+    s = piped("last", 0);
+    CHECK_EQ(cio_stream_readline(s, &d), 4);
+    CHECK(memcmp(d, "last", 4) == 0);
+    CHECK_EQ(cio_stream_partial(s), 0);
+    CHECK(cio_stream_at_eof(s));
+    cio_stream_free(s);
+    return 0;
+}
+
+TEST(stream_readuntil_at_eof_consumes_and_hands_over_the_partial)
+{
+    run_main(until_eof_main, NULL);
+}
+
+static int consumed_main(void *arg)
+{
+    (void)arg;
+    char text[128];
+    static const char *const dollar[] = {"$"};
+    static const char *const seps[] = {"$", "END!"};
+    const char *d;
+    char buf[128];
+    /* Found, but starting past the limit: consumed is where it starts. */
+    memset(text, 'y', 40);
+    strcpy(text + 40, "$rest");
+    cio_stream *s = piped(text, 16);
+    CHECK_ERR(cio_stream_readuntil(s, dollar, 1, &d), CIO_ELIMIT);
+    CHECK_EQ(cio_stream_consumed(s), 40);
+    /* Reading that many gets past them; the separator comes next. */
+    CHECK_EQ(cio_stream_readexactly(s, buf, 40, NULL), 40);
+    CHECK_EQ(cio_stream_consumed(s), 0); /* a new read call */
+    CHECK_EQ(cio_stream_readuntil(s, dollar, 1, &d), 1);
+    cio_stream_free(s);
+    /* Not found: every byte that cannot be part of a separator, all but
+     * len(longest) - 1 (asyncio's offset). */
+    memset(text, 'z', 60);
+    text[60] = 0;
+    s = piped(text, 16);
+    CHECK_ERR(cio_stream_readuntil(s, dollar, 1, &d), CIO_ELIMIT);
+    CHECK_EQ(cio_stream_consumed(s), 60);
+    CHECK_ERR(cio_stream_readuntil(s, seps, 2, &d), CIO_ELIMIT);
+    CHECK_EQ(cio_stream_consumed(s), 57);
+    CHECK_EQ(cio_stream_readexactly(s, buf, 57, NULL), 57);
+    cio_stream_free(s);
+    /* readline drops the long line itself and says how much went. */
+    memset(text, 'x', 40);
+    strcpy(text + 40, "\nshort\n");
+    s = piped(text, 16);
+    CHECK_ERR(cio_stream_readline(s, &d), CIO_ELIMIT);
+    CHECK_EQ(cio_stream_consumed(s), 41);
+    CHECK_EQ(cio_stream_readline(s, &d), 6);
+    CHECK_EQ(cio_stream_consumed(s), 0);
+    cio_stream_free(s);
+    CHECK_EQ(cio_stream_consumed(NULL), 0);
+    CHECK_EQ(cio_stream_partial(NULL), 0);
+    return 0;
+}
+
+TEST(stream_limit_overrun_says_how_many_bytes_to_consume)
+{
+    run_main(consumed_main, NULL);
+}
+
 static int exact_limit_main(void *arg)
 {
     (void)arg;
