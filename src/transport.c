@@ -1133,6 +1133,8 @@ int cio__transport_start_tls(cio_transport *t, const cio_tls_options *o,
     if (!t || !o || !o->ctx || !cio__current ||
         (t->kind != &cio__stream_kind && t->kind != &tls_kind))
         return -EINVAL;
+    if (!cio_tls_available())
+        return -ENOTSUP; /* the connection goes on as it was */
     if (t->tls)
         return -EALREADY;
     if (t->closing)

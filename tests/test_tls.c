@@ -23,6 +23,15 @@
 #include <openssl/x509_vfy.h>
 #endif
 
+/* A plain handler: reads until EOF. */
+static int upper_plain(cio_stream *s, void *arg)
+{
+    char buf[64];
+    while (cio_stream_read(s, buf, sizeof buf) > 0)
+        ;
+    return 0;
+}
+
 /* ------------------------------------------------------------ the files */
 
 /* A CA; server (localhost, 127.0.0.1), other.example and client
@@ -48,7 +57,7 @@ static const char make_certs[] =
 
 static char dir[64];
 
-static const char *file(const char *name)
+__attribute__((unused)) static const char *file(const char *name)
 {
     static char paths[8][128];
     static int next;
@@ -67,7 +76,7 @@ static void remove_dir(void)
         fprintf(stderr, "could not remove %s\n", dir);
 }
 
-static void need_tls(void)
+__attribute__((unused)) static void need_tls(void)
 {
     if (!cio_tls_available())
         test_skip("built without OpenSSL");
@@ -901,6 +910,52 @@ TEST_T(tls_a_thousand_concurrent_connections, 60)
     run_main(many_main, NULL);
 }
 
+/* A peer that never reads: close sends what it can, and the shutdown
+ * deadline ends the connection (-ETIMEDOUT), never waiting forever. */
+static int flood_handler(cio_stream *s, void *arg)
+{
+    int *result = arg;
+    static char chunk[65536];
+    for (int i = 0; i < 128; i++) /* 8 MiB: more than the socket buffers */
+        if (cio_stream_write(s, chunk, sizeof chunk))
+            break;
+    cio_stream_close(s);
+    *result = cio_stream_wait_closed(s);
+    cio_event_set(&changed);
+    return 0;
+}
+
+static int deadline_main(void *arg)
+{
+    SSL_CTX *sctx = server_ctx("server"), *ctx = client_ctx();
+    int result = 1;
+    cio_tls_options st = {.ctx = sctx, .shutdown_timeout = 0.3};
+    cio_server_options so = {.tls = &st};
+    cio_server *lsrv;
+    CHECK_ERR(cio_start_server(flood_handler, &result, "127.0.0.1", "0", NULL,
+                               &so, &lsrv),
+              0);
+    char port[16];
+    snprintf(port, sizeof port, "%d", cio_server_port(lsrv));
+    cio_stream *s;
+    CHECK_ERR(connect_tls(port, ctx, "localhost", 0, &s), 0);
+    AWAIT(result != 1); /* the client never reads */
+    CHECK_ERR(result, -ETIMEDOUT);
+    cio_stream_free(s);
+    cio_server_close(lsrv);
+    CHECK_ERR(cio_server_wait_closed(lsrv), 0);
+    cio_server_free(lsrv);
+    cio_tls_context_free(sctx);
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST(tls_close_to_a_peer_that_never_reads_ends_at_the_deadline)
+{
+    need_tls();
+    run_main(deadline_main, NULL);
+}
+
 /* A task cancelled while its handshake waits: -ECANCELED, nothing left. */
 static int cancel_main(void *arg)
 {
@@ -925,6 +980,36 @@ TEST(tls_cancelled_handshake_leaves_nothing)
 
 #endif /* CIO_HAVE_OPENSSL */
 
+/* Without OpenSSL, asking any connection call for TLS is -ENOTSUP and
+ * leaves nothing behind. */
+static int no_tls_main(void *arg)
+{
+    static char fake_ctx;
+    cio_tls_options tls = {.ctx = (struct ssl_ctx_st *)&fake_ctx,
+                           .server_hostname = ""};
+    cio_server_options so = {.tls = &tls};
+    cio_server *s = (cio_server *)1;
+    CHECK_ERR(cio_start_server(upper_plain, NULL, "127.0.0.1", "0", NULL, &so,
+                               &s),
+              -ENOTSUP);
+    CHECK_ERR(cio_start_server(upper_plain, NULL, "127.0.0.1", "0", NULL,
+                               NULL, &s),
+              0);
+    char port[16];
+    snprintf(port, sizeof port, "%d", cio_server_port(s));
+    cio_stream_options opts = {.tls = &tls};
+    cio_stream *st;
+    CHECK_ERR(cio_open_connection("127.0.0.1", port, &opts, &st), -ENOTSUP);
+    CHECK_ERR(cio_open_connection("127.0.0.1", port, NULL, &st), 0);
+    CHECK_ERR(cio_stream_start_tls(st, &tls, 0), -ENOTSUP);
+    cio_stream_free(st);
+    cio_server_close(s);
+    cio_server_abort_clients(s);
+    CHECK_ERR(cio_server_wait_closed(s), 0);
+    cio_server_free(s);
+    return 0;
+}
+
 /* Built with OpenSSL the helpers work; without, each says -ENOTSUP. */
 TEST(tls_calls_work_or_say_enotsup_as_built)
 {
@@ -934,6 +1019,7 @@ TEST(tls_calls_work_or_say_enotsup_as_built)
         CHECK(c == NULL);
         CHECK_ERR(cio_tls_server_context("a", "b", &c), -ENOTSUP);
         CHECK_ERR(cio_tls_context_load_ca(NULL, "x"), -ENOTSUP);
+        run_main(no_tls_main, NULL);
         return;
     }
     CHECK_ERR(cio_tls_client_context(&c), 0);
