@@ -21,6 +21,7 @@ echo_protocol|Protocols: the echo server as callbacks, with no task per connecti
 chat_server|A chat server: each line goes to every other client|08-servers
 udp_echo|UDP: datagram endpoints, datagram_received and sendto|08-servers
 fetch_http|HTTP: a plain GET of a page from a tiny local server|08-servers
+tls_echo|TLS: an echo server and its clients over TLS, then https from openssl s_server|13-tls
 producer_consumer|Queues: producers and consumers over a bounded queue, then shutdown|12-sync-and-queues
 rate_limit|A semaphore limits how many downloads run at once|12-sync-and-queues
 '
