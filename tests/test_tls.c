@@ -959,6 +959,92 @@ TEST(tls_close_to_a_peer_that_never_reads_ends_at_the_deadline)
     run_main(deadline_main, NULL);
 }
 
+/* Protocols over TLS: connection_made before create_connection returns,
+ * plaintext both ways, EOF as close_notify; a server's factory runs only
+ * for a handshake that succeeded. */
+static int protocol_main(void *arg)
+{
+    SSL_CTX *sctx = server_ctx("server"), *ctx = client_ctx();
+    peers ps = {.tmpl = {.echo = true}};
+    cio_tls_options st = {.ctx = sctx};
+    cio_server_options so = {.tls = &st};
+    cio_server *lsrv;
+    CHECK_ERR(cio_create_server("127.0.0.1", "0", &rec_proto, next_peer, &ps,
+                                &so, &lsrv),
+              0);
+    char port[16];
+    snprintf(port, sizeof port, "%d", cio_server_port(lsrv));
+    cio_stream *plain; /* a handshake that fails: no context is made */
+    CHECK_ERR(cio_open_connection("127.0.0.1", port, NULL, &plain), 0);
+    CHECK_ERR(cio_stream_write(plain, "not tls\r\n\r\n", 11), 0);
+    char buf[64];
+    while (cio_stream_read(plain, buf, sizeof buf) > 0)
+        ;
+    cio_stream_free(plain);
+    peer c = {0};
+    cio_tls_options tls = {.ctx = ctx};
+    cio_connection_options co = {.tls = &tls};
+    cio_transport *t;
+    CHECK_ERR(cio_create_connection("localhost", port, &rec_proto, &c, &co, &t),
+              0);
+    CHECK_EQ(c.made, 1); /* before the return, as over TCP */
+    CHECK_EQ(cio_transport_can_write_eof(t), 0);
+    CHECK_ERR(cio_transport_write_eof(t), -ENOTSUP);
+    CHECK_ERR(cio_transport_write(t, "hello", 5), 0);
+    AWAIT(c.len == 5);
+    CHECK(memcmp(c.data, "hello", 5) == 0);
+    CHECK_EQ(ps.n, 1);
+    cio_transport_close(t);
+    AWAIT(c.lost == 1 && ps.n == 1 && ps.p[0].lost == 1);
+    CHECK_LOG(&ps.p[0].log, "made data eof lost");
+    CHECK_EQ(c.lost_error, 0);
+    peer_free(&c);
+    peers_free(&ps);
+    cio_server_close(lsrv);
+    CHECK_ERR(cio_server_wait_closed(lsrv), 0);
+    cio_server_free(lsrv);
+    cio_tls_context_free(sctx);
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST(tls_protocols_over_tls_and_a_factory_only_for_good_handshakes)
+{
+    need_tls();
+    run_main(protocol_main, NULL);
+}
+
+/* Unix sockets: the server's tls option and the stream's; the client
+ * names the host to check, as a path says nothing of it. */
+static int unix_main(void *arg)
+{
+    tls_server v = {.ctx = server_ctx("server")};
+    cio_tls_options st = {.ctx = v.ctx};
+    cio_server_options so = {.tls = &st};
+    const char *path = file("sock");
+    CHECK_ERR(cio_start_unix_server(upper_handler, &v, path, NULL, &so,
+                                    &v.srv_),
+              0);
+    SSL_CTX *ctx = client_ctx();
+    cio_tls_options tls = {.ctx = ctx};
+    cio_stream_options opts = {.tls = &tls};
+    cio_stream *s;
+    CHECK_ERR(cio_open_unix_connection(path, &opts, &s), -EINVAL);
+    tls.server_hostname = "localhost";
+    CHECK_ERR(cio_open_unix_connection(path, &opts, &s), 0);
+    CHECK_ERR(cio_stream_write(s, "unix\n", 5), 0);
+    const char *line;
+    CHECK_EQ(cio_stream_readline(s, &line), 5);
+    CHECK(memcmp(line, "UNIX\n", 5) == 0);
+    cio_stream_free(s);
+    AWAIT(v.served == 1);
+    tls_server_done(&v);
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST(tls_over_unix_sockets) { need_tls(); run_main(unix_main, NULL); }
+
 /* A task cancelled while its handshake waits: -ECANCELED, nothing left. */
 static int cancel_main(void *arg)
 {
