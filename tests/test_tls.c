@@ -1045,6 +1045,96 @@ static int unix_main(void *arg)
 
 TEST(tls_over_unix_sockets) { need_tls(); run_main(unix_main, NULL); }
 
+/* Faults: a TLS server and client exchange a line on a fresh loop with
+ * the N-th allocation or system call failing (once, then for good), for
+ * every N the exchange reaches: an error or success, never a crash, a
+ * hang or a leak (test_fault_loop counts memory and fds after each). */
+typedef struct fault_ctx {
+    SSL_CTX *server, *client;
+} fault_ctx;
+
+static void *echo_peer(void *arg)
+{
+    peer *p = arg;
+    p->echo = true;
+    return p;
+}
+
+static int fault_exchange(void *arg)
+{
+    fault_ctx *fc = arg;
+    peer sp = {0}, c = {0};
+    cio_tls_options st = {.ctx = fc->server, .handshake_timeout = 2};
+    cio_server_options so = {.tls = &st};
+    cio_server *lsrv;
+    int r = cio_create_server("127.0.0.1", "0", &rec_proto, echo_peer, &sp,
+                              &so, &lsrv);
+    if (r)
+        return r;
+    char port[16];
+    snprintf(port, sizeof port, "%d", cio_server_port(lsrv));
+    cio_tls_options tls = {.ctx = fc->client, .server_hostname = "localhost",
+                           .handshake_timeout = 2};
+    cio_connection_options co = {.tls = &tls};
+    cio_transport *t;
+    r = cio_create_connection("127.0.0.1", port, &rec_proto, &c, &co, &t);
+    if (!r) {
+        r = cio_transport_write(t, "ping", 4);
+        cio_timeout_scope sc;
+        int e = cio_timeout(&sc, 2.0);
+        while (!r && !e && c.len < 4 && !c.lost)
+            e = cio_sleep(0.001);
+        if (cio_timeout_end(&sc) == -ETIMEDOUT || (!r && c.len < 4))
+            r = r ? r : c.lost_error ? c.lost_error : -EIO;
+        cio_transport_abort(t);
+        while (!c.lost)
+            (void)cio_sleep(0.001);
+    }
+    cio_server_close(lsrv);
+    cio_server_abort_clients(lsrv);
+    (void)cio_server_wait_closed(lsrv);
+    cio_server_free(lsrv);
+    peer_free(&sp);
+    peer_free(&c);
+    return r;
+}
+
+static int fault_run(void *arg)
+{
+    cio_loop *loop;
+    int r = cio_loop_new(&loop, NULL);
+    if (r)
+        return r;
+    cio_task *t;
+    r = cio_task_new(loop, fault_exchange, arg, NULL, &t);
+    if (!r) {
+        r = cio_loop_run_until_complete(loop, t);
+        cio_future_unref(t);
+    }
+    cio_loop_free(loop);
+    return r > 0 ? -EIO : r;
+}
+
+TEST_T(tls_every_fault_is_an_error_never_a_crash_or_a_leak, 120)
+{
+    need_tls();
+    fault_ctx fc = {server_ctx("server"), client_ctx()};
+    static const struct {
+        unsigned kinds;
+        int err;
+    } kinds[] = {{CIO__FAULT_ALLOC, 0},      {CIO__FAULT_SYS, EMFILE},
+                 {CIO__FAULT_SYS, EAGAIN},   {CIO__FAULT_SYS, EINTR},
+                 {CIO__FAULT_SYS, ECONNRESET}};
+    int met = 0;
+    CHECK_ERR(fault_run(&fc), 0);
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        met += test_fault_loop(kinds[i].kinds, kinds[i].err, fault_run, &fc);
+    CHECK(met > 50);
+    CHECK_ERR(fault_run(&fc), 0);
+    cio_tls_context_free(fc.server);
+    cio_tls_context_free(fc.client);
+}
+
 /* A task cancelled while its handshake waits: -ECANCELED, nothing left. */
 static int cancel_main(void *arg)
 {
