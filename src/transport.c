@@ -218,6 +218,9 @@ static void close_with_loop(cio_transport *t)
         cio__report(t->loop, "unclosed transport", 0, "transport", NULL, t);
     if (!t->lost_scheduled)
         t->lost_error = -ESHUTDOWN;
+    /* Nothing may schedule t again: a write from connection_lost fails
+     * at once instead of sending (and failing into force_close). */
+    t->closing = t->lost_scheduled = true;
     reader_off(t);
     cio_remove_writer(t->loop, t->fd);
     cio__handle_unschedule(&t->made_handle);

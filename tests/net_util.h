@@ -355,13 +355,16 @@ static inline void hang_up(cio_transport *t, peer *c, const peers *ps,
     AWAIT(c->lost && lost_count(ps) >= nlost);
 }
 
-/* Writes to t until data sits in its buffer (the kernel took the rest);
- * returns how much was written. */
+/* Writes to t until more than the default high-water mark sits in its
+ * buffer (the kernel took the rest); returns how much was written. */
 static inline size_t fill_until_buffered(cio_transport *t, size_t offset)
 {
     size_t chunk = 1u << 20, total = 0;
     char *buf = malloc(chunk);
-    while (cio_transport_get_write_buffer_size(t) == 0) {
+    /* Past the default high-water mark (64 KiB), not just non-empty: how
+     * much of the last chunk the kernel takes varies with its memory, and
+     * the callers count on pause_writing having come. */
+    while (cio_transport_get_write_buffer_size(t) <= 64 * 1024) {
         CHECK(total < (512u << 20));
         fill(buf, chunk, offset + total);
         CHECK_ERR(cio_transport_write(t, buf, chunk), 0);

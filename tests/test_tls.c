@@ -1051,6 +1051,7 @@ TEST(tls_over_unix_sockets) { need_tls(); run_main(unix_main, NULL); }
  * hang or a leak (test_fault_loop counts memory and fds after each). */
 typedef struct fault_ctx {
     SSL_CTX *server, *client;
+    peer sp, c; /* here: a loop that stops mid-run never returns to the task */
 } fault_ctx;
 
 static void *echo_peer(void *arg)
@@ -1063,11 +1064,12 @@ static void *echo_peer(void *arg)
 static int fault_exchange(void *arg)
 {
     fault_ctx *fc = arg;
-    peer sp = {0}, c = {0};
+    peer *sp = &fc->sp;
+    peer *c = &fc->c;
     cio_tls_options st = {.ctx = fc->server, .handshake_timeout = 2};
     cio_server_options so = {.tls = &st};
     cio_server *lsrv;
-    int r = cio_create_server("127.0.0.1", "0", &rec_proto, echo_peer, &sp,
+    int r = cio_create_server("127.0.0.1", "0", &rec_proto, echo_peer, sp,
                               &so, &lsrv);
     if (r)
         return r;
@@ -1077,25 +1079,24 @@ static int fault_exchange(void *arg)
                            .handshake_timeout = 2};
     cio_connection_options co = {.tls = &tls};
     cio_transport *t;
-    r = cio_create_connection("127.0.0.1", port, &rec_proto, &c, &co, &t);
+    r = cio_create_connection("127.0.0.1", port, &rec_proto, c, &co, &t);
     if (!r) {
         r = cio_transport_write(t, "ping", 4);
         cio_timeout_scope sc;
         int e = cio_timeout(&sc, 2.0);
-        while (!r && !e && c.len < 4 && !c.lost)
+        while (!r && !e && c->len < 4 && !c->lost)
             e = cio_sleep(0.001);
-        if (cio_timeout_end(&sc) == -ETIMEDOUT || (!r && c.len < 4))
-            r = r ? r : c.lost_error ? c.lost_error : -EIO;
-        cio_transport_abort(t);
-        while (!c.lost)
+        if (cio_timeout_end(&sc) == -ETIMEDOUT || (!r && c->len < 4))
+            r = r ? r : c->lost_error ? c->lost_error : -EIO;
+        if (!c->lost) /* t is valid until connection_lost ran */
+            cio_transport_abort(t);
+        while (!c->lost)
             (void)cio_sleep(0.001);
     }
     cio_server_close(lsrv);
     cio_server_abort_clients(lsrv);
     (void)cio_server_wait_closed(lsrv);
     cio_server_free(lsrv);
-    peer_free(&sp);
-    peer_free(&c);
     return r;
 }
 
@@ -1105,6 +1106,9 @@ static int fault_run(void *arg)
     int r = cio_loop_new(&loop, NULL);
     if (r)
         return r;
+    fault_ctx *fc = arg;
+    memset(&fc->sp, 0, sizeof fc->sp);
+    memset(&fc->c, 0, sizeof fc->c);
     cio_task *t;
     r = cio_task_new(loop, fault_exchange, arg, NULL, &t);
     if (!r) {
@@ -1112,13 +1116,15 @@ static int fault_run(void *arg)
         cio_future_unref(t);
     }
     cio_loop_free(loop);
+    peer_free(&fc->sp);
+    peer_free(&fc->c);
     return r > 0 ? -EIO : r;
 }
 
 TEST_T(tls_every_fault_is_an_error_never_a_crash_or_a_leak, 120)
 {
     need_tls();
-    fault_ctx fc = {server_ctx("server"), client_ctx()};
+    fault_ctx fc = {.server = server_ctx("server"), .client = client_ctx()};
     static const struct {
         unsigned kinds;
         int err;
