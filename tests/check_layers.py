@@ -22,7 +22,7 @@ task
 flow
 sync queue waitq
 executor
-sock net
+sock net tls
 transport
 connect
 server
