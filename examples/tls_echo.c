@@ -27,9 +27,9 @@ static char cert[64], key[64];
 /* Runs argv to its end; returns 0 if it exited with status 0. */
 static int run(const char *const *argv)
 {
-    cio_process_options o = {.in = {CIO_STDIO_DEVNULL},
-                             .out = {CIO_STDIO_DEVNULL},
-                             .err = {CIO_STDIO_DEVNULL}};
+    cio_process_options o = {.in = {.kind = CIO_STDIO_DEVNULL},
+                             .out = {.kind = CIO_STDIO_DEVNULL},
+                             .err = {.kind = CIO_STDIO_DEVNULL}};
     cio_process *p;
     int err = cio_create_subprocess_exec(argv, &o, &p);
     if (err)
@@ -123,9 +123,9 @@ static int start_s_server(cio_process **p, char *port, size_t cap)
 {
     const char *const argv[] = {"openssl", "s_server", "-www", "-accept",
                                 "0", "-cert", cert, "-key", key, NULL};
-    cio_process_options o = {.in = {CIO_STDIO_DEVNULL},
-                             .out = {CIO_STDIO_PIPE},
-                             .err = {CIO_STDIO_DEVNULL}};
+    cio_process_options o = {.in = {.kind = CIO_STDIO_DEVNULL},
+                             .out = {.kind = CIO_STDIO_PIPE},
+                             .err = {.kind = CIO_STDIO_DEVNULL}};
     int err = cio_create_subprocess_exec(argv, &o, p);
     const char *line;
     ssize_t n;

@@ -25,9 +25,11 @@ root=$stage$prefix
 lib=$root/lib
 
 # pkg-config reads the staged .pc files and prefixes their paths with the
-# staging root, as a packager's build would.
+# staging root, as a packager's build would; the system's own .pc files
+# stay in reach for what cio.pc requires (openssl, in a TLS build).
+system_pc=$(pkg-config --variable pc_path pkg-config)
 pc() {
-    PKG_CONFIG_PATH=$lib/pkgconfig PKG_CONFIG_LIBDIR=$lib/pkgconfig \
+    PKG_CONFIG_PATH=$lib/pkgconfig PKG_CONFIG_LIBDIR=$lib/pkgconfig:$system_pc \
         PKG_CONFIG_SYSROOT_DIR=$stage pkg-config "$@"
 }
 
