@@ -902,9 +902,11 @@ static void tls_close(cio_transport *t)
         tls_begin_shutdown(t);
 }
 
-/* Fills the read target with as many records as OpenSSL has or the socket
- * gives, then hands them over in one data_received. Returns the status
- * that stopped the filling (-EAGAIN: nothing more for now). */
+/* Fills the read target with the records OpenSSL holds (one recv brings
+ * several, with read-ahead), to hand them over in one data_received; it
+ * stops when OpenSSL holds no more rather than ask the socket for an
+ * EAGAIN: a level-triggered fd with more to give fires again. Returns the
+ * status that stopped it (> 0 or -EAGAIN: nothing more for now). */
 static ssize_t tls_fill(cio_transport *t, char *buf, size_t size,
                         size_t *got)
 {
@@ -915,6 +917,8 @@ static ssize_t tls_fill(cio_transport *t, char *buf, size_t size,
         if (r <= 0)
             break;
         *got += (size_t)r;
+        if (!cio__tls_pending(t->tls->tls))
+            break;
     }
     return r;
 }
