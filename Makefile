@@ -132,6 +132,7 @@ check-once: $(TEST_BIN) $(EX_BIN)
 	if [ -z "$(T)" ]; then \
 	  sh tests/check_header.sh include/cio.h || status=1; \
 	  python3 tests/check_layers.py src || status=1; \
+	  python3 tests/check_guide.py || status=1; \
 	fi; \
 	for b in $(BACKENDS); do \
 	  CIO_BACKEND=$$b CIO_TEST_SLOW=$(SLOW) $(RUNNER) $(TEST_BIN) $(T) || status=1; \
