@@ -10,6 +10,7 @@
 TOUR='
 cake|Synchronous vs asynchronous: mix the ingredients while the oven preheats|01-sync-vs-async
 callbacks|The event loop: callbacks run in the order they were scheduled|02-core-concepts
+many_tasks|Many tasks: gather, as_completed, wait, wait_for, shield, timeout scopes, task groups|14-running-many-tasks
 threadsafe|Threads: a worker hands its results to the loop with call_soon_threadsafe|02-core-concepts
 blocking|Blocking code: run_in_executor runs it in a thread while the loop keeps going|03-blocking-code
 loop_per_thread|One loop per thread, and the two safe ways between them|03-blocking-code
