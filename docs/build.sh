@@ -11,9 +11,9 @@
 set -eu
 out=$1
 version=$2
-for tool in doxygen pandoc; do
+for tool in doxygen pandoc dot; do
     command -v $tool >/dev/null ||
-        { echo "docs: $tool not found (Debian: apt-get install $tool)" >&2; exit 2; }
+        { echo "docs: $tool not found (Debian: apt-get install $tool; dot is graphviz)" >&2; exit 2; }
 done
 # Only what this script and tests/check_docs.sh write: OUT may hold more.
 rm -rf "$out/index.html" "$out/guide" "$out/reference" "$out/screenshots" \
@@ -22,6 +22,18 @@ mkdir -p "$out/guide"
 
 CIO_DOCS_OUT=$out/reference CIO_VERSION=$version doxygen docs/Doxyfile
 sh tests/check_header.sh --doxygen "$out/reference/xml/cio_8h.xml" include/cio.h
+
+# The guide's figures: Graphviz sources beside the chapters, drawn as SVG
+# where the chapters' pages look for them; a chapter that shows a figure
+# with no source fails the build.
+mkdir -p "$out/guide/figures"
+for dotfile in docs/guide/figures/*.dot; do
+    dot -Tsvg "$dotfile" -o "$out/guide/figures/$(basename "$dotfile" .dot).svg"
+done
+for fig in $(sed -n 's/.*](figures\/\([^)]*\)).*/\1/p' docs/guide/*.md); do
+    [ -s "$out/guide/figures/$fig" ] ||
+        { echo "docs: figures/$fig is shown but has no source" >&2; exit 1; }
+done
 
 # A chapter's title is its first line, "# N. Title".
 title() { sed -n '1s/^# //p' "$1"; }

@@ -91,6 +91,13 @@ for md in chapters:
     h1 = [text(h, "") for h in re.findall(r"<h1[^>]*>(.*?)</h1>", page, re.S)]
     if md_text(lines[0]) not in h1:
         failures.append("%s: title %r not shown" % (name, md_text(lines[0])))
+    # Each figure the chapter shows is on its rendered page, drawn.
+    for fig in re.findall(r"\]\(figures/([^)]+)\)", "\n".join(lines)):
+        if 'src="figures/%s"' % fig not in page:
+            failures.append("%s: figure %s not shown" % (name, fig))
+        elif "<svg" not in open(os.path.join(os.path.dirname(dom_dir), "guide",
+                                             "figures", fig)).read():
+            failures.append("%s: figure %s is not an SVG drawing" % (name, fig))
     headings = set(text(h, "") for h in re.findall(r"<h2[^>]*>(.*?)</h2>", page, re.S))
     for line in lines:
         if line.startswith("## ") and md_text(line) not in headings:
