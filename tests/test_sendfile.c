@@ -899,3 +899,75 @@ TEST(net_sendfile_stream_between_writes)
 {
     run_main(stream_main, NULL);
 }
+
+/* ------------------------------------------------------------- teardown */
+
+/* The loop closes while a sendfile waits, on the socket (native) or for
+ * the write buffer to drain (a write pipe nobody reads): nothing leaks,
+ * nothing touches the destroyed task's frame (zeroed on release). */
+typedef struct parked {
+    bool pipe;
+    peer c;
+    int b, f, fds[2];
+    cio_transport *t;
+    bool ready, returned;
+} parked;
+
+static int parked_sender(void *arg)
+{
+    parked *j = arg;
+    size_t n = 64 * MiB, sent = 0;
+    j->f = sparse_file((int64_t)n, NULL, 0);
+    if (j->pipe) {
+        CHECK(pipe2(j->fds, O_CLOEXEC) == 0);
+        CHECK_ERR(cio_connect_write_pipe(NULL, j->fds[1], &rec_proto, &j->c,
+                                         &j->t),
+                  0);
+    } else {
+        j->t = transport_pair(&j->c, &j->b);
+    }
+    j->ready = true;
+    cio_sendfile(j->t, j->f, 0, 0, 1, &sent); /* never returns */
+    j->returned = true;
+    return 0;
+}
+
+static void teardown_case(bool pipe)
+{
+    cio__stack_poison_released = true;
+    changed_init();
+    parked j = {.pipe = pipe, .b = -1, .fds = {-1, -1}};
+    cio_loop *loop = NULL;
+    int nreports = 0;
+    CHECK_ERR(cio_loop_new(&loop, NULL), 0);
+    CHECK_ERR(cio_loop_set_exception_handler(loop, count_reports, &nreports),
+              0);
+    CHECK_ERR(cio_task_new(loop, parked_sender, &j, NULL, NULL), 0);
+    double t0 = mono();
+    while (!(j.ready && (pipe ? j.c.pauses > 0 : unread(j.b) > 0))) {
+        CHECK(mono() - t0 < 20);
+        CHECK(cio_loop_run_once(loop, 0.01) >= 0);
+    }
+    for (int i = 0; i < 8; i++) /* it parks for good */
+        CHECK(cio_loop_run_once(loop, 0) >= 0);
+    CHECK_ERR(cio_loop_close(loop), 0);
+    cio_loop_free(loop);
+    CHECK(!j.returned);
+    CHECK(nreports > 0);
+    peer_free(&j.c);
+    if (j.b >= 0)
+        close(j.b);
+    if (j.fds[0] >= 0)
+        close(j.fds[0]);
+    close(j.f);
+}
+
+TEST(net_sendfile_loop_closes_while_a_native_sendfile_waits)
+{
+    teardown_case(false);
+}
+
+TEST(net_sendfile_loop_closes_while_a_copying_sendfile_waits)
+{
+    teardown_case(true);
+}
