@@ -20,6 +20,16 @@
  *
  *   bench <name> <system> <bytes> bytes/conn
  *
+ * Sink mode (--sink RUNS), for the sendfile benchmark: RUNS connections
+ * one after another, each read until the server closes it, with
+ * recv(MSG_TRUNC), which makes TCP drop the bytes without copying them,
+ * so the reader costs little and the server's speed shows. It prints the
+ * median over the runs, from connect to EOF:
+ *
+ *   bench <name> <system> <MiB/s> MiB/s
+ *
+ * and fails unless every run brought the same, non-zero, byte count.
+ *
  * Helpers for bench/run.sh: --free-port prints a free loopback TCP port;
  * --wait S retries the first connection for up to S seconds (the server
  * is starting).
@@ -62,6 +72,7 @@ static double opt_warmup = 1;
 static double opt_wait;
 static long opt_idle;
 static long opt_pid;
+static long opt_sink;
 
 static struct sockaddr_in addr;
 static int epfd;
@@ -96,6 +107,8 @@ static void usage(void)
             "               [--seconds T] [--warmup T] [--wait T] HOST PORT\n"
             "       loadgen --idle N --pid PID [--name N] [--system S] "
             "[--wait T] HOST PORT\n"
+            "       loadgen --sink RUNS [--name N] [--system S] [--wait T] "
+            "HOST PORT\n"
             "       loadgen --free-port\n");
     exit(2);
 }
@@ -116,23 +129,29 @@ static int free_port(void)
     return 0;
 }
 
-/* A blocking connect (loopback: immediate), then non-blocking, no Nagle,
- * registered for EPOLLIN. The first call may retry for opt_wait seconds. */
-static int open_conn(struct conn *c, int first)
+/* A blocking connect (loopback: immediate); the first call may retry for
+ * opt_wait seconds while the server starts. */
+static int dial(int first)
 {
     uint64_t deadline = now_ns() + (uint64_t)(opt_wait * 1e9);
-    int one = 1;
     for (;;) {
-        c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (c->fd < 0)
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
             die("socket");
-        if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) == 0)
-            break;
+        if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0)
+            return fd;
         if (!first || errno != ECONNREFUSED || now_ns() >= deadline)
             die("connect");
-        close(c->fd);
+        close(fd);
         usleep(20000);
     }
+}
+
+/* dial, then non-blocking, no Nagle, registered for EPOLLIN. */
+static int open_conn(struct conn *c, int first)
+{
+    int one = 1;
+    c->fd = dial(first);
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (fcntl(c->fd, F_SETFL, O_NONBLOCK) < 0)
         die("fcntl");
@@ -363,6 +382,55 @@ static int run_idle(void)
     return 0;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One sink run: the bytes that came before EOF, and how long they took. */
+static size_t sink_once(int first, double *seconds)
+{
+    static char scratch[1 << 16]; /* MSG_TRUNC: TCP writes nothing here */
+    int fd = dial(first);
+    uint64_t t0 = now_ns();
+    size_t total = 0;
+    for (;;) {
+        ssize_t n = recv(fd, scratch, 64u << 20, MSG_TRUNC);
+        if (n == 0)
+            break;
+        if (n < 0 && errno != EINTR)
+            die("recv");
+        if (n > 0)
+            total += (size_t)n;
+    }
+    *seconds = (double)(now_ns() - t0) / 1e9;
+    close(fd);
+    return total;
+}
+
+static int run_sink(void)
+{
+    double *rate = calloc((size_t)opt_sink, sizeof *rate);
+    size_t bytes = 0;
+    if (!rate)
+        die("calloc");
+    for (long r = 0; r < opt_sink; r++) {
+        double secs;
+        size_t n = sink_once(r == 0, &secs);
+        if (n == 0 || (r > 0 && n != bytes))
+            fail("sink: the runs brought different byte counts");
+        bytes = n;
+        rate[r] = (double)n / (1 << 20) / secs;
+    }
+    qsort(rate, (size_t)opt_sink, sizeof *rate, cmp_double);
+    printf("bench %s %s %.0f MiB/s\n", opt_name, opt_system,
+           rate[opt_sink / 2]);
+    fflush(stdout);
+    free(rate);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int i;
@@ -391,12 +459,14 @@ int main(int argc, char **argv)
             opt_idle = atol(v);
         else if (strcmp(o, "--pid") == 0)
             opt_pid = atol(v);
+        else if (strcmp(o, "--sink") == 0)
+            opt_sink = atol(v);
         else
             usage();
     }
     if (argc - i != 2 || opt_conns < 1 || opt_size < 1 || opt_seconds <= 0 ||
         opt_warmup < 0 || opt_idle < 0 || (opt_idle > 0 && opt_idle < 2) ||
-        (opt_idle && opt_pid <= 0))
+        (opt_idle && opt_pid <= 0) || opt_sink < 0)
         usage();
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)atoi(argv[i + 1]));
@@ -407,5 +477,7 @@ int main(int argc, char **argv)
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0)
         die("epoll_create1");
+    if (opt_sink)
+        return run_sink();
     return opt_idle ? run_idle() : run_echo();
 }

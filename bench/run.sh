@@ -22,6 +22,16 @@
 #                  cio_stream_readline: its time over one memchr of 16 MiB
 #   idle_conns     10,000 idle connections: the server's VmRSS growth per
 #                  connection (cio's streams server: idle_conns_streams)
+#   sendfile       a 1 GiB file on tmpfs (fallocate'd: real pages, not a
+#                  sparse file) served whole to bench/loadgen --sink (which
+#                  drops the bytes with MSG_TRUNC, so the reader costs
+#                  little): cio_stream_sendfile against a hand-written
+#                  sendfile(2) loop with epoll and a blocking one. Every
+#                  server runs at once on its own port (pinned to CPU 0,
+#                  idle unless read), and the reader (CPU 1) takes them in
+#                  turn for BENCH_SENDFILE_ROUNDS rounds (default 7), so a
+#                  load that comes and goes hits all alike: MiB/s, the
+#                  median of each system's rounds
 #
 # Environment:
 #   BENCH_N        count passed to every program (quick smoke runs), e.g. 10000
@@ -45,7 +55,7 @@ COUNT_ARGS=()
 
 # name -> peer systems, in the order they run.
 BENCHES=(callsoon timers threadsafe spawn switch sleepers queue_pingpong queue_throughput executor
-    spawn_process echo_protocol echo_streams idle_conns readline)
+    spawn_process echo_protocol echo_streams idle_conns readline sendfile)
 declare -A SYSTEMS=(
     [callsoon]="libuv asyncio uvloop"
     [timers]="libuv asyncio uvloop"
@@ -61,6 +71,7 @@ declare -A SYSTEMS=(
     [echo_streams]="epoll asyncio uvloop go" # the Python peers as streams servers
     [idle_conns]="epoll"                     # for reference
     [readline]=""                            # cio alone: a ratio to memchr
+    [sendfile]="epoll blocking"              # bench/peers/sendfile_loop.c
 )
 LOOP_BENCHES=" callsoon timers threadsafe " # py_loop.py + uv_<name>
 NET_BENCHES=" echo_protocol echo_streams idle_conns " # servers + bench/loadgen
@@ -83,7 +94,7 @@ fi
 # Which peer systems the selected benchmarks need.
 need_libuv=0 need_py=0 need_go=0 need_net=0 need_tasks=0
 for b in "${selected[@]}"; do
-    if [[ $NET_BENCHES == *" $b "* ]]; then
+    if [[ $NET_BENCHES == *" $b "* || $b == sendfile ]]; then
         need_net=1
     elif [[ $LOOP_BENCHES != *" $b "* ]]; then
         need_tasks=1
@@ -143,13 +154,14 @@ if ((need_libuv)) && have_pkg libuv1-dev; then
 fi
 if ((need_net)); then
     # The load generator and the epoll peer: plain C, no dependencies.
-    for src in "$BENCH_DIR/loadgen.c" "$PEERS/epoll_echo.c"; do
+    for src in "$BENCH_DIR/loadgen.c" "$PEERS/epoll_echo.c" "$PEERS/sendfile_loop.c"; do
         out=$BUILD/$(basename "$src" .c)
         if needs_build "$out" "$src"; then
             gcc -O2 -Wall -Wextra -o "$out" "$src" >&2 || log "building $(basename "$src") failed"
         fi
     done
     [[ -x $BUILD/epoll_echo ]] && AVAIL[epoll]=1
+    [[ -x $BUILD/sendfile_loop ]] && AVAIL[blocking]=1
 fi
 if ((need_py)) && [[ -x $PYTHON ]]; then
     "$PYTHON" -c 'import asyncio' 2>/dev/null && AVAIL[asyncio]=1
@@ -290,7 +302,61 @@ run_idle() {
     stop_server
 }
 
+# sendfile_cmd SYSTEM FILE : the file server of SYSTEM, in SERVER_CMD.
+sendfile_cmd() {
+    case $1 in
+        cio) SERVER_CMD=("$BUILD/cio_sendfile" "$2") ;;
+        epoll) SERVER_CMD=("$BUILD/sendfile_loop" "$2") ;;
+        blocking) SERVER_CMD=("$BUILD/sendfile_loop" --blocking "$2") ;;
+    esac
+    [[ -x ${SERVER_CMD[0]} ]]
+}
+
+# median NUMBERS... : the middle one (the upper of the two middle ones).
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int(NR / 2) + 1] }'; }
+
+# run_sendfile : every system's server at once, read in turn (see above).
+run_sendfile() {
+    local dir=${BENCH_SENDFILE_DIR:-/dev/shm} rounds=${BENCH_SENDFILE_ROUNDS:-7}
+    local file s i r line systems=() ports=() wraps=()
+    declare -A vals=()
+    file=$(mktemp "$dir/cio-bench-sendfile.XXXXXX") && fallocate -l 1G "$file" ||
+        { log "no 1 GiB file in $dir"; rm -f "$file"; echo "bench sendfile cio failed -"; return; }
+    for s in cio ${SYSTEMS[sendfile]}; do
+        if [[ $s != cio && ${AVAIL[$s]:-0} != 1 ]] || ! sendfile_cmd "$s" "$file"; then
+            echo "bench sendfile $s unavailable -"
+            continue
+        fi
+        ports+=("$("$LOADGEN" --free-port)") systems+=("$s")
+        timeout -s KILL "$SERVER_TIMEOUT" "${PIN_SERVER[@]}" "${SERVER_CMD[@]}" "${ports[-1]}" &
+        wraps+=($!)
+    done
+    for ((r = 0; r < rounds; r++)); do
+        for i in "${!systems[@]}"; do
+            line=$(timeout "$LG_TIMEOUT" "${PIN_LOAD[@]}" "$LOADGEN" --sink 1 --name sendfile \
+                --system "${systems[$i]}" --wait 10 127.0.0.1 "${ports[$i]}") &&
+                vals[${systems[$i]}]+=" $(awk '{ print $4 }' <<<"$line")"
+        done
+    done
+    for s in "${systems[@]}"; do
+        if [[ -n ${vals[$s]:-} ]]; then
+            # shellcheck disable=SC2086 # the values, one word each
+            echo "bench sendfile $s $(median ${vals[$s]}) MiB/s"
+        else
+            log "$s sendfile failed"
+            echo "bench sendfile $s failed -"
+        fi
+    done
+    ((${#wraps[@]})) && kill "${wraps[@]}" 2>/dev/null
+    wait "${wraps[@]}" 2>/dev/null
+    rm -f "$file"
+}
+
 for b in "${selected[@]}"; do
+    if [[ $b == sendfile ]]; then
+        run_sendfile
+        continue
+    fi
     if [[ $b == idle_conns ]]; then
         [[ -x $BUILD/cio_echo_protocol ]] && run_idle idle_conns idle_conns cio
         [[ -x $BUILD/cio_echo_streams ]] && run_idle idle_conns_streams idle_conns_streams cio

@@ -1004,6 +1004,26 @@ CIO_API ssize_t cio_sock_recvfrom(int fd, void *buf, size_t n,
 CIO_API ssize_t cio_sock_sendto(int fd, const void *buf, size_t n,
                                 const struct sockaddr *addr, socklen_t len);
 
+/** asyncio's sock_sendfile: sends count bytes (0: up to EOF) of the file
+ * file_fd, starting at offset, over the connected stream socket sock, with
+ * sendfile(2) (the bytes never pass through user space), waiting while
+ * the socket is full. Where the kernel cannot (file_fd is a pipe, a
+ * socket, or a file without splice support such as most of /proc), it
+ * reads chunks and sends them if fallback is non-zero, else returns
+ * -ENOTSUP having sent nothing. A source without offsets (a pipe) is read
+ * from where it is, waiting until it is readable, and only offset 0 is
+ * possible there (-ESPIPE). A count past EOF stops at EOF. *sent (may be
+ * NULL) gets the bytes the socket took, on success and on every error
+ * (-ECANCELED included), so a caller knows where to resume. Unlike
+ * asyncio, file_fd's position never moves (offsets are explicit: one fd
+ * can feed many sockets at once), and the count goes to *sent, not the
+ * return value. Both fds stay the caller's. Returns 0, -EINVAL (not in a
+ * task, offset < 0, sock not SOCK_STREAM), -ENOTSOCK, -ENOTSUP, -ESPIPE,
+ * -EPIPE / -ECONNRESET (the peer went away), -ENOMEM (fallback), or a
+ * read error of file_fd (-EBADF, -EISDIR, ...). */
+CIO_API int cio_sock_sendfile(int sock, int file_fd, int64_t offset,
+                              size_t count, int fallback, size_t *sent);
+
 /** getaddrinfo in the default executor, as asyncio. *res is the caller's:
  * release it with freeaddrinfo(). Returns 0, CIO_EAI(EAI_*), or -EINVAL
  * (not in a task, NULL res, or a bad port: one that starts with a digit,
@@ -1206,6 +1226,31 @@ CIO_API const char *cio_tls_error_string(void);
  * handshake's error: then the transport is aborted. */
 CIO_API int cio_transport_start_tls(cio_transport *t, const cio_tls_options *o,
                                     int server_side);
+
+/** asyncio's loop.sendfile, from a task: sends count bytes (0: up to EOF)
+ * of file_fd from offset over t. It first waits until t's write buffer
+ * has flushed, so what was written before arrives before the file; until
+ * it returns, t refuses other writes (-EBUSY, as asyncio's "sendfile is in
+ * progress"). On a TCP or Unix stream transport the bytes go to the
+ * socket as cio_sock_sendfile sends them (sendfile(2), or read-and-send
+ * where it cannot and fallback is set), past the write buffer, so the
+ * protocol sees no pause_writing / resume_writing, and reading pauses
+ * meanwhile, as asyncio's. On a TLS transport, and on a write pipe
+ * (where asyncio has no sendfile), the file is read in chunks and written
+ * through the transport (encrypted, for TLS), waiting whenever it is above
+ * its high-water mark: the protocol sees pause and resume as the buffer
+ * really fills and drains (asyncio hides them); with fallback 0 that is
+ * -ENOTSUP at once. *sent
+ * (may be NULL) gets the bytes the socket or the transport took, on
+ * success and on every error (-ECANCELED included); file_fd's position
+ * never moves. t and file_fd stay the caller's; t stays valid until its
+ * connection_lost, which ends the send with the error it is lost to.
+ * Returns 0, -EINVAL (not in a task, NULL t, offset < 0, a datagram or
+ * read-pipe transport), -EPIPE (t is closing or half-closed), -EBUSY
+ * (another sendfile on t), -ENOTSUP, -ECANCELED, -ETIMEDOUT, or as
+ * cio_sock_sendfile. */
+CIO_API int cio_sendfile(cio_transport *t, int file_fd, int64_t offset,
+                         size_t count, int fallback, size_t *sent);
 
 typedef struct cio_connection_options {
     const char *local_host;      /**< bind to this address first, or NULL */
@@ -1417,6 +1462,11 @@ CIO_API int cio_stream_writelines(cio_stream *s, const struct iovec *iov,
  * the connection's error once it is lost (-ECONNRESET if none),
  * -ECANCELED, -ETIMEDOUT, -EINVAL (NULL, not in a task). */
 CIO_API int cio_stream_drain(cio_stream *s);
+/** cio_sendfile on the stream's transport (asyncio has no such method:
+ * there one calls loop.sendfile(writer.transport, ...)). Returns as
+ * cio_sendfile, or the connection's error (-EPIPE) once it is lost. */
+CIO_API int cio_stream_sendfile(cio_stream *s, int file_fd, int64_t offset,
+                                size_t count, int fallback, size_t *sent);
 /** As cio_transport_set_write_buffer_max, for the stream's transport.
  * Returns 0, -EINVAL (NULL), or the connection's error (-EPIPE) once lost. */
 CIO_API int cio_stream_set_write_buffer_max(cio_stream *s, size_t max);

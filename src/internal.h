@@ -68,6 +68,13 @@ CIO_HIDDEN int cio__sys_socket_error(int fd);
 /* Makes the close of socket fd send RST (SO_LINGER 0); -ENOTSOCK, ... */
 CIO_HIDDEN int cio__sys_reset_on_close(int fd);
 CIO_HIDDEN ssize_t cio__sys_writev_pipe(int fd, const struct iovec *iov, int n);
+/* sendfile(2) from `in` at offset, never raising SIGPIPE (-EPIPE instead);
+ * the call named for cio__fault_arm_call is "sendfile". */
+CIO_HIDDEN ssize_t cio__sys_sendfile(int out, int in, int64_t offset,
+                                     size_t n);
+CIO_HIDDEN ssize_t cio__sys_pread(int fd, void *buf, size_t n, int64_t offset);
+/* A socket's SO_TYPE (SOCK_STREAM, ...), or -errno (-ENOTSOCK). */
+CIO_HIDDEN int cio__sys_socket_type(int fd);
 CIO_HIDDEN int cio__sys_thread_create(pthread_t *t, void *(*fn)(void *),
                                       void *arg);
 CIO_HIDDEN void *cio__sys_mmap(size_t len, int *err);

@@ -7,11 +7,14 @@
  *                and flow control
  *   connect.c    the client side: create_connection (Happy Eyeballs), Unix
  *                connections, datagram endpoints
+ *   sendfile.c   loop.sendfile over a transport (beside connect.c: neither
+ *                calls the other)
  *   server.c     listening sockets, accepting, closing the loop's network
  *
  * Each file calls only the ones above it in this list. A transport does not
  * know servers exist: the server that accepted it sets a hook (`gone`) the
- * transport calls once it is freed. */
+ * transport calls once it is freed; a sendfile hears from it through its
+ * waiter the same way. */
 #ifndef CIO_NET_H
 #define CIO_NET_H
 
@@ -33,6 +36,33 @@ static inline bool cio__net_again(ssize_t r)
 
 /* Fills *sun for path; -EINVAL if path is NULL or too long for sun_path. */
 CIO_HIDDEN int cio__unix_address(const char *path, struct sockaddr_un *sun);
+
+/* One sendfile under way: cio_sock_sendfile's, or cio_sendfile's over a
+ * transport (sendfile.c), which passes `check` to stop it before it
+ * touches the transport's socket again once that is closing. Lives in the
+ * sending task's frame. */
+typedef struct cio__sendfile {
+    int sock;                  /* where to (a connected stream socket) */
+    int file;                  /* from where: the caller's fd */
+    int64_t offset;            /* the first byte's offset in file */
+    size_t count;              /* bytes to send; 0: to EOF */
+    bool fallback;             /* copy where sendfile(2) cannot */
+    bool sequential;           /* file has no offsets (a pipe): read it */
+    size_t sent;               /* bytes the socket (or transport) took */
+    int (*check)(void *arg);   /* NULL, or 0 to go on / the error to stop */
+    void *check_arg;
+} cio__sendfile;
+
+/* sendfile(2) until sf->count bytes went or EOF, waiting for the socket
+ * to be writable; where the kernel cannot (sf->sent still 0, file a pipe
+ * or a file without splice), copies with read and send if sf->fallback,
+ * else -ENOTSUP. Returns 0 or -errno; sf->sent is exact either way. */
+CIO_HIDDEN int cio__sendfile_run(cio__sendfile *sf);
+/* The next chunk of sf->file for a copying sender, at offset + sent (a
+ * file without offsets: what comes next, waiting until it is readable;
+ * only offset 0 is possible there, else -ESPIPE). Returns the bytes read,
+ * 0 at EOF, or -errno. */
+CIO_HIDDEN ssize_t cio__sendfile_read(cio__sendfile *sf, void *buf, size_t n);
 
 /* ------------------------------------------------------------ transport.c */
 
@@ -85,6 +115,19 @@ typedef struct cio__tls_conn {
     void *factory_arg;
 } cio__tls_conn;
 
+/* A sendfile under way on a transport (sendfile.c's, in its task's
+ * frame). While t->waiter is set, writes other than the waiter's own
+ * (`writing`) are refused with -EBUSY, as asyncio refuses them with
+ * "sendfile is in progress". `news` runs whenever the write buffer shrank
+ * and once t starts closing - before connection_lost is scheduled, so a
+ * task it wakes runs before the fd is closed - and `t` is cleared when
+ * the transport is freed. */
+typedef struct cio__transport_waiter {
+    void (*news)(struct cio__transport_waiter *w);
+    cio_transport *t;          /* NULL once t was freed */
+    bool writing;              /* the waiter's own write is under way */
+} cio__transport_waiter;
+
 /* Invariants: a transport is on exactly one list (its server's conns, or
  * loop->transports) from creation until it is freed, right after
  * connection_lost returned. Once `closing` is set it never clears and no
@@ -118,6 +161,7 @@ struct cio_transport {
     cio__handle lost_handle;   /* runs connection_lost, then frees */
     cio__tls_conn *tls;        /* TLS (owned), or NULL: plaintext */
     cio__task *flush_waiter;   /* a task waiting for an empty buffer */
+    cio__transport_waiter *waiter; /* a sendfile under way, or NULL */
     /* Not the protocol's yet (a TLS handshake first): connection_lost
      * stays silent, as the connection never reached the program. */
     bool quiet;

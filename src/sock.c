@@ -56,6 +56,7 @@ typedef struct sock_op {
     size_t n;
     struct sockaddr *addr;     /* accept/recvfrom: out; sendto: in */
     socklen_t len, *lenp;      /* sendto's len; accept/recvfrom's in-out */
+    cio__sendfile *sf;         /* sendfile's state, for its calls */
 } sock_op;
 
 /* Every call's way in: -EINVAL outside a task, else whatever already
@@ -167,6 +168,173 @@ ssize_t cio_sock_sendto(int fd, const void *buf, size_t n,
     sock_op op = {.fd = fd, .dir = 1, .buf = (void *)buf, .n = n,
                   .addr = (struct sockaddr *)addr, .len = len};
     return sock_retry(&op, op_sendto);
+}
+
+/* -------------------------------------------------------------- sendfile
+ * asyncio's sock_sendfile: sendfile(2) where the kernel can, read and send
+ * where it cannot. The offset is explicit, so file's own position never
+ * moves (asyncio seeks it past what went): one fd can serve many sockets
+ * at once, and sf->sent says where a send stopped. */
+
+enum {
+    SENDFILE_MAX = 0x7ffff000, /* the most Linux moves in one call */
+    COPY_CHUNK = 256 * 1024    /* asyncio's fallback read size */
+};
+
+/* sendfile(2)'s "not this file", as opposed to a failure of the
+ * connection: a pipe or socket as the source (ESPIPE, EINVAL), a file
+ * without splice support (EINVAL: much of /proc), no sendfile at all. */
+static bool kernel_cannot(ssize_t r)
+{
+    return r == -EINVAL || r == -ESPIPE || r == -ENOSYS || r == -EOPNOTSUPP;
+}
+
+static bool sendfile_done(const cio__sendfile *sf)
+{
+    return sf->count && sf->sent == sf->count;
+}
+
+/* The bytes the next call may move: what is left, at most cap. */
+static size_t sendfile_want(const cio__sendfile *sf, size_t cap)
+{
+    size_t left = sf->count ? sf->count - sf->sent : cap;
+    return left < cap ? left : cap;
+}
+
+/* Before every call on the socket: whether its owner still lets us. */
+static int sendfile_check(const cio__sendfile *sf)
+{
+    return sf->check ? sf->check(sf->check_arg) : 0;
+}
+
+static ssize_t op_sendfile(sock_op *o)
+{
+    cio__sendfile *sf = o->sf;
+    int err = sendfile_check(sf);
+    return err ? err
+               : cio__sys_sendfile(o->fd, sf->file,
+                                   sf->offset + (int64_t)sf->sent, o->n);
+}
+
+static ssize_t op_copy_send(sock_op *o)
+{
+    int err = sendfile_check(o->sf);
+    return err ? err : cio__sys_send(o->fd, o->buf, o->n);
+}
+
+/* The zero-copy path. Returns 0 once count bytes went or at EOF (where
+ * sendfile(2) moves nothing), else the error that stopped it. */
+static int send_native(cio__sendfile *sf)
+{
+    sock_op op = {.fd = sf->sock, .dir = 1, .sf = sf};
+    while (!sendfile_done(sf)) {
+        op.n = sendfile_want(sf, SENDFILE_MAX);
+        ssize_t r = sock_retry(&op, op_sendfile);
+        if (r <= 0)
+            return (int)r;
+        sf->sent += (size_t)r;
+    }
+    return 0;
+}
+
+/* A source without offsets is read in order, after waiting until it is
+ * readable, so a pipe left blocking never blocks the loop. */
+ssize_t cio__sendfile_read(cio__sendfile *sf, void *buf, size_t n)
+{
+    if (!sf->sequential) {
+        ssize_t r = cio__sys_pread(sf->file, buf, n,
+                                   sf->offset + (int64_t)sf->sent);
+        if (r != -ESPIPE)
+            return r;
+        if (sf->offset)
+            return -ESPIPE; /* as asyncio's seek on a pipe */
+        sf->sequential = true;
+    }
+    for (;;) {
+        int err = sendfile_check(sf);
+        if (!err)
+            err = wait_fd(sf->file, 0);
+        if (err)
+            return err;
+        ssize_t r = cio__sys_read(sf->file, buf, n);
+        if (!cio__net_again(r))
+            return r;
+    }
+}
+
+/* Sends n bytes of buf, counting every partial send in sf->sent. */
+static int send_chunk(cio__sendfile *sf, const char *buf, size_t n)
+{
+    sock_op op = {.fd = sf->sock, .dir = 1, .sf = sf};
+    while (n > 0) {
+        op.buf = (void *)buf;
+        op.n = n;
+        ssize_t r = sock_retry(&op, op_copy_send);
+        if (r < 0)
+            return (int)r;
+        sf->sent += (size_t)r;
+        buf += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static void free_chunk(void *buf) { cio__free(buf); }
+
+/* The copying path, for what sendfile(2) cannot take. */
+static int send_copies(cio__sendfile *sf)
+{
+    size_t size = sendfile_want(sf, COPY_CHUNK);
+    char *buf = cio__malloc(size);
+    if (!buf)
+        return -ENOMEM;
+    cio__cleanup c; /* only we hold buf: freed if the loop closes first */
+    cio__cleanup_push(cio__current, &c, free_chunk, buf);
+    int r = 0;
+    while (!r && !sendfile_done(sf)) {
+        ssize_t got = cio__sendfile_read(sf, buf, sendfile_want(sf, size));
+        if (got <= 0) {
+            r = (int)got; /* 0: EOF */
+            break;
+        }
+        r = send_chunk(sf, buf, (size_t)got);
+    }
+    cio__cleanup_pop(cio__current, &c);
+    cio__free(buf);
+    return r;
+}
+
+int cio__sendfile_run(cio__sendfile *sf)
+{
+    int r = send_native(sf);
+    if (!kernel_cannot(r) || sf->sent > 0)
+        return r;
+    return sf->fallback ? send_copies(sf) : -ENOTSUP;
+}
+
+/* asyncio takes stream sockets only; anything else is -EINVAL, and what
+ * is no socket at all gets the kernel's word (-ENOTSOCK, -EBADF). */
+static int stream_socket(int fd)
+{
+    int type = cio__sys_socket_type(fd);
+    return type < 0 ? type : type == SOCK_STREAM ? 0 : -EINVAL;
+}
+
+int cio_sock_sendfile(int sock, int file_fd, int64_t offset, size_t count,
+                      int fallback, size_t *sent)
+{
+    cio__sendfile sf = {.sock = sock, .file = file_fd, .offset = offset,
+                        .count = count, .fallback = fallback != 0};
+    int r = sock_enter();
+    if (!r && offset < 0)
+        r = -EINVAL;
+    if (!r)
+        r = stream_socket(sock);
+    if (!r)
+        r = cio__sendfile_run(&sf);
+    if (sent)
+        *sent = sf.sent;
+    return r;
 }
 
 /* ------------------------------------------------------- name resolution

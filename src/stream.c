@@ -497,6 +497,15 @@ int cio_stream_drain(cio_stream *s)
     return 0;
 }
 
+int cio_stream_sendfile(cio_stream *s, int file_fd, int64_t offset,
+                        size_t count, int fallback, size_t *sent)
+{
+    int r = write_check(s);
+    if (r && sent)
+        *sent = 0;
+    return r ? r : cio_sendfile(s->t, file_fd, offset, count, fallback, sent);
+}
+
 int cio_stream_set_write_buffer_max(cio_stream *s, size_t max)
 {
     int r = write_check(s);

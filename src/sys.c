@@ -2,6 +2,9 @@
  * can make the N-th one fail (SQLite's and neco's approach), and a count of
  * live allocations, so a test can prove nothing leaked. */
 #define _GNU_SOURCE
+/* off_t is 64-bit everywhere here, so sendfile and pread reach past 4 GiB
+ * on 32-bit builds too; offsets leave this file as int64_t. */
+#define _FILE_OFFSET_BITS 64
 #include "internal.h"
 
 #include <errno.h>
@@ -13,8 +16,11 @@
 #include <sys/uio.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+_Static_assert(sizeof(off_t) == 8, "sendfile offsets must reach past 4 GiB");
 
 static atomic_long live_allocs;
 static atomic_uint fault_kinds; /* 0: disarmed (the fast path) */
@@ -266,29 +272,74 @@ int cio__sys_socket_error(int fd)
     return -err;
 }
 
-/* A write to a pipe whose reader is gone raises SIGPIPE, and write() has
- * no MSG_NOSIGNAL: block the signal around it and take the one the write
- * raised (if it was not already pending), so the caller sees -EPIPE. */
+/* write() and sendfile() have no MSG_NOSIGNAL: a write to a pipe whose
+ * reader is gone, or a sendfile to a socket whose peer is, raises SIGPIPE.
+ * So the signal is blocked around the call, and the one the call raised
+ * (if it was not already pending) is taken, so the caller sees -EPIPE. */
+typedef struct sigpipe_guard {
+    sigset_t pipe_only, old;
+    bool was_pending;
+} sigpipe_guard;
+
+static void sigpipe_block(sigpipe_guard *g)
+{
+    sigset_t pending;
+    sigemptyset(&g->pipe_only);
+    sigaddset(&g->pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &g->pipe_only, &g->old);
+    sigpending(&pending);
+    g->was_pending = sigismember(&pending, SIGPIPE);
+}
+
+/* r and err: the call's result and errno. */
+static void sigpipe_unblock(sigpipe_guard *g, ssize_t r, int err)
+{
+    if (r < 0 && err == EPIPE && !g->was_pending) {
+        struct timespec zero = {0, 0};
+        sigtimedwait(&g->pipe_only, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
 ssize_t cio__sys_writev_pipe(int fd, const struct iovec *iov, int n)
 {
     int fault = cio__fault_check(CIO__FAULT_SYS);
     if (fault)
         return fault;
-    sigset_t pipe_only, old, pending;
-    sigemptyset(&pipe_only);
-    sigaddset(&pipe_only, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
-    sigpending(&pending);
-    bool was_pending = sigismember(&pending, SIGPIPE);
+    sigpipe_guard g;
+    sigpipe_block(&g);
     ssize_t r = writev(fd, iov, n);
     int err = errno;
-    if (r < 0 && err == EPIPE && !was_pending) {
-        struct timespec zero = {0, 0};
-        sigtimedwait(&pipe_only, NULL, &zero);
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    sigpipe_unblock(&g, r, err);
     return r < 0 ? -err : r;
 }
+
+ssize_t cio__sys_sendfile(int out, int in, int64_t offset, size_t n)
+{
+    int fault = cio__fault_check_call(CIO__FAULT_SYS, "sendfile()");
+    if (fault)
+        return fault;
+    off_t off = offset;
+    sigpipe_guard g;
+    sigpipe_block(&g);
+    ssize_t r = sendfile(out, in, &off, n);
+    int err = errno;
+    sigpipe_unblock(&g, r, err);
+    return r < 0 ? -err : r;
+}
+
+ssize_t cio__sys_pread(int fd, void *buf, size_t n, int64_t offset)
+{
+    SYSCALL(pread(fd, buf, n, offset));
+}
+
+static int socket_type(int fd)
+{
+    int type = 0;
+    socklen_t len = sizeof type;
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ? -1 : type;
+}
+int cio__sys_socket_type(int fd) { SYSCALL(socket_type(fd)); }
 
 /* close is never failed by injection: a failed close cannot be retried
  * (the fd is gone either way), so there is no error path to test. */

@@ -83,6 +83,8 @@ static void call_connection_lost(void *arg)
     }
     if (t->p.connection_lost && !t->quiet)
         t->p.connection_lost(t, t->lost_error, t->ctx);
+    if (t->waiter) /* only as the loop closes: the task never runs again */
+        t->waiter->t = NULL;
     cio__list_unlink(&t->link);
     if (t->gone)
         t->gone(t->gone_arg);
@@ -101,6 +103,13 @@ static void wake_flush_waiter(cio_transport *t, int result)
         t->flush_waiter = NULL;
         cio__wake(w, result);
     }
+}
+
+/* The buffer shrank or t is closing: a sendfile waiting on t hears it. */
+static void tell_waiter(cio_transport *t)
+{
+    if (t->waiter)
+        t->waiter->news(t->waiter);
 }
 
 static void reader_off(cio_transport *t)
@@ -125,6 +134,7 @@ static void force_close(cio_transport *t, int err)
     cio__handle_unschedule(&t->made_handle); /* lost runs made first */
     /* A waiting task resumes before lost_handle frees t (FIFO). */
     wake_flush_waiter(t, err ? err : -EPIPE);
+    tell_waiter(t);
     if (t->tls) {
         cio__handle_unschedule(&t->tls->timer);
         cio__handle_unschedule(&t->tls->pending);
@@ -364,6 +374,7 @@ static void check_pause(cio_transport *t)
         if (t->p.resume_writing)
             t->p.resume_writing(t, t->ctx);
     }
+    tell_waiter(t);
 }
 
 /* The buffer emptied: finish a pending close or write_eof. (A pipe never
@@ -465,6 +476,12 @@ static bool writable(const cio_transport *t)
     return t && !t->closing && !t->eof_requested;
 }
 
+/* A sendfile owns the byte stream until it ends. */
+static bool sendfile_busy(const cio_transport *t)
+{
+    return t->waiter && !t->waiter->writing;
+}
+
 /* With nothing queued, gives iov to the kernel at once. Returns how many
  * whole buffers went (*skip: bytes of the next one that did too), or -1
  * when the send failed and t is being closed. */
@@ -516,6 +533,8 @@ int cio_transport_writelines(cio_transport *t, const struct iovec *iov,
         return -EINVAL;
     if (!writable(t)) /* the error it is closing for, if any */
         return t->lost_error ? t->lost_error : -EPIPE;
+    if (sendfile_busy(t))
+        return -EBUSY;
     if (!fits(t, iov_bytes(iov, iovcnt)))
         return -ENOBUFS;
     int first = 0;
@@ -547,7 +566,7 @@ int cio_transport_write(cio_transport *t, const void *data, size_t n)
     if (!t || (!data && n))
         return -EINVAL;
     if (n == 0)
-        return writable(t) ? 0 : -EPIPE;
+        return !writable(t) ? -EPIPE : sendfile_busy(t) ? -EBUSY : 0;
     struct iovec iov = {(void *)data, n};
     return cio_transport_writelines(t, &iov, 1);
 }

@@ -24,7 +24,7 @@ sync queue waitq
 executor
 sock net tls
 transport
-connect
+connect sendfile
 server
 stream
 process signal
