@@ -33,6 +33,19 @@
 #                  load that comes and goes hits all alike: MiB/s, the
 #                  median of each system's rounds
 #
+# The TLS benchmarks run each system's TLS echo server (cio's
+# bench/build/cio_echo_tls, the peers given a P-256 certificate made in
+# bench/build/tls) and drive it with bench/tls_loadgen (OpenSSL, epoll; TLS
+# 1.3 with TLS_AES_128_GCM_SHA256 for every server), same pinning:
+#   tls_echo       1 KiB x 100 and _64k_10 (64 KiB x 10): msgs/s, and the
+#                  server's CPU per message (_cpu, us/msg: what the
+#                  machine's other load does not move)
+#   tls_handshake  new connections per second, each a full handshake then
+#                  closed: _1 one at a time, _10 ten at a time (bench/
+#                  tls_loadgen, with _cpu: the server's us per handshake),
+#                  and _s_time: `openssl s_time -new`, one at a time; the
+#                  peers include `openssl s_server`
+#
 # Environment:
 #   BENCH_N        count passed to every program (quick smoke runs), e.g. 10000
 #   BENCH_SECONDS  measured seconds per echo run (default 5; after a warm-up
@@ -55,7 +68,7 @@ COUNT_ARGS=()
 
 # name -> peer systems, in the order they run.
 BENCHES=(callsoon timers threadsafe spawn switch sleepers queue_pingpong queue_throughput executor
-    spawn_process echo_protocol echo_streams idle_conns readline sendfile)
+    spawn_process echo_protocol echo_streams idle_conns readline sendfile tls_echo tls_handshake)
 declare -A SYSTEMS=(
     [callsoon]="libuv asyncio uvloop"
     [timers]="libuv asyncio uvloop"
@@ -72,9 +85,12 @@ declare -A SYSTEMS=(
     [idle_conns]="epoll"                     # for reference
     [readline]=""                            # cio alone: a ratio to memchr
     [sendfile]="epoll blocking"              # bench/peers/sendfile_loop.c
+    [tls_echo]="uvloop go"                   # uvloop: protocols, ssl=
+    [tls_handshake]="s_server uvloop go"
 )
 LOOP_BENCHES=" callsoon timers threadsafe " # py_loop.py + uv_<name>
 NET_BENCHES=" echo_protocol echo_streams idle_conns " # servers + bench/loadgen
+TLS_BENCHES=" tls_echo tls_handshake "               # servers + bench/tls_loadgen
 # The rest: py_tasks.py + go_tasks.
 SECS=${BENCH_SECONDS:-5}
 WARMUP=${BENCH_WARMUP:-1}
@@ -92,9 +108,11 @@ if ((${#selected[@]} == 0)); then
 fi
 
 # Which peer systems the selected benchmarks need.
-need_libuv=0 need_py=0 need_go=0 need_net=0 need_tasks=0
+need_libuv=0 need_py=0 need_go=0 need_net=0 need_tasks=0 need_tls=0
 for b in "${selected[@]}"; do
-    if [[ $NET_BENCHES == *" $b "* || $b == sendfile ]]; then
+    if [[ $TLS_BENCHES == *" $b "* ]]; then
+        need_net=1 need_tls=1
+    elif [[ $NET_BENCHES == *" $b "* || $b == sendfile ]]; then
         need_net=1
     elif [[ $LOOP_BENCHES != *" $b "* ]]; then
         need_tasks=1
@@ -114,6 +132,8 @@ missing=()
 ((need_libuv)) && ! have_pkg libuv1-dev && missing+=(libuv1-dev)
 ((need_py)) && ! have_pkg python3-uvloop && missing+=(python3-uvloop)
 ((need_go)) && ! have_pkg golang-go && missing+=(golang-go)
+((need_tls)) && ! have_pkg libssl-dev && missing+=(libssl-dev)
+((need_tls)) && ! have_pkg openssl && missing+=(openssl)
 if ((${#missing[@]})) && [[ -z ${BENCH_NO_INSTALL:-} ]]; then
     SUDO=()
     ((EUID != 0)) && command -v sudo >/dev/null && SUDO=(sudo -n)
@@ -132,6 +152,7 @@ fi
 # ---- build the peers into bench/build (only when a source is newer)
 mkdir -p "$BUILD"
 declare -A AVAIL # system -> 1 if its peer can run
+declare -A WHY   # system -> why it cannot (printed when it is skipped)
 
 # needs_build OUT SRC... : true if OUT is missing or older than any SRC.
 needs_build() {
@@ -163,6 +184,35 @@ if ((need_net)); then
     [[ -x $BUILD/epoll_echo ]] && AVAIL[epoll]=1
     [[ -x $BUILD/sendfile_loop ]] && AVAIL[blocking]=1
 fi
+TLS_DIR=$BUILD/tls TLS_OK=0 TLS_WHY=""
+if ((need_tls)); then
+    tls_certificate() { # a self-signed P-256 certificate, as tests/test_tls.c
+        [[ -s $TLS_DIR/cert.pem && -s $TLS_DIR/key.pem ]] && return 0
+        mkdir -p "$TLS_DIR" &&
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" -days 365 \
+                -subj /CN=localhost 2>/dev/null
+    }
+    if ! command -v openssl >/dev/null; then
+        TLS_WHY="no openssl program (Debian package openssl)"
+    elif ! pkg-config --exists openssl 2>/dev/null; then
+        TLS_WHY="no OpenSSL headers (Debian package libssl-dev)"
+    elif ! tls_certificate; then
+        TLS_WHY="openssl req could not make a certificate"
+    elif needs_build "$BUILD/tls_loadgen" "$BENCH_DIR/tls_loadgen.c" &&
+        ! gcc -O2 -Wall -Wextra -o "$BUILD/tls_loadgen" "$BENCH_DIR/tls_loadgen.c" \
+            $(pkg-config --cflags --libs openssl) >&2; then
+        TLS_WHY="building tls_loadgen failed"
+    else
+        TLS_OK=1 AVAIL[s_server]=1
+    fi
+    ((TLS_OK)) || { log "TLS benchmarks skipped: $TLS_WHY"; WHY[s_server]=$TLS_WHY; }
+fi
+WHY[libuv]="libuv1-dev not installed or uv_* not built"
+WHY[epoll]="epoll_echo not built"
+WHY[asyncio]="no $PYTHON"
+WHY[uvloop]="$PYTHON cannot import uvloop (Debian package python3-uvloop)"
+WHY[go]="no go command (Debian package golang-go), or a Go peer did not build"
 if ((need_py)) && [[ -x $PYTHON ]]; then
     "$PYTHON" -c 'import asyncio' 2>/dev/null && AVAIL[asyncio]=1
     "$PYTHON" -c 'import uvloop' 2>/dev/null && AVAIL[uvloop]=1
@@ -352,9 +402,92 @@ run_sendfile() {
     rm -f "$file"
 }
 
+# ---- TLS benchmarks: as the echo ones, with bench/tls_loadgen
+# tls_server_cmd SYSTEM : the TLS server of SYSTEM in SERVER_CMD (the port
+# follows). s_server's stdout would print what clients send: discarded.
+tls_server_cmd() {
+    local c=$TLS_DIR/cert.pem k=$TLS_DIR/key.pem
+    case $1 in
+        cio) SERVER_CMD=("$BUILD/cio_echo_tls" "$c" "$k") ;;
+        uvloop) SERVER_CMD=("$PYTHON" "$PEERS/py_echo.py" --uvloop --tls "$c" "$k") ;;
+        go) SERVER_CMD=("$BUILD/go_echo" "$c" "$k") ;;
+        s_server) SERVER_CMD=(sh -c 'exec openssl s_server -quiet -cert "$1" -key "$2" \
+            -accept "$3" >/dev/null 2>&1' s_server "$c" "$k") ;;
+        *) return 1 ;;
+    esac
+}
+
+# tls_load NAME SYSTEM ARGS... : one bench/tls_loadgen run on PORT.
+tls_load() {
+    local name=$1 s=$2
+    shift 2
+    if ! server_alive; then
+        echo "bench $name $s failed -"
+    elif ! timeout "$LG_TIMEOUT" "${PIN_LOAD[@]}" "$BUILD/tls_loadgen" --name "$name" \
+        --system "$s" --pid "$SERVER_PID" --seconds "$SECS" --warmup "$WARMUP" \
+        --wait 10 "$@" 127.0.0.1 "$PORT"; then
+        log "$s $name: the load generator failed"
+        echo "bench $name $s failed -"
+    fi
+}
+
+# s_time NAME SYSTEM : `openssl s_time -new` on PORT for SECS (whole
+# seconds, its unit), its count over the wall time this script measures
+# (s_time's own "real seconds" are whole seconds too).
+s_time() {
+    local name=$1 s=$2 t0 t1 out n secs
+    secs=$(awk -v s="$SECS" 'BEGIN { printf "%d", s < 1 ? 1 : s + 0.5 }')
+    t0=$(date +%s.%N)
+    out=$(timeout "$LG_TIMEOUT" "${PIN_LOAD[@]}" openssl s_time -connect "127.0.0.1:$PORT" \
+        -new -time "$secs" -ciphersuites TLS_AES_128_GCM_SHA256 2>&1)
+    t1=$(date +%s.%N)
+    n=$(sed -n 's/^\([0-9]*\) connections in [0-9]* real seconds.*/\1/p' <<<"$out")
+    if [[ -z $n ]] || ! server_alive; then
+        log "$s $name: openssl s_time failed: $(tail -n 3 <<<"$out")"
+        echo "bench $name $s failed -"
+        return
+    fi
+    awk -v n="$n" -v a="$t0" -v b="$t1" -v name="$name" -v s="$s" \
+        'BEGIN { printf "bench %s %s %.0f conns/s\n", name, s, n / (b - a) }'
+}
+
+# run_tls BENCH SYSTEM : one server, every shape of BENCH against it.
+run_tls() {
+    local b=$1 s=$2
+    tls_server_cmd "$s" && start_server "${SERVER_CMD[@]}" || SERVER_PID=""
+    if [[ $b == tls_echo ]]; then
+        tls_load tls_echo "$s" --conns 100 --size 1024
+        tls_load tls_echo_64k_10 "$s" --conns 10 --size 65536
+    else
+        tls_load tls_handshake_1 "$s" --handshakes 1 --conns 1
+        tls_load tls_handshake_10 "$s" --handshakes 1 --conns 10
+        if server_alive; then s_time tls_handshake_s_time "$s"; else
+            echo "bench tls_handshake_s_time $s failed -"; fi
+    fi
+    stop_server
+}
+
+# unavailable BENCH SYSTEM : the skipped line, and why (never silently).
+unavailable() {
+    log "$2 skipped for $1: ${WHY[$2]:-not available}"
+    echo "bench $1 $2 unavailable -"
+}
+
 for b in "${selected[@]}"; do
     if [[ $b == sendfile ]]; then
         run_sendfile
+        continue
+    fi
+    if [[ $TLS_BENCHES == *" $b "* ]]; then
+        if ((!TLS_OK)); then
+            for s in cio ${SYSTEMS[$b]}; do WHY[$s]=$TLS_WHY; unavailable "$b" "$s"; done
+            continue
+        fi
+        if [[ -x $BUILD/cio_echo_tls ]]; then run_tls "$b" cio; else
+            WHY[cio]="bench/build/cio_echo_tls not built (make bench)"; unavailable "$b" cio; fi
+        for s in ${SYSTEMS[$b]}; do
+            if [[ ${AVAIL[$s]:-0} == 1 ]]; then run_tls "$b" "$s"; else unavailable "$b" "$s"; fi
+        done
         continue
     fi
     if [[ $b == idle_conns ]]; then
@@ -367,7 +500,7 @@ for b in "${selected[@]}"; do
     fi
     for s in ${SYSTEMS[$b]}; do
         if [[ ${AVAIL[$s]:-0} != 1 ]]; then
-            echo "bench $b $s unavailable -"
+            unavailable "$b" "$s"
             continue
         fi
         if [[ $b == idle_conns ]]; then
