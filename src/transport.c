@@ -1022,25 +1022,26 @@ static void tls_writable(void *arg)
     }
 }
 
-/* Each buffer in turn until one is not all taken: OpenSSL writes a
- * record at a time, and a refused one must be offered again as is, which
- * the write buffer does (it only ever grows at its end). */
+/* Record after record until the socket refuses one, as writev would:
+ * OpenSSL takes at most a record (16 KiB) per call. A refused record must
+ * be offered again as is, which the write buffer does (what was taken is
+ * counted and skipped; the buffer only ever grows at its end). */
 static ssize_t tls_sendv(cio_transport *t, const struct iovec *iov, int n)
 {
     ssize_t total = 0;
     for (int i = 0; i < n; i++) {
-        if (iov[i].iov_len == 0)
-            continue;
-        ssize_t r = cio__tls_send(t->tls->tls, iov[i].iov_base,
-                                  iov[i].iov_len);
-        if (r < 0) {
-            if (total)
-                return total;
-            return r == CIO__TLS_WANT_WRITE ? -EAGAIN : r;
+        for (size_t off = 0; off < iov[i].iov_len;) {
+            ssize_t r = cio__tls_send(t->tls->tls,
+                                      (const char *)iov[i].iov_base + off,
+                                      iov[i].iov_len - off);
+            if (r < 0) {
+                if (total)
+                    return total;
+                return r == CIO__TLS_WANT_WRITE ? -EAGAIN : r;
+            }
+            off += (size_t)r;
+            total += r;
         }
-        total += r;
-        if ((size_t)r < iov[i].iov_len)
-            break;
     }
     return total;
 }

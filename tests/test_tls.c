@@ -895,6 +895,46 @@ TEST_T(tls_sendfile_copies_through_the_tls_transport, 30)
     run_main(sendfile_main, NULL);
 }
 
+/* A write the socket can take goes out whole, record after record, and
+ * nothing of it stays in the write buffer. (OpenSSL writes one record,
+ * at most 16 KiB, per call: sending only the first and queueing the rest
+ * costs a copy and a writer wake-up per record.) The send buffer is made
+ * large enough for every record, so the kernel refuses none. */
+static int whole_write_main(void *arg)
+{
+    SSL_CTX *sctx = server_ctx("server"), *ctx = client_ctx();
+    size_t got = 0;
+    static char chunk[65536];
+    cio_tls_options st = {.ctx = sctx};
+    char port[16];
+    cio_server *lsrv = listen_with(bulk_handler, &got, &st, port);
+    cio_tls_options tls = {.ctx = ctx, .server_hostname = "localhost"};
+    cio_connection_options co = {.tls = &tls};
+    static const cio_protocol silent = {0};
+    cio_transport *t;
+    CHECK_ERR(cio_create_connection("127.0.0.1", port, &silent, NULL, &co, &t),
+              0);
+    int fd, big = 1 << 20;
+    socklen_t len = sizeof fd;
+    CHECK_ERR(cio_transport_get_extra_info(t, "socket", &fd, &len), 0);
+    CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big), 0);
+    fill(chunk, sizeof chunk, 0);
+    CHECK_ERR(cio_transport_write(t, chunk, sizeof chunk), 0);
+    CHECK_EQ(cio_transport_get_write_buffer_size(t), 0);
+    cio_transport_close(t);
+    AWAIT(got == sizeof chunk);
+    unlisten(lsrv, false);
+    cio_tls_context_free(sctx);
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST(tls_a_write_the_socket_takes_is_sent_whole)
+{
+    need_tls();
+    run_main(whole_write_main, NULL);
+}
+
 typedef struct many {
     const char *port;
     SSL_CTX *ctx;
