@@ -27,6 +27,9 @@
  *
  *   bench <name>_cpu <system> <us> us/msg      (us/conn for handshakes)
  *
+ * TLS_LOADGEN_SELF=1 in the environment also prints this process's own CPU
+ * per message on stderr (is the client the same for every server?).
+ *
  * --wait S retries the first connection for up to S seconds (the server
  * is starting). A mismatched echo, an early close or an error ends the
  * run with status 1.
