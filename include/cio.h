@@ -275,6 +275,14 @@ CIO_API cio_future *cio_future_ref(cio_future *fut);
 CIO_API void cio_future_unref(cio_future *fut);
 /** @} */
 
+/** cio_future_new, recording where the program created the future (file
+ * and line: static strings, kept, not copied) for debug mode's report of
+ * references still held when the loop is freed. The macro cio_future_new
+ * calls it with the caller's __FILE__ and __LINE__; (cio_future_new)(...)
+ * calls the plain function. Returns as cio_future_new. */
+CIO_API int cio_future_new_at(cio_loop *loop, cio_future **fut,
+                              const char *file, int line);
+
 /** Completes the future with status 0 and value (a borrowed pointer the
  * future only carries). Returns 0, or -EINVAL when already done. */
 CIO_API int cio_future_set_result(cio_future *fut, void *value);
@@ -342,6 +350,28 @@ CIO_API int cio_create_task(cio_task_fn fn, void *arg, cio_task **task);
  * of that size could be reserved). */
 CIO_API int cio_task_new(cio_loop *loop, cio_task_fn fn, void *arg,
                          const cio_task_options *opts, cio_task **task);
+
+/** cio_create_task and cio_task_new, recording the caller's file and line
+ * as cio_future_new_at does; the macros of the same names call them.
+ * Return as cio_create_task and cio_task_new. */
+CIO_API int cio_create_task_at(cio_task_fn fn, void *arg, cio_task **task,
+                               const char *file, int line);
+CIO_API int cio_task_new_at(cio_loop *loop, cio_task_fn fn, void *arg,
+                            const cio_task_options *opts, cio_task **task,
+                            const char *file, int line);
+
+/* Creation sites for debug mode: the create calls record where the
+ * program made each future and task (a pointer and an int, kept always,
+ * read only by debug reports). Define CIO_NO_SITE_MACROS before including
+ * cio.h to call the plain functions. */
+#ifndef CIO_NO_SITE_MACROS
+/* Variadic, so that an argument with commas of its own (a compound
+ * literal's designators) passes through whole. */
+#define cio_future_new(...) cio_future_new_at(__VA_ARGS__, __FILE__, __LINE__)
+#define cio_create_task(...)                                                   \
+    cio_create_task_at(__VA_ARGS__, __FILE__, __LINE__)
+#define cio_task_new(...) cio_task_new_at(__VA_ARGS__, __FILE__, __LINE__)
+#endif
 
 /** Returns the task running in this thread (borrowed), or NULL. */
 CIO_API cio_task *cio_current_task(void);
@@ -655,7 +685,9 @@ typedef int (*cio_work_fn)(void *arg);
 
 /** Waits up to timeout seconds (< 0: forever) for the result, from any
  * thread but a loop's own (it would block the loop). Returns the status,
- * the error, -ECANCELED, or -ETIMEDOUT (still pending). */
+ * the error, -ECANCELED, -ETIMEDOUT (still pending), or -EDEADLK at once
+ * when fut is pending and only the loop this thread is running could
+ * complete it (cio_run_coroutine_threadsafe's on this loop). */
 CIO_API int cio_cfuture_result(cio_cfuture *fut, double timeout);
 /** Cancels: work not started never runs; a coroutine's task is cancelled.
  * Returns 1 if it was pending, 0 if it was done or already running. */

@@ -33,6 +33,7 @@ struct cio_stream {
     char *stash;               /* an old buffer holding pinned data */
     bool pinned;               /* a borrowed pointer is out */
     bool eof, lost, orphaned;  /* orphaned: freed by the user, await lost */
+    bool dead;                 /* debug: freed, kept in the quarantine */
     bool paused;               /* the transport is above its high mark */
     size_t partial;            /* the last read's CIO_EINCOMPLETE bytes */
     size_t consumed;           /* the last read's CIO_ELIMIT count */
@@ -121,13 +122,28 @@ static void wake_drainers(cio_stream *s)
 
 /* ------------------------------------------------------- the protocol */
 
+/* The quarantine lets it go (its mark goes first). */
+static void stream_release(void *p)
+{
+    cio_stream *s = p;
+    s->dead = false;
+    cio__free(s);
+}
+
 static void stream_free_now(cio_stream *s)
 {
+    cio_loop *loop = s->linger.loop;
     cio__handle_unschedule(&s->linger);
     cio_future_unref(s->closed);
     cio__free(s->stash);
     cio__free(s->buf);
-    cio__free(s);
+    s->stash = s->buf = NULL;
+    if (!loop->debug) {
+        cio__free(s);
+        return;
+    }
+    s->dead = true; /* a second cio_stream_free sees it */
+    cio__quarantine(loop, s, stream_release);
 }
 
 static void on_data(cio_transport *t, const char *data, size_t n, void *ctx)
@@ -561,6 +577,12 @@ void cio_stream_free(cio_stream *s)
 {
     if (!s)
         return;
+    if (s->dead || s->orphaned) { /* dead: only ever set in debug mode */
+        if (s->linger.loop->debug)
+            cio__misuse(s->linger.loop, "cio_stream_free of a stream "
+                                        "already freed", "stream", NULL, s);
+        return;
+    }
     if (s->lost || !s->t) {
         stream_free_now(s);
         return;
