@@ -15,7 +15,8 @@
 
 enum {
     LOOP_GRAVES = 1024,  /* per debug loop: futures, tasks, streams, ... */
-    GLOBAL_GRAVES = 64   /* objects of no loop: executors, queues */
+    GLOBAL_GRAVES = 256  /* objects that may outlive their loop, or have
+                          * none: streams, executors, queues */
 };
 
 typedef struct grave {
@@ -144,10 +145,14 @@ static void report_live(cio_loop *loop, cio_future *f)
 }
 
 /* Each reported once, oldest first; their memory stays the program's
- * (it holds the reference), but they leave the list of a loop that goes. */
+ * (it holds the reference), but they leave a loop that goes: released
+ * later, they are freed at once, the loop untouched. */
 void cio__debug_report_live(cio_loop *loop)
 {
     cio__list *n;
-    while ((n = cio__list_pop_front(&loop->dbg.live)))
-        report_live(loop, cio__container_of(n, cio_future, live));
+    while ((n = cio__list_pop_front(&loop->dbg.live))) {
+        cio_future *f = cio__container_of(n, cio_future, live);
+        report_live(loop, f);
+        f->debug = false;
+    }
 }

@@ -24,7 +24,8 @@ void cio__future_init(cio_future *f, cio_loop *loop,
     f->ops = ops;
     cio__list_init(&f->waiters);
     cio__list_init(&f->live);
-    if (loop->debug)
+    f->debug = loop->debug;
+    if (f->debug)
         cio__list_push_back(&loop->dbg.live, &f->live);
 }
 
@@ -112,7 +113,7 @@ static void future_release(void *p)
 static void future_free(cio_future *f)
 {
     cio__list_unlink(&f->live);
-    if (!f->loop->debug) {
+    if (!f->debug) {
         future_release(f);
         return;
     }

@@ -374,6 +374,10 @@ struct cio_future {
     unsigned refs;
     uint8_t state;           /* CIO__F_* */
     bool retrieved;          /* its outcome was read: no "never retrieved" */
+    /* Made on a debug loop, which tracks it (live, quarantine) while the
+     * loop lives: the loop, freed, clears it, so that a future released
+     * after its loop (allowed) never looks at the loop again. */
+    bool debug;
     int status;              /* >= 0 result, < 0 error */
     void *value;             /* borrowed, carried for the user */
     cio__list waiters;       /* cio__waiter, in registration order */

@@ -33,6 +33,7 @@ struct cio_stream {
     char *stash;               /* an old buffer holding pinned data */
     bool pinned;               /* a borrowed pointer is out */
     bool eof, lost, orphaned;  /* orphaned: freed by the user, await lost */
+    bool debug;                /* made on a debug loop (which it may outlive) */
     bool dead;                 /* debug: freed, kept in the quarantine */
     bool paused;               /* the transport is above its high mark */
     size_t partial;            /* the last read's CIO_EINCOMPLETE bytes */
@@ -130,20 +131,21 @@ static void stream_release(void *p)
     cio__free(s);
 }
 
+/* A stream may be freed after its loop (it then only frees memory): the
+ * quarantine it goes to in debug mode is the process's. */
 static void stream_free_now(cio_stream *s)
 {
-    cio_loop *loop = s->linger.loop;
     cio__handle_unschedule(&s->linger);
     cio_future_unref(s->closed);
     cio__free(s->stash);
     cio__free(s->buf);
     s->stash = s->buf = NULL;
-    if (!loop->debug) {
+    if (!s->debug) {
         cio__free(s);
         return;
     }
     s->dead = true; /* a second cio_stream_free sees it */
-    cio__quarantine(loop, s, stream_release);
+    cio__quarantine(NULL, s, stream_release);
 }
 
 static void on_data(cio_transport *t, const char *data, size_t n, void *ctx)
@@ -233,6 +235,7 @@ static cio_stream *stream_new(cio_loop *loop, size_t limit)
         return NULL;
     }
     s->limit = limit ? limit : DEFAULT_LIMIT;
+    s->debug = loop->debug;
     cio__list_init(&s->drainers);
     cio__handle_init(&s->linger, loop, linger_over, s);
     return s;
@@ -578,9 +581,9 @@ void cio_stream_free(cio_stream *s)
     if (!s)
         return;
     if (s->dead || s->orphaned) { /* dead: only ever set in debug mode */
-        if (s->linger.loop->debug)
-            cio__misuse(s->linger.loop, "cio_stream_free of a stream "
-                                        "already freed", "stream", NULL, s);
+        if (s->debug) /* to the running loop's handler: its own may be gone */
+            cio__misuse(NULL, "cio_stream_free of a stream already freed",
+                        "stream", NULL, s);
         return;
     }
     if (s->lost || !s->t) {
