@@ -270,6 +270,7 @@ int cio_task_new(cio_loop *loop, cio_task_fn fn, void *arg,
 fail_stack:
     cio__stack_unreserve(loop, size);
 fail:
+    cio__list_unlink(&t->fut.live); /* a debug loop's list */
     cio__free(t);
     return err;
 }

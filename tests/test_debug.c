@@ -516,3 +516,17 @@ TEST(debug_lock_handed_over_as_its_frame_goes_is_not_kept)
 {
     primitives_gone(true);
 }
+
+/* A task whose creation fails leaves nothing on a debug loop's lists. */
+TEST(debug_task_that_cannot_be_made_is_not_tracked)
+{
+    cio_loop *loop = debug_loop();
+    cio__fault_arm(CIO__FAULT_ALLOC, 2, 0); /* its name's copy */
+    CHECK_ERR(cio_task_new(loop, return_7, NULL,
+                           &(cio_task_options){.name = "never"}, NULL),
+              -ENOMEM);
+    CHECK(cio__fault_fired());
+    cio__fault_disarm();
+    cio_loop_free(loop);
+    CHECK_EQ(R.n, 0);
+}
