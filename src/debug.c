@@ -135,24 +135,23 @@ static void report_live(cio_loop *loop, cio_future *f)
 {
     const char *what = f->ops ? f->ops->what : "future";
     char msg[512];
-    if (f->site_file)
-        snprintf(msg, sizeof msg, "%s still referenced when the loop was "
-                 "freed (created at %s:%d)", what, f->site_file, f->site_line);
-    else
-        snprintf(msg, sizeof msg, "%s still referenced when the loop was "
-                 "freed (created inside cio)", what);
+    snprintf(msg, sizeof msg, "%s still referenced when the loop was freed "
+             "(created at %s:%d)", what, f->site_file, f->site_line);
     cio__report(loop, msg, 0, what, f->ops ? f->ops->name(f) : NULL, f);
 }
 
-/* Each reported once, oldest first; their memory stays the program's
- * (it holds the reference), but they leave a loop that goes: released
- * later, they are freed at once, the loop untouched. */
+/* Each the program created is reported once, oldest first (those cio made
+ * belong to objects of its own, which the program frees, maybe after the
+ * loop: a stream's, a process's). Their memory stays theirs, but they
+ * leave a loop that goes: released later, they are freed at once, the
+ * loop untouched. */
 void cio__debug_report_live(cio_loop *loop)
 {
     cio__list *n;
     while ((n = cio__list_pop_front(&loop->dbg.live))) {
         cio_future *f = cio__container_of(n, cio_future, live);
-        report_live(loop, f);
+        if (f->site_file)
+            report_live(loop, f);
         f->debug = false;
     }
 }
