@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include "waitq.h"
 
+#include <stddef.h>
 #include <string.h>
 
 enum { FIFO = 0, LIFO, PRIORITY };
@@ -54,7 +55,9 @@ struct cio_queue {
     bool shutdown, immediate, freed;
     bool debug;             /* made under a debug loop or $CIO_DEBUG */
     bool dead;              /* debug: freed, kept in the quarantine */
-    char tmp[];             /* priority: one slot, for sifting */
+    /* priority: one slot, for sifting; aligned as malloc aligns buf, so
+     * cmp may read any item type from it */
+    _Alignas(max_align_t) char tmp[];
 };
 
 /* ------------------------------------------------------------ storage */
