@@ -104,11 +104,16 @@ CIO_API int cio_loop_new(cio_loop **loop, const cio_loop_options *opts);
 CIO_API int cio_loop_close(cio_loop *loop);
 
 /** Closes (if needed) and frees the loop. NULL is a no-op. Must not be
- * called while the loop runs. */
+ * called while the loop runs. It does not resume tasks still parked (use
+ * cio_run, or cancel them and run the loop, to let them unwind): their
+ * stacks go, and what their frames held (references, memory of the
+ * program's) is never released; debug mode names the futures and tasks
+ * left referenced (see cio_loop_set_debug). */
 CIO_API void cio_loop_free(cio_loop *loop);
 
-/** Runs until cio_loop_stop(). Returns 0, -EBUSY (already running, or this
- * thread runs another loop), -ESHUTDOWN (closed). */
+/** Runs until cio_loop_stop(). Returns 0, -EBUSY (already running, here or
+ * in another thread: a loop is claimed atomically, so of two threads only
+ * one runs it; or this thread runs another loop), -ESHUTDOWN (closed). */
 CIO_API int cio_loop_run_forever(cio_loop *loop);
 
 /** Runs one iteration, waiting at most `timeout` seconds for I/O or timers
@@ -166,8 +171,32 @@ CIO_API int cio_loop_advance(cio_loop *loop, double seconds);
 CIO_API cio_loop *cio_get_running_loop(void);
 
 /** Debug mode: warns about slow callbacks and catches calls from a thread
- * that does not own the loop (they then return -EPERM). set returns 0 or
- * -EINVAL (NULL loop); get returns 1 or 0 (0 for NULL). */
+ * that does not own the loop (they then return -EPERM). It also reports,
+ * through the exception handler, with the object's kind and a task's name:
+ *  - a second cio_future_unref of a freed future or task, and a second
+ *    cio_stream_free, cio_server_free, cio_executor_free, cio_queue_free
+ *    (executors and queues are in debug mode when made while a debug loop
+ *    runs, or with $CIO_DEBUG; they report to the running loop). Freed
+ *    objects are kept, marked dead, in a quarantine (per loop, freed with
+ *    it; the process's for objects that may outlive their loop), so the
+ *    second call touches nothing else. Only the most recent frees are
+ *    kept (1024 per loop, 256 for the process): an older double free is
+ *    undefined behaviour, as it always is outside debug mode;
+ *  - a second thread's run_forever / run_once (-EBUSY in any mode);
+ *  - when cio_loop_free runs, each future and task the program created
+ *    (cio_future_new, cio_create_task, cio_task_new: their macros record
+ *    file and line) and still holds a reference on, with that site;
+ *    futures cio made for its own objects are not listed;
+ *  - a lock, event, condition, semaphore or barrier in a frame of a task
+ *    that returns while other tasks wait on it: each waiter is named and
+ *    returns -ESHUTDOWN at once (a woken one too, even if it was handed
+ *    the lock), touching nothing of the object. Not seen: a primitive in a
+ *    frame that returns while its task goes on, or in memory the program
+ *    frees itself; outside debug mode these stay undefined behaviour.
+ * Always, in any mode: dropping a running task's last reference (the
+ * loop's) is reported and refused; cio_cfuture_result on the loop that
+ * must complete it is -EDEADLK. set returns 0 or -EINVAL (NULL loop); get
+ * returns 1 or 0 (0 for NULL). */
 /** @{ */
 CIO_API int cio_loop_set_debug(cio_loop *loop, int enabled);
 CIO_API int cio_loop_get_debug(const cio_loop *loop);
@@ -269,11 +298,21 @@ typedef void (*cio_done_callback)(cio_future *fut, void *arg);
  * owns the one reference. Returns 0, -EINVAL (no loop), -ENOMEM. */
 CIO_API int cio_future_new(cio_loop *loop, cio_future **fut);
 
-/** Adds a reference (returns fut) / drops one (frees at zero; NULL ok). */
+/** Adds a reference (returns fut) / drops one (frees at zero; NULL ok).
+ * One unref too many is a double free: debug mode reports it (see
+ * cio_loop_set_debug). */
 /** @{ */
 CIO_API cio_future *cio_future_ref(cio_future *fut);
 CIO_API void cio_future_unref(cio_future *fut);
 /** @} */
+
+/** cio_future_new, recording where the program created the future (file
+ * and line: static strings, kept, not copied) for debug mode's report of
+ * references still held when the loop is freed. The macro cio_future_new
+ * calls it with the caller's __FILE__ and __LINE__; (cio_future_new)(...)
+ * calls the plain function. Returns as cio_future_new. */
+CIO_API int cio_future_new_at(cio_loop *loop, cio_future **fut,
+                              const char *file, int line);
 
 /** Completes the future with status 0 and value (a borrowed pointer the
  * future only carries). Returns 0, or -EINVAL when already done. */
@@ -342,6 +381,30 @@ CIO_API int cio_create_task(cio_task_fn fn, void *arg, cio_task **task);
  * of that size could be reserved). */
 CIO_API int cio_task_new(cio_loop *loop, cio_task_fn fn, void *arg,
                          const cio_task_options *opts, cio_task **task);
+
+/** cio_create_task and cio_task_new, recording the caller's file and line
+ * as cio_future_new_at does; the macros of the same names call them.
+ * Return as cio_create_task and cio_task_new. */
+/** @{ */
+CIO_API int cio_create_task_at(cio_task_fn fn, void *arg, cio_task **task,
+                               const char *file, int line);
+CIO_API int cio_task_new_at(cio_loop *loop, cio_task_fn fn, void *arg,
+                            const cio_task_options *opts, cio_task **task,
+                            const char *file, int line);
+/** @} */
+
+/* Creation sites for debug mode: the create calls record where the
+ * program made each future and task (a pointer and an int, kept always,
+ * read only by debug reports). Define CIO_NO_SITE_MACROS before including
+ * cio.h to call the plain functions. */
+#ifndef CIO_NO_SITE_MACROS
+/* Variadic, so that an argument with commas of its own (a compound
+ * literal's designators) passes through whole. */
+#define cio_future_new(...) cio_future_new_at(__VA_ARGS__, __FILE__, __LINE__)
+#define cio_create_task(...)                                                   \
+    cio_create_task_at(__VA_ARGS__, __FILE__, __LINE__)
+#define cio_task_new(...) cio_task_new_at(__VA_ARGS__, __FILE__, __LINE__)
+#endif
 
 /** Returns the task running in this thread (borrowed), or NULL. */
 CIO_API cio_task *cio_current_task(void);
@@ -655,7 +718,9 @@ typedef int (*cio_work_fn)(void *arg);
 
 /** Waits up to timeout seconds (< 0: forever) for the result, from any
  * thread but a loop's own (it would block the loop). Returns the status,
- * the error, -ECANCELED, or -ETIMEDOUT (still pending). */
+ * the error, -ECANCELED, -ETIMEDOUT (still pending), or -EDEADLK at once
+ * when fut is pending and only the loop this thread is running could
+ * complete it (cio_run_coroutine_threadsafe's on this loop). */
 CIO_API int cio_cfuture_result(cio_cfuture *fut, double timeout);
 /** Cancels: work not started never runs; a coroutine's task is cancelled.
  * Returns 1 if it was pending, 0 if it was done or already running. */
@@ -726,7 +791,9 @@ CIO_API int cio_run_coroutine_threadsafe(cio_loop *loop, cio_task_fn fn,
  * are opaque blobs. Lock, event and condition start from their _INIT
  * initialiser (all zero) or _init; semaphore and barrier from _init. There
  * is no _fini: the memory must stay valid while a task waits on it, and is
- * plain memory again once none does. A NULL object gets -EINVAL (0 from
+ * plain memory again once none does. (Debug mode catches one in a task's
+ * frame that returns with waiters: they get -ESHUTDOWN; see
+ * cio_loop_set_debug.) A NULL object gets -EINVAL (0 from
  * the 1-or-0 queries).
  */
 typedef struct cio_lock {

@@ -90,6 +90,12 @@ int cio_cfuture_result(cio_cfuture *f, double timeout)
         deadline.tv_nsec = (long)((end - (double)deadline.tv_sec) * 1e9);
     }
     pthread_mutex_lock(&f->lock);
+    if (f->state < CF_DONE && f->loop && f->loop == cio__running_loop) {
+        /* Only this thread's loop can complete it, and it would be
+         * blocked here. */
+        pthread_mutex_unlock(&f->lock);
+        return -EDEADLK;
+    }
     int err = 0;
     while (f->state < CF_DONE && err != ETIMEDOUT)
         err = timeout < 0 ? pthread_cond_wait(&f->changed, &f->lock)
@@ -166,6 +172,8 @@ struct cio_executor {
     size_t nqueued;              /* work not yet taken by a worker */
     bool shutdown;
     bool abandoned;              /* its owner left: the last worker frees it */
+    bool debug;                  /* made under a debug loop or $CIO_DEBUG */
+    bool dead;                   /* debug: freed, kept in the quarantine */
     pthread_t *exited;           /* finished workers, to be joined */
     size_t nexited, exited_cap;
 };
@@ -192,6 +200,7 @@ int cio_executor_new(cio_executor **out, int max_workers)
     ex->exited_cap = (size_t)max_workers;
     ex->max_workers = max_workers;
     ex->tail = &ex->head;
+    ex->debug = cio__debug_wanted();
     pthread_mutex_init(&ex->lock, NULL);
     pthread_cond_init(&ex->has_work, NULL);
     pthread_cond_init(&ex->worker_gone, NULL);
@@ -216,13 +225,27 @@ static void join_exited(cio_executor *ex)
     }
 }
 
+/* The quarantine lets it go (its mark goes first). */
+static void executor_release(void *p)
+{
+    cio_executor *ex = p;
+    ex->dead = false;
+    cio__free(ex);
+}
+
 static void executor_destroy(cio_executor *ex)
 {
     pthread_mutex_destroy(&ex->lock);
     pthread_cond_destroy(&ex->has_work);
     pthread_cond_destroy(&ex->worker_gone);
     cio__free(ex->exited);
-    cio__free(ex);
+    ex->exited = NULL;
+    if (!ex->debug) {
+        cio__free(ex);
+        return;
+    }
+    ex->dead = true; /* a second cio_executor_free sees it */
+    cio__quarantine(NULL, ex, executor_release);
 }
 
 static bool deadline_passed(struct timespec *deadline)
@@ -396,6 +419,11 @@ void cio_executor_free(cio_executor *ex)
 {
     if (!ex)
         return;
+    if (ex->dead) { /* only ever set in debug mode */
+        cio__misuse(NULL, "cio_executor_free of an executor already freed",
+                    "executor", NULL, ex);
+        return;
+    }
     cio_executor_shutdown(ex, 1, 0);
     executor_destroy(ex);
 }

@@ -23,6 +23,21 @@ void cio__future_init(cio_future *f, cio_loop *loop,
     f->refs = 1;
     f->ops = ops;
     cio__list_init(&f->waiters);
+    cio__list_init(&f->live);
+    f->debug = loop->debug;
+    if (f->debug)
+        cio__list_push_back(&loop->dbg.live, &f->live);
+}
+
+int cio_future_new_at(cio_loop *loop, cio_future **out, const char *file,
+                      int line)
+{
+    int err = cio_future_new(loop, out);
+    if (!err) {
+        (*out)->site_file = file;
+        (*out)->site_line = line;
+    }
+    return err;
 }
 
 int cio_future_new(cio_loop *loop, cio_future **out)
@@ -59,10 +74,74 @@ static void report_unretrieved(cio_future *f)
                 f->ops ? f->ops->name(f) : NULL, f);
 }
 
+static const char *name_of(const cio_future *f)
+{
+    return f->ops ? f->ops->name(f) : NULL;
+}
+
+static const char *what_of(const cio_future *f)
+{
+    return f->ops ? f->ops->what : "future";
+}
+
+/* refs was 0 already. In debug mode the memory is the quarantine's and
+ * still marked; otherwise it was given back (undefined behaviour, as a
+ * double free is in C): nothing more of it is read. */
+static void unref_dead(cio_future *f)
+{
+    if (f->state != CIO__F_FREED)
+        return;
+    cio__misuse(f->loop, f->ops ? "cio_future_unref of a freed task "
+                                  "(one unref too many)"
+                                : "cio_future_unref of a freed future "
+                                  "(one unref too many)",
+                what_of(f), name_of(f), f);
+}
+
+/* The quarantine lets it go for good: the mark goes first, so that memory
+ * given back never carries it. */
+static void future_release(void *p)
+{
+    cio_future *f = p;
+    f->state = CIO__F_DONE;
+    if (f->ops)
+        f->ops->free(f);
+    else
+        cio__free(f);
+}
+
+static void future_free(cio_future *f)
+{
+    cio__list_unlink(&f->live);
+    if (!f->debug) {
+        future_release(f);
+        return;
+    }
+    if (f->ops)
+        f->ops->retire(f);
+    f->state = CIO__F_FREED;
+    cio__quarantine(f->loop, f, future_release);
+}
+
 void cio_future_unref(cio_future *f)
 {
-    if (!f || --f->refs > 0)
+    if (!f)
         return;
+    if (cio__unlikely(f->refs == 0)) {
+        unref_dead(f);
+        return;
+    }
+    if (--f->refs > 0)
+        return;
+    if (f->ops && f->state == CIO__F_PENDING) {
+        /* The loop's own reference on a running task went: the program
+         * dropped one more than it held. Keep the loop's. */
+        f->refs = 1;
+        cio__misuse(f->loop, "cio_future_unref of a running task's last "
+                             "reference, the loop's (one unref too many)",
+                    what_of(f), name_of(f), f);
+        return;
+    }
     if (f->state == CIO__F_DONE && f->status < 0 && !f->retrieved &&
         !f->loop->closed)
         report_unretrieved(f);
@@ -73,10 +152,7 @@ void cio_future_unref(cio_future *f)
         if (w->drop)
             w->drop(w);
     }
-    if (f->ops)
-        f->ops->free(f);
-    else
-        cio__free(f);
+    future_free(f);
 }
 
 void cio__waiter_add(cio_future *f, cio__waiter *w)

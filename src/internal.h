@@ -3,6 +3,9 @@
 #ifndef CIO_INTERNAL_H
 #define CIO_INTERNAL_H
 
+/* The library calls its own create functions, not the header's macros
+ * that record the program's call site. */
+#define CIO_NO_SITE_MACROS
 #include "cio.h"
 #include "ctx.h"
 #include "list.h"
@@ -215,6 +218,9 @@ struct cio_loop {
     bool running, stopping, closed, debug;
     double slow_callback_duration;
     pthread_t owner;             /* the thread running it */
+    /* 1 while a thread runs the loop: taken atomically by run_forever /
+     * run_once, so a second thread's call fails instead of racing. */
+    atomic_int claimed;
 
     cio_exception_handler handler;
     void *handler_arg;
@@ -242,6 +248,12 @@ struct cio_loop {
     struct cio__signals *signals; /* signal.c: NULL until a handler */
     cio__list processes;         /* process.c: children being watched */
     struct cio_executor *default_executor; /* owned; NULL until first use */
+
+    /* Debug mode's (debug.c). Only debug loops fill them. */
+    struct cio__loop_debug {
+        cio__list live;          /* futures and tasks with references */
+        struct cio__graves *graves; /* freed objects kept: NULL until one */
+    } dbg;
 
     /* The task layer's (task.c, stack.c). */
     struct cio__loop_tasks {
@@ -302,8 +314,33 @@ CIO_HIDDEN void cio__executor_loop_close(cio_loop *loop);
 CIO_HIDDEN void cio__executor_shutdown_default(cio_loop *loop, double timeout);
 CIO_HIDDEN extern double cio__executor_idle_timeout;
 
+/* ------------------------------------------------------------ debug mode
+ * Misuse that frees an object twice (debug.c). A debug object that is
+ * freed is not given back at once: it is marked dead and kept in a
+ * quarantine, its loop's (freed with the loop) or, for objects of no loop
+ * (executor, queue), the process's; a second free then finds the mark in
+ * memory that is still there, reports it and touches nothing else. The
+ * quarantine holds the most recent frees only: `release` really frees the
+ * oldest when it is full, and must clear the mark first. */
+CIO_HIDDEN void cio__quarantine(cio_loop *loop, void *obj,
+                                void (*release)(void *obj));
+/* Releases what loop's quarantine (NULL: the process's) holds. */
+CIO_HIDDEN void cio__quarantine_flush(cio_loop *loop);
+/* For objects of no loop, at creation: is the running loop in debug mode,
+ * or else $CIO_DEBUG set? */
+CIO_HIDDEN bool cio__debug_wanted(void);
+/* Reports misuse through loop's handler (NULL: the running loop's, else
+ * the default handler's). */
+CIO_HIDDEN void cio__misuse(cio_loop *loop, const char *message,
+                            const char *what, const char *name, void *obj);
+/* cio_loop_free in debug mode: each future and task the program still
+ * holds a reference on, with its name and where it was created. */
+CIO_HIDDEN void cio__debug_report_live(cio_loop *loop);
+
 /* --------------------------------------------------------------- futures */
-enum { CIO__F_PENDING = 0, CIO__F_DONE, CIO__F_CANCELLED };
+/* CIO__F_FREED: a debug loop's future whose last reference went, kept in
+ * the quarantine (refs 0) so that one more unref is caught. */
+enum { CIO__F_PENDING = 0, CIO__F_DONE, CIO__F_CANCELLED, CIO__F_FREED };
 
 /* Someone waiting for a future. A task parked in cio_await is woken
  * directly (`wake` set, by the task layer); anyone else gets `h`
@@ -325,6 +362,9 @@ typedef struct cio__future_ops {
     const char *(*name)(const cio_future *f);
     int (*cancel)(cio_future *f);   /* cio_future_cancel of one */
     void (*free)(cio_future *f);    /* its last reference went */
+    /* Debug: gives back all but its memory and name, which the
+     * quarantine keeps; free comes later. */
+    void (*retire)(cio_future *f);
 } cio__future_ops;
 
 struct cio_future {
@@ -334,9 +374,18 @@ struct cio_future {
     unsigned refs;
     uint8_t state;           /* CIO__F_* */
     bool retrieved;          /* its outcome was read: no "never retrieved" */
+    /* Made on a debug loop, which tracks it (live, quarantine) while the
+     * loop lives: the loop, freed, clears it, so that a future released
+     * after its loop (allowed) never looks at the loop again. */
+    bool debug;
     int status;              /* >= 0 result, < 0 error */
     void *value;             /* borrowed, carried for the user */
     cio__list waiters;       /* cio__waiter, in registration order */
+    /* Where the program created it (the header's create macros), or
+     * NULL: made inside cio. Static strings, never owned. */
+    const char *site_file;
+    int site_line;
+    cio__list live;          /* debug loops: in loop->dbg.live until freed */
 };
 
 CIO_HIDDEN void cio__future_init(cio_future *f, cio_loop *loop,
@@ -388,7 +437,19 @@ typedef struct cio__cleanup {
      * that work queued behind it was cancelled first. */
     void (*finish)(void *arg);
     void *arg;
+    /* NULL, or the object the wait is linked into (a wait queue), and
+     * how to forget it without touching it. Debug loops check it when a
+     * task's stack goes: a lock, event, condition, semaphore or barrier in
+     * a frame of that stack would leave this wait linked into memory that
+     * is already being reused. */
+    const void *on;
+    void (*forget)(void *arg);
 } cio__cleanup;
+
+/* The wake result of a wait whose object went away (the debug check
+ * above): forgotten by the waker, it returns at once, touching nothing of
+ * the object. */
+enum { CIO__GONE = -ESHUTDOWN };
 
 typedef struct cio__task {
     cio_future fut;          /* first: a task is a future */
@@ -432,6 +493,8 @@ static inline void cio__cleanup_push(cio__task *t, cio__cleanup *c,
     c->fn = fn;
     c->finish = NULL;
     c->arg = arg;
+    c->on = NULL;
+    c->forget = NULL;
     c->next = t->cleanups;
     t->cleanups = c;
 }

@@ -574,15 +574,24 @@ static int iterate(cio_loop *loop, double max_wait, bool always_poll)
 }
 
 /* Marks loop as running in this thread; -EBUSY if it or another loop
- * already runs here. */
+ * already runs here, or another thread runs it (claimed atomically: of two
+ * threads entering at once, exactly one gets it). */
 static int enter(cio_loop *loop)
 {
     if (!loop)
         return -EINVAL;
     if (loop->closed)
         return -ESHUTDOWN;
-    if (loop->running || cio__running_loop)
+    if (cio__running_loop) /* this one or another, in this thread */
         return -EBUSY;
+    int unclaimed = 0;
+    if (!atomic_compare_exchange_strong(&loop->claimed, &unclaimed, 1)) {
+        if (loop->debug)
+            cio__report(loop, "a second thread tried to run a loop that "
+                              "another thread runs", -EBUSY, "loop", NULL,
+                        loop);
+        return -EBUSY;
+    }
     loop->running = true;
     loop->owner = pthread_self();
     cio__running_loop = loop;
@@ -593,6 +602,7 @@ static void leave(cio_loop *loop)
 {
     loop->running = false;
     cio__running_loop = NULL;
+    atomic_store(&loop->claimed, 0);
 }
 
 int cio_loop_run_forever(cio_loop *loop)
@@ -756,6 +766,7 @@ int cio_loop_new(cio_loop **out, const cio_loop_options *opts)
     cio__list_init(&loop->batch);
     cio__list_init(&loop->free_handles);
     cio__list_init(&loop->tasks.all);
+    cio__list_init(&loop->dbg.live);
     cio__list_init(&loop->posts.bridges);
     cio__list_init(&loop->posts.arrived);
     cio__list_init(&loop->net.transports);

@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include "waitq.h"
 
+#include <stddef.h>
 #include <string.h>
 
 enum { FIFO = 0, LIFO, PRIORITY };
@@ -52,7 +53,11 @@ struct cio_queue {
     void *cmp_arg;          /* borrowed */
     uint8_t kind;
     bool shutdown, immediate, freed;
-    char tmp[];             /* priority: one slot, for sifting */
+    bool debug;             /* made under a debug loop or $CIO_DEBUG */
+    bool dead;              /* debug: freed, kept in the quarantine */
+    /* priority: one slot, for sifting; aligned as malloc aligns buf, so
+     * cmp may read any item type from it */
+    _Alignas(max_align_t) char tmp[];
 };
 
 /* ------------------------------------------------------------ storage */
@@ -284,6 +289,7 @@ static int queue_new(cio_queue **out, size_t item_size, size_t maxsize,
         cio__free(q);
         return -ENOMEM;
     }
+    q->debug = cio__debug_wanted();
     q->item_size = item_size;
     q->slot = slot;
     q->seq_at = seq_at;
@@ -312,10 +318,24 @@ int cio_priority_queue_new(cio_queue **q, size_t item_size, size_t maxsize,
     return queue_new(q, item_size, maxsize, PRIORITY, cmp, arg);
 }
 
+/* The quarantine lets it go (its mark goes first). */
+static void queue_release(void *p)
+{
+    cio_queue *q = p;
+    q->dead = false;
+    cio__free(q);
+}
+
 static void destroy(cio_queue *q)
 {
     cio__free(q->buf);
-    cio__free(q);
+    q->buf = NULL;
+    if (!q->debug) {
+        cio__free(q);
+        return;
+    }
+    q->dead = true; /* a second cio_queue_free sees it */
+    cio__quarantine(NULL, q, queue_release);
 }
 
 /* A task is out of put, get or join: the last one out of a freed queue
@@ -350,8 +370,14 @@ static void joiner_dropped(void *q, int handed)
 
 void cio_queue_free(cio_queue *q)
 {
-    if (!q || q->freed)
+    if (!q)
         return;
+    if (q->dead || q->freed) { /* dead: only ever set in debug mode */
+        if (q->debug)
+            cio__misuse(NULL, "cio_queue_free of a queue already freed",
+                        "queue", NULL, q);
+        return;
+    }
     if (q->users == 0) {
         destroy(q);
         return;

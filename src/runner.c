@@ -17,7 +17,7 @@ int cio_loop_close(cio_loop *loop)
 {
     if (!loop)
         return -EINVAL;
-    if (loop->running)
+    if (atomic_load(&loop->claimed)) /* running, here or in a thread */
         return -EBUSY;
     if (loop->closed)
         return 0;
@@ -34,8 +34,10 @@ void cio_loop_free(cio_loop *loop)
 {
     if (!loop)
         return;
-    cio__assert(!loop->running);
+    cio__assert(!atomic_load(&loop->claimed));
     cio_loop_close(loop);
+    cio__debug_report_live(loop); /* debug: references never dropped */
+    cio__quarantine_flush(loop);
     cio__stack_pool_free(loop);
     cio__loop_free_core(loop);
 }

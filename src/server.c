@@ -37,6 +37,7 @@ struct cio_server {
     void *arg;                 /* the factory's argument, or the context */
     int backlog;               /* listen()'s, and accepts per wake-up */
     bool serving, closed;
+    bool dead;                 /* debug: freed, kept in the quarantine */
     cio__list conns;           /* its transports */
     size_t nconns;             /* their number, for all_closed */
     cio__list link;            /* in the loop's servers */
@@ -261,6 +262,14 @@ static int listen_socket(cio_server *s, int family, const struct sockaddr *addr,
     return 0;
 }
 
+/* The quarantine lets it go (its mark goes first). */
+static void server_release(void *p)
+{
+    cio_server *s = p;
+    s->dead = false;
+    cio__free(s);
+}
+
 /* Frees s and its own resources; its connections must be gone or handed
  * over to the loop already. */
 static void server_destroy(cio_server *s)
@@ -275,7 +284,12 @@ static void server_destroy(cio_server *s)
         s->free_hook(s->stream_server);
     cio__tls_ctx_unref(s->tls.ctx);
     cio__free(s->unix_path);
-    cio__free(s);
+    if (!s->loop->debug) {
+        cio__free(s);
+        return;
+    }
+    s->dead = true; /* a second cio_server_free sees it */
+    cio__quarantine(s->loop, s, server_release);
 }
 
 static int server_finish(cio_server *s, const cio_server_options *opts,
@@ -507,6 +521,11 @@ void cio_server_free(cio_server *s)
 {
     if (!s)
         return;
+    if (s->dead) { /* only ever set in debug mode */
+        cio__misuse(s->loop, "cio_server_free of a server already freed",
+                    "server", NULL, s);
+        return;
+    }
     cio_server_close(s);
     /* Its connections go on without it. */
     cio__list *n;

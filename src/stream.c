@@ -33,6 +33,8 @@ struct cio_stream {
     char *stash;               /* an old buffer holding pinned data */
     bool pinned;               /* a borrowed pointer is out */
     bool eof, lost, orphaned;  /* orphaned: freed by the user, await lost */
+    bool debug;                /* made on a debug loop (which it may outlive) */
+    bool dead;                 /* debug: freed, kept in the quarantine */
     bool paused;               /* the transport is above its high mark */
     size_t partial;            /* the last read's CIO_EINCOMPLETE bytes */
     size_t consumed;           /* the last read's CIO_ELIMIT count */
@@ -121,13 +123,29 @@ static void wake_drainers(cio_stream *s)
 
 /* ------------------------------------------------------- the protocol */
 
+/* The quarantine lets it go (its mark goes first). */
+static void stream_release(void *p)
+{
+    cio_stream *s = p;
+    s->dead = false;
+    cio__free(s);
+}
+
+/* A stream may be freed after its loop (it then only frees memory): the
+ * quarantine it goes to in debug mode is the process's. */
 static void stream_free_now(cio_stream *s)
 {
     cio__handle_unschedule(&s->linger);
     cio_future_unref(s->closed);
     cio__free(s->stash);
     cio__free(s->buf);
-    cio__free(s);
+    s->stash = s->buf = NULL;
+    if (!s->debug) {
+        cio__free(s);
+        return;
+    }
+    s->dead = true; /* a second cio_stream_free sees it */
+    cio__quarantine(NULL, s, stream_release);
 }
 
 static void on_data(cio_transport *t, const char *data, size_t n, void *ctx)
@@ -217,6 +235,7 @@ static cio_stream *stream_new(cio_loop *loop, size_t limit)
         return NULL;
     }
     s->limit = limit ? limit : DEFAULT_LIMIT;
+    s->debug = loop->debug;
     cio__list_init(&s->drainers);
     cio__handle_init(&s->linger, loop, linger_over, s);
     return s;
@@ -561,6 +580,12 @@ void cio_stream_free(cio_stream *s)
 {
     if (!s)
         return;
+    if (s->dead || s->orphaned) { /* dead: only ever set in debug mode */
+        if (s->debug) /* to the running loop's handler: its own may be gone */
+            cio__misuse(NULL, "cio_stream_free of a stream already freed",
+                        "stream", NULL, s);
+        return;
+    }
     if (s->lost || !s->t) {
         stream_free_now(s);
         return;

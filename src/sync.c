@@ -45,6 +45,11 @@ void cio__waitq_teardown(void *wait)
                 !w->task->parked && w->task->wake_result == CIO__HANDED);
 }
 
+void cio__waitq_forget(void *wait)
+{
+    ((cio__wait *)wait)->q = NULL;
+}
+
 /* The checks every call that may wait starts with: a task to park, and
  * level-triggered cancellation (a cancelled task does not even start). */
 static int wait_entry(const void *obj, cio__task *t)
@@ -321,6 +326,8 @@ int cio_condition_wait(cio_condition *cond)
     cond_impl *c = C(cond);
     lock_give(L(lock));
     int woke = cio__waitq_park(&c->waiters, t, true, cond_dropped, c);
+    if (woke == CIO__GONE)
+        return woke; /* the condition and its lock are no more */
     int taken = lock_take(L(lock), t, false);
     r = cio__interrupted(t);
     if (!r && woke != CIO__HANDED)
@@ -519,6 +526,8 @@ static int barrier_park(barrier_impl *b, cio__task *t, bool counted)
 {
     int woke = cio__waitq_park(&b->waiters, t, true,
                                counted ? barrier_dropped : NULL, b);
+    if (woke == CIO__GONE)
+        return woke; /* its drop left the barrier for it */
     int r = cio__interrupted(t);
     return r ? r : woke < 0 ? woke : 0;
 }
@@ -554,6 +563,8 @@ int cio_barrier_wait(cio_barrier *bar)
     } else {
         while (!r && b->state == FILLING)
             r = barrier_park(b, t, true);
+        if (r == CIO__GONE)
+            return r;
         if (!r && (b->state == BROKEN || b->state == RESETTING))
             r = CIO_EBROKEN;
     }

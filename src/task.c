@@ -111,9 +111,51 @@ int cio__park_checked(void (*interrupt)(cio__task *t, void *arg), void *arg)
 
 /* ------------------------------------------------------ running a task */
 
+static bool within(const void *p, const char *lo, size_t size);
+static void cleanup_done(void *arg) { (void)arg; }
+
+/* Debug: u waits on an object in a frame of t's, which has returned: its
+ * memory is already reused (by this very call's frames). u's wait forgets
+ * it untouched, and u wakes (or, woken already, resumes) with CIO__GONE;
+ * what it was handed, if anything, goes with the object. */
+static void abandon(cio__task *t, cio__task *u, cio__cleanup *c)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "task %s waits on a lock, event, condition, "
+             "semaphore or barrier on the stack of task %s, which returned",
+             cio_task_get_name(&u->fut), cio_task_get_name(&t->fut));
+    cio__report(t->fut.loop, msg, -ESHUTDOWN, "task",
+                cio_task_get_name(&u->fut), &u->fut);
+    c->forget(c->arg);
+    c->fn = cleanup_done; /* nothing for a teardown to undo */
+    c->on = NULL;
+    if (u->parked)
+        cio__wake(u, CIO__GONE);
+    else
+        u->wake_result = CIO__GONE;
+}
+
+/* Debug: before t's stack goes, no other task's wait may stay linked into
+ * an object on it. (A frame that returns while its task goes on, or a
+ * primitive in heap memory the program frees, is not seen.) */
+static void abandon_waiters_on(cio__task *t)
+{
+    const char *lo = t->fiber.stack_lo;
+    size_t size = t->fiber.stack_size;
+    cio__list *all = &t->fut.loop->tasks.all;
+    for (cio__list *n = all->next; n != all; n = n->next) {
+        cio__task *u = cio__container_of(n, cio__task, all);
+        for (cio__cleanup *c = u->cleanups; u != t && c; c = c->next)
+            if (c->on && within(c->on, lo, size))
+                abandon(t, u, c);
+    }
+}
+
 static void finish(cio__task *t, int status)
 {
     cio__assert(!t->cleanups); /* every push was popped */
+    if (t->fut.loop->debug && t->fiber.stack_lo)
+        abandon_waiters_on(t);
     /* Its timers leave the loop with it, even if a scope was left open. */
     cio__handle_unschedule(&t->timer);
     cio__handle_unschedule(&t->scope_timer);
@@ -228,8 +270,33 @@ int cio_task_new(cio_loop *loop, cio_task_fn fn, void *arg,
 fail_stack:
     cio__stack_unreserve(loop, size);
 fail:
+    cio__list_unlink(&t->fut.live); /* a debug loop's list */
     cio__free(t);
     return err;
+}
+
+/* The task's future records the program's call site (debug reports). */
+static int with_site(int err, cio_task **out, cio_task *t, const char *file,
+                     int line)
+{
+    if (!err) {
+        t->site_file = file;
+        t->site_line = line;
+    }
+    if (out)
+        *out = err ? NULL : t;
+    else if (!err)
+        cio_future_unref(t);
+    return err;
+}
+
+int cio_task_new_at(cio_loop *loop, cio_task_fn fn, void *arg,
+                    const cio_task_options *opts, cio_task **out,
+                    const char *file, int line)
+{
+    cio_task *t;
+    int err = cio_task_new(loop, fn, arg, opts, &t);
+    return with_site(err, out, t, file, line);
 }
 
 int cio_create_task(cio_task_fn fn, void *arg, cio_task **out)
@@ -242,12 +309,28 @@ int cio_create_task(cio_task_fn fn, void *arg, cio_task **out)
     return cio_task_new(cio__running_loop, fn, arg, NULL, out);
 }
 
-static void task_free(cio_future *f)
+int cio_create_task_at(cio_task_fn fn, void *arg, cio_task **out,
+                       const char *file, int line)
+{
+    cio_task *t;
+    int err = cio_create_task(fn, arg, &t);
+    return with_site(err, out, t, file, line);
+}
+
+/* All but the memory and the name (debug: the quarantine keeps those). */
+static void task_retire(cio_future *f)
 {
     cio__task *t = as_task(f);
     release_stack(t);
-    cio__free(t->name);
     cio__free(t->scopes);
+    t->scopes = NULL;
+}
+
+static void task_free(cio_future *f)
+{
+    cio__task *t = as_task(f);
+    task_retire(f);
+    cio__free(t->name);
     cio__free(t);
 }
 
@@ -559,5 +642,5 @@ void cio__tasks_close(cio_loop *loop)
 
 /* How futures see a task (future.c knows no more of tasks than this). */
 static const cio__future_ops task_ops = {
-    "task", cio_task_get_name, cio_task_cancel, task_free,
+    "task", cio_task_get_name, cio_task_cancel, task_free, task_retire,
 };

@@ -72,6 +72,9 @@ static inline void cio__waitq_unlink(cio__wait *w)
 CIO_HIDDEN void cio__waitq_interrupt(cio__task *t, void *wait);
 CIO_HIDDEN void cio__waitq_ignore(cio__task *t, void *wait);
 CIO_HIDDEN void cio__waitq_teardown(void *wait);
+/* Debug: the queue's memory is gone (see cio__cleanup.on): the node
+ * leaves it without a look at it. */
+CIO_HIDDEN void cio__waitq_forget(void *wait);
 
 /* Parks the current task t at the back of q until a waker hands it a
  * result (returned). Interruptible: cancellation or an expired scope
@@ -90,6 +93,8 @@ static inline int cio__waitq_park(cio__waitq *q, cio__task *t,
     cio__waitq_push(q, &w);
     cio__cleanup c;
     cio__cleanup_push(t, &c, cio__waitq_teardown, &w);
+    c.on = q;
+    c.forget = cio__waitq_forget;
     int r = cio__park(interruptible ? cio__waitq_interrupt : cio__waitq_ignore,
                       &w);
     cio__cleanup_pop(t, &c);

@@ -17,6 +17,7 @@ sys error ctx stack list internal
 backend_epoll backend_poll
 posts
 loop
+debug
 future
 task
 flow
