@@ -10,6 +10,10 @@
  *    errno on failure; cio_strerror() names every code.
  *  - A call that fails never runs its callback; a call that succeeds runs it
  *    (or completes its future) exactly once.
+ *  - A call that may wait ("from a task") returns CIO_ENOTASK when made
+ *    outside a task, whatever else it lists.
+ *  - Delays and timeouts follow one rule (durations, below): <= 0 is
+ *    already due, CIO_NO_TIMEOUT never, NaN -EINVAL.
  *  - Objects are opaque. `_new` / `_free` are library memory; `_ref` /
  *    `_unref` are shared; `_close` is asynchronous teardown.
  *  - asyncio's names keep their names with a cio_ prefix.
@@ -20,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <errno.h>
+#include <math.h>
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -55,24 +60,74 @@ CIO_API unsigned cio_version(void);
 /** Returns the library's CIO_VERSION_STRING (static, never NULL). */
 CIO_API const char *cio_version_string(void);
 
+/* ------------------------------------------------------------- durations
+ * The rule for every delay, timeout and deadline in this header (seconds
+ * as a double; deadlines in cio_loop_time()'s clock), asyncio's:
+ *  - a delay or timeout <= 0, or a deadline at or before the loop's time,
+ *    is already due: a callback runs soon (in the next iteration), a sleep
+ *    yields once, a wait that is not satisfied at once times out, a
+ *    timeout scope expires soon (its next suspension point sees it);
+ *  - CIO_NO_TIMEOUT (+INFINITY, asyncio's None) never expires: wait as
+ *    long as needed;
+ *  - NaN is -EINVAL.
+ * So a computed `deadline - now` that went negative means "too late",
+ * never "no limit".
+ */
+#define CIO_NO_TIMEOUT INFINITY
+
 /* ---------------------------------------------------------------- errors
  * asyncio's exceptions map to errno codes: CancelledError -ECANCELED,
  * TimeoutError -ETIMEDOUT, QueueShutDown -ESHUTDOWN, QueueEmpty/QueueFull
- * -EAGAIN, InvalidStateError -EINVAL. Those with no errno get codes far
- * outside errno's range.
+ * -EAGAIN. InvalidStateError has no one code: reading the result of a
+ * future not yet done is -EAGAIN (cio_future_result), completing one
+ * already done is -EINVAL (cio_future_set_result, _set_error). asyncio's
+ * RuntimeErrors are what each call lists: a call that must wait made
+ * outside a task is CIO_ENOTASK, releasing a lock not held -EINVAL,
+ * notifying a condition whose lock is not held -EPERM. Codes with no
+ * errno sit far outside errno's range, and a range is the program's own.
  */
 #define CIO_EINCOMPLETE (-30001) /**< IncompleteReadError: EOF before the end */
 #define CIO_ELIMIT (-30002)      /**< LimitOverrunError: buffer limit reached */
 #define CIO_EBROKEN (-30003)     /**< BrokenBarrierError */
 #define CIO_ETLS (-30010)    /**< ssl.SSLError: cio_tls_error_string says why */
 #define CIO_ETLSEOF (-30011) /**< SSLEOFError: the peer ended without close_notify */
+/** A call that can only run in a task (it may wait) was made outside one:
+ * asyncio's "no running event loop" / "no current task" RuntimeError. */
+#define CIO_ENOTASK (-30004)
 /** getaddrinfo's EAI_* code e (negative in glibc) is CIO_EAI_BASE + e. */
 #define CIO_EAI_BASE (-30100)
 #define CIO_EAI(e) (CIO_EAI_BASE + (e))
+/** The program's own error codes: CIO_EUSER(n) for n in 0 ..
+ * CIO_EUSER_COUNT - 1, i.e. CIO_EUSER_BASE down to CIO_EUSER_BASE -
+ * CIO_EUSER_COUNT + 1. cio never returns them on its own; a task may
+ * return one as its status and it travels like any error (await, gather,
+ * the "never retrieved" report). cio_strerror names them "user error N",
+ * or as cio_set_user_strerror's function says; CIO_EUSER_NUM gives n
+ * back (-1 for a code outside the range). */
+#define CIO_EUSER_BASE (-40000)
+#define CIO_EUSER_COUNT 10000
+#define CIO_EUSER(n) (CIO_EUSER_BASE - (int)(n))
+#define CIO_EUSER_NUM(err)                                                     \
+    ((err) <= CIO_EUSER_BASE && (err) > CIO_EUSER_BASE - CIO_EUSER_COUNT        \
+         ? CIO_EUSER_BASE - (err)                                              \
+         : -1)
 
-/** Returns the name of an error code (0, a negative errno or CIO_E*):
- * a static string, never NULL ("unknown error" for codes it does not know). */
+/** Returns the name of an error code (0, a negative errno, CIO_E*): a
+ * static string, never NULL ("unknown error" for codes it does not know).
+ * A user code the program's function does not name gets "user error N",
+ * written into a buffer of the calling thread's that the next
+ * cio_strerror call in that thread may overwrite. */
 CIO_API const char *cio_strerror(int err);
+
+/** A name for user error n, or NULL (see cio_set_user_strerror). */
+typedef const char *(*cio_user_strerror_fn)(int n);
+
+/** Names the program's error codes: fn(n) (n as in CIO_EUSER(n)) returns
+ * a string that stays valid for the program's life, or NULL for "user
+ * error N". Called from any thread that calls cio_strerror, so it must be
+ * thread-safe; set it once, before the threads start. NULL restores the
+ * default. */
+CIO_API void cio_set_user_strerror(cio_user_strerror_fn fn);
 
 /* ------------------------------------------------------------------ loop
  * The event loop: a queue of ready callbacks, a heap of timers and a set
@@ -117,8 +172,9 @@ CIO_API void cio_loop_free(cio_loop *loop);
 CIO_API int cio_loop_run_forever(cio_loop *loop);
 
 /** Runs one iteration, waiting at most `timeout` seconds for I/O or timers
- * (negative: as long as needed, 0: not at all) - for embedding cio in
- * another loop. Returns the number of callbacks run, or as run_forever. */
+ * (the duration rule: <= 0 not at all, CIO_NO_TIMEOUT as long as needed)
+ * - for embedding cio in another loop. Returns the number of callbacks
+ * run, -EINVAL (NaN), or as run_forever. */
 CIO_API int cio_loop_run_once(cio_loop *loop, double timeout);
 
 /** Asks the running loop to stop after the current iteration; called while
@@ -215,9 +271,10 @@ typedef struct cio_handle {
 CIO_API int cio_call_soon(cio_loop *loop, cio_callback cb, void *arg,
                           cio_handle *handle);
 
-/** Schedules cb(arg) in `delay` seconds (>= 0, not NaN), or at loop time
- * `when` (not NaN). Returns as cio_call_soon, plus -EINVAL for a bad delay
- * or when. */
+/** Schedules cb(arg) in `delay` seconds, or at loop time `when`; by the
+ * duration rule a delay <= 0 (a `when` already passed) runs in the next
+ * iteration, with the timers due then, and CIO_NO_TIMEOUT never. Returns
+ * as cio_call_soon, plus -EINVAL for a NaN delay or when. */
 /** @{ */
 CIO_API int cio_call_later(cio_loop *loop, double delay, cio_callback cb,
                            void *arg, cio_handle *handle);
@@ -315,11 +372,13 @@ CIO_API int cio_future_new_at(cio_loop *loop, cio_future **fut,
                               const char *file, int line);
 
 /** Completes the future with status 0 and value (a borrowed pointer the
- * future only carries). Returns 0, or -EINVAL when already done. */
+ * future only carries). Returns 0, or -EINVAL when already done (asyncio's
+ * InvalidStateError). */
 CIO_API int cio_future_set_result(cio_future *fut, void *value);
 
 /** Completes the future with error err (< 0, not -ECANCELED: use cancel).
- * Returns 0, or -EINVAL when already done or err is not an error. */
+ * Returns 0, or -EINVAL when already done (InvalidStateError) or err is
+ * not an error. */
 CIO_API int cio_future_set_error(cio_future *fut, int err);
 
 /** Cancels the future (for a task: requests cancellation). Returns 1 if
@@ -330,8 +389,9 @@ CIO_API int cio_future_done(const cio_future *fut);      /**< 1 or 0 */
 CIO_API int cio_future_cancelled(const cio_future *fut); /**< 1 or 0 */
 
 /** The result: returns the status (>= 0) and sets *value (may be NULL), or
- * the error, -ECANCELED if cancelled, -EAGAIN if not done yet. Marks the
- * error retrieved. */
+ * the error, -ECANCELED if cancelled, -EAGAIN if not done yet (asyncio's
+ * InvalidStateError; nothing is marked retrieved then). Marks the error
+ * retrieved. */
 CIO_API int cio_future_result(cio_future *fut, void **value);
 
 /** Adds cb(fut, arg), scheduled when the future completes (at once if it is
@@ -436,13 +496,13 @@ CIO_API int cio_task_cancelling(const cio_task *task);
 CIO_API int cio_task_uncancel(cio_task *task);
 
 /** Sets the current task's result value (a borrowed pointer carried as its
- * future's value). Returns 0, or -EINVAL outside a task. */
+ * future's value). Returns 0, or CIO_ENOTASK outside a task. */
 CIO_API int cio_task_set_value(void *value);
 
 /** Suspends the current task until fut is done. Returns fut's status (value
  * in *value, which may be NULL), fut's error, -ECANCELED if this task is
  * cancelled (then fut is cancelled too), -ETIMEDOUT if an enclosing
- * timeout scope expired, -EINVAL (NULL, or not inside a task), -EDEADLK
+ * timeout scope expired, -EINVAL (NULL), CIO_ENOTASK, -EDEADLK
  * (a task awaiting itself). */
 CIO_API int cio_await(cio_future *fut, void **value);
 
@@ -470,8 +530,9 @@ CIO_API int cio_run(cio_task_fn fn, void *arg);
  * another loop), or as cio_loop_run_forever (-EBUSY, -ESHUTDOWN). */
 CIO_API int cio_loop_run_until_complete(cio_loop *loop, cio_future *fut);
 
-/** Suspends the current task for `seconds` (0 yields once). Returns 0,
- * -ECANCELED, -ETIMEDOUT (scope), -EINVAL. */
+/** Suspends the current task for `seconds` (the duration rule: <= 0
+ * yields once, as asyncio.sleep(0); CIO_NO_TIMEOUT until cancelled).
+ * Returns 0, -ECANCELED, -ETIMEDOUT (scope), -EINVAL (NaN), CIO_ENOTASK. */
 CIO_API int cio_sleep(double seconds);
 
 /** One future's outcome, as gather and friends report it. */
@@ -518,35 +579,39 @@ typedef enum cio_wait_mode {
     CIO_FIRST_EXCEPTION
 } cio_wait_mode;
 
-/** Waits (timeout < 0: no timeout) until `mode` holds; the futures are not
- * cancelled on timeout. done and pending (each room for n, may be NULL)
+/** Waits until `mode` holds or `timeout` passes (the duration rule: <= 0
+ * returns at once what is done by then, CIO_NO_TIMEOUT none); the futures
+ * are not cancelled on timeout. done and pending (each room for n, may be NULL)
  * receive the two sets in argument order; *ndone / *npending their sizes.
  * Returns 0 (also on timeout), -ECANCELED, -ETIMEDOUT (an enclosing scope
  * expired), -EINVAL (n == 0, a NULL future or one of another loop, bad
- * mode, NaN timeout, not in a task), -EDEADLK (the calling task among
+ * mode, NaN timeout), CIO_ENOTASK, -EDEADLK (the calling task among
  * them), -ENOMEM. */
 CIO_API int cio_wait(cio_future *const *futs, size_t n, cio_wait_mode mode,
                      double timeout, cio_future **done, size_t *ndone,
                      cio_future **pending, size_t *npending);
 
-/** Awaits fut for at most timeout seconds (< 0: none). On timeout, cancels
- * fut, waits for it to finish and returns -ETIMEDOUT (or the result fut
- * still produced). Otherwise returns as cio_await; -EINVAL for a NaN
- * timeout. */
+/** Awaits fut for at most timeout seconds (the duration rule;
+ * CIO_NO_TIMEOUT: as cio_await). On timeout, cancels fut, waits for it to
+ * finish and returns -ETIMEDOUT (or the result fut still produced). With
+ * timeout <= 0, as asyncio: a fut already done gives its outcome, one not
+ * done is cancelled at once (a task that has not started never runs).
+ * Otherwise returns as cio_await; -EINVAL for a NaN timeout. */
 CIO_API int cio_wait_for(cio_future *fut, double timeout, void **value);
 
 /** asyncio.as_completed: an iterator yielding futures as they finish. */
 typedef struct cio_as_completed cio_as_completed;
 
-/** Starts iterating n futures (timeout < 0: none); *it is the caller's
- * until cio_as_completed_free, and futs must outlive it. Returns 0,
- * -EINVAL (not in a task, NULL it, NaN timeout, a NULL future or one of
- * another loop), -EDEADLK (the calling task among them), -ENOMEM. */
+/** Starts iterating n futures with a timeout on the whole (the duration
+ * rule: <= 0 yields those already done, then -ETIMEDOUT; CIO_NO_TIMEOUT
+ * none); *it is the caller's until cio_as_completed_free, and futs must
+ * outlive it. Returns 0, -EINVAL (NULL it, NaN timeout, a NULL future or
+ * one of another loop), CIO_ENOTASK, -EDEADLK (the calling task among them), -ENOMEM. */
 CIO_API int cio_as_completed_new(cio_future *const *futs, size_t n,
                                  double timeout, cio_as_completed **it);
 /** Suspends for the next finished future (*fut borrowed from the caller's
  * array). Returns 1 with *fut set, 0 when all were returned, -ETIMEDOUT,
- * -ECANCELED, -EINVAL (NULL, not in a task). free: NULL is a no-op. */
+ * -ECANCELED, -EINVAL (NULL), CIO_ENOTASK. free: NULL is a no-op. */
 /** @{ */
 CIO_API int cio_as_completed_next(cio_as_completed *it, cio_future **fut);
 CIO_API void cio_as_completed_free(cio_as_completed *it);
@@ -587,15 +652,18 @@ typedef struct cio_timeout_scope {
     cio_timeout_scope name __attribute__((cleanup(cio_timeout_leave))) = {{0}}
 #endif
 
-/** Opens a scope with a deadline `delay` seconds from now (< 0: none) or
- * at loop time `when` (< 0 or INFINITY: none). Returns 0, -EINVAL (not in
- * a task), -ENOMEM. */
+/** Opens a scope with a deadline `delay` seconds from now or at loop time
+ * `when`, by the duration rule: a deadline already passed expires the
+ * scope soon (in the next iteration, as asyncio's: its next suspension
+ * point returns -ETIMEDOUT), CIO_NO_TIMEOUT is none. Returns 0, -EINVAL
+ * (NULL scope, NaN), CIO_ENOTASK, -ENOMEM. */
 /** @{ */
 CIO_API int cio_timeout(cio_timeout_scope *scope, double delay);
 CIO_API int cio_timeout_at(cio_timeout_scope *scope, double when);
 /** @} */
-/** Moves the deadline (when < 0: none). Returns 0, -EINVAL (expired,
- * ended or never opened), -ENOMEM. */
+/** Moves the deadline (the duration rule: CIO_NO_TIMEOUT for none, one
+ * already passed expires it soon). Returns 0, -EINVAL (expired, ended or
+ * never opened, NaN), -ENOMEM. */
 CIO_API int cio_timeout_reschedule(cio_timeout_scope *scope, double when);
 /** Returns the deadline in loop time, INFINITY for none, NaN for a scope
  * never opened. */
@@ -636,8 +704,8 @@ CIO_API void cio_timeout_leave(cio_timeout_scope *scope);
 typedef struct cio_task_group cio_task_group;
 
 /** Creates a group whose parent is the calling task; *group is the caller's
- * until cio_task_group_free. Returns 0, -EINVAL (NULL group, not in a
- * task), -ENOMEM. */
+ * until cio_task_group_free. Returns 0, -EINVAL (NULL group), CIO_ENOTASK,
+ * -ENOMEM. */
 CIO_API int cio_task_group_new(cio_task_group **group);
 /** Starts fn(arg) in the group; *task (may be NULL) is borrowed until the
  * group is freed. Returns 0, -EINVAL (NULL group or fn), -ESHUTDOWN
@@ -716,11 +784,12 @@ typedef struct cio_executor cio_executor;
 /** Work for a thread: returns a status (>= 0) or an error (< 0). */
 typedef int (*cio_work_fn)(void *arg);
 
-/** Waits up to timeout seconds (< 0: forever) for the result, from any
- * thread but a loop's own (it would block the loop). Returns the status,
- * the error, -ECANCELED, -ETIMEDOUT (still pending), or -EDEADLK at once
- * when fut is pending and only the loop this thread is running could
- * complete it (cio_run_coroutine_threadsafe's on this loop). */
+/** Waits up to timeout seconds for the result (the duration rule: <= 0
+ * does not wait, CIO_NO_TIMEOUT as long as needed), from any thread but a
+ * loop's own (it would block the loop). Returns the status, the error,
+ * -ECANCELED, -ETIMEDOUT (still pending), -EINVAL (NULL, NaN), or -EDEADLK
+ * at once when fut is pending and only the loop this thread is running
+ * could complete it (cio_run_coroutine_threadsafe's on this loop). */
 CIO_API int cio_cfuture_result(cio_cfuture *fut, double timeout);
 /** Cancels: work not started never runs; a coroutine's task is cancelled.
  * Returns 1 if it was pending, 0 if it was done or already running. */
@@ -777,7 +846,7 @@ CIO_API int cio_run_coroutine_threadsafe(cio_loop *loop, cio_task_fn fn,
  * threads). Every call that may wait is a suspension point like any other:
  * a task that is cancelled, or whose timeout scope has expired, gets
  * -ECANCELED / -ETIMEDOUT from it at once or while it waits, and outside a
- * task it returns -EINVAL. Waiters are served in FIFO order.
+ * task it returns CIO_ENOTASK. Waiters are served in FIFO order.
  *
  * Nothing is lost to cancellation. A release hands the lock (a unit, a
  * notification) straight to the first waiter; if that waiter is cancelled
@@ -894,8 +963,8 @@ CIO_API void cio_condition_leave(cio_condition **held);
  * returning, even when cancelled or timed out (as asyncio: the caller
  * always holds the lock afterwards). Returns 0, -ECANCELED / -ETIMEDOUT
  * (lock held; a notification it had received goes to the next waiter), or
- * -EPERM if the lock is not locked (it cannot tell by whom: as asyncio,
- * cio only checks that it is locked). */
+ * -EPERM if the lock is not locked (asyncio's RuntimeError; it cannot tell
+ * by whom: as asyncio, cio only checks that it is locked), CIO_ENOTASK. */
 CIO_API int cio_condition_wait(cio_condition *cond);
 /** A predicate for wait_for: non-zero when the awaited state holds. */
 typedef int (*cio_predicate)(void *arg);
@@ -904,9 +973,11 @@ typedef int (*cio_predicate)(void *arg);
 CIO_API int cio_condition_wait_for(cio_condition *cond, cio_predicate pred,
                                    void *arg);
 /** Wakes up to n waiters, oldest first; they return once they get the lock
- * back, so release it. Returns how many, or -EPERM if not locked. */
+ * back, so release it. Returns how many, or -EPERM if the lock is not
+ * locked (asyncio's RuntimeError; as there, by whom is not checked). */
 CIO_API int cio_condition_notify(cio_condition *cond, int n);
-/** Wakes every waiter. Returns how many, or -EPERM if not locked. */
+/** Wakes every waiter. Returns how many, or -EPERM if the lock is not
+ * locked (asyncio's RuntimeError). */
 CIO_API int cio_condition_notify_all(cio_condition *cond);
 
 /** A semaphore: a counter of units; acquire takes one, release gives one. */
@@ -1043,7 +1114,7 @@ CIO_API int cio_queue_shutdown(cio_queue *q, int immediate);
  * Coroutine forms of the socket calls, for tasks, on non-blocking fds:
  * each waits (a suspension point) while the fd is not ready. Every fd cio
  * creates is non-blocking and close-on-exec; no cio call raises SIGPIPE.
- * Each returns -EINVAL outside a task, -ECANCELED / -ETIMEDOUT when
+ * Each returns CIO_ENOTASK outside a task, -ECANCELED / -ETIMEDOUT when
  * interrupted, and the system call's own -errno (-EBADF, ...).
  */
 
@@ -1092,15 +1163,16 @@ CIO_API int cio_sock_sendfile(int sock, int file_fd, int64_t offset,
                               size_t count, int fallback, size_t *sent);
 
 /** getaddrinfo in the default executor, as asyncio. *res is the caller's:
- * release it with freeaddrinfo(). Returns 0, CIO_EAI(EAI_*), or -EINVAL
- * (not in a task, NULL res, or a bad port: one that starts with a digit,
- * sign or space, is empty, or has AI_NUMERICSERV, must be all decimal
+ * release it with freeaddrinfo(). Returns 0, CIO_EAI(EAI_*), CIO_ENOTASK,
+ * or -EINVAL (NULL res, or a bad port: one that starts with a digit, sign
+ * or space, is empty, or has AI_NUMERICSERV, must be all decimal
  * digits within 0..65535, so "65616" never wraps to port 80). Every call
  * below that takes a port string goes through it and returns the same. */
 CIO_API int cio_getaddrinfo(const char *host, const char *port,
                             const struct addrinfo *hints,
                             struct addrinfo **res);
-/** getnameinfo in the default executor. Returns 0 or CIO_EAI(EAI_*). */
+/** getnameinfo in the default executor. Returns 0, CIO_EAI(EAI_*),
+ * -EINVAL (NULL addr), CIO_ENOTASK. */
 CIO_API int cio_getnameinfo(const struct sockaddr *addr, socklen_t len,
                             char *host, size_t hostlen, char *serv,
                             size_t servlen, int flags);
@@ -1323,7 +1395,10 @@ typedef struct cio_connection_options {
     const char *local_host;      /**< bind to this address first, or NULL */
     const char *local_port;
     int family;                  /**< AF_INET, AF_INET6, 0: either */
-    double happy_eyeballs_delay; /**< s between attempts; 0: 0.25 */
+    /** s between attempts; 0 (or less): 0.25, asyncio's default, since a
+     * zeroed struct means defaults; CIO_NO_TIMEOUT: one address at a time
+     * (asyncio's None); NaN: -EINVAL */
+    double happy_eyeballs_delay;
     const cio_tls_options *tls;  /**< TLS (NULL: none) */
 } cio_connection_options;
 
@@ -1388,7 +1463,7 @@ CIO_API int cio_server_start_serving(cio_server *s);
 CIO_API int cio_server_is_serving(const cio_server *s); /**< 1 or 0 */
 /** From a task: serves until the server is closed (returns 0) or the task
  * is cancelled (-ECANCELED; the server is closed then). Also returns
- * -EINVAL (NULL, not in a task) or as cio_server_start_serving. */
+ * -EINVAL (NULL), CIO_ENOTASK, or as cio_server_start_serving. */
 CIO_API int cio_server_serve_forever(cio_server *s);
 /** Stops listening; connections already made go on. */
 CIO_API void cio_server_close(cio_server *s);
@@ -1399,7 +1474,7 @@ CIO_API void cio_server_close_clients(cio_server *s);
 CIO_API void cio_server_abort_clients(cio_server *s);
 /** @} */
 /** From a task: waits until the server is closed and its connections are
- * gone. Returns 0, -ECANCELED, -ETIMEDOUT, -EINVAL (NULL, not in a task),
+ * gone. Returns 0, -ECANCELED, -ETIMEDOUT, -EINVAL (NULL), CIO_ENOTASK,
  * -ENOMEM. */
 CIO_API int cio_server_wait_closed(cio_server *s);
 /** Stores up to cap listening fds (borrowed); returns how many there are,
@@ -1440,7 +1515,7 @@ typedef struct cio_stream_options {
 
 /** From a task: connects (as cio_create_connection / _unix_connection) and
  * sets *s to a stream, the caller's until cio_stream_free. opts may be
- * NULL. Returns 0, -EINVAL (NULL s, not in a task), -ENOMEM, or as the
+ * NULL. Returns 0, -EINVAL (NULL s), CIO_ENOTASK, -ENOMEM, or as the
  * connection call. */
 /** @{ */
 CIO_API int cio_open_connection(const char *host, const char *port,
@@ -1470,7 +1545,7 @@ CIO_API int cio_start_unix_server(cio_client_connected cb, void *arg,
                                   cio_server **server);
 /** @} */
 
-/* Every read call below returns -EINVAL (NULL, not in a task), -EBUSY
+/* Every read call below returns -EINVAL (NULL), CIO_ENOTASK, -EBUSY
  * (another task is reading the stream), -ECANCELED / -ETIMEDOUT, or at EOF
  * the error the connection was lost to, besides what it lists. */
 
@@ -1527,7 +1602,7 @@ CIO_API int cio_stream_writelines(cio_stream *s, const struct iovec *iov,
 /** @} */
 /** Waits while the write buffer is above its high-water mark. Returns 0,
  * the connection's error once it is lost (-ECONNRESET if none),
- * -ECANCELED, -ETIMEDOUT, -EINVAL (NULL, not in a task). */
+ * -ECANCELED, -ETIMEDOUT, -EINVAL (NULL), CIO_ENOTASK. */
 CIO_API int cio_stream_drain(cio_stream *s);
 /** cio_sendfile on the stream's transport (asyncio has no such method:
  * there one calls loop.sendfile(writer.transport, ...)). Returns as
@@ -1546,7 +1621,7 @@ CIO_API int cio_stream_can_write_eof(cio_stream *s); /**< 1 or 0 */
 CIO_API void cio_stream_close(cio_stream *s);
 CIO_API int cio_stream_is_closing(const cio_stream *s); /**< 1 or 0 */
 /** Waits until the connection is closed. Returns 0, its error, -EINVAL
- * (NULL, not in a task), -ECANCELED, -ETIMEDOUT, -ENOMEM. */
+ * (NULL), CIO_ENOTASK, -ECANCELED, -ETIMEDOUT, -ENOMEM. */
 CIO_API int cio_stream_wait_closed(cio_stream *s);
 /** As cio_transport_get_extra_info; returns -ENOTCONN once the connection
  * is gone. */

@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "net.h"
 
+#include <math.h>
 #include <netinet/in.h>
 
 enum {
@@ -258,7 +259,9 @@ int cio_create_connection(const char *host, const char *port,
 {
     if (out)
         *out = NULL;
-    if (!cio__current || !proto || !port)
+    if (!cio__current)
+        return CIO_ENOTASK;
+    if (!proto || !port || (opts && isnan(opts->happy_eyeballs_delay)))
         return -EINVAL;
     struct addrinfo hints = {.ai_family = opts ? opts->family : 0,
                              .ai_socktype = SOCK_STREAM}, *res;
@@ -284,7 +287,9 @@ int cio__create_unix_connection(const char *path, const cio_protocol *proto,
     if (out)
         *out = NULL;
     struct sockaddr_un sun;
-    if (!cio__current || !proto || cio__unix_address(path, &sun))
+    if (!cio__current)
+        return CIO_ENOTASK;
+    if (!proto || cio__unix_address(path, &sun))
         return -EINVAL;
     /* Non-blocking (sys.c): a connect that must wait does so in the loop. */
     int fd = cio__sys_socket(AF_UNIX, SOCK_STREAM, 0);
@@ -362,7 +367,9 @@ int cio_create_datagram_endpoint(const char *local_host,
 {
     if (out)
         *out = NULL;
-    if (!cio__current || !proto || (!local_port && !remote_port))
+    if (!cio__current)
+        return CIO_ENOTASK;
+    if (!proto || (!local_port && !remote_port))
         return -EINVAL;
     struct addrinfo *local = NULL, *remote = NULL;
     int err = resolve_endpoints(local_host, local_port, remote_host,

@@ -82,10 +82,13 @@ int cio_cfuture_result(cio_cfuture *f, double timeout)
 {
     if (!f || isnan(timeout))
         return -EINVAL;
+    /* Past 1e9 s (31 years) is as good as none, and keeps time_t sane. */
+    bool forever = timeout >= 1e9;
     struct timespec deadline;
-    if (timeout >= 0) {
+    if (!forever) {
         clock_gettime(CLOCK_REALTIME, &deadline);
-        double end = deadline.tv_sec + deadline.tv_nsec * 1e-9 + timeout;
+        double end = deadline.tv_sec + deadline.tv_nsec * 1e-9 +
+                     (timeout > 0 ? timeout : 0);
         deadline.tv_sec = (time_t)end;
         deadline.tv_nsec = (long)((end - (double)deadline.tv_sec) * 1e9);
     }
@@ -98,7 +101,7 @@ int cio_cfuture_result(cio_cfuture *f, double timeout)
     }
     int err = 0;
     while (f->state < CF_DONE && err != ETIMEDOUT)
-        err = timeout < 0 ? pthread_cond_wait(&f->changed, &f->lock)
+        err = forever ? pthread_cond_wait(&f->changed, &f->lock)
                           : pthread_cond_timedwait(&f->changed, &f->lock,
                                                    &deadline);
     int r = f->state == CF_CANCELLED ? -ECANCELED
@@ -647,14 +650,16 @@ static void work_cancel(void *cf) { (void)cio_cfuture_cancel(cf); }
 
 static void work_finish(void *cf)
 {
-    (void)cio_cfuture_result(cf, -1);
+    (void)cio_cfuture_result(cf, CIO_NO_TIMEOUT);
     cio_cfuture_unref(cf);
 }
 
 int cio_to_thread(cio_work_fn fn, void *arg)
 {
     cio__task *t = cio__current;
-    if (!t || !fn)
+    if (!t)
+        return CIO_ENOTASK;
+    if (!fn)
         return -EINVAL;
     cio_future *f;
     cio_cfuture *cf;

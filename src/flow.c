@@ -53,19 +53,29 @@ static double scopes_next(const cio__task *t)
 static void scopes_fire(void *arg);
 
 /* Re-arms t's scope timer after its scopes changed. A timer already due
- * at that deadline keeps its place among equal deadlines. */
+ * at that deadline keeps its place among equal deadlines. A deadline
+ * already passed fires from the ready queue, as asyncio's reschedule
+ * call_soon()s it: before whatever the task schedules next (its own
+ * wake-up from a sleep(0)), not behind the timers due meanwhile. */
 static int scopes_arm(cio__task *t)
 {
     double when = scopes_next(t);
     cio__handle *h = &t->scope_timer;
-    if (isinf(when)) {
+    if (when == INFINITY) {
         cio__handle_unschedule(h);
+        return 0;
+    }
+    if (!h->cb)
+        cio__handle_init(h, t->fut.loop, scopes_fire, t);
+    if (when <= cio_loop_time(t->fut.loop)) {
+        if (h->state != CIO__H_READY) {
+            cio__handle_unschedule(h);
+            cio__handle_schedule(h);
+        }
         return 0;
     }
     if (h->state == CIO__H_TIMER && h->when == when)
         return 0;
-    if (!h->cb)
-        cio__handle_init(h, t->fut.loop, scopes_fire, t);
     return cio__handle_schedule_at(h, when);
 }
 
@@ -75,7 +85,7 @@ static int expire_due(cio__task *t, double now)
     int n = 0;
     for (size_t i = 0; i < t->nscopes; i++) {
         cio__scope_rec *r = &t->scopes[i];
-        if (!r->expired && !isinf(r->when) && r->when <= now) {
+        if (!r->expired && r->when != INFINITY && r->when <= now) {
             r->expired = true;
             t->expired_scopes++;
             n++;
@@ -96,16 +106,13 @@ static void scopes_fire(void *arg)
         cio__interrupt(t);
 }
 
-static double deadline(double when)
-{
-    return when < 0 || isnan(when) ? INFINITY : when;
-}
-
 /* Opens a scope for the task running; fp: the public call's frame. */
 static int open_scope(cio_timeout_scope *scope, double when, const void *fp)
 {
     cio__task *t = cio__current;
-    if (!t || !scope)
+    if (!t)
+        return CIO_ENOTASK;
+    if (!scope || isnan(when))
         return -EINVAL;
     cio__scope *s = (cio__scope *)scope;
     cio__scopes_drop_dead(t, fp, s); /* scopes of frames already returned */
@@ -116,7 +123,7 @@ static int open_scope(cio_timeout_scope *scope, double when, const void *fp)
         return -ENOMEM;
     t->scopes = recs;
     *s = (cio__scope){t, ++t->scope_ids, t->nscopes, 0, false, false};
-    recs[t->nscopes++] = (cio__scope_rec){deadline(when), s->id, s, false};
+    recs[t->nscopes++] = (cio__scope_rec){when, s->id, s, false};
     int err = scopes_arm(t);
     if (err) { /* not armed: not open either */
         t->nscopes--;
@@ -136,21 +143,22 @@ int cio_timeout_at(cio_timeout_scope *scope, double when)
 
 int cio_timeout(cio_timeout_scope *scope, double delay)
 {
-    if (!cio__current || !scope)
+    if (!cio__current)
+        return CIO_ENOTASK;
+    if (!scope || isnan(delay))
         return -EINVAL;
-    double when = delay < 0 || isnan(delay)
-                      ? INFINITY
-                      : cio_loop_time(cio__current->fut.loop) + delay;
+    /* Any delay <= 0 is a deadline already passed; INFINITY stays none. */
+    double when = cio_loop_time(cio__current->fut.loop) + delay;
     return open_scope(scope, when, CALLER_FRAME());
 }
 
 int cio_timeout_reschedule(cio_timeout_scope *scope, double when)
 {
     cio__scope_rec *r = record((cio__scope *)scope);
-    if (!r || r->expired)
+    if (!r || r->expired || isnan(when))
         return -EINVAL;
     double before = r->when;
-    r->when = deadline(when);
+    r->when = when;
     int err = scopes_arm(((cio__scope *)scope)->task);
     if (err)
         r->when = before; /* as before: the timer was not in the heap */
@@ -299,7 +307,7 @@ static int multi_start(multi *m, cio__task *t, cio_future *const *futs,
         }
     }
     cio__handle_init(&m->timer, t->fut.loop, multi_timeout, m);
-    if (timeout >= 0) {
+    if (timeout != CIO_NO_TIMEOUT) { /* <= 0: due at once */
         int err = cio__handle_schedule_at(
             &m->timer, cio_loop_time(t->fut.loop) + timeout);
         if (err) {
@@ -383,11 +391,11 @@ int cio_gather(cio_future *const *futs, size_t n, int return_exceptions,
 {
     cio__task *t = cio__current;
     if (!t)
-        return -EINVAL;
+        return CIO_ENOTASK;
     if (n == 0) /* asyncio.gather() of nothing: done at once */
         return 0;
     multi m;
-    int r = multi_start(&m, t, futs, n, -1);
+    int r = multi_start(&m, t, futs, n, CIO_NO_TIMEOUT);
     if (r)
         return r;
     m.on_error = !return_exceptions;
@@ -417,7 +425,9 @@ int cio_wait(cio_future *const *futs, size_t n, cio_wait_mode mode,
              cio_future **pending, size_t *npending)
 {
     cio__task *t = cio__current;
-    if (!t || mode > CIO_FIRST_EXCEPTION || isnan(timeout))
+    if (!t)
+        return CIO_ENOTASK;
+    if (mode > CIO_FIRST_EXCEPTION || isnan(timeout))
         return -EINVAL;
     multi m;
     int r = multi_start(&m, t, futs, n, timeout);
@@ -449,14 +459,33 @@ int cio_wait(cio_future *const *futs, size_t n, cio_wait_mode mode,
     return r;
 }
 
+/* wait_for with a timeout already expired, as asyncio's: a future that
+ * is done gives its outcome; one that is not is cancelled at once (a task
+ * never gets to start) and waited for, and its cancellation becomes
+ * -ETIMEDOUT (a result it still produced is returned). */
+static int wait_for_expired(cio_future *fut, void **value)
+{
+    if (cio_future_done(fut))
+        return cio_future_result(fut, value);
+    cio_future_cancel(fut);
+    int r = cio_await(fut, value);
+    if (r == -ECANCELED && !cio__current->cancel_requests)
+        r = -ETIMEDOUT;
+    return r;
+}
+
 int cio_wait_for(cio_future *fut, double timeout, void **value)
 {
     if (value)
         *value = NULL;
-    if (!cio__current || !fut || isnan(timeout))
+    if (!cio__current)
+        return CIO_ENOTASK;
+    if (!fut || isnan(timeout))
         return -EINVAL;
-    if (timeout < 0)
+    if (timeout == CIO_NO_TIMEOUT)
         return cio_await(fut, value);
+    if (timeout <= 0)
+        return wait_for_expired(fut, value);
     cio__task *t = cio__current;
     cio_timeout_scope scope;
     int r = cio_timeout(&scope, timeout);
@@ -490,7 +519,9 @@ int cio_as_completed_new(cio_future *const *futs, size_t n, double timeout,
     if (!out)
         return -EINVAL;
     *out = NULL;
-    if (!t || isnan(timeout))
+    if (!t)
+        return CIO_ENOTASK;
+    if (isnan(timeout))
         return -EINVAL;
     cio_as_completed *it = cio__malloc(sizeof *it);
     if (!it)
@@ -512,8 +543,10 @@ static void as_completed_teardown(void *it) { cio_as_completed_free(it); }
 int cio_as_completed_next(cio_as_completed *it, cio_future **fut)
 {
     cio__task *t = cio__current;
-    if (!it || !fut || !t)
+    if (!it || !fut)
         return -EINVAL;
+    if (!t)
+        return CIO_ENOTASK;
     *fut = NULL;
     if (it->returned == it->m.n)
         return 0;
@@ -606,7 +639,7 @@ int cio_task_group_new(cio_task_group **out)
         return -EINVAL;
     *out = NULL;
     if (!cio__current)
-        return -EINVAL;
+        return CIO_ENOTASK;
     cio_task_group *g = cio__calloc(1, sizeof *g);
     if (!g)
         return -ENOMEM;

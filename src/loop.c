@@ -256,7 +256,7 @@ int cio_call_later(cio_loop *loop, double delay, cio_callback cb, void *arg,
     int err = cio__loop_check(loop); /* before reading its clock */
     if (err)
         return err;
-    if (!(delay >= 0)) /* also rejects NaN */
+    if (isnan(delay)) /* any other delay: <= 0 runs soon, as asyncio's */
         return -EINVAL;
     return cio_call_at(loop, cio_loop_time(loop) + delay, cb, arg, handle);
 }
@@ -627,7 +627,9 @@ int cio_loop_run_once(cio_loop *loop, double timeout)
     int err = enter(loop);
     if (err)
         return err;
-    int ran = iterate(loop, timeout < 0 ? -1 : timeout, true);
+    /* iterate's max_wait: -1 is as long as needed. */
+    double max_wait = timeout == CIO_NO_TIMEOUT ? -1 : timeout > 0 ? timeout : 0;
+    int ran = iterate(loop, max_wait, true);
     loop->stopping = false;
     leave(loop);
     return ran;
@@ -691,8 +693,13 @@ void cio_loop_default_exception_handler(cio_loop *loop,
     if (ctx->what)
         fprintf(stderr, " (%s%s%s)", ctx->what, ctx->name ? " " : "",
                 ctx->name ? ctx->name : "");
-    if (ctx->error)
-        fprintf(stderr, ": %s", cio_strerror(ctx->error));
+    if (ctx->error) {
+        /* A code nobody named still says which one it was. */
+        const char *name = cio_strerror(ctx->error);
+        fprintf(stderr, ": %s", name);
+        if (strcmp(name, "unknown error") == 0)
+            fprintf(stderr, " %d", ctx->error);
+    }
     fputc('\n', stderr);
 }
 
@@ -753,7 +760,7 @@ int cio_loop_new(cio_loop **out, const cio_loop_options *opts)
     if (!opts)
         opts = &defaults;
     const cio__backend *backend = pick_backend(opts->backend);
-    if (!backend || opts->slow_callback_duration < 0)
+    if (!backend || !(opts->slow_callback_duration >= 0))
         return -EINVAL;
     cio_loop *loop = cio__calloc(1, sizeof *loop);
     if (!loop)

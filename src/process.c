@@ -407,7 +407,9 @@ static int spawn(const char *file, char *const argv[],
     if (!out)
         return -EINVAL;
     *out = NULL;
-    if (!cio__current || !file || !argv)
+    if (!cio__current)
+        return CIO_ENOTASK;
+    if (!file || !argv)
         return -EINVAL;
     if (!opts)
         opts = &defaults;
@@ -477,8 +479,10 @@ cio_stream *cio_process_stderr(cio_process *p) { return p ? p->err : NULL; }
 
 int cio_process_wait(cio_process *p, int *code)
 {
-    if (!p || !cio__current)
+    if (!p)
         return -EINVAL;
+    if (!cio__current)
+        return CIO_ENOTASK;
     if (!p->exited) {
         /* Shielded: cancelling this wait leaves the child watched. */
         cio_future *mine;
@@ -564,7 +568,11 @@ int cio_process_communicate(cio_process *p, const void *input, size_t n,
         *out = NULL;
     if (err)
         *err = NULL;
-    if (!p || !cio__current || (n && (!input || !p->in)))
+    if (!p)
+        return -EINVAL;
+    if (!cio__current)
+        return CIO_ENOTASK;
+    if ((n && (!input || !p->in)))
         return -EINVAL;
     comm c = {p, input, n, {NULL, NULL}, {0, 0}};
     cio_task *tasks[3];
@@ -742,8 +750,10 @@ static int sub_spawn(const char *file, char *const argv[],
     if (!out)
         return -EINVAL;
     *out = NULL;
-    if (!proto || !cio__current)
+    if (!proto)
         return -EINVAL;
+    if (!cio__current)
+        return CIO_ENOTASK;
     cio_subprocess_transport *st = cio__calloc(1, sizeof *st);
     if (!st)
         return -ENOMEM;

@@ -392,8 +392,10 @@ void cio_queue_free(cio_queue *q)
 /* Checks for a call that may wait: a task, and its cancellation. */
 static int wait_entry(const cio_queue *q, cio__task *t)
 {
-    if (!q || !t)
+    if (!q)
         return -EINVAL;
+    if (!t)
+        return CIO_ENOTASK;
     return cio__interrupted_now(t);
 }
 

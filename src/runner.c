@@ -72,7 +72,7 @@ static void cancel_all_tasks(cio_loop *loop)
     for (cio__list *n = all->next; n != all; n = n->next)
         cio_task_cancel(&cio__container_of(n, cio__task, all)->fut);
     while (loop->tasks.n > 0)
-        if (cio_loop_run_once(loop, -1) < 0)
+        if (cio_loop_run_once(loop, CIO_NO_TIMEOUT) < 0)
             break;
 }
 

@@ -315,7 +315,9 @@ int cio_create_server(const char *host, const char *port,
     if (!out)
         return -EINVAL;
     *out = NULL;
-    if (!cio__current || !proto)
+    if (!cio__current)
+        return CIO_ENOTASK;
+    if (!proto)
         return -EINVAL;
     cio_loop *loop = cio__current->fut.loop;
     struct addrinfo hints = {.ai_flags = AI_PASSIVE,
@@ -366,7 +368,9 @@ int cio_create_unix_server(const char *path, const cio_protocol *proto,
         return -EINVAL;
     *out = NULL;
     struct sockaddr_un sun;
-    if (!cio__current || !proto || cio__unix_address(path, &sun))
+    if (!cio__current)
+        return CIO_ENOTASK;
+    if (!proto || cio__unix_address(path, &sun))
         return -EINVAL;
     struct stat st; /* a stale socket file from an earlier run goes */
     if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
@@ -464,8 +468,10 @@ static int await_shielded(cio_future *f)
 
 int cio_server_wait_closed(cio_server *s)
 {
-    if (!s || !cio__current)
+    if (!s)
         return -EINVAL;
+    if (!cio__current)
+        return CIO_ENOTASK;
     return await_shielded(s->all_closed);
 }
 
@@ -473,7 +479,7 @@ int cio_server_wait_closed(cio_server *s)
 int cio_server_serve_forever(cio_server *s)
 {
     if (!cio__current)
-        return -EINVAL;
+        return CIO_ENOTASK;
     int r = cio_server_start_serving(s);
     if (r)
         return r;

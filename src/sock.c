@@ -6,7 +6,7 @@
  * a ready socket costs one syscall and no trip through the loop. Each call
  * is a suspension point: it returns -ECANCELED or -ETIMEDOUT when the task
  * is cancelled or its timeout scope expires, and never leaves a watcher
- * behind. Outside a task every call is -EINVAL.
+ * behind. Outside a task every call is CIO_ENOTASK.
  *
  * Calls only down (tasks, the executor, sys.c); see net.h for the layers.
  */
@@ -29,7 +29,7 @@ static int wait_fd(int fd, int dir)
 {
     cio__task *t = cio__current;
     if (!t)
-        return -EINVAL;
+        return CIO_ENOTASK;
     int r = cio__interrupted(t);
     if (r)
         return r;
@@ -59,11 +59,11 @@ typedef struct sock_op {
     cio__sendfile *sf;         /* sendfile's state, for its calls */
 } sock_op;
 
-/* Every call's way in: -EINVAL outside a task, else whatever already
+/* Every call's way in: CIO_ENOTASK outside a task, else whatever already
  * interrupts the task (a pending cancellation, an expired scope) or 0. */
 static int sock_enter(void)
 {
-    return cio__current ? cio__interrupted(cio__current) : -EINVAL;
+    return cio__current ? cio__interrupted(cio__current) : CIO_ENOTASK;
 }
 
 /* The socket retry loop: runs call until it does something other than
@@ -445,8 +445,10 @@ static int run_getnameinfo(void *arg)
 int cio_getnameinfo(const struct sockaddr *addr, socklen_t len, char *host,
                     size_t hostlen, char *serv, size_t servlen, int flags)
 {
-    if (!addr || !cio__current)
+    if (!addr)
         return -EINVAL;
+    if (!cio__current)
+        return CIO_ENOTASK;
     gni_job j = {addr, len, host, serv, hostlen, servlen, flags};
     return cio_to_thread(run_getnameinfo, &j);
 }

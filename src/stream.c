@@ -261,8 +261,10 @@ static int wait_data(cio_stream *s)
 /* Every read call starts here: a task, not interrupted, nothing pinned. */
 static int read_begin(cio_stream *s)
 {
-    if (!s || !cio__current)
+    if (!s)
         return -EINVAL;
+    if (!cio__current)
+        return CIO_ENOTASK;
     unpin(s);
     s->partial = s->consumed = 0;
     return cio__interrupted(cio__current);
@@ -497,8 +499,10 @@ static void drainer_gone(void *d) { cio__list_unlink(&((drainer *)d)->link); }
 
 int cio_stream_drain(cio_stream *s)
 {
-    if (!s || !cio__current)
+    if (!s)
         return -EINVAL;
+    if (!cio__current)
+        return CIO_ENOTASK;
     int r = cio__interrupted(cio__current);
     while (!r && s->paused && !s->lost) {
         drainer d = {.task = cio__current};
@@ -555,8 +559,10 @@ int cio_stream_is_closing(const cio_stream *s)
 
 int cio_stream_wait_closed(cio_stream *s)
 {
-    if (!s || !cio__current)
+    if (!s)
         return -EINVAL;
+    if (!cio__current)
+        return CIO_ENOTASK;
     cio_future *mine; /* shielded: cancelling us must not cancel `closed` */
     int r = cio_shield(s->closed, &mine);
     if (r)
@@ -639,7 +645,7 @@ int cio_open_connection(const char *host, const char *port,
         return -EINVAL;
     *out = NULL;
     if (!cio__current)
-        return -EINVAL;
+        return CIO_ENOTASK;
     cio_stream *s = stream_new(cio__current->fut.loop, opts ? opts->limit : 0);
     if (!s)
         return -ENOMEM;
@@ -663,7 +669,7 @@ int cio_open_unix_connection(const char *path, const cio_stream_options *opts,
         return -EINVAL;
     *out = NULL;
     if (!cio__current)
-        return -EINVAL;
+        return CIO_ENOTASK;
     cio_stream *s = stream_new(cio__current->fut.loop, opts ? opts->limit : 0);
     if (!s)
         return -ENOMEM;
@@ -748,8 +754,10 @@ static int start(cio_client_connected cb, void *arg, const char *host,
     if (!out)
         return -EINVAL;
     *out = NULL;
-    if (!cb || !cio__current)
+    if (!cb)
         return -EINVAL;
+    if (!cio__current)
+        return CIO_ENOTASK;
     stream_server *ss = cio__malloc(sizeof *ss);
     if (!ss)
         return -ENOMEM;

@@ -54,8 +54,10 @@ void cio__waitq_forget(void *wait)
  * level-triggered cancellation (a cancelled task does not even start). */
 static int wait_entry(const void *obj, cio__task *t)
 {
-    if (!obj || !t)
+    if (!obj)
         return -EINVAL;
+    if (!t)
+        return CIO_ENOTASK;
     return cio__interrupted_now(t);
 }
 
@@ -315,8 +317,10 @@ static void cond_dropped(void *c, int handed)
 int cio_condition_wait(cio_condition *cond)
 {
     cio__task *t = cio__current;
-    if (!cond || !t)
+    if (!cond)
         return -EINVAL;
+    if (!t)
+        return CIO_ENOTASK;
     cio_lock *lock = cond_lock(cond);
     if (!cio_lock_locked(lock))
         return -EPERM;
@@ -339,8 +343,10 @@ int cio_condition_wait(cio_condition *cond)
 
 int cio_condition_wait_for(cio_condition *cond, cio_predicate pred, void *arg)
 {
-    if (!cond || !pred || !cio__current)
+    if (!cond || !pred)
         return -EINVAL;
+    if (!cio__current)
+        return CIO_ENOTASK;
     if (!cio_condition_locked(cond))
         return -EPERM;
     int r = cio__interrupted(cio__current);

@@ -414,7 +414,7 @@ int cio_task_uncancel(cio_task *task)
 int cio_task_set_value(void *value)
 {
     if (!cio__current)
-        return -EINVAL;
+        return CIO_ENOTASK;
     cio__current->result_value = value;
     return 0;
 }
@@ -440,7 +440,9 @@ static int await_check(const cio__task *t, const cio_future *f, void **value)
 {
     if (value)
         *value = NULL;
-    if (!t || !f || f->loop != t->fut.loop)
+    if (!t)
+        return CIO_ENOTASK;
+    if (!f || f->loop != t->fut.loop)
         return -EINVAL;
     if (f == &t->fut)
         return -EDEADLK;
@@ -500,13 +502,15 @@ int cio__task_timer_at(cio__task *t, double when, cio_callback cb)
 int cio_sleep(double seconds)
 {
     cio__task *t = cio__current;
-    if (!t || !(seconds >= 0))
+    if (!t)
+        return CIO_ENOTASK;
+    if (isnan(seconds))
         return -EINVAL;
     int r = cio__interrupted(t);
     if (r)
         return r;
     cio_loop *loop = t->fut.loop;
-    if (seconds == 0) { /* yield: to the back of the ready queue, awake */
+    if (seconds <= 0) { /* yield: to the back of the ready queue, awake */
         cio__handle_schedule(&t->wake);
         cio__fiber_switch(&t->fiber, &scheduler, 0);
         return cio__interrupted(t);

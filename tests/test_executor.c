@@ -211,7 +211,7 @@ static void to_thread_in_callback(void *arg)
 TEST(executor_to_thread_outside_task)
 {
     int base = thread_base();
-    CHECK_ERR(cio_to_thread(return_arg, IARG(1)), -EINVAL);
+    CHECK_ERR(cio_to_thread(return_arg, IARG(1)), CIO_ENOTASK);
 
     /* A callback on a running loop is not a task either. */
     cio_loop *loop;
@@ -219,7 +219,7 @@ TEST(executor_to_thread_outside_task)
     int r = 1;
     CHECK_ERR(cio_call_soon(loop, to_thread_in_callback, &r, NULL), 0);
     CHECK_EQ(cio_loop_run_once(loop, 0), 1);
-    CHECK_ERR(r, -EINVAL);
+    CHECK_ERR(r, CIO_ENOTASK);
 
     /* run_in_executor's own argument checks. */
     cio_future *f = IARG(1);
@@ -414,7 +414,7 @@ TEST(executor_shutdown_cancel_futures)
     CHECK_EQ(cio_cfuture_cancelled(b), 1);
     CHECK_EQ(cio_cfuture_done(c), 1);
     CHECK_ERR(cio_cfuture_result(b, 0), -ECANCELED);
-    CHECK_ERR(cio_cfuture_result(c, -1), -ECANCELED);
+    CHECK_ERR(cio_cfuture_result(c, CIO_NO_TIMEOUT), -ECANCELED);
     CHECK_EQ(cio_cfuture_cancel(c), 0);
     /* The running one goes on. */
     CHECK_EQ(cio_cfuture_done(a), 0);
@@ -423,7 +423,7 @@ TEST(executor_shutdown_cancel_futures)
     CHECK(d == NULL);
 
     atomic_store(&g.release, 1);
-    CHECK_EQ(cio_cfuture_result(a, -1), 3);
+    CHECK_EQ(cio_cfuture_result(a, CIO_NO_TIMEOUT), 3);
     CHECK_EQ(cio_cfuture_cancelled(a), 0);
     CHECK_ERR(cio_executor_shutdown(ex, 1, 1), 0); /* again: waits */
     WAIT_UNTIL(thread_count() == base);
@@ -538,7 +538,7 @@ TEST(executor_lazy_workers_idle_retire)
     WAIT_UNTIL(atomic_load(&g.started) == 1);
     CHECK_EQ(thread_count(), base + 1);
     atomic_store(&g.release, 1);
-    CHECK_EQ(cio_cfuture_result(cf, -1), 9);
+    CHECK_EQ(cio_cfuture_result(cf, CIO_NO_TIMEOUT), 9);
     cio_cfuture_unref(cf);
     WAIT_UNTIL(thread_count() == base); /* retired after 50 ms idle */
 
@@ -554,14 +554,14 @@ TEST(executor_lazy_workers_idle_retire)
     CHECK_EQ(atomic_load(&g4.started), 4);
     atomic_store(&g4.release, 1);
     for (int i = 0; i < 5; i++) {
-        CHECK_EQ(cio_cfuture_result(cfs[i], -1), 1);
+        CHECK_EQ(cio_cfuture_result(cfs[i], CIO_NO_TIMEOUT), 1);
         cio_cfuture_unref(cfs[i]);
     }
     WAIT_UNTIL(thread_count() == base);
 
     /* A pool whose workers all retired starts new ones. */
     CHECK_ERR(cio_executor_submit(ex, return_arg, IARG(8), &cf), 0);
-    CHECK_EQ(cio_cfuture_result(cf, -1), 8);
+    CHECK_EQ(cio_cfuture_result(cf, CIO_NO_TIMEOUT), 8);
     cio_cfuture_unref(cf);
     cio_executor_free(ex);
     THREADS_BACK_TO(base);
@@ -671,7 +671,7 @@ static int set_default_main(void *arg)
     pthread_t direct, via_loop;
     cio_cfuture *cf;
     CHECK_ERR(cio_executor_submit(ex, record_thread, &direct, &cf), 0);
-    CHECK_EQ(cio_cfuture_result(cf, -1), 0);
+    CHECK_EQ(cio_cfuture_result(cf, CIO_NO_TIMEOUT), 0);
     cio_cfuture_unref(cf);
     CHECK_EQ(cio_to_thread(record_thread, &via_loop), 0);
     CHECK(pthread_equal(direct, via_loop));
@@ -970,7 +970,7 @@ TEST(executor_thread_create_eagain)
     CHECK(cf == NULL);
     THREADS_BACK_TO(base);
     CHECK_ERR(cio_executor_submit(ex, return_arg, IARG(1), &cf), 0);
-    CHECK_EQ(cio_cfuture_result(cf, -1), 1);
+    CHECK_EQ(cio_cfuture_result(cf, CIO_NO_TIMEOUT), 1);
     cio_cfuture_unref(cf);
 
     cio_executor_free(ex);
@@ -987,8 +987,8 @@ TEST(executor_thread_create_eagain)
     CHECK(cio__fault_fired());
     cio__fault_disarm();
     atomic_store(&g.release, 1);
-    CHECK_EQ(cio_cfuture_result(a, -1), 2);
-    CHECK_EQ(cio_cfuture_result(b, -1), 3);
+    CHECK_EQ(cio_cfuture_result(a, CIO_NO_TIMEOUT), 2);
+    CHECK_EQ(cio_cfuture_result(b, CIO_NO_TIMEOUT), 3);
     cio_cfuture_unref(a);
     cio_cfuture_unref(b);
     cio_executor_free(ex);
@@ -1083,7 +1083,7 @@ TEST_T(executor_burst_after_idle_starts_workers, 30)
         cio_cfuture *cf[4];
         /* One worker, now idle. */
         CHECK_ERR(cio_executor_submit(ex, return_arg, NULL, &cf[0]), 0);
-        CHECK_EQ(cio_cfuture_result(cf[0], -1), 0);
+        CHECK_EQ(cio_cfuture_result(cf[0], CIO_NO_TIMEOUT), 0);
         cio_cfuture_unref(cf[0]);
         nap(0.01);
         atomic_store(&RV.arrived, 0);
@@ -1091,7 +1091,7 @@ TEST_T(executor_burst_after_idle_starts_workers, 30)
         for (int i = 0; i < 4; i++)
             CHECK_ERR(cio_executor_submit(ex, rendezvous, NULL, &cf[i]), 0);
         for (int i = 0; i < 4; i++) {
-            int r = cio_cfuture_result(cf[i], -1);
+            int r = cio_cfuture_result(cf[i], CIO_NO_TIMEOUT);
             CHECK(r == 0 || r == -ETIMEDOUT);
             failed += r != 0;
             cio_cfuture_unref(cf[i]);
@@ -1113,7 +1113,7 @@ TEST_T(executor_retire_and_restart_churn, 60)
     for (long i = 0; i < n; i++) {
         cio_cfuture *cf;
         CHECK_ERR(cio_executor_submit(ex, return_arg, IARG(i & 0xff), &cf), 0);
-        CHECK_EQ(cio_cfuture_result(cf, -1), i & 0xff);
+        CHECK_EQ(cio_cfuture_result(cf, CIO_NO_TIMEOUT), i & 0xff);
         cio_cfuture_unref(cf);
     }
     cio_executor_free(ex);

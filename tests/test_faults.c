@@ -42,7 +42,7 @@ static int run_on(cio_loop *loop, scenario_fn fn, void *arg, bool *fired)
     if (!cio_future_done(t))
         cio_task_cancel(t);
     while (!cio_future_done(t))
-        CHECK(cio_loop_run_once(loop, -1) >= 0);
+        CHECK(cio_loop_run_once(loop, CIO_NO_TIMEOUT) >= 0);
     cio_future_unref(t);
     return r;
 }
@@ -188,7 +188,7 @@ TEST(faults_executor_no_thread_can_start)
     CHECK(cio__fault_fired());
     cio__fault_disarm();
     CHECK_ERR(cio_executor_submit(ex, add_one, (void *)1, &cf), 0);
-    CHECK_EQ(cio_cfuture_result(cf, -1), 2);
+    CHECK_EQ(cio_cfuture_result(cf, CIO_NO_TIMEOUT), 2);
     cio_cfuture_unref(cf);
     cio_executor_free(ex);
 }
@@ -300,7 +300,7 @@ TEST(faults_poller_fails_for_good)
     CHECK_ERR(cio_loop_run_once(loop, 0.01), -ENOMEM);
     cio__fault_disarm();
     CHECK_EQ(write(pp[1], "x", 1), 1);
-    CHECK_ERR(cio_loop_run_once(loop, -1), 1);
+    CHECK_ERR(cio_loop_run_once(loop, CIO_NO_TIMEOUT), 1);
     CHECK_EQ(atomic_load(&p.ran), 1);
     cio_remove_reader(loop, pp[0]);
     close(pp[0]);

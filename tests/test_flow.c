@@ -68,13 +68,13 @@ TEST(flow_sleepers_wake_in_deadline_order)
 static int main_sleep_args(void *arg)
 {
     (void)arg;
-    CHECK_ERR(cio_sleep(-1), -EINVAL);
+    CHECK_ERR(cio_sleep(-1), 0); /* asyncio's: <= 0 yields */
     CHECK_ERR(cio_sleep(NAN), -EINVAL);
     CHECK_ERR(cio_sleep(0), 0);
     return 0;
 }
 
-TEST(flow_sleep_refuses_bad_durations)
+TEST(flow_sleep_refuses_nan)
 {
     run_ok(main_sleep_args);
 }
@@ -290,7 +290,7 @@ static int main_gather_args(void *arg)
 TEST(flow_gather_bad_arguments_are_einval)
 {
     cio_future *none[1] = {NULL};
-    CHECK_ERR(cio_gather(none, 1, 0, NULL), -EINVAL); /* not in a task */
+    CHECK_ERR(cio_gather(none, 1, 0, NULL), CIO_ENOTASK);
     run_ok(main_gather_args);
 }
 
@@ -329,7 +329,7 @@ static int main_wait_first_completed(void *arg)
 {
     (void)arg;
     open_futures(3);
-    wait_call w = {F, 3, CIO_FIRST_COMPLETED, -1, 1, {0}, {0}, 9, 9, 0};
+    wait_call w = {F, 3, CIO_FIRST_COMPLETED, CIO_NO_TIMEOUT, 1, {0}, {0}, 9, 9, 0};
     cio_task *t = spawn(waiter, &w);
     yield_n(3);
     CHECK_EQ(cio_future_done(t), 0);
@@ -355,7 +355,7 @@ static int main_wait_first_exception(void *arg)
 {
     (void)arg;
     open_futures(4);
-    wait_call w = {F, 4, CIO_FIRST_EXCEPTION, -1, 1, {0}, {0}, 9, 9, 0};
+    wait_call w = {F, 4, CIO_FIRST_EXCEPTION, CIO_NO_TIMEOUT, 1, {0}, {0}, 9, 9, 0};
     cio_task *t = spawn(waiter, &w);
     yield_n(2);
     CHECK_ERR(cio_future_set_result(F[0], NULL), 0);
@@ -387,7 +387,7 @@ static int main_wait_first_exception_none(void *arg)
 {
     (void)arg;
     open_futures(2);
-    wait_call w = {F, 2, CIO_FIRST_EXCEPTION, -1, 1, {0}, {0}, 9, 9, 0};
+    wait_call w = {F, 2, CIO_FIRST_EXCEPTION, CIO_NO_TIMEOUT, 1, {0}, {0}, 9, 9, 0};
     cio_task *t = spawn(waiter, &w);
     yield_n(2);
     CHECK_ERR(cio_future_set_result(F[1], NULL), 0);
@@ -412,7 +412,7 @@ static int main_wait_all(void *arg)
 {
     (void)arg;
     open_futures(3);
-    wait_call w = {F, 3, CIO_ALL_COMPLETED, -1, 1, {0}, {0}, 9, 9, 0};
+    wait_call w = {F, 3, CIO_ALL_COMPLETED, CIO_NO_TIMEOUT, 1, {0}, {0}, 9, 9, 0};
     cio_task *t = spawn(waiter, &w);
     yield_n(2);
     CHECK_ERR(cio_future_set_result(F[2], NULL), 0);
@@ -495,7 +495,7 @@ static int main_wait_in_time(void *arg)
     CHECK_EQ(w.npending, 0);
     /* Done already with FIRST_COMPLETED: at once. */
     size_t nd = 9, np = 9;
-    CHECK_ERR(cio_wait(F, 2, CIO_FIRST_COMPLETED, -1, NULL, &nd, NULL, &np),
+    CHECK_ERR(cio_wait(F, 2, CIO_FIRST_COMPLETED, CIO_NO_TIMEOUT, NULL, &nd, NULL, &np),
               0);
     CHECK_EQ(nd, 2);
     CHECK_EQ(np, 0);
@@ -513,7 +513,7 @@ static int main_wait_cancelled(void *arg)
 {
     (void)arg;
     open_futures(2);
-    wait_call w = {F, 2, CIO_ALL_COMPLETED, -1, 1, {0}, {0}, 9, 9, 0};
+    wait_call w = {F, 2, CIO_ALL_COMPLETED, CIO_NO_TIMEOUT, 1, {0}, {0}, 9, 9, 0};
     cio_task *t = spawn(waiter, &w);
     yield_n(2);
     CHECK_EQ(cio_task_cancel(t), 1);
@@ -536,11 +536,11 @@ static int main_wait_args(void *arg)
     (void)arg;
     open_futures(1);
     size_t nd, np;
-    CHECK_ERR(cio_wait(F, 0, CIO_ALL_COMPLETED, -1, NULL, &nd, NULL, &np),
+    CHECK_ERR(cio_wait(F, 0, CIO_ALL_COMPLETED, CIO_NO_TIMEOUT, NULL, &nd, NULL, &np),
               -EINVAL);
     CHECK_ERR(cio_wait(F, 1, CIO_ALL_COMPLETED, NAN, NULL, &nd, NULL, &np),
               -EINVAL);
-    CHECK_ERR(cio_wait(F, 1, (cio_wait_mode)7, -1, NULL, &nd, NULL, &np),
+    CHECK_ERR(cio_wait(F, 1, (cio_wait_mode)7, CIO_NO_TIMEOUT, NULL, &nd, NULL, &np),
               -EINVAL);
     unref_all(F, 1);
     return 0;
@@ -550,8 +550,9 @@ TEST(flow_wait_bad_arguments_are_einval)
 {
     cio_future *none[1] = {NULL};
     size_t nd, np;
-    CHECK_ERR(cio_wait(none, 1, CIO_ALL_COMPLETED, -1, NULL, &nd, NULL, &np),
-              -EINVAL);
+    CHECK_ERR(cio_wait(none, 1, CIO_ALL_COMPLETED, CIO_NO_TIMEOUT, NULL, &nd,
+                       NULL, &np),
+              CIO_ENOTASK);
     run_ok(main_wait_args);
 }
 
@@ -566,10 +567,10 @@ static int main_wait_for_ok(void *arg)
     void *v = NULL;
     CHECK_ERR(cio_wait_for(t, 10, &v), 4);
     CHECK(v == &VALUES[4]);
-    /* a negative timeout waits as long as it takes */
+    /* CIO_NO_TIMEOUT waits as long as it takes */
     job k = {"k", 0.01, 3, 0};
     cio_task *u = spawn(run_job, &k);
-    CHECK_ERR(cio_wait_for(u, -1, NULL), 3);
+    CHECK_ERR(cio_wait_for(u, CIO_NO_TIMEOUT, NULL), 3);
     /* the inner error passes through */
     job e = {"e", 0, -EPIPE, 1};
     cio_task *w = spawn(run_job, &e);
@@ -707,7 +708,7 @@ static int main_as_completed(void *arg)
     cio_task *t[3] = {spawn(run_job, &j0), spawn(run_job, &j1),
                       spawn(run_job, &j2)};
     cio_as_completed *it;
-    CHECK_ERR(cio_as_completed_new(t, 3, -1, &it), 0);
+    CHECK_ERR(cio_as_completed_new(t, 3, CIO_NO_TIMEOUT, &it), 0);
     cio_future *f;
     int r;
     while ((r = cio_as_completed_next(it, &f)) == 1) {
@@ -761,7 +762,7 @@ static int main_as_completed_nothing(void *arg)
 {
     (void)arg;
     cio_as_completed *it;
-    CHECK_ERR(cio_as_completed_new(NULL, 0, -1, &it), 0);
+    CHECK_ERR(cio_as_completed_new(NULL, 0, CIO_NO_TIMEOUT, &it), 0);
     cio_future *f = (cio_future *)&f;
     CHECK_ERR(cio_as_completed_next(it, &f), 0);
     CHECK(f == NULL);
@@ -789,7 +790,7 @@ static int main_as_completed_cancelled(void *arg)
     (void)arg;
     open_futures(1);
     cio_as_completed *it;
-    CHECK_ERR(cio_as_completed_new(F, 1, -1, &it), 0);
+    CHECK_ERR(cio_as_completed_new(F, 1, CIO_NO_TIMEOUT, &it), 0);
     cio_task *t = spawn(consume_as_completed, it);
     yield_n(1);
     CHECK_EQ(cio_task_cancel(t), 1);
@@ -1051,4 +1052,207 @@ TEST_T(flow_failing_system_calls_give_clean_errors, 120)
 {
     CHECK(test_fault_loop(CIO__FAULT_SYS, ENOMEM, flow_fault_scenario, NULL) >
           5);
+}
+
+/* ------------------------------------------------------------- durations
+ * One rule everywhere (cio.h, "durations"), asyncio's: a delay or timeout
+ * <= 0 is already due or expired, CIO_NO_TIMEOUT never expires, NaN is
+ * -EINVAL. Before it, a negative timeout meant "none": a computed
+ * `deadline - now` that went negative waited forever. */
+
+static int main_sleep_negative(void *arg)
+{
+    (void)arg;
+    cio_task *t[2] = {spawn(interleave, "a"), spawn(interleave, "b")};
+    for (int i = 0; i < 3; i++) {
+        test_log_add(&L, "m%d", i);
+        CHECK_ERR(cio_sleep(-1), 0); /* yields once, as sleep(0) */
+    }
+    CHECK_ERR(cio_gather(t, 2, 0, NULL), 0);
+    unref_all(t, 2);
+    return 0;
+}
+
+TEST(flow_sleep_negative_yields_once)
+{
+    run_ok(main_sleep_negative);
+    CHECK_LOG(&L, "m0 a0 b0 m1 a1 b1 m2 a2 b2");
+}
+
+static int main_wait_for_expired(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
+    /* Not done: cancelled before it ever ran, at once. */
+    job j = {"j", 100, 7, 0};
+    cio_task *t = spawn(run_job, &j);
+    CHECK_ERR(cio_wait_for(t, -0.001, NULL), -ETIMEDOUT);
+    CHECK(cio_future_cancelled(t));
+    CHECK(now() == 0);
+    /* Done already: its outcome, even with timeout 0 (asyncio's
+     * `if fut.done(): return fut.result()`). */
+    job k = {"k", 0, 3, 0};
+    cio_task *u = spawn(run_job, &k);
+    CHECK_ERR(cio_sleep(0), 0);
+    void *v = NULL;
+    CHECK(cio_future_done(u));
+    CHECK_ERR(cio_wait_for(u, 0, &v), 3);
+    CHECK(v == &VALUES[3]);
+    cio_future *f;
+    CHECK_ERR(cio_future_new(NULL, &f), 0);
+    CHECK_ERR(cio_future_set_error(f, -EPIPE), 0);
+    CHECK_ERR(cio_wait_for(f, -INFINITY, NULL), -EPIPE);
+    /* A plain future pending: cancelled, and that is the timeout. */
+    cio_future *g;
+    CHECK_ERR(cio_future_new(NULL, &g), 0);
+    CHECK_ERR(cio_wait_for(g, 0, NULL), -ETIMEDOUT);
+    CHECK(cio_future_cancelled(g));
+    cio_future_unref(t);
+    cio_future_unref(u);
+    cio_future_unref(f);
+    cio_future_unref(g);
+    return 0;
+}
+
+TEST(flow_wait_for_negative_timeout_expires_at_once)
+{
+    run_ok(main_wait_for_expired);
+    CHECK_LOG(&L, "k");
+}
+
+/* A task that catches the cancellation and returns a value instead: with
+ * an expired timeout, wait_for hands that value over, as asyncio. */
+static int shrugs_off_cancel(void *arg)
+{
+    (void)arg;
+    int r = cio_sleep(100);
+    cio_task_uncancel(cio_current_task());
+    return r == -ECANCELED ? 9 : r;
+}
+
+static int main_wait_for_expired_result(void *arg)
+{
+    (void)arg;
+    cio_task *t = spawn(shrugs_off_cancel, NULL);
+    CHECK_ERR(cio_sleep(0), 0); /* it runs up to its sleep */
+    CHECK_ERR(cio_wait_for(t, -5, NULL), 9);
+    cio_future_unref(t);
+    return 0;
+}
+
+TEST(flow_wait_for_expired_returns_what_the_cancelled_task_returned)
+{
+    run_ok(main_wait_for_expired_result);
+}
+
+static int main_wait_negative(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
+    job a = {"a", 0, 1, 0}, b = {"b", 100, 2, 0};
+    cio_task *t[2] = {spawn(run_job, &a), spawn(run_job, &b)};
+    CHECK_ERR(cio_sleep(0), 0); /* a is done, b sleeps */
+    cio_future *done[2], *pending[2];
+    size_t nd = 9, np = 9;
+    CHECK_ERR(cio_wait(t, 2, CIO_ALL_COMPLETED, -1, done, &nd, pending, &np),
+              0);
+    CHECK_EQ(nd, 1);
+    CHECK_EQ(np, 1);
+    CHECK(done[0] == t[0] && pending[0] == t[1]);
+    CHECK(now() == 0);
+    /* as_completed: what is done, then the timeout. */
+    cio_as_completed *it;
+    cio_future *f;
+    CHECK_ERR(cio_as_completed_new(t, 2, -0.5, &it), 0);
+    CHECK_EQ(cio_as_completed_next(it, &f), 1);
+    CHECK(f == t[0]);
+    CHECK_ERR(cio_as_completed_next(it, &f), -ETIMEDOUT);
+    cio_as_completed_free(it);
+    CHECK(now() == 0);
+    /* CIO_NO_TIMEOUT waits as long as it takes. */
+    CHECK_ERR(cio_wait(t, 2, CIO_ALL_COMPLETED, CIO_NO_TIMEOUT, NULL, &nd,
+                       NULL, &np),
+              0);
+    CHECK_EQ(nd, 2);
+    CHECK(now() >= 100);
+    unref_all(t, 2);
+    return 0;
+}
+
+TEST(flow_wait_and_as_completed_negative_timeouts_expire_at_once)
+{
+    run_ok(main_wait_negative);
+}
+
+static int main_timeout_negative(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
+    cio_timeout_scope s;
+    CHECK_ERR(cio_timeout(&s, -1), 0);
+    CHECK(cio_timeout_when(&s) == -1);
+    CHECK_ERR(cio_sleep(100), -ETIMEDOUT);
+    CHECK(now() == 0);
+    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
+    /* Expired at once means soon, as asyncio's call_soon(on_timeout):
+     * before the sleep(0) that follows gets its turn, so that yield
+     * already sees it. */
+    CHECK_ERR(cio_timeout(&s, 0), 0);
+    CHECK_ERR(cio_sleep(0), -ETIMEDOUT);
+    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
+    /* Moved into the past: the same. */
+    CHECK_ERR(cio_timeout(&s, 10), 0);
+    CHECK_ERR(cio_timeout_reschedule(&s, now() - 3), 0);
+    CHECK_ERR(cio_sleep(0), -ETIMEDOUT);
+    CHECK_ERR(cio_timeout_end(&s), -ETIMEDOUT);
+    /* But nothing waits in a scope that did not get to fire. */
+    CHECK_ERR(cio_timeout(&s, -INFINITY), 0);
+    CHECK_EQ(cio_timeout_expired(&s), 0);
+    CHECK_ERR(cio_timeout_end(&s), 0);
+    /* CIO_NO_TIMEOUT: none. */
+    CHECK_ERR(cio_timeout(&s, CIO_NO_TIMEOUT), 0);
+    CHECK_ERR(cio_sleep(1000), 0);
+    CHECK_ERR(cio_timeout_end(&s), 0);
+    return 0;
+}
+
+TEST(flow_timeout_negative_delay_expires_soon)
+{
+    run_ok(main_timeout_negative);
+}
+
+static int main_nan_everywhere(void *arg)
+{
+    (void)arg;
+    cio_future *f;
+    CHECK_ERR(cio_future_new(NULL, &f), 0);
+    size_t nd, np;
+    cio_as_completed *it;
+    cio_timeout_scope s;
+    CHECK_ERR(cio_sleep(NAN), -EINVAL);
+    CHECK_ERR(cio_wait_for(f, NAN, NULL), -EINVAL);
+    CHECK_ERR(cio_wait(&f, 1, CIO_ALL_COMPLETED, NAN, NULL, &nd, NULL, &np),
+              -EINVAL);
+    CHECK_ERR(cio_as_completed_new(&f, 1, NAN, &it), -EINVAL);
+    CHECK_ERR(cio_timeout(&s, NAN), -EINVAL);
+    CHECK_ERR(cio_timeout_at(&s, NAN), -EINVAL);
+    CHECK_ERR(cio_timeout(&s, 10), 0);
+    CHECK_ERR(cio_timeout_reschedule(&s, NAN), -EINVAL);
+    CHECK(cio_timeout_when(&s) == now() + 10);
+    CHECK_ERR(cio_timeout_end(&s), 0);
+    cio_connection_options o = {.happy_eyeballs_delay = NAN};
+    cio_transport *t;
+    CHECK_ERR(cio_create_connection("127.0.0.1", "9", &(cio_protocol){0},
+                                    NULL, &o, &t),
+              -EINVAL);
+    CHECK_ERR(cio_call_later(loop_now(), NAN, say, "x", NULL), -EINVAL);
+    CHECK_ERR(cio_call_at(loop_now(), NAN, say, "x", NULL), -EINVAL);
+    CHECK(!cio_future_done(f));
+    cio_future_unref(f);
+    return 0;
+}
+
+TEST(flow_nan_durations_are_einval)
+{
+    run_ok(main_nan_everywhere);
 }

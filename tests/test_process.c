@@ -592,9 +592,9 @@ TEST(process_create_errors)
     run_strict(t_create_errors, NULL);
     /* Outside a task. */
     cio_process *p = (cio_process *)&p;
-    CHECK_ERR(cio_create_subprocess_exec(ARGV("true"), NULL, &p), -EINVAL);
+    CHECK_ERR(cio_create_subprocess_exec(ARGV("true"), NULL, &p), CIO_ENOTASK);
     CHECK(p == NULL);
-    CHECK_ERR(cio_create_subprocess_shell("true", NULL, &p), -EINVAL);
+    CHECK_ERR(cio_create_subprocess_shell("true", NULL, &p), CIO_ENOTASK);
     CHECK_EQ(count_children(NULL), 0);
     cio_process_free(NULL);
     CHECK_EQ(cio_process_pid(NULL), -1);

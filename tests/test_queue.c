@@ -104,9 +104,9 @@ TEST(queue_fifo_nowait_calls_and_predicates)
     CHECK_ERR(cio_queue_put_nowait(NULL, &v), -EINVAL);
     CHECK_ERR(cio_queue_get_nowait(NULL, &v), -EINVAL);
     /* Waiting calls need a task. */
-    CHECK_ERR(cio_queue_put(q, &v), -EINVAL);
-    CHECK_ERR(cio_queue_get(q, &v), -EINVAL);
-    CHECK_ERR(cio_queue_join(q), -EINVAL);
+    CHECK_ERR(cio_queue_put(q, &v), CIO_ENOTASK);
+    CHECK_ERR(cio_queue_get(q, &v), CIO_ENOTASK);
+    CHECK_ERR(cio_queue_join(q), CIO_ENOTASK);
     CHECK_EQ(cio_queue_qsize(NULL), 0);
     CHECK_EQ(cio_queue_empty(NULL), 0);
     cio_queue_free(q);

@@ -79,7 +79,7 @@ static int main_timeout_at(void *arg)
     double when = now() + 5;
     CHECK_ERR(cio_timeout_at(&s, when), 0);
     CHECK(cio_timeout_when(&s) == when);
-    CHECK_ERR(cio_timeout(&none, -1), 0); /* no deadline */
+    CHECK_ERR(cio_timeout(&none, CIO_NO_TIMEOUT), 0); /* no deadline */
     CHECK(isinf(cio_timeout_when(&none)));
     CHECK_ERR(cio_timeout_at(&none2, INFINITY), 0);
     CHECK(isinf(cio_timeout_when(&none2)));
@@ -150,7 +150,7 @@ static int main_timeout_reschedule(void *arg)
     CHECK_ERR(cio_loop_set_virtual_clock(loop_now(), 0), 0);
     cio_timeout_scope s;
     /* From no deadline to one. */
-    CHECK_ERR(cio_timeout(&s, -1), 0);
+    CHECK_ERR(cio_timeout(&s, CIO_NO_TIMEOUT), 0);
     double when = now() + 0.02;
     CHECK_ERR(cio_timeout_reschedule(&s, when), 0);
     CHECK(cio_timeout_when(&s) == when);
@@ -165,7 +165,7 @@ static int main_timeout_reschedule(void *arg)
     CHECK_ERR(cio_timeout_end(&s), 0);
     /* Removed. */
     CHECK_ERR(cio_timeout(&s, 0.01), 0);
-    CHECK_ERR(cio_timeout_reschedule(&s, -1), 0);
+    CHECK_ERR(cio_timeout_reschedule(&s, CIO_NO_TIMEOUT), 0);
     CHECK(isinf(cio_timeout_when(&s)));
     CHECK_ERR(cio_sleep(0.03), 0);
     CHECK_EQ(cio_timeout_expired(&s), 0);
@@ -289,8 +289,8 @@ static int main_timeout_order(void *arg)
 TEST(flow_timeout_scopes_end_innermost_first)
 {
     cio_timeout_scope s;
-    CHECK_ERR(cio_timeout(&s, 1), -EINVAL); /* not in a task */
-    CHECK_ERR(cio_timeout_at(&s, 1), -EINVAL);
+    CHECK_ERR(cio_timeout(&s, 1), CIO_ENOTASK);
+    CHECK_ERR(cio_timeout_at(&s, 1), CIO_ENOTASK);
     run_ok(main_timeout_order);
 }
 
@@ -657,7 +657,7 @@ static int main_group_args(void *arg)
 TEST(flow_task_group_bad_arguments)
 {
     cio_task_group *g = (cio_task_group *)&g;
-    CHECK_ERR(cio_task_group_new(&g), -EINVAL); /* not in a task */
+    CHECK_ERR(cio_task_group_new(&g), CIO_ENOTASK);
     CHECK(g == NULL);
     run_ok(main_group_args);
 }

@@ -149,14 +149,14 @@ static int sock_outside_task_main(void *arg)
     return 0;
 }
 
-TEST(net_sock_calls_outside_a_task_are_einval)
+TEST(net_sock_calls_outside_a_task_are_enotask)
 {
     char b;
-    CHECK_ERR(cio_sock_recv(0, &b, 1), -EINVAL);
-    CHECK_ERR(cio_sock_sendall(0, &b, 1), -EINVAL);
-    CHECK_ERR(cio_sock_accept(0, NULL, NULL), -EINVAL);
+    CHECK_ERR(cio_sock_recv(0, &b, 1), CIO_ENOTASK);
+    CHECK_ERR(cio_sock_sendall(0, &b, 1), CIO_ENOTASK);
+    CHECK_ERR(cio_sock_accept(0, NULL, NULL), CIO_ENOTASK);
     struct addrinfo *res = (struct addrinfo *)1;
-    CHECK_ERR(cio_getaddrinfo("127.0.0.1", "80", NULL, &res), -EINVAL);
+    CHECK_ERR(cio_getaddrinfo("127.0.0.1", "80", NULL, &res), CIO_ENOTASK);
     CHECK(res == NULL);
     run_main(sock_outside_task_main, NULL);
 }

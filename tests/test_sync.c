@@ -93,7 +93,7 @@ TEST(lock_acquire_release_locked_and_bad_release)
 {
     CHECK_ERR(cio_run(lock_basics_main, NULL), 0);
     cio_lock lock = CIO_LOCK_INIT;
-    CHECK_ERR(cio_lock_acquire(&lock), -EINVAL); /* not in a task */
+    CHECK_ERR(cio_lock_acquire(&lock), CIO_ENOTASK);
     CHECK_ERR(cio_lock_release(&lock), -EINVAL);
 }
 
@@ -455,7 +455,7 @@ TEST(event_set_wakes_every_waiter_in_order_even_if_cleared_before_they_run)
 {
     CHECK_ERR(cio_run(event_main, NULL), 0);
     cio_event ev = CIO_EVENT_INIT;
-    CHECK_ERR(cio_event_wait(&ev), -EINVAL); /* not in a task */
+    CHECK_ERR(cio_event_wait(&ev), CIO_ENOTASK);
 }
 
 static int event_cancel_main(void *arg)

@@ -142,10 +142,10 @@ static int set_value_outside_check(void *arg)
     return 0;
 }
 
-TEST(task_calls_outside_a_task_are_einval)
+TEST(task_calls_outside_a_task_are_enotask)
 {
-    CHECK_ERR(cio_task_set_value(&X), -EINVAL);
-    CHECK_ERR(cio_sleep(0), -EINVAL);
+    CHECK_ERR(cio_task_set_value(&X), CIO_ENOTASK);
+    CHECK_ERR(cio_sleep(0), CIO_ENOTASK);
     CHECK_ERR(cio_create_task(set_value_outside_check, NULL, NULL), -EINVAL);
     cio_task *t = (cio_task *)&t;
     CHECK_ERR(cio_create_task(set_value_outside_check, NULL, &t), -EINVAL);
@@ -158,7 +158,7 @@ TEST(task_calls_outside_a_task_are_einval)
     cio_future *f = NULL;
     CHECK_ERR(cio_future_new(loop, &f), 0);
     void *v = &v;
-    CHECK_ERR(cio_await(f, &v), -EINVAL);
+    CHECK_ERR(cio_await(f, &v), CIO_ENOTASK);
     CHECK(v == NULL);
     CHECK_ERR(cio_task_new(loop, NULL, NULL, NULL, NULL), -EINVAL);
     /* A plain future is not a task. */
@@ -1039,7 +1039,7 @@ static int wait_on_awaited_task(void *arg)
     (void)arg;
     RAN++;
     size_t nd, np;
-    return cio_wait(&AWAITED_TASK, 1, CIO_ALL_COMPLETED, -1, NULL, &nd, NULL,
+    return cio_wait(&AWAITED_TASK, 1, CIO_ALL_COMPLETED, CIO_NO_TIMEOUT, NULL, &nd, NULL,
                     &np);
 }
 

@@ -124,7 +124,7 @@ TEST_T(executor_run_coroutine_threadsafe, 30)
     /* An error. */
     coro_probe e = {.loop = loop, .thread = lt.th, .value = -EIO, .go = 1};
     CHECK_ERR(cio_run_coroutine_threadsafe(loop, coro_value, &e, &cf), 0);
-    CHECK_ERR(cio_cfuture_result(cf, -1), -EIO);
+    CHECK_ERR(cio_cfuture_result(cf, CIO_NO_TIMEOUT), -EIO);
     CHECK_EQ(cio_cfuture_cancelled(cf), 0);
     cio_cfuture_unref(cf);
 
@@ -135,7 +135,7 @@ TEST_T(executor_run_coroutine_threadsafe, 30)
     CHECK_EQ(cio_cfuture_cancel(cf), 1);
     CHECK_EQ(cio_cfuture_cancelled(cf), 1);
     CHECK_ERR(cio_cfuture_result(cf, 0), -ECANCELED);
-    CHECK_ERR(cio_cfuture_result(cf, -1), -ECANCELED);
+    CHECK_ERR(cio_cfuture_result(cf, CIO_NO_TIMEOUT), -ECANCELED);
     WAIT_UNTIL(atomic_load(&c.sleep_ret) != 1);
     CHECK_ERR(atomic_load(&c.sleep_ret), -ECANCELED);
     CHECK_EQ(cio_cfuture_cancel(cf), 0);
@@ -189,7 +189,7 @@ TEST(executor_run_coroutine_threadsafe_not_started)
     CHECK_ERR(cio_run_coroutine_threadsafe(loop, coro_mark, &ran, &cf2), 0);
     CHECK_ERR(cio_loop_close(loop), 0);
     CHECK_EQ(cio_cfuture_cancelled(cf2), 1);
-    CHECK_ERR(cio_cfuture_result(cf2, -1), -ECANCELED);
+    CHECK_ERR(cio_cfuture_result(cf2, CIO_NO_TIMEOUT), -ECANCELED);
     CHECK_EQ(atomic_load(&ran), 1);
 
     /* A closed loop refuses. */
@@ -227,7 +227,7 @@ TEST(executor_run_coroutine_threadsafe_loop_closes)
     CHECK_EQ(cio_cfuture_done(cf), 0);
     CHECK_ERR(cio_loop_close(loop), 0);
     CHECK_EQ(reports, 1); /* "Task was destroyed but it is pending!" */
-    CHECK_ERR(cio_cfuture_result(cf, -1), -ECANCELED);
+    CHECK_ERR(cio_cfuture_result(cf, CIO_NO_TIMEOUT), -ECANCELED);
     CHECK_EQ(cio_cfuture_cancelled(cf), 1);
     CHECK_EQ(cio_cfuture_cancel(cf), 0);
     cio_cfuture_unref(cf);

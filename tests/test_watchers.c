@@ -26,7 +26,7 @@ TEST(reader_is_level_triggered)
     readable_pipe(p);
     CHECK_ERR(cio_add_reader(loop, p[0], count_cb, &n), 0);
     for (int i = 1; i <= 3; i++) {
-        CHECK_EQ(cio_loop_run_once(loop, -1), 1);
+        CHECK_EQ(cio_loop_run_once(loop, CIO_NO_TIMEOUT), 1);
         CHECK_EQ(n, i); /* still readable: it fires again */
     }
     char c;
@@ -80,7 +80,7 @@ TEST(adding_a_reader_again_replaces_its_callback)
     readable_pipe(p);
     CHECK_ERR(cio_add_reader(loop, p[0], say, "first"), 0);
     CHECK_ERR(cio_add_reader(loop, p[0], say, "second"), 0);
-    CHECK_EQ(cio_loop_run_once(loop, -1), 1);
+    CHECK_EQ(cio_loop_run_once(loop, CIO_NO_TIMEOUT), 1);
     CHECK_LOG(&L, "second");
     CHECK_EQ(cio_remove_reader(loop, p[0]), 1);
     CHECK_EQ(cio_remove_reader(loop, p[0]), 0);
@@ -96,11 +96,11 @@ TEST(reader_and_writer_on_one_fd_are_independent)
     CHECK_EQ(write(s[1], "x", 1), 1);
     CHECK_ERR(cio_add_reader(loop, s[0], count_cb, &r), 0);
     CHECK_ERR(cio_add_writer(loop, s[0], count_cb, &w), 0);
-    CHECK_EQ(cio_loop_run_once(loop, -1), 2);
+    CHECK_EQ(cio_loop_run_once(loop, CIO_NO_TIMEOUT), 2);
     CHECK_EQ(r, 1);
     CHECK_EQ(w, 1);
     CHECK_EQ(cio_remove_writer(loop, s[0]), 1);
-    CHECK_EQ(cio_loop_run_once(loop, -1), 1);
+    CHECK_EQ(cio_loop_run_once(loop, CIO_NO_TIMEOUT), 1);
     CHECK_EQ(r, 2);
     CHECK_EQ(w, 1);
     CHECK_EQ(cio_remove_writer(loop, s[0]), 0);
@@ -125,7 +125,7 @@ TEST(reader_removing_itself_runs_once)
     readable_pipe(p);
     self_fd = p[0];
     CHECK_ERR(cio_add_reader(loop, p[0], remove_self, NULL), 0);
-    CHECK_EQ(cio_loop_run_once(loop, -1), 1);
+    CHECK_EQ(cio_loop_run_once(loop, CIO_NO_TIMEOUT), 1);
     CHECK_EQ(cio_loop_run_once(loop, 0.01), 0);
     CHECK_EQ(self_runs, 1);
     cio_loop_free(loop);
@@ -153,7 +153,7 @@ TEST(reader_removed_by_an_earlier_callback_does_not_run)
     cross_fd[1] = b[0];
     CHECK_ERR(cio_add_reader(loop, a[0], remove_other, (void *)1), 0);
     CHECK_ERR(cio_add_reader(loop, b[0], remove_other, (void *)0), 0);
-    CHECK_EQ(cio_loop_run_once(loop, -1), 1);
+    CHECK_EQ(cio_loop_run_once(loop, CIO_NO_TIMEOUT), 1);
     CHECK_EQ(cross_runs, 1);
     CHECK_EQ(cio_remove_reader(loop, a[0]) + cio_remove_reader(loop, b[0]), 1);
     cio_loop_free(loop);
