@@ -1178,3 +1178,68 @@ TEST_T(stress_100k_timers_fire_in_deadline_order, 60)
     CHECK_EQ(loop->heap_len, 0);
     cio_loop_free(loop);
 }
+
+/* ------------------------------------------------------ the program's codes */
+
+static int fails_with_user_code(void *arg) { return CIO_EUSER(*(int *)arg); }
+
+/* A task failing with the program's own code, never retrieved, reported
+ * by the default handler. */
+static void unretrieved_user_error(void *arg)
+{
+    cio_loop *loop = loop_open();
+    cio_task *t;
+    CHECK_ERR(cio_task_new(loop, fails_with_user_code, arg, NULL, &t), 0);
+    cio_future_unref(t); /* the loop's reference is the last */
+    CHECK_EQ(cio_loop_run_once(loop, 0), 1);
+    cio_loop_free(loop);
+}
+
+static const char *name_user_codes(int n)
+{
+    return n == 42 ? "configuration missing" : NULL;
+}
+
+static void report_unknown_code(void *arg)
+{
+    cio_error_context c = {"odd", -29999, NULL, NULL, arg};
+    CHECK_ERR(cio_loop_call_exception_handler(LOOP, &c), 0);
+}
+
+TEST(user_error_codes_are_named)
+{
+    CHECK_EQ(CIO_EUSER(0), CIO_EUSER_BASE);
+    CHECK_EQ(CIO_EUSER_NUM(CIO_EUSER(7)), 7);
+    CHECK_EQ(CIO_EUSER_NUM(CIO_EUSER(CIO_EUSER_COUNT - 1)),
+             CIO_EUSER_COUNT - 1);
+    CHECK_EQ(CIO_EUSER_NUM(CIO_EUSER(CIO_EUSER_COUNT)), -1);
+    CHECK_EQ(CIO_EUSER_NUM(-EIO), -1);
+    CHECK_EQ(CIO_EUSER_NUM(CIO_ENOTASK), -1);
+    CHECK_STR(cio_strerror(CIO_EUSER(7)), "user error 7");
+    CHECK_STR(cio_strerror(CIO_EUSER(CIO_EUSER_COUNT)), "unknown error");
+    CHECK_STR(cio_strerror(CIO_ENOTASK), "not inside a task");
+    cio_set_user_strerror(name_user_codes);
+    CHECK_STR(cio_strerror(CIO_EUSER(42)), "configuration missing");
+    CHECK_STR(cio_strerror(CIO_EUSER(41)), "user error 41");
+    cio_set_user_strerror(NULL);
+    CHECK_STR(cio_strerror(CIO_EUSER(42)), "user error 42");
+}
+
+TEST(unretrieved_user_errors_are_reported_by_name)
+{
+    char out[512];
+    int n = 7;
+    capture_stderr(unretrieved_user_error, &n, out, sizeof out);
+    CHECK_STR(out, "cio: Task exception was never retrieved (task Task-1): "
+                   "user error 7\n");
+    cio_set_user_strerror(name_user_codes);
+    n = 42;
+    capture_stderr(unretrieved_user_error, &n, out, sizeof out);
+    CHECK_STR(out, "cio: Task exception was never retrieved (task Task-1): "
+                   "configuration missing\n");
+    /* A code nobody names still says which it is. */
+    cio_loop *loop = loop_open();
+    capture_stderr(report_unknown_code, NULL, out, sizeof out);
+    CHECK_STR(out, "cio: odd: unknown error -29999\n");
+    cio_loop_free(loop);
+}
