@@ -519,11 +519,25 @@ CIO_API int cio_await(cio_future *fut, void **value);
 
 /** asyncio.run: a new loop, fn(arg) as its main task until it finishes,
  * then cancels and finishes the tasks left, closes and frees the loop.
+ * The main task is the loop's first, named "Task-1" as asyncio's is in a
+ * fresh program, with a 256 KiB stack (cio_run_with chooses both).
  * In the main thread, with SIGINT at its default, the first Ctrl-C cancels
  * the main task (which may clean up) and a second one interrupts for real,
  * as Python 3.11's. Returns fn's status (-ECANCELED after a Ctrl-C), or
  * -EBUSY if this thread already runs a loop. */
 CIO_API int cio_run(cio_task_fn fn, void *arg);
+
+/** cio_run's choices; all zero is cio_run's own. */
+typedef struct cio_run_options {
+    cio_loop_options loop; /* as cio_loop_new's (asyncio.run's debug=) */
+    cio_task_options main; /* the main task's name and stack_size */
+} cio_run_options;
+
+/** cio_run with options (opts may be NULL: cio_run). Returns as cio_run,
+ * -EINVAL (NULL fn, a bad loop option), -ENOMEM (no stack of that size),
+ * or as cio_loop_new / cio_task_new. */
+CIO_API int cio_run_with(cio_task_fn fn, void *arg,
+                         const cio_run_options *opts);
 
 /** Runs loop until fut is done. Returns fut's status or error, -EAGAIN if
  * the loop was stopped before fut was done, -EINVAL (NULL, or fut of

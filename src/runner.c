@@ -127,21 +127,24 @@ static int run_main(cio_loop *loop, cio_task *main_task)
     return err;
 }
 
-int cio_run(cio_task_fn fn, void *arg)
+/* The main task is the loop's first: unnamed, it is "Task-1", as the task
+ * asyncio.run creates for its coroutine in a fresh program. */
+int cio_run_with(cio_task_fn fn, void *arg, const cio_run_options *opts)
 {
     if (cio__running_loop)
         return -EBUSY;
     if (!fn)
         return -EINVAL;
     cio_loop *loop;
-    int err = cio_loop_new(&loop, NULL);
+    int err = cio_loop_new(&loop, opts ? &opts->loop : NULL);
     if (err)
         return err;
     cio_task *main_task;
-    err = cio_task_new(loop, fn, arg, &(cio_task_options){.name = "main"},
-                       &main_task);
+    err = cio_task_new(loop, fn, arg, opts ? &opts->main : NULL, &main_task);
     if (err == 0)
         err = run_main(loop, main_task);
     cio_loop_free(loop);
     return err;
 }
+
+int cio_run(cio_task_fn fn, void *arg) { return cio_run_with(fn, arg, NULL); }

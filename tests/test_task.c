@@ -1121,3 +1121,40 @@ TEST_T(task_cio_run_under_failing_system_calls_gives_clean_errors, 60)
     CHECK(test_fault_loop(CIO__FAULT_SYS, ENOMEM, run_fault_scenario, NULL) >
           3);
 }
+
+/* ------------------------------------------------------ cio_run's main task */
+
+static int main_reports_itself(void *arg)
+{
+    cio__task *t = (cio__task *)cio_current_task();
+    test_log_add(&L, "%s", cio_task_get_name(&t->fut));
+    *(size_t *)arg = t->fiber.stack_size;
+    return 0;
+}
+
+/* asyncio.run's main task is an unnamed task, "Task-1" in a fresh program;
+ * cio_run's is the loop's first task, named the same way. */
+TEST(run_main_task_is_task_1)
+{
+    size_t stack = 0;
+    CHECK_ERR(cio_run(main_reports_itself, &stack), 0);
+    CHECK_LOG(&L, "Task-1");
+    CHECK_EQ(stack, 256 * 1024);
+}
+
+TEST(run_with_chooses_the_main_task_name_and_stack)
+{
+    size_t stack = 0;
+    cio_run_options o = {.main = {.name = "boss", .stack_size = 4 << 20}};
+    CHECK_ERR(cio_run_with(main_reports_itself, &stack, &o), 0);
+    CHECK_LOG(&L, "boss");
+    CHECK(stack >= (size_t)4 << 20);
+    /* NULL options: cio_run's. */
+    CHECK_ERR(cio_run_with(main_reports_itself, &stack, NULL), 0);
+    CHECK_LOG(&L, "boss Task-1");
+    CHECK_EQ(stack, 256 * 1024);
+    cio_run_options bad = {.loop = {.backend = "kqueue"}};
+    CHECK_ERR(cio_run_with(main_reports_itself, &stack, &bad), -EINVAL);
+    CHECK_ERR(cio_run_with(NULL, NULL, &o), -EINVAL);
+    CHECK_LOG(&L, "boss Task-1");
+}
