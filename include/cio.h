@@ -291,6 +291,14 @@ CIO_API int cio_call_soon_threadsafe(cio_loop *loop, cio_callback cb,
  * run, 0 if it already ran or was cancelled. */
 CIO_API int cio_handle_cancel(cio_handle handle);
 
+/** asyncio's Handle.cancelled(): returns 1 if cio_handle_cancel cancelled
+ * this scheduling, 0 while it is pending, once it ran (asyncio's cancel()
+ * after the run marks it; cio's is then a no-op), or for a zeroed handle.
+ * The handle's slot remembers its last cancellation only: once the slot
+ * has served a later scheduling that was cancelled too, an older handle
+ * reads 0. */
+CIO_API int cio_handle_cancelled(cio_handle handle);
+
 /** Watches fd (level-triggered): cb(arg) runs each iteration the fd is
  * readable / writable. One callback per fd and direction; adding again
  * replaces it. Returns 0, -EBADF (fd not open), -EINVAL, -ESHUTDOWN,

@@ -120,6 +120,7 @@ typedef struct cio__handle {
     void *arg;
     cio_loop *loop;
     uint64_t id;         /* this scheduling's id; 0 while free */
+    uint64_t cancelled_id; /* pool: the last scheduling cancelled here */
     double when;         /* timers: the deadline */
     uint64_t seq;        /* timers: scheduling order, the tie-break */
     size_t heap_index;   /* timers: position in loop->heap */

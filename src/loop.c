@@ -56,9 +56,11 @@ static cio__handle *handle_get(cio_loop *loop)
             return NULL;
         s->next = loop->slabs;
         loop->slabs = s;
-        for (int i = 1; i < SLAB_HANDLES; i++) {
+        for (int i = 0; i < SLAB_HANDLES; i++) {
             s->h[i].id = 0;
-            cio__list_push_back(&loop->free_handles, &s->h[i].link);
+            s->h[i].cancelled_id = 0;
+            if (i > 0)
+                cio__list_push_back(&loop->free_handles, &s->h[i].link);
         }
         n = &s->h[0].link;
     }
@@ -268,8 +270,15 @@ int cio_handle_cancel(cio_handle handle)
         h->state == CIO__H_IDLE)
         return 0;
     cio__handle_unschedule(h);
+    h->cancelled_id = h->id; /* kept while the slot serves others */
     handle_put(h->loop, h);
     return 1;
+}
+
+int cio_handle_cancelled(cio_handle handle)
+{
+    const cio__handle *h = handle.slot;
+    return h && handle.id != 0 && h->cancelled_id == handle.id;
 }
 
 int cio_call_soon_threadsafe(cio_loop *loop, cio_callback cb, void *arg)

@@ -1243,3 +1243,33 @@ TEST(unretrieved_user_errors_are_reported_by_name)
     CHECK_STR(out, "cio: odd: unknown error -29999\n");
     cio_loop_free(loop);
 }
+
+/* asyncio's Handle.cancelled(). */
+TEST(handle_cancelled_tells_a_cancelled_scheduling)
+{
+    cio_loop *loop = loop_open();
+    cio_handle a, b, c;
+    CHECK_ERR(cio_call_soon(loop, say, "a", &a), 0);
+    CHECK_ERR(cio_call_later(loop, 0, say, "b", &b), 0);
+    CHECK_ERR(cio_call_later(loop, 100, say, "c", &c), 0);
+    CHECK_EQ(cio_handle_cancelled(a), 0); /* pending */
+    CHECK_EQ(cio_handle_cancel(a), 1);
+    CHECK_EQ(cio_handle_cancel(c), 1);
+    CHECK_EQ(cio_handle_cancelled(a), 1);
+    CHECK_EQ(cio_handle_cancelled(c), 1);
+    CHECK_EQ(cio_handle_cancelled(b), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 1);
+    CHECK_LOG(&L, "b");
+    CHECK_EQ(cio_handle_cancelled(b), 0); /* it ran */
+    CHECK_EQ(cio_handle_cancel(b), 0);
+    CHECK_EQ(cio_handle_cancelled(b), 0);
+    /* Still so while their slots serve new schedulings. */
+    cio_handle more[8];
+    for (int i = 0; i < 8; i++)
+        CHECK_ERR(cio_call_soon(loop, say, "m", &more[i]), 0);
+    CHECK_EQ(cio_handle_cancelled(a), 1);
+    CHECK_EQ(cio_handle_cancelled(c), 1);
+    CHECK_EQ(cio_handle_cancelled(more[0]), 0);
+    CHECK_EQ(cio_handle_cancelled((cio_handle){0}), 0);
+    cio_loop_free(loop);
+}
