@@ -880,7 +880,8 @@ CIO_API int cio_run_coroutine_threadsafe(cio_loop *loop, cio_task_fn fn,
  * a task's stack): that is where they are wanted, and it makes them free
  * of allocation, so nothing can fail and nothing needs freeing. The types
  * are opaque blobs. Lock, event and condition start from their _INIT
- * initialiser (all zero) or _init; semaphore and barrier from _init. There
+ * initialiser (all zero) or _init; semaphore from CIO_SEMAPHORE_INIT(n)
+ * or _init; barrier from _init. There
  * is no _fini: the memory must stay valid while a task waits on it, and is
  * plain memory again once none does. (Debug mode catches one in a task's
  * frame that returns with waiters: they get -ESHUTDOWN; see
@@ -1002,10 +1003,18 @@ CIO_API int cio_condition_notify(cio_condition *cond, int n);
  * locked (asyncio's RuntimeError). */
 CIO_API int cio_condition_notify_all(cio_condition *cond);
 
-/** A semaphore: a counter of units; acquire takes one, release gives one. */
+/** A semaphore: a counter of units; acquire takes one, release gives one.
+ * A zeroed one has 0 units (asyncio's Semaphore(0)); asyncio's default of
+ * 1 is CIO_SEMAPHORE_INIT(1). */
 typedef struct cio_semaphore {
     void *priv[4]; /**< opaque */
 } cio_semaphore;
+/** Static initialisers, as cio_semaphore_init(sem, n) and
+ * cio_bounded_semaphore_init(sem, n) (n an integer constant, 0 ..
+ * INT_MAX): `static cio_semaphore slots = CIO_SEMAPHORE_INIT(4);` */
+#define CIO_SEMAPHORE_INIT(n) {{0, 0, (void *)(intptr_t)(n), 0}}
+#define CIO_BOUNDED_SEMAPHORE_INIT(n)                                          \
+    {{0, 0, (void *)(intptr_t)(n), (void *)((intptr_t)(n) + 1)}}
 
 /** Initialises a semaphore with `value` units (>= 0). Returns 0, -EINVAL. */
 CIO_API int cio_semaphore_init(cio_semaphore *sem, int value);

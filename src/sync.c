@@ -371,16 +371,21 @@ int cio_condition_notify_all(cio_condition *cond)
 
 /* -------------------------------------------------------------- semaphore */
 
+/* CIO_SEMAPHORE_INIT and CIO_BOUNDED_SEMAPHORE_INIT write this layout
+ * into the blob's pointer slots: the waiters in priv[0..1] (empty: zero),
+ * value in priv[2], bound in priv[3]; the asserts keep the two agreeing. */
 typedef struct __attribute__((may_alias)) sem_impl {
     cio__waitq waiters; /* non-empty only while value is 0 */
-    int value;          /* units free and promised to nobody */
-    int bound;          /* bounded: the initial value */
-    bool bounded;
+    intptr_t value;     /* units free and promised to nobody, <= INT_MAX */
+    intptr_t bound;     /* bounded: the initial value + 1; 0: unbounded */
 } sem_impl;
 _Static_assert(sizeof(sem_impl) <= sizeof(cio_semaphore),
                "cio_semaphore too small");
 _Static_assert(_Alignof(sem_impl) <= _Alignof(cio_semaphore),
                "cio_semaphore align");
+_Static_assert(offsetof(sem_impl, value) == 2 * sizeof(void *) &&
+                   offsetof(sem_impl, bound) == 3 * sizeof(void *),
+               "CIO_SEMAPHORE_INIT's layout");
 
 static sem_impl *S(const cio_semaphore *sem)
 {
@@ -393,8 +398,7 @@ static int sem_init(cio_semaphore *sem, int value, bool bounded)
         return -EINVAL;
     memset(sem, 0, sizeof *sem);
     S(sem)->value = value;
-    S(sem)->bound = value;
-    S(sem)->bounded = bounded;
+    S(sem)->bound = bounded ? (intptr_t)value + 1 : 0;
     return 0;
 }
 
@@ -448,7 +452,7 @@ int cio_semaphore_release(cio_semaphore *sem)
     if (!sem)
         return -EINVAL;
     sem_impl *s = S(sem);
-    if (s->bounded && s->value >= s->bound)
+    if (s->bound && s->value >= s->bound - 1)
         return -EINVAL;
     if (s->value == INT_MAX)
         return -EOVERFLOW;

@@ -1248,3 +1248,39 @@ TEST(primitives_survive_a_loop_closed_with_tasks_waiting_on_them)
     CHECK_EQ(cio_barrier_n_waiting(&o.bar), 0);
     CHECK_ERR(cio_run(orphan_reuse_main, &o), 0);
 }
+
+/* ------------------------------------------------- static semaphores */
+
+static cio_semaphore STATIC_SEM = CIO_SEMAPHORE_INIT(2);
+static cio_semaphore STATIC_BOUNDED = CIO_BOUNDED_SEMAPHORE_INIT(1);
+static cio_semaphore STATIC_ZERO; /* zeroed: 0 units, Semaphore(0) */
+
+static int static_sem_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(cio_semaphore_locked(&STATIC_SEM), 0);
+    CHECK_ERR(cio_semaphore_acquire(&STATIC_SEM), 0);
+    CHECK_ERR(cio_semaphore_acquire(&STATIC_SEM), 0);
+    CHECK_EQ(cio_semaphore_locked(&STATIC_SEM), 1);
+    CHECK_ERR(cio_semaphore_release(&STATIC_SEM), 0);
+    CHECK_ERR(cio_semaphore_release(&STATIC_SEM), 0);
+    CHECK_ERR(cio_semaphore_release(&STATIC_SEM), 0); /* unbounded: fine */
+    CHECK_ERR(cio_semaphore_acquire(&STATIC_BOUNDED), 0);
+    CHECK_EQ(cio_semaphore_locked(&STATIC_BOUNDED), 1);
+    CHECK_ERR(cio_semaphore_release(&STATIC_BOUNDED), 0);
+    CHECK_ERR(cio_semaphore_release(&STATIC_BOUNDED), -EINVAL); /* bound */
+    CHECK_EQ(cio_semaphore_locked(&STATIC_ZERO), 1);
+    /* Each as its _init makes it. */
+    cio_semaphore a = CIO_SEMAPHORE_INIT(3), b;
+    CHECK_ERR(cio_semaphore_init(&b, 3), 0);
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+    cio_semaphore c = CIO_BOUNDED_SEMAPHORE_INIT(5), d;
+    CHECK_ERR(cio_bounded_semaphore_init(&d, 5), 0);
+    CHECK(memcmp(&c, &d, sizeof c) == 0);
+    return 0;
+}
+
+TEST(semaphore_static_initialisers)
+{
+    CHECK_ERR(cio_run(static_sem_main, NULL), 0);
+}
