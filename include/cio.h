@@ -1717,16 +1717,29 @@ typedef struct cio_stdio {
     int fd; /**< CIO_STDIO_FD */
 } cio_stdio;
 
+/** cio_process_options.process_group: a new group, led by the child
+ * (asyncio's process_group=0; 0 here is the zeroed default: ours). */
+#define CIO_PROCESS_GROUP_NEW (-1)
+
 typedef struct cio_process_options {
     cio_stdio in, out, err;
     const char *cwd;    /**< NULL: the parent's */
     char *const *env;   /**< NULL: the parent's environment */
     size_t limit;       /**< the pipe streams' buffer limit; 0: 64 KiB */
+    /** asyncio's start_new_session: 1, the child calls setsid() (a new
+     * session and group it leads, no controlling terminal, so a Ctrl-C at
+     * the terminal does not reach it). */
+    int start_new_session;
+    /** asyncio's process_group: 0 ours (the default), CIO_PROCESS_GROUP_NEW
+     * a new one the child leads, > 0 join that group (setpgid). Not with
+     * start_new_session (-EINVAL). */
+    pid_t process_group;
 } cio_process_options;
 
 /** From a task: starts argv[0] (searched in PATH) with argv (NULL-ended).
  * *p is the caller's until cio_process_free. Returns 0, -ENOENT (no such
- * program), -EACCES, -EINVAL, -ENOMEM, -EMFILE. */
+ * program), -EACCES, -EINVAL (also a bad start_new_session /
+ * process_group pair), -ENOMEM, -EMFILE, -EPERM (no such group to join). */
 CIO_API int cio_create_subprocess_exec(const char *const *argv,
                                        const cio_process_options *opts,
                                        cio_process **p);
@@ -1764,8 +1777,20 @@ CIO_API int cio_process_send_signal(cio_process *p, int sig);
 CIO_API int cio_process_terminate(cio_process *p);
 CIO_API int cio_process_kill(cio_process *p);
 /** @} */
-/** Frees the object and its streams; a child still running is reaped in
- * the background when it exits. NULL is a no-op. */
+/** Sends sig to the child's whole process group (killpg), grandchildren
+ * included - what a `sh -c` job leaves behind - for a child started with
+ * start_new_session or process_group (os.killpg(p.pid, sig) in Python).
+ * Works after the child exited too, while anything of its group lives
+ * (Linux never reuses a pid that still names a group; once the group is
+ * empty, its id may in time name another one). Returns 0, -EINVAL (NULL,
+ * not a signal, the child is in cio's own group), -ESRCH (nothing of the
+ * group is left), -EPERM. */
+CIO_API int cio_process_killpg(cio_process *p, int sig);
+/** Frees the object and its streams (closing the pipes, so the child sees
+ * EOF on its stdin and EPIPE on writes). A child still running is neither
+ * killed nor signalled: it runs on and is reaped in the background when
+ * it exits (asyncio's transport would kill it on close: here, kill it, or
+ * its group, first if that is wanted). NULL is a no-op. */
 CIO_API void cio_process_free(cio_process *p);
 
 /** The low-level form (asyncio's loop.subprocess_exec): a subprocess

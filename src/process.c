@@ -33,6 +33,7 @@ struct cio_process {
     cio__bridge exit_news;   /* thread watcher: lands the exit on the loop */
     bool exited;
     int returncode;          /* >= 0 exit status, < 0 -signal */
+    pid_t pgid;              /* its own process group, or 0: ours */
     cio_future *exit_fut;    /* done when it exited */
     cio_stream *in, *out, *err;
     cio__list link;          /* in loop->processes while watched */
@@ -246,6 +247,34 @@ static int plan_stdio(spawn_plan *sp, int i, const cio_stdio *io)
     return -EINVAL;
 }
 
+/* asyncio's start_new_session (setsid in the child) and process_group
+ * (setpgid): a session is already a group the child leads, so asking for
+ * both is -EINVAL, as is a group below CIO_PROCESS_GROUP_NEW. */
+static int plan_group(spawn_plan *sp, const cio_process_options *o,
+                      short *flags)
+{
+    if (o->process_group < CIO_PROCESS_GROUP_NEW ||
+        (o->start_new_session && o->process_group))
+        return -EINVAL;
+    if (o->start_new_session) {
+        *flags |= POSIX_SPAWN_SETSID;
+    } else if (o->process_group) {
+        pid_t g = o->process_group == CIO_PROCESS_GROUP_NEW ? 0
+                                                            : o->process_group;
+        posix_spawnattr_setpgroup(&sp->attr, g);
+        *flags |= POSIX_SPAWN_SETPGROUP;
+    }
+    return 0;
+}
+
+/* The group the child is in, if not ours. */
+static pid_t group_of(pid_t pid, const cio_process_options *o)
+{
+    if (o->start_new_session || o->process_group == CIO_PROCESS_GROUP_NEW)
+        return pid;
+    return o->process_group > 0 ? o->process_group : 0;
+}
+
 static int plan(spawn_plan *sp, const cio_process_options *o)
 {
     memset(sp->pipes, 0xff, sizeof sp->pipes);
@@ -271,9 +300,10 @@ static int plan(spawn_plan *sp, const cio_process_options *o)
     memset(&all, 0xff, sizeof all);
     posix_spawnattr_setsigmask(&sp->attr, &none);
     posix_spawnattr_setsigdefault(&sp->attr, &all);
-    posix_spawnattr_setflags(&sp->attr,
-                             POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    return 0;
+    short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    int err = plan_group(sp, o, &flags);
+    posix_spawnattr_setflags(&sp->attr, flags);
+    return err;
 }
 
 /* Takes the parent's end of the child's fd i (0: stdin, which we write). */
@@ -430,6 +460,7 @@ static int spawn(const char *file, char *const argv[],
         cio__free(p);
         return err;
     }
+    p->pgid = group_of(p->pid, opts);
     err = take_over(p, &sp, opts, adopt, adopt_arg);
     plan_free(&sp);
     if (err) {
@@ -621,6 +652,14 @@ int cio_process_send_signal(cio_process *p, int sig)
                  ? syscall(SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0)
                  : kill(p->pid, sig);
     return r < 0 ? -errno : 0;
+}
+
+int cio_process_killpg(cio_process *p, int sig)
+{
+    if (!p || sig < 0 || sig >= NSIG || p->pgid <= 0)
+        return -EINVAL;
+    /* Also once the child is gone: what it left behind is the point. */
+    return killpg(p->pgid, sig) < 0 ? -errno : 0;
 }
 
 int cio_process_terminate(cio_process *p)

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1193,4 +1194,138 @@ TEST_T(process_thread_fault_emfile, 60)
 {
     cio__process_force_thread_watcher = true;
     fault_emfile_body();
+}
+
+/* ------------------------------------------- sessions and process groups
+ * asyncio's start_new_session and process_group, and killing the group:
+ * a `sh -c` job's grandchildren are in the child's group, so killing the
+ * group reaches them where killing the child does not. A grandchild is
+ * not ours to wait for: its death is watched through a pidfd (readable
+ * once it exits, whoever reaps it), with a deadline. */
+
+static void pidfd_ready(void *arg) { cio_event_set(arg); }
+
+static int open_pidfd(pid_t pid)
+{
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    CHECK(fd >= 0);
+    return fd;
+}
+
+/* Waits (bounded) until the process behind pidfd has died. */
+static void wait_gone(int pidfd)
+{
+    cio_event ev = CIO_EVENT_INIT;
+    CHECK_ERR(cio_add_reader(loop_now(), pidfd, pidfd_ready, &ev), 0);
+    cio_timeout_scope s;
+    CHECK_ERR(cio_timeout(&s, 30 * tscale()), 0);
+    int r = cio_event_wait(&ev);
+    CHECK_EQ(cio_remove_reader(loop_now(), pidfd), 1);
+    CHECK_ERR(cio_timeout_end(&s), 0);
+    CHECK_ERR(r, 0);
+    close(pidfd);
+}
+
+/* Reads the pid the child printed on its own line. */
+static pid_t read_pid(cio_process *p)
+{
+    const char *line;
+    ssize_t n = cio_stream_readline(cio_process_stdout(p), &line);
+    CHECK(n > 1);
+    return (pid_t)atoi(line);
+}
+
+static int t_killpg(void *arg)
+{
+    cio_process_options o = *(const cio_process_options *)arg;
+    o.out.kind = CIO_STDIO_PIPE;
+    cio_process *p = ex(ARGV("sh", "-c",
+                             "sleep 100 & echo $!; sleep 100 & echo $!; wait"),
+                        &o);
+    pid_t pid = cio_process_pid(p), g[2] = {read_pid(p), read_pid(p)};
+    int fds[2] = {open_pidfd(g[0]), open_pidfd(g[1])};
+    CHECK_EQ(getpgid(pid), pid); /* it leads a group of its own */
+    CHECK_EQ(getsid(pid) == pid, o.start_new_session);
+    for (int i = 0; i < 2; i++)
+        CHECK_EQ(getpgid(g[i]), pid); /* and the grandchildren are in it */
+    CHECK_ERR(cio_process_killpg(p, SIGKILL), 0);
+    CHECK_EQ(wait_code(p), -SIGKILL);
+    wait_gone(fds[0]);
+    wait_gone(fds[1]);
+    cio_process_free(p);
+    return 0;
+}
+
+TEST(process_group_new_killpg_kills_the_grandchildren)
+{
+    cio_process_options o = {.process_group = CIO_PROCESS_GROUP_NEW};
+    run_strict(t_killpg, &o);
+}
+
+TEST(process_new_session_killpg_kills_the_grandchildren)
+{
+    cio_process_options o = {.start_new_session = 1};
+    run_strict(t_killpg, &o);
+}
+
+/* The Ctrl-C case: the shell is gone already, its background job is not;
+ * the group still reaches it. */
+static int t_killpg_after_exit(void *arg)
+{
+    (void)arg;
+    cio_process_options o = {.out = {CIO_STDIO_PIPE},
+                             .process_group = CIO_PROCESS_GROUP_NEW};
+    cio_process *p = ex(ARGV("sh", "-c", "sleep 100 & echo $!"), &o);
+    pid_t g = read_pid(p);
+    int fd = open_pidfd(g);
+    CHECK_EQ(wait_code(p), 0);
+    CHECK_EQ(kill(g, 0), 0); /* left running */
+    CHECK_EQ(cio_process_send_signal(p, SIGTERM), -ESRCH);
+    CHECK_ERR(cio_process_killpg(p, SIGTERM), 0);
+    wait_gone(fd);
+    cio_process_free(p);
+    return 0;
+}
+
+TEST(process_killpg_after_the_child_exited)
+{
+    run_strict(t_killpg_after_exit, NULL);
+}
+
+static int t_group_errors(void *arg)
+{
+    (void)arg;
+    cio_process *p = ex(ARGV("true"), NULL);
+    /* In our group: killpg would signal this process too. */
+    CHECK_ERR(cio_process_killpg(p, SIGTERM), -EINVAL);
+    CHECK_EQ(getpgid(cio_process_pid(p)), getpgrp());
+    CHECK_EQ(wait_code(p), 0);
+    cio_process_free(p);
+    CHECK_ERR(cio_process_killpg(NULL, SIGTERM), -EINVAL);
+    cio_process_options both = {.start_new_session = 1,
+                                .process_group = CIO_PROCESS_GROUP_NEW};
+    cio_process_options bad = {.process_group = -2};
+    CHECK_ERR(cio_create_subprocess_exec(ARGV("true"), &both, &p), -EINVAL);
+    CHECK_ERR(cio_create_subprocess_exec(ARGV("true"), &bad, &p), -EINVAL);
+    /* Joining a group that exists: the child's own, made by another. */
+    cio_process_options lead = {.out = {CIO_STDIO_PIPE},
+                                .process_group = CIO_PROCESS_GROUP_NEW};
+    cio_process *leader = ex(ARGV("sh", "-c", "echo ready; exec sleep 100"),
+                             &lead);
+    const char *line;
+    CHECK(cio_stream_readline(cio_process_stdout(leader), &line) > 0);
+    cio_process_options join = {.process_group = cio_process_pid(leader)};
+    cio_process *member = ex(ARGV("sleep", "100"), &join);
+    CHECK_EQ(getpgid(cio_process_pid(member)), cio_process_pid(leader));
+    CHECK_ERR(cio_process_killpg(member, SIGKILL), 0); /* both */
+    CHECK_EQ(wait_code(member), -SIGKILL);
+    CHECK_EQ(wait_code(leader), -SIGKILL);
+    cio_process_free(member);
+    cio_process_free(leader);
+    return 0;
+}
+
+TEST(process_group_options_and_errors)
+{
+    run_strict(t_group_errors, NULL);
 }
