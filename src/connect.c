@@ -260,7 +260,7 @@ int cio_create_connection(const char *host, const char *port,
     if (out)
         *out = NULL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     if (!proto || !port || (opts && isnan(opts->happy_eyeballs_delay)))
         return -EINVAL;
     struct addrinfo hints = {.ai_family = opts ? opts->family : 0,
@@ -288,7 +288,7 @@ int cio__create_unix_connection(const char *path, const cio_protocol *proto,
         *out = NULL;
     struct sockaddr_un sun;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     if (!proto || cio__unix_address(path, &sun))
         return -EINVAL;
     /* Non-blocking (sys.c): a connect that must wait does so in the loop. */
@@ -368,7 +368,7 @@ int cio_create_datagram_endpoint(const char *local_host,
     if (out)
         *out = NULL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     if (!proto || (!local_port && !remote_port))
         return -EINVAL;
     struct addrinfo *local = NULL, *remote = NULL;

@@ -658,7 +658,7 @@ int cio_to_thread(cio_work_fn fn, void *arg)
 {
     cio__task *t = cio__current;
     if (!t)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     if (!fn)
         return -EINVAL;
     cio_future *f;

@@ -111,7 +111,7 @@ static int open_scope(cio_timeout_scope *scope, double when, const void *fp)
 {
     cio__task *t = cio__current;
     if (!t)
-        return CIO_ENOTASK;
+        return cio__no_task("cio_timeout_at");
     if (!scope || isnan(when))
         return -EINVAL;
     cio__scope *s = (cio__scope *)scope;
@@ -144,7 +144,7 @@ int cio_timeout_at(cio_timeout_scope *scope, double when)
 int cio_timeout(cio_timeout_scope *scope, double delay)
 {
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     if (!scope || isnan(delay))
         return -EINVAL;
     /* Any delay <= 0 is a deadline already passed; INFINITY stays none. */
@@ -391,7 +391,7 @@ int cio_gather(cio_future *const *futs, size_t n, int return_exceptions,
 {
     cio__task *t = cio__current;
     if (!t)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     if (n == 0) /* asyncio.gather() of nothing: done at once */
         return 0;
     multi m;
@@ -426,7 +426,7 @@ int cio_wait(cio_future *const *futs, size_t n, cio_wait_mode mode,
 {
     cio__task *t = cio__current;
     if (!t)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     if (mode > CIO_FIRST_EXCEPTION || isnan(timeout))
         return -EINVAL;
     multi m;
@@ -479,7 +479,7 @@ int cio_wait_for(cio_future *fut, double timeout, void **value)
     if (value)
         *value = NULL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     if (!fut || isnan(timeout))
         return -EINVAL;
     if (timeout == CIO_NO_TIMEOUT)
@@ -520,7 +520,7 @@ int cio_as_completed_new(cio_future *const *futs, size_t n, double timeout,
         return -EINVAL;
     *out = NULL;
     if (!t)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     if (isnan(timeout))
         return -EINVAL;
     cio_as_completed *it = cio__malloc(sizeof *it);
@@ -546,7 +546,7 @@ int cio_as_completed_next(cio_as_completed *it, cio_future **fut)
     if (!it || !fut)
         return -EINVAL;
     if (!t)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     *fut = NULL;
     if (it->returned == it->m.n)
         return 0;
@@ -639,7 +639,7 @@ int cio_task_group_new(cio_task_group **out)
         return -EINVAL;
     *out = NULL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     cio_task_group *g = cio__calloc(1, sizeof *g);
     if (!g)
         return -ENOMEM;

@@ -507,6 +507,9 @@ static inline void cio__cleanup_pop(cio__task *t, cio__cleanup *c)
 }
 
 CIO_HIDDEN extern _Thread_local cio__task *cio__current;
+/* Returns CIO_ENOTASK for `call` (a public function's name) made outside a
+ * task; a debug loop running in this thread reports it. */
+CIO_HIDDEN int cio__no_task(const char *call);
 /* -ECANCELED if t has cancellation requests, else -ETIMEDOUT if one of its
  * scopes expired, else 0: what every suspension point returns first. */
 CIO_HIDDEN int cio__interrupted(const cio__task *t);

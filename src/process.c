@@ -438,7 +438,7 @@ static int spawn(const char *file, char *const argv[],
         return -EINVAL;
     *out = NULL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task("cio_create_subprocess_*");
     if (!file || !argv)
         return -EINVAL;
     if (!opts)
@@ -513,7 +513,7 @@ int cio_process_wait(cio_process *p, int *code)
     if (!p)
         return -EINVAL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     if (!p->exited) {
         /* Shielded: cancelling this wait leaves the child watched. */
         cio_future *mine;
@@ -602,7 +602,7 @@ int cio_process_communicate(cio_process *p, const void *input, size_t n,
     if (!p)
         return -EINVAL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     if ((n && (!input || !p->in)))
         return -EINVAL;
     comm c = {p, input, n, {NULL, NULL}, {0, 0}};
@@ -792,7 +792,7 @@ static int sub_spawn(const char *file, char *const argv[],
     if (!proto)
         return -EINVAL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task("cio_subprocess_*");
     cio_subprocess_transport *st = cio__calloc(1, sizeof *st);
     if (!st)
         return -ENOMEM;

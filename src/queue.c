@@ -390,14 +390,16 @@ void cio_queue_free(cio_queue *q)
 /* ------------------------------------------------------------ the calls */
 
 /* Checks for a call that may wait: a task, and its cancellation. */
-static int wait_entry(const cio_queue *q, cio__task *t)
+static int wait_entry_(const cio_queue *q, cio__task *t, const char *call)
 {
     if (!q)
         return -EINVAL;
     if (!t)
-        return CIO_ENOTASK;
+        return cio__no_task(call);
     return cio__interrupted_now(t);
 }
+/* `call`: the public function, for debug mode's report. */
+#define wait_entry(q, t) wait_entry_((q), (t), __func__)
 
 int cio_queue_put(cio_queue *q, const void *item)
 {

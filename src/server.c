@@ -316,7 +316,7 @@ int cio_create_server(const char *host, const char *port,
         return -EINVAL;
     *out = NULL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     if (!proto)
         return -EINVAL;
     cio_loop *loop = cio__current->fut.loop;
@@ -369,7 +369,7 @@ int cio_create_unix_server(const char *path, const cio_protocol *proto,
     *out = NULL;
     struct sockaddr_un sun;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     if (!proto || cio__unix_address(path, &sun))
         return -EINVAL;
     struct stat st; /* a stale socket file from an earlier run goes */
@@ -471,7 +471,7 @@ int cio_server_wait_closed(cio_server *s)
     if (!s)
         return -EINVAL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     return await_shielded(s->all_closed);
 }
 
@@ -479,7 +479,7 @@ int cio_server_wait_closed(cio_server *s)
 int cio_server_serve_forever(cio_server *s)
 {
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     int r = cio_server_start_serving(s);
     if (r)
         return r;

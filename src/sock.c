@@ -29,7 +29,7 @@ static int wait_fd(int fd, int dir)
 {
     cio__task *t = cio__current;
     if (!t)
-        return CIO_ENOTASK;
+        return cio__no_task("cio_sock_*");
     int r = cio__interrupted(t);
     if (r)
         return r;
@@ -59,12 +59,14 @@ typedef struct sock_op {
     cio__sendfile *sf;         /* sendfile's state, for its calls */
 } sock_op;
 
-/* Every call's way in: CIO_ENOTASK outside a task, else whatever already
- * interrupts the task (a pending cancellation, an expired scope) or 0. */
-static int sock_enter(void)
+/* Every call's way in: CIO_ENOTASK outside a task (debug mode names
+ * `call`, the public function), else whatever already interrupts the task
+ * (a pending cancellation, an expired scope) or 0. */
+static int sock_enter_(const char *call)
 {
-    return cio__current ? cio__interrupted(cio__current) : CIO_ENOTASK;
+    return cio__current ? cio__interrupted(cio__current) : cio__no_task(call);
 }
+#define sock_enter() sock_enter_(__func__)
 
 /* The socket retry loop: runs call until it does something other than
  * "not now", waiting for the fd in between. Returns call's result, or the
@@ -448,7 +450,7 @@ int cio_getnameinfo(const struct sockaddr *addr, socklen_t len, char *host,
     if (!addr)
         return -EINVAL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     gni_job j = {addr, len, host, serv, hostlen, servlen, flags};
     return cio_to_thread(run_getnameinfo, &j);
 }

@@ -258,17 +258,19 @@ static int wait_data(cio_stream *s)
     return r;
 }
 
-/* Every read call starts here: a task, not interrupted, nothing pinned. */
-static int read_begin(cio_stream *s)
+/* Every read call starts here: a task, not interrupted, nothing pinned.
+ * `call`: the public function, for debug mode's report. */
+static int read_begin_(cio_stream *s, const char *call)
 {
     if (!s)
         return -EINVAL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(call);
     unpin(s);
     s->partial = s->consumed = 0;
     return cio__interrupted(cio__current);
 }
+#define read_begin(s) read_begin_((s), __func__)
 
 /* EOF came before what a read wanted: everything buffered is handed over
  * as the read's partial bytes (asyncio's IncompleteReadError.partial) and
@@ -502,7 +504,7 @@ int cio_stream_drain(cio_stream *s)
     if (!s)
         return -EINVAL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     int r = cio__interrupted(cio__current);
     while (!r && s->paused && !s->lost) {
         drainer d = {.task = cio__current};
@@ -562,7 +564,7 @@ int cio_stream_wait_closed(cio_stream *s)
     if (!s)
         return -EINVAL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     cio_future *mine; /* shielded: cancelling us must not cancel `closed` */
     int r = cio_shield(s->closed, &mine);
     if (r)
@@ -645,7 +647,7 @@ int cio_open_connection(const char *host, const char *port,
         return -EINVAL;
     *out = NULL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     cio_stream *s = stream_new(cio__current->fut.loop, opts ? opts->limit : 0);
     if (!s)
         return -ENOMEM;
@@ -669,7 +671,7 @@ int cio_open_unix_connection(const char *path, const cio_stream_options *opts,
         return -EINVAL;
     *out = NULL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     cio_stream *s = stream_new(cio__current->fut.loop, opts ? opts->limit : 0);
     if (!s)
         return -ENOMEM;
@@ -757,7 +759,7 @@ static int start(cio_client_connected cb, void *arg, const char *host,
     if (!cb)
         return -EINVAL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task("cio_start_server");
     stream_server *ss = cio__malloc(sizeof *ss);
     if (!ss)
         return -ENOMEM;

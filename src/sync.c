@@ -51,15 +51,17 @@ void cio__waitq_forget(void *wait)
 }
 
 /* The checks every call that may wait starts with: a task to park, and
- * level-triggered cancellation (a cancelled task does not even start). */
-static int wait_entry(const void *obj, cio__task *t)
+ * level-triggered cancellation (a cancelled task does not even start).
+ * `call`: the public function's name, for debug mode's report. */
+static int wait_entry_(const void *obj, cio__task *t, const char *call)
 {
     if (!obj)
         return -EINVAL;
     if (!t)
-        return CIO_ENOTASK;
+        return cio__no_task(call);
     return cio__interrupted_now(t);
 }
+#define wait_entry(obj, t) wait_entry_((obj), (t), __func__)
 
 /* ------------------------------------------------------------------- lock */
 
@@ -320,7 +322,7 @@ int cio_condition_wait(cio_condition *cond)
     if (!cond)
         return -EINVAL;
     if (!t)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     cio_lock *lock = cond_lock(cond);
     if (!cio_lock_locked(lock))
         return -EPERM;
@@ -346,7 +348,7 @@ int cio_condition_wait_for(cio_condition *cond, cio_predicate pred, void *arg)
     if (!cond || !pred)
         return -EINVAL;
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     if (!cio_condition_locked(cond))
         return -EPERM;
     int r = cio__interrupted(cio__current);

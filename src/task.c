@@ -414,7 +414,7 @@ int cio_task_uncancel(cio_task *task)
 int cio_task_set_value(void *value)
 {
     if (!cio__current)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     cio__current->result_value = value;
     return 0;
 }
@@ -441,7 +441,7 @@ static int await_check(const cio__task *t, const cio_future *f, void **value)
     if (value)
         *value = NULL;
     if (!t)
-        return CIO_ENOTASK;
+        return cio__no_task("cio_await");
     if (!f || f->loop != t->fut.loop)
         return -EINVAL;
     if (f == &t->fut)
@@ -488,6 +488,24 @@ int cio__await_owned(cio_future *f, void **value)
     return r;
 }
 
+/* ------------------------------------------------- outside a task
+ * What every call that may wait returns when no task runs (from main(),
+ * from a callback): CIO_ENOTASK, not -EINVAL, so that it never looks like
+ * a bad argument; a debug loop running here also says which call. */
+int cio__no_task(const char *call)
+{
+    cio_loop *loop = cio__running_loop;
+    if (loop && loop->debug) {
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "%s() called outside a task: it may wait, and only a "
+                 "task can",
+                 call);
+        cio__report(loop, msg, CIO_ENOTASK, NULL, NULL, NULL);
+    }
+    return CIO_ENOTASK;
+}
+
 /* ------------------------------------------------------------ sleeping */
 
 static void sleep_done(void *arg) { cio__wake(arg, 0); }
@@ -503,7 +521,7 @@ int cio_sleep(double seconds)
 {
     cio__task *t = cio__current;
     if (!t)
-        return CIO_ENOTASK;
+        return cio__no_task(__func__);
     if (isnan(seconds))
         return -EINVAL;
     int r = cio__interrupted(t);

@@ -1158,3 +1158,34 @@ TEST(run_with_chooses_the_main_task_name_and_stack)
     CHECK_ERR(cio_run_with(NULL, NULL, &o), -EINVAL);
     CHECK_LOG(&L, "boss Task-1");
 }
+
+/* Outside a task, in a callback of a debug loop: CIO_ENOTASK, and the
+ * loop says which call it was. */
+static void waits_in_a_callback(void *arg)
+{
+    cio_lock lock = CIO_LOCK_INIT;
+    *(int *)arg = cio_sleep(1);
+    CHECK_ERR(cio_lock_acquire(&lock), CIO_ENOTASK);
+}
+
+TEST(task_call_outside_a_task_is_reported_in_debug_mode)
+{
+    cio_loop *loop = loop_open_with(NULL, 1);
+    static report rep;
+    CHECK_ERR(cio_loop_set_exception_handler(loop, record_report, &rep), 0);
+    int r = 0;
+    CHECK_ERR(cio_call_soon(loop, waits_in_a_callback, &r, NULL), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 1);
+    CHECK_ERR(r, CIO_ENOTASK);
+    CHECK_EQ(rep.count, 2);
+    CHECK(strstr(rep.message, "cio_lock_acquire() called outside a task"));
+    CHECK_ERR(rep.error, CIO_ENOTASK);
+    cio_loop_free(loop);
+    /* Not in debug mode: the code alone. */
+    loop = loop_open_with(NULL, -1);
+    CHECK_ERR(cio_loop_set_exception_handler(loop, record_report, &rep), 0);
+    CHECK_ERR(cio_call_soon(loop, waits_in_a_callback, &r, NULL), 0);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 1);
+    CHECK_EQ(rep.count, 2);
+    cio_loop_free(loop);
+}
