@@ -20,7 +20,7 @@
 
 enum { DOWNLOADS = 20, AT_ONCE = 3 };
 
-static cio_semaphore limit;
+static cio_semaphore limit = CIO_SEMAPHORE_INIT(AT_ONCE);
 static int in_flight, most_in_flight;
 
 static int download(void *arg)
@@ -46,7 +46,6 @@ static int fetch_all(void *arg)
     cio_call calls[DOWNLOADS];
     for (int i = 0; i < DOWNLOADS; i++)
         calls[i] = (cio_call){download, (void *)(intptr_t)(i + 1)};
-    cio_semaphore_init(&limit, AT_ONCE);
     printf("%d downloads, at most %d at a time\n", DOWNLOADS, AT_ONCE);
     double start = cio_loop_time(cio_get_running_loop());
     int err = cio_gather_calls(calls, DOWNLOADS, 0, NULL);
