@@ -10,6 +10,8 @@
 #define _GNU_SOURCE
 #include "util.h"
 
+#include <math.h>
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -116,6 +118,10 @@ TEST_T(executor_run_coroutine_threadsafe, 30)
     CHECK_ERR(cio_run_coroutine_threadsafe(loop, coro_value, &q, &cf), 0);
     CHECK_ERR(cio_cfuture_result(cf, 0.02), -ETIMEDOUT);
     CHECK_ERR(cio_cfuture_result(cf, 0), -ETIMEDOUT);
+    /* The duration rule: negative is expired too (it waited forever). */
+    CHECK_ERR(cio_cfuture_result(cf, -1), -ETIMEDOUT);
+    CHECK_ERR(cio_cfuture_result(cf, -INFINITY), -ETIMEDOUT);
+    CHECK_ERR(cio_cfuture_result(cf, NAN), -EINVAL);
     CHECK_EQ(cio_cfuture_done(cf), 0);
     atomic_store(&q.go, 1);
     CHECK_EQ(cio_cfuture_result(cf, 20), 6);
