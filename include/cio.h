@@ -590,8 +590,8 @@ typedef struct cio_call {
  * after it never ran (their slots say -ECANCELED).
  * Unlike asyncio.gather, nothing outlives the call: the other calls are
  * cancelled, not left running, when one fails, since their arguments and
- * results are the caller's. Returns 0, an error as above, -EINVAL (not
- * in a task, NULL calls with n > 0), -ENOMEM. */
+ * results are the caller's. Returns 0, an error as above, -EINVAL (NULL
+ * calls with n > 0), CIO_ENOTASK, -ENOMEM. */
 CIO_API int cio_gather_calls(const cio_call *calls, size_t n,
                              int return_exceptions, cio_result *results);
 
@@ -1338,8 +1338,10 @@ typedef struct cio_tls_options {
     /** Client: the name sent as SNI and checked against the certificate;
      * NULL: the host connected to; "": none (nothing is checked by name). */
     const char *server_hostname;
-    double handshake_timeout;    /**< s; 0: 60, as asyncio */
-    double shutdown_timeout;     /**< s; 0: 30, as asyncio */
+    /** s; 0 (or less, a zeroed struct's): 60, as asyncio's default;
+     * CIO_NO_TIMEOUT: none; NaN: -EINVAL. */
+    double handshake_timeout;
+    double shutdown_timeout;     /**< s; as handshake_timeout, but 30 */
 } cio_tls_options;
 
 /** Returns 1 if cio was built with OpenSSL, else 0. */
@@ -1391,8 +1393,8 @@ CIO_API const char *cio_tls_error_string(void);
  * the server, and returns once it is done; the protocol stays the same
  * and data_received sees plaintext from then on. asyncio returns a new
  * transport; in C the same pointer serves, so nothing the program holds
- * goes stale. Returns 0, -EINVAL (NULL, no ctx, not a stream socket, not
- * in a task), -EALREADY (TLS already), -EPIPE (closing), -ENOTSUP, or the
+ * goes stale. Returns 0, -EINVAL (NULL, no ctx, not a stream socket),
+ * CIO_ENOTASK, -EALREADY (TLS already), -EPIPE (closing), -ENOTSUP, or the
  * handshake's error: then the transport is aborted. */
 CIO_API int cio_transport_start_tls(cio_transport *t, const cio_tls_options *o,
                                     int server_side);

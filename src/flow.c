@@ -852,7 +852,9 @@ void cio_task_group_leave(cio_task_group **gp)
 int cio_gather_calls(const cio_call *calls, size_t n, int return_exceptions,
                      cio_result *results)
 {
-    if (!cio__current || (n && !calls))
+    if (!cio__current)
+        return cio__no_task(__func__);
+    if (n && !calls)
         return -EINVAL;
     cio_task_group *g;
     int err = cio_task_group_new(&g);

@@ -13,6 +13,8 @@
  */
 #define _GNU_SOURCE
 #include "net.h"
+
+#include <math.h>
 #include "tls.h"
 
 #include <arpa/inet.h>
@@ -208,11 +210,16 @@ static int server_new(cio_loop *loop, const cio_protocol *proto,
     s->arg = arg;
     s->backlog = opts && opts->backlog > 0 ? opts->backlog : DEFAULT_BACKLOG;
     if (opts && opts->tls && opts->tls->ctx) {
-        if (!cio_tls_available()) {
+        int bad = !cio_tls_available() ? -ENOTSUP
+                  : isnan(opts->tls->handshake_timeout) ||
+                          isnan(opts->tls->shutdown_timeout)
+                      ? -EINVAL /* the duration rule */
+                      : 0;
+        if (bad) {
             cio_future_unref(s->all_closed);
             cio_future_unref(s->closed_fut);
             cio__free(s);
-            return -ENOTSUP;
+            return bad;
         }
         s->tls = *opts->tls;
         s->tls.server_hostname = NULL;

@@ -620,8 +620,10 @@ void cio_stream_abort(cio_stream *s)
 int cio_stream_start_tls(cio_stream *s, const cio_tls_options *o,
                          int server_side)
 {
-    if (!s || !cio__current)
+    if (!s)
         return -EINVAL;
+    if (!cio__current)
+        return cio__no_task(__func__);
     if (!s->t)
         return -ENOTCONN;
     if (s->reader)

@@ -1055,6 +1055,8 @@ static int tls_conn_new(cio_transport *t, const cio_tls_options *o,
                         bool server, const char *hostname, const void *prefix,
                         size_t n)
 {
+    if (isnan(o->handshake_timeout) || isnan(o->shutdown_timeout))
+        return -EINVAL; /* the duration rule; <= 0 is the default */
     cio__tls_conn *c = cio__calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
@@ -1157,9 +1159,11 @@ static int await_flush(cio_transport *t)
 int cio__transport_start_tls(cio_transport *t, const cio_tls_options *o,
                              bool server, const void *prefix, size_t n)
 {
-    if (!t || !o || !o->ctx || !cio__current ||
+    if (!t || !o || !o->ctx ||
         (t->kind != &cio__stream_kind && t->kind != &tls_kind))
         return -EINVAL;
+    if (!cio__current)
+        return cio__no_task("cio_*_start_tls");
     if (!cio_tls_available())
         return -ENOTSUP; /* the connection goes on as it was */
     if (t->tls)

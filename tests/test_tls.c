@@ -1222,6 +1222,35 @@ TEST(tls_cancelled_handshake_leaves_nothing)
     run_main(cancel_main, NULL);
 }
 
+/* The duration rule (cio.h): a NaN timeout is -EINVAL, at the call. */
+static int nan_timeouts_main(void *arg)
+{
+    (void)arg;
+    SSL_CTX *sctx = server_ctx("server"), *cctx = client_ctx();
+    cio_tls_options tls = {.ctx = sctx, .handshake_timeout = NAN};
+    cio_server_options so = {.tls = &tls};
+    cio_server *server = (cio_server *)&server;
+    CHECK_ERR(cio_start_server(upper_handler, NULL, "127.0.0.1", "0", NULL,
+                               &so, &server),
+              -EINVAL);
+    tls_server v;
+    tls_server_start(&v, sctx, NULL);
+    cio_tls_options ct = {.ctx = cctx, .server_hostname = "localhost",
+                          .shutdown_timeout = NAN};
+    cio_stream_options sopts = {.tls = &ct};
+    cio_stream *s = (cio_stream *)&s;
+    CHECK_ERR(cio_open_connection("127.0.0.1", v.port, &sopts, &s), -EINVAL);
+    tls_server_done(&v);
+    cio_tls_context_free(cctx);
+    return 0;
+}
+
+TEST(tls_nan_timeouts_are_einval)
+{
+    need_tls();
+    run_main(nan_timeouts_main, NULL);
+}
+
 #endif /* CIO_HAVE_OPENSSL */
 
 /* Without OpenSSL, asking any connection call for TLS is -ENOTSUP and
