@@ -73,6 +73,7 @@ CIO_API const char *cio_version_string(void);
  * So a computed `deadline - now` that went negative means "too late",
  * never "no limit".
  */
+/** The timeout that never expires: +INFINITY, asyncio's None. */
 #define CIO_NO_TIMEOUT INFINITY
 
 /* ---------------------------------------------------------------- errors
@@ -97,8 +98,8 @@ CIO_API const char *cio_version_string(void);
 /** getaddrinfo's EAI_* code e (negative in glibc) is CIO_EAI_BASE + e. */
 #define CIO_EAI_BASE (-30100)
 #define CIO_EAI(e) (CIO_EAI_BASE + (e))
-/** The program's own error codes: CIO_EUSER(n) for n in 0 ..
- * CIO_EUSER_COUNT - 1, i.e. CIO_EUSER_BASE down to CIO_EUSER_BASE -
+/** The program's own error codes: CIO_EUSER(n) for n from 0 to
+ * CIO_EUSER_COUNT - 1, that is CIO_EUSER_BASE down to CIO_EUSER_BASE -
  * CIO_EUSER_COUNT + 1. cio never returns them on its own; a task may
  * return one as its status and it travels like any error (await, gather,
  * the "never retrieved" report). cio_strerror names them "user error N",
@@ -537,8 +538,8 @@ CIO_API int cio_run(cio_task_fn fn, void *arg);
 
 /** cio_run's choices; all zero is cio_run's own. */
 typedef struct cio_run_options {
-    cio_loop_options loop; /* as cio_loop_new's (asyncio.run's debug=) */
-    cio_task_options main; /* the main task's name and stack_size */
+    cio_loop_options loop; /**< as cio_loop_new's (asyncio.run's debug=) */
+    cio_task_options main; /**< the main task's name and stack_size */
 } cio_run_options;
 
 /** cio_run with options (opts may be NULL: cio_run). Returns as cio_run,
@@ -1010,8 +1011,8 @@ typedef struct cio_semaphore {
     void *priv[4]; /**< opaque */
 } cio_semaphore;
 /** Static initialisers, as cio_semaphore_init(sem, n) and
- * cio_bounded_semaphore_init(sem, n) (n an integer constant, 0 ..
- * INT_MAX): `static cio_semaphore slots = CIO_SEMAPHORE_INIT(4);` */
+ * cio_bounded_semaphore_init(sem, n) (n an integer constant from 0
+ * to INT_MAX): `static cio_semaphore slots = CIO_SEMAPHORE_INIT(4);` */
 #define CIO_SEMAPHORE_INIT(n) {{0, 0, (void *)(intptr_t)(n), 0}}
 #define CIO_BOUNDED_SEMAPHORE_INIT(n)                                          \
     {{0, 0, (void *)(intptr_t)(n), (void *)((intptr_t)(n) + 1)}}
