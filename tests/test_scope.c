@@ -912,7 +912,7 @@ TEST(gather_calls_results_in_order_with_nothing_to_unref)
     run_ok(main_gather_calls);
     CHECK_LOG(&L, "g1 g2 g0 | bad slow:ECANCELED gate:ECANCELED | e0 e1 e0 e1");
     CHECK_EQ(REP.count, 0); /* errors were returned: none unretrieved */
-    CHECK_ERR(cio_gather_calls(NULL, 0, 0, NULL), -EINVAL); /* no task */
+    CHECK_ERR(cio_gather_calls(NULL, 0, 0, NULL), CIO_ENOTASK);
 }
 
 static int gather_calls_parent(void *arg)
