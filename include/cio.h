@@ -1187,8 +1187,8 @@ CIO_API ssize_t cio_sock_sendto(int fd, const void *buf, size_t n,
  * (-ECANCELED included), so a caller knows where to resume. Unlike
  * asyncio, file_fd's position never moves (offsets are explicit: one fd
  * can feed many sockets at once), and the count goes to *sent, not the
- * return value. Both fds stay the caller's. Returns 0, -EINVAL (not in a
- * task, offset < 0, sock not SOCK_STREAM), -ENOTSOCK, -ENOTSUP, -ESPIPE,
+ * return value. Both fds stay the caller's. Returns 0, CIO_ENOTASK,
+ * -EINVAL (offset < 0, sock not SOCK_STREAM), -ENOTSOCK, -ENOTSUP, -ESPIPE,
  * -EPIPE / -ECONNRESET (the peer went away), -ENOMEM (fallback), or a
  * read error of file_fd (-EBADF, -EISDIR, ...). */
 CIO_API int cio_sock_sendfile(int sock, int file_fd, int64_t offset,
@@ -1418,7 +1418,7 @@ CIO_API int cio_transport_start_tls(cio_transport *t, const cio_tls_options *o,
  * success and on every error (-ECANCELED included); file_fd's position
  * never moves. t and file_fd stay the caller's; t stays valid until its
  * connection_lost, which ends the send with the error it is lost to.
- * Returns 0, -EINVAL (not in a task, NULL t, offset < 0, a datagram or
+ * Returns 0, CIO_ENOTASK, -EINVAL (NULL t, offset < 0, a datagram or
  * read-pipe transport), -EPIPE (t is closing or half-closed), -EBUSY
  * (another sendfile on t), -ENOTSUP, -ECANCELED, -ETIMEDOUT, or as
  * cio_sock_sendfile. */

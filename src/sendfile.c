@@ -142,8 +142,10 @@ static void sendfile_gone(void *arg)
 /* The checks asyncio makes before anything is sent. */
 static int refused(const cio_transport *t, int64_t offset, int fallback)
 {
-    if (!cio__current || !t || offset < 0 || !t->kind->sendv)
+    if (!t || offset < 0 || !t->kind->sendv)
         return -EINVAL;
+    if (!cio__current)
+        return cio__no_task("cio_sendfile");
     if (t->closing || t->eof_requested)
         return t->lost_error ? t->lost_error : -EPIPE;
     if (t->waiter)

@@ -602,7 +602,7 @@ static int sock_args_main(void *arg)
 TEST(net_sendfile_sock_bad_arguments)
 {
     size_t sent = 99;
-    CHECK_ERR(cio_sock_sendfile(0, 0, 0, 0, 1, &sent), -EINVAL); /* no task */
+    CHECK_ERR(cio_sock_sendfile(0, 0, 0, 0, 1, &sent), CIO_ENOTASK);
     CHECK_EQ(sent, 0);
     run_main(sock_args_main, NULL);
 }
