@@ -280,7 +280,7 @@ static void take_partial(cio_stream *s, const char **data)
 {
     s->partial = avail(s);
     if (data) {
-        *data = s->buf + s->head;
+        *data = s->buf ? s->buf + s->head : NULL; /* NULL: nothing came */
         s->pinned = true;
     }
     consume(s, s->partial);
@@ -368,9 +368,11 @@ ssize_t cio_stream_readexactly(cio_stream *s, void *buf, size_t n,
 static size_t find_sep(const cio_stream *s, const char *const *seps,
                        size_t nseps, size_t searched, size_t *start)
 {
+    if (!avail(s)) /* and buf may be NULL: no arithmetic on it */
+        return 0;
     size_t best = 0;
     const char *data = s->buf + s->head;
-    for (size_t i = 0; i < nseps && avail(s); i++) {
+    for (size_t i = 0; i < nseps; i++) {
         size_t k = strlen(seps[i]);
         size_t from = searched >= k ? searched - (k - 1) : 0;
         cio__stream_scanned += avail(s) - from;

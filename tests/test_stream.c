@@ -453,6 +453,30 @@ TEST(stream_readexactly_of_an_empty_stream)
     run_main(empty_main, &exactly);
 }
 
+/* Nothing ever buffered, so no buffer at all: readuntil and readline at
+ * EOF answer without arithmetic on its NULL pointer (undefined; clang's
+ * UBSan caught it, running tests/fuzz/fuzz_stream.c). */
+static int empty_lines_main(void *arg)
+{
+    (void)arg;
+    server *v = sender("", 0);
+    cio_stream *s = connect_to(v, NULL);
+    static const char *const seps[] = {"\r\n"};
+    const char *data = "x";
+    CHECK_ERR(cio_stream_readuntil(s, seps, 1, &data), CIO_EINCOMPLETE);
+    const char *line = "x";
+    CHECK_EQ(cio_stream_readline(s, &line), 0);
+    cio_stream_free(s);
+    AWAIT(v->finished == 1);
+    sender_done(v);
+    return 0;
+}
+
+TEST(stream_readuntil_and_readline_of_an_empty_stream)
+{
+    run_main(empty_lines_main, NULL);
+}
+
 static int readexactly_main(void *arg)
 {
     (void)arg;
