@@ -5,6 +5,8 @@
 #   make check SAN=address,undefined | SAN=thread | VALGRIND=1
 #   make demo                 the guided run of the examples
 #   make bench [B=name]       benchmarks against peers (never part of check)
+#   make faults [FULL=1] | fuzz [T=secs] | coverage | soak [SECS=n]
+#                             the harnesses (docs/trust.md has their figures)
 #   make install PREFIX=/usr/local [LIBDIR= INCLUDEDIR= DESTDIR=]; uninstall
 #   make check-install        install staged, build outside programs with it
 #   make docs                 the reference (Doxygen) and the guide (pandoc)
@@ -77,6 +79,10 @@ LIB_A := $(B_DIR)/libcio.a
 LIB_SO := $(B_DIR)/libcio.so.$(VERSION)
 TEST_BIN := $(B_DIR)/tests/run
 EX_BIN := $(EXAMPLES:%=$(B_DIR)/examples/%)
+FUZZ := $(basename $(notdir $(wildcard tests/fuzz/fuzz_*.c)))
+REPLAY_BIN := $(FUZZ:%=$(B_DIR)/fuzz/%)
+LIBFUZZER_BIN := $(FUZZ:%=$(B_DIR)/libfuzzer/%)
+FUZZ_DIR := build/fuzz
 
 all: $(LIB_A) $(LIB_SO) $(EX_BIN)
 
@@ -127,7 +133,7 @@ else
 check: check-once
 endif
 
-check-once: $(TEST_BIN) $(EX_BIN)
+check-once: $(TEST_BIN) $(EX_BIN) $(REPLAY_BIN)
 	@status=0; \
 	if [ -z "$(T)" ]; then \
 	  sh tests/check_header.sh include/cio.h || status=1; \
@@ -139,8 +145,33 @@ check-once: $(TEST_BIN) $(EX_BIN)
 	done; \
 	if [ -z "$(T)" ]; then \
 	  CIO_TEST_SLOW=$(SLOW) RUNNER="$(RUNNER)" sh examples/check.sh $(B_DIR)/examples || status=1; \
+	  for f in $(FUZZ); do \
+	    $(RUNNER) $(B_DIR)/fuzz/$$f tests/fuzz/corpus/$$f || status=1; \
+	  done; \
 	fi; \
 	exit $$status
+
+# Fuzz targets (tests/fuzz/fuzz_*.c): `make check` replays each one's
+# corpus (tests/fuzz/corpus/NAME/) through a plain driver, with whatever
+# compiler and sanitizer the configuration has; `make fuzz T=600` runs
+# each under libFuzzer (clang, address+undefined) for T seconds.
+
+$(B_DIR)/fuzz/%: tests/fuzz/%.c tests/fuzz/replay.c $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $< tests/fuzz/replay.c $(LIB_A) -o $@ $(LDLIBS)
+
+$(B_DIR)/libfuzzer/%: tests/fuzz/%.c $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer $(LDFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
+
+fuzz-bins: $(LIBFUZZER_BIN)
+
+# The library itself is instrumented too (fuzzer-no-link), so libFuzzer
+# steers by cio's branches, not only the target's.
+fuzz:
+	@$(MAKE) --no-print-directory CC=clang BUILD_DIR=$(FUZZ_DIR) \
+	  SAN=fuzzer-no-link,address,undefined fuzz-bins
+	@sh tests/fuzz/run.sh $(FUZZ_DIR)/libfuzzer $(or $(T),60) $(FUZZ)
 
 demo: $(EX_BIN)
 	@sh examples/demo.sh $(B_DIR)/examples
@@ -207,5 +238,5 @@ clean:
 	rm -rf build bench/build
 
 .PHONY: all check check-once check-install demo bench install uninstall clean \
-	docs check-docs
+	docs check-docs fuzz fuzz-bins faults coverage soak
 .SECONDARY:
