@@ -173,6 +173,11 @@ fuzz:
 	  SAN=fuzzer-no-link,address,undefined fuzz-bins
 	@sh tests/fuzz/run.sh $(FUZZ_DIR)/libfuzzer $(or $(T),60) $(FUZZ)
 
+# Faults at every step (tests/test_faults.c): the short form (as make
+# check) or FULL=1 (every N of every scenario); SAN= as for check.
+faults: $(TEST_BIN)
+	@sh tests/trust/faults.sh $(TEST_BIN) "$(BACKENDS)" "$(FULL)" "$(SLOW)"
+
 demo: $(EX_BIN)
 	@sh examples/demo.sh $(B_DIR)/examples
 
