@@ -56,6 +56,11 @@ CFLAGS += -DCIO_HAVE_OPENSSL
 LDLIBS += $(TLS_LIBS)
 PC_REQUIRES = openssl
 endif
+# PLANT=lock (semaphore, condition, queue): a build with that primitive's
+# hand-off lost on cancellation, which make cancel must catch.
+ifneq ($(PLANT),)
+CFLAGS += -DCIO_PLANT_BUG_$(shell echo $(PLANT) | tr a-z A-Z)
+endif
 ifneq ($(SAN),)
 CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SAN)
@@ -63,7 +68,7 @@ endif
 
 # Each configuration builds in its own directory, so they never mix.
 comma := ,
-VARIANT := $(notdir $(CC))-$(CIO_CTX)$(if $(SAN),-$(subst $(comma),-,$(SAN)))$(if $(VALGRIND),-vg)$(if $(TLS_LIBS),,-notls)
+VARIANT := $(notdir $(CC))-$(CIO_CTX)$(if $(SAN),-$(subst $(comma),-,$(SAN)))$(if $(VALGRIND),-vg)$(if $(TLS_LIBS),,-notls)$(if $(PLANT),-plant-$(PLANT))
 
 BUILD_DIR ?= build/$(VARIANT)
 B_DIR := $(BUILD_DIR)
@@ -178,6 +183,22 @@ fuzz:
 faults: $(TEST_BIN)
 	@sh tests/trust/faults.sh $(TEST_BIN) "$(BACKENDS)" "$(FULL)" "$(SLOW)"
 
+# Cancellation at every step (tests/trust/cancel.c), then the same
+# against each planted lost hand-off, each of which must be caught.
+CANCEL_BIN := $(B_DIR)/cancel
+PLANTS := lock semaphore condition queue
+$(CANCEL_BIN): tests/trust/cancel.c $(LIB_A)
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
+
+cancel-bin: $(CANCEL_BIN)
+
+cancel: $(CANCEL_BIN)
+	@for p in $(PLANTS); do \
+	  $(MAKE) --no-print-directory -s PLANT=$$p BUILD_DIR=$(B_DIR)-plant-$$p cancel-bin >/dev/null || exit 1; \
+	done
+	@sh tests/trust/cancel.sh $(CANCEL_BIN) "$(or $(RUNS),1000)" \
+	  "$(foreach p,$(PLANTS),$(p)=$(B_DIR)-plant-$(p)/cancel)"
+
 demo: $(EX_BIN)
 	@sh examples/demo.sh $(B_DIR)/examples
 
@@ -243,5 +264,5 @@ clean:
 	rm -rf build bench/build
 
 .PHONY: all check check-once check-install demo bench install uninstall clean \
-	docs check-docs fuzz fuzz-bins faults coverage soak
+	docs check-docs fuzz fuzz-bins faults cancel cancel-bin coverage soak
 .SECONDARY:

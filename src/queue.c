@@ -239,8 +239,10 @@ HOT int getter_woken(cio_queue *q, void *out, int interrupted)
         return interrupted ? interrupted : -ESHUTDOWN;
     q->promised_items--;
     if (interrupted) {
+#ifndef CIO_PLANT_BUG_QUEUE /* make cancel plants the lost promise */
         if (cio__waitq_wake_one(&q->getters, CIO__HANDED))
             q->promised_items++;
+#endif
         return interrupted;
     }
     take(q, out);

@@ -132,8 +132,11 @@ int cio_lock_acquire(cio_lock *lock)
         return r;
     lock_impl *l = L(lock);
     r = lock_take(l, t, true);
-    if (r == 0 && (r = cio__interrupted_now(t)))
+    if (r == 0 && (r = cio__interrupted_now(t))) {
+#ifndef CIO_PLANT_BUG_LOCK /* make cancel plants the lost hand-off */
         lock_give(l); /* handed over, but cancelled before it ran: pass on */
+#endif
+    }
     return r;
 }
 
@@ -338,8 +341,10 @@ int cio_condition_wait(cio_condition *cond)
     r = cio__interrupted(t);
     if (!r && woke != CIO__HANDED)
         r = woke < 0 ? woke : 0; /* -EINVAL (another loop), or spurious */
+#ifndef CIO_PLANT_BUG_CONDITION /* make cancel plants the lost notify */
     if (r && woke == CIO__HANDED)
         notify(c, 1);
+#endif
     return taken ? taken : r;
 }
 
@@ -438,8 +443,10 @@ int cio_semaphore_acquire(cio_semaphore *sem)
         int woke = cio__waitq_park(&s->waiters, t, true, sem_dropped, s);
         r = cio__interrupted(t);
         if (woke == CIO__HANDED) {
+#ifndef CIO_PLANT_BUG_SEMAPHORE /* make cancel plants the lost unit */
             if (r)
                 sem_give(s); /* handed a unit, but cancelled: pass it on */
+#endif
             return r;
         }
         if (r || woke < 0)
