@@ -56,6 +56,11 @@ CFLAGS += -DCIO_HAVE_OPENSSL
 LDLIBS += $(TLS_LIBS)
 PC_REQUIRES = openssl
 endif
+# COVERAGE=1: instrumented for gcov (make coverage builds it that way).
+ifneq ($(COVERAGE),)
+CFLAGS += -O0 --coverage
+LDFLAGS += --coverage
+endif
 # PLANT=lock (semaphore, condition, queue): a build with that primitive's
 # hand-off lost on cancellation, which make cancel must catch.
 ifneq ($(PLANT),)
@@ -198,6 +203,11 @@ cancel: $(CANCEL_BIN)
 	done
 	@sh tests/trust/cancel.sh $(CANCEL_BIN) "$(or $(RUNS),1000)" \
 	  "$(foreach p,$(PLANTS),$(p)=$(B_DIR)-plant-$(p)/cancel)"
+
+# Line and branch coverage of src/ by everything make check runs (gcovr:
+# a summary table, HTML in build/coverage/html/).
+coverage:
+	@sh tests/trust/coverage.sh "$(MAKE)"
 
 demo: $(EX_BIN)
 	@sh examples/demo.sh $(B_DIR)/examples
