@@ -209,6 +209,16 @@ cancel: $(CANCEL_BIN)
 coverage:
 	@sh tests/trust/coverage.sh "$(MAKE)"
 
+# Heavy and hostile loads (tests/trust/soak.c): SECS of c10k, CONNS
+# clients, CYCLES connect/close; RSS and fds before and after.
+SOAK_BIN := $(B_DIR)/soak
+$(SOAK_BIN): tests/trust/soak.c $(LIB_A)
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
+
+soak: $(SOAK_BIN)
+	@sh tests/trust/soak.sh $(SOAK_BIN) $(or $(SECS),10) $(or $(CONNS),10000) \
+	  $(or $(CYCLES),100000)
+
 demo: $(EX_BIN)
 	@sh examples/demo.sh $(B_DIR)/examples
 
