@@ -64,7 +64,13 @@ static const fault_kind kinds[] = {
 
 /* What the loop holds once the scenario ran unharmed: after any fault and
  * its rerun it must hold no more (a failure that kept memory or an fd
- * until the loop closes is a leak all the same). */
+ * until the loop closes is a leak all the same). A few allocations may
+ * come and stay with timing (a second executor worker started because
+ * the first was not idle yet, a post array first needed): a leak on a
+ * failure path grows with every N and passes that slack within a few;
+ * the runner's exact count after the test catches any that remain. */
+enum { HELD_SLACK = 8 };
+
 typedef struct held {
     long allocs;
     int fds;
@@ -76,7 +82,7 @@ static void check_held(const held *base, const fault_kind *k, bool persist,
                        int n)
 {
     held h = held_now();
-    if (h.allocs > base->allocs || h.fds > base->fds)
+    if (h.allocs > base->allocs + HELD_SLACK || h.fds > base->fds)
         test_fail(__FILE__, __LINE__,
                   "%s %s #%d: after the rerun the loop holds %ld more "
                   "allocations and %d more fds", k->name,
