@@ -1,6 +1,7 @@
 #!/bin/sh
 # make coverage: builds with gcov into build/coverage, runs what make check
-# runs (tests on both backends, examples, fuzz corpora), and reports src/'s
+# runs (tests on both backends, examples, fuzz corpora) and the
+# cancellation harness, and reports src/'s
 # line and branch coverage with gcovr: a table per file (worst first) and
 # the totals against the targets (lines >= 95%, branches >= 85%), HTML in
 # build/coverage/html/. A failing test is reported but still measured.
@@ -13,6 +14,10 @@ find "$dir" -name '*.gcda' -delete 2>/dev/null
 $make --no-print-directory COVERAGE=1 BUILD_DIR=$dir check-once \
     >"$dir/check.log" 2>&1 || echo "coverage: make check failed (see $dir/check.log)"
 grep -E '^(e?poll: [0-9]+ passed|FAIL )' "$dir/check.log"
+# The cancellation harness counts too (it reaches waits make check rarely
+# cancels); the soak and libFuzzer runs do not (load, not paths).
+$make --no-print-directory COVERAGE=1 BUILD_DIR=$dir cancel-bin >/dev/null 2>&1 &&
+    "$dir/cancel" 200 >/dev/null 2>&1 || echo "coverage: cancel harness failed"
 gcovr --root . --filter 'src/' --object-directory "$dir/obj" \
     --json-summary "$dir/summary.json" \
     --html-details "$dir/html/index.html" >/dev/null 2>"$dir/gcovr.err" ||
