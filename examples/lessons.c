@@ -161,7 +161,8 @@ static int wait_task(void *arg)
         cio_future_unref(t[0]);
         return err;
     }
-    err = cio_wait(t, 2, CIO_FIRST_COMPLETED, -1, done, &nd, pending, &np);
+    err = cio_wait(t, 2, CIO_FIRST_COMPLETED, CIO_NO_TIMEOUT, done, &nd,
+                   pending, &np);
     printf("  wait: %zu done, %zu still running: ours to cancel and await\n",
            nd, np);
     for (size_t i = 0; i < np; i++) {
