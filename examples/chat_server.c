@@ -35,7 +35,7 @@ static void broadcast(const member *from, const struct iovec *iov, int n)
         if (m != from)
             /* Never waits. A member who stops reading makes its buffer
              * grow: a real server would drain it with a timeout and drop
-             * it when it falls behind (chapter 8, bad peers). An error
+             * it when it falls behind (chapter 9, bad peers). An error
              * means that member is already leaving: nothing to do. */
             (void)cio_stream_writelines(m->s, iov, n);
 }

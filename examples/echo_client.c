@@ -6,7 +6,7 @@
  * blocking socket code you know, and still shares the thread.
  *
  * So that it runs on its own, the example first starts a small echo
- * server on 127.0.0.1 (chapter 8 is about servers); the rest is the
+ * server on 127.0.0.1 (chapter 9 is about servers); the rest is the
  * client: send three lines, say "that's all" with write_eof, read the
  * echoes until the server closes, then close. At the end it connects
  * once more, after the server has gone, to show what failure looks like.

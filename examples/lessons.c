@@ -1,4 +1,4 @@
-/* Chapter 11's pragmatic lessons, each shown on a few lines.
+/* Chapter 12's pragmatic lessons, each shown on a few lines.
  *
  *   1. stop() is for run_forever: a task-based program ends by returning.
  *   2. gather before wait: wait leaves the unfinished futures to you.

@@ -6,7 +6,7 @@
  * the peer has nothing more to send, connection_lost last, always. The
  * transport each callback gets is how the protocol answers.
  *
- * No server here (chapter 8 has those): the two ends of a socketpair are
+ * No server here (chapter 9 has those): the two ends of a socketpair are
  * a connection already. One end gets a protocol that answers each message
  * in capitals; the main task plays the peer on the other end.
  */

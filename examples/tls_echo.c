@@ -3,7 +3,7 @@
  *
  * TLS needs a certificate. A real server gets one from a CA; here the
  * example makes a self-signed one for "localhost" with the openssl
- * program (a subprocess, as chapter 5 shows), so it needs no Internet and
+ * program (a subprocess, as chapter 6 shows), so it needs no Internet and
  * no files of its own. Then:
  *   1. a client with the default context (the system's CAs, host names
  *      checked) refuses the self-signed certificate: verification is on

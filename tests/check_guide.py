@@ -9,8 +9,8 @@
   names a chapter that exists, and a link [..](NN-name.md) or a path
   docs/guide/NN-name.md names a file that exists;
 - every example that examples/check.sh checks (it has a .expected file) is
-  on examples/demo.sh's tour, and each tour line names a chapter file that
-  exists.
+  on examples/demo.sh's tour, in the guide's order, and each tour line
+  names a chapter file that exists.
 """
 import os
 import re
@@ -49,7 +49,13 @@ for path in sources:
 
 tour = open("examples/demo.sh").read()
 toured = set(re.findall(r"^(\w+)\|", tour, re.M))
+last = 0
 for name, chapter in re.findall(r"^(\w+)\|[^|]*\|([\w-]+)$", tour, re.M):
+    if chapter[:2].isdigit() and int(chapter[:2]) < last:
+        faults.append("examples/demo.sh: %s (chapter %d) comes after chapter %d:"
+                      " the tour goes in the guide's order"
+                      % (name, int(chapter[:2]), last))
+    last = max(last, int(chapter[:2])) if chapter[:2].isdigit() else last
     if chapter + ".md" not in files:
         faults.append("examples/demo.sh: %s's chapter %s.md does not exist"
                       % (name, chapter))
