@@ -1283,6 +1283,74 @@ static int no_tls_main(void *arg)
     return 0;
 }
 
+#ifdef CIO_HAVE_OPENSSL
+/* What a connection tells about itself, and the helpers' bad arguments. */
+static int info_main(void *arg)
+{
+    tls_server v;
+    tls_server_start(&v, server_ctx("server"), NULL);
+    SSL_CTX *ctx = client_ctx();
+    cio_stream *s;
+    CHECK_ERR(connect_tls(v.port, ctx, "localhost", 0, &s), 0);
+    void *p = NULL;
+    socklen_t len = sizeof p;
+    CHECK_ERR(cio_stream_get_extra_info(s, "ssl_object", &p, &len), 0);
+    CHECK(p != NULL && len == sizeof p);
+    CHECK_EQ(SSL_version(p), TLS1_3_VERSION); /* OpenSSL's own object */
+    len = sizeof p;
+    CHECK_ERR(cio_stream_get_extra_info(s, "peercert", &p, &len), 0);
+    CHECK(p != NULL);
+    char name[64];
+    len = sizeof name;
+    CHECK_ERR(cio_stream_get_extra_info(s, "server_hostname", name, &len), 0);
+    CHECK(strcmp(name, "localhost") == 0);
+    len = 2; /* too short for any of the strings */
+    CHECK_ERR(cio_stream_get_extra_info(s, "tls_version", name, &len), -EINVAL);
+    len = sizeof name;
+    CHECK_ERR(cio_stream_get_extra_info(s, "alpn_protocol", name, &len), 0);
+    CHECK_EQ(len, 1); /* none negotiated: "" */
+    len = sizeof name;
+    CHECK_ERR(cio_stream_get_extra_info(s, "no such thing", name, &len),
+              -ENOENT);
+    int fd = -1;
+    len = sizeof fd;
+    CHECK_ERR(cio_stream_get_extra_info(s, "socket", &fd, &len), 0);
+    CHECK(fd >= 0);
+    cio_stream_free(s);
+    AWAIT(v.served == 1);
+    tls_server_done(&v);
+    /* Bad arguments: each a clear code, nothing changed. */
+    const char *one[] = {"h2"};
+    CHECK_ERR(cio_tls_context_set_alpn(NULL, one, 1), -EINVAL);
+    CHECK_ERR(cio_tls_context_set_alpn(ctx, one, 0), -EINVAL);
+    char long_name[300];
+    memset(long_name, 'a', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    const char *too_long[] = {long_name};
+    CHECK_ERR(cio_tls_context_set_alpn(ctx, too_long, 1), -EINVAL);
+    CHECK_ERR(cio_tls_context_add_sni(ctx, "", ctx), -EINVAL);
+    CHECK_ERR(cio_tls_context_add_sni(ctx, "x", ctx), -EINVAL);
+    CHECK_ERR(cio_tls_context_add_sni(NULL, "x", ctx), -EINVAL);
+    CHECK_ERR(cio_tls_context_verify_clients(ctx, "/nonexistent.pem"),
+              CIO_ETLS);
+    CHECK_ERR(cio_tls_context_use_certificate(ctx, file("client.pem"),
+                                              file("server.key")),
+              CIO_ETLS); /* the key is not the certificate's */
+    CHECK_ERR(cio_tls_context_use_certificate(ctx, NULL, "k"), -EINVAL);
+    CHECK_ERR(cio_tls_server_context(NULL, "k", &v.ctx), -EINVAL);
+    CHECK_ERR(cio_tls_client_context(NULL), -EINVAL);
+    cio_tls_context_free(NULL); /* a no-op */
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST(tls_extra_info_and_bad_arguments)
+{
+    need_tls();
+    run_main(info_main, NULL);
+}
+#endif
+
 /* Built with OpenSSL the helpers work; without, each says -ENOTSUP. */
 TEST(tls_calls_work_or_say_enotsup_as_built)
 {
