@@ -409,7 +409,8 @@ static int alpn_protocol(SSL *ssl, void *buf, socklen_t *len)
     SSL_get0_alpn_selected(ssl, &p, &n);
     if (n + 1 > *len)
         return -EINVAL;
-    memcpy(buf, p, n);
+    if (n) /* none negotiated: p is NULL */
+        memcpy(buf, p, n);
     ((char *)buf)[n] = '\0';
     *len = n + 1;
     return 0;
