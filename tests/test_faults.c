@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 /* A scenario: runs as a task of the loop; 0, or the error it met. */
@@ -166,6 +167,37 @@ static void fault_matrix_named(const char *name, scenario_fn fn, void *arg)
     }
 }
 
+/* As fault_every_n, but each N on a loop of its own, so that the faults
+ * meet the scenario's first run (a loop's first signal handler, first
+ * worker thread), which fault_matrix's warm-up run has made already.
+ * Returns how many runs met the fault. */
+static int fault_fresh_loops(scenario_fn fn, void *arg, const fault_kind *k,
+                             bool persist)
+{
+    for (int n = 1;; n++) {
+        cio_loop *loop;
+        CHECK_ERR(cio_loop_new(&loop, NULL), 0);
+        cio__fault_arm_call(k->kinds | (persist ? CIO__FAULT_PERSIST : 0), n,
+                            k->err, k->call);
+        bool fired;
+        int r = run_on(loop, fn, arg, &fired);
+        if (r > 0)
+            test_fail(__FILE__, __LINE__, "%s %s #%d on a new loop: "
+                      "returned %d", k->name, persist ? "for good" : "once",
+                      n, r);
+        int again = run_on(loop, fn, arg, NULL);
+        if (again != 0)
+            test_fail(__FILE__, __LINE__, "%s %s #%d on a new loop: the "
+                      "rerun returned %d (%s)", k->name,
+                      persist ? "for good" : "once", n, again,
+                      cio_strerror(again));
+        cio__executor_shutdown_default(loop, 30);
+        cio_loop_free(loop);
+        if (!fired)
+            return n - 1;
+    }
+}
+
 /* Awaits f for at most the bound; a timeout there is a lost wake-up. */
 static int await_bounded(cio_future *f, const char *what)
 {
@@ -211,6 +243,16 @@ TEST_T(faults_signal_handler, 60)
     fault_matrix(signal_scenario, &seen);
 }
 
+/* The same from a new loop each time: the 8th allocation of a loop's
+ * first handler, once or for good, is one of these. */
+TEST_T(faults_signal_handler_on_a_new_loop, 60)
+{
+    atomic_int seen = 0;
+    for (int persist = 0; persist < 2; persist++)
+        CHECK(fault_fresh_loops(signal_scenario, &seen, &kinds[0], persist) >=
+              8);
+}
+
 /* -------------------------------------------------------------- executor */
 
 static int add_one(void *arg) { return (int)(intptr_t)arg + 1; }
@@ -230,6 +272,17 @@ static int executor_scenario(void *arg)
 }
 
 TEST_T(faults_executor, 60) { fault_matrix(executor_scenario, NULL); }
+
+/* A new loop's default executor when no thread can start, for good:
+ * run_in_executor fails or its work fails with the error, never waits. */
+TEST_T(faults_executor_on_a_new_loop_without_threads, 60)
+{
+    const fault_kind no_thread = {"pthread_create EAGAIN", CIO__FAULT_SYS,
+                                  EAGAIN, "pthread_create"};
+    CHECK(fault_fresh_loops(executor_scenario, NULL, &no_thread, true) > 0);
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        fault_fresh_loops(executor_scenario, NULL, &kinds[i], true);
+}
 
 /* A private executor whose only worker retired: under pthread_create
  * failing for good, submitting fails with the error, and once threads
@@ -299,7 +352,12 @@ static int threadsafe_scenario(void *arg)
     return r;
 }
 
-TEST_T(faults_threadsafe, 60) { fault_matrix(threadsafe_scenario, NULL); }
+TEST_T(faults_threadsafe, 60)
+{
+    fault_matrix(threadsafe_scenario, NULL);
+    for (int persist = 0; persist < 2; persist++)
+        fault_fresh_loops(threadsafe_scenario, NULL, &kinds[0], persist);
+}
 
 static void *start_coro(void *arg)
 {
@@ -383,6 +441,299 @@ static int sleep_scenario(void *arg)
 
 TEST_T(faults_timers_and_sleep, 60) { fault_matrix(sleep_scenario, NULL); }
 
+/* ------------------------------------------------- Unix sockets and UDP */
+
+/* Runs fn(arg) under a timeout scope of the bound: a timeout there is a
+ * lost wake-up (the scenario fails the test). Returns fn's result. */
+static ssize_t bounded(ssize_t (*fn)(void *), void *arg, const char *what)
+{
+    cio_timeout_scope s;
+    int r = cio_timeout(&s, bound());
+    if (r)
+        return r;
+    ssize_t n = fn(arg);
+    if (cio_timeout_end(&s) == -ETIMEDOUT)
+        test_fail(__FILE__, __LINE__, "%s never finished", what);
+    return n;
+}
+
+/* The server's side of a connection: echoes one line. Its errors are the
+ * fault's, seen by the client; the task itself always succeeds. */
+static int echo_one_line(cio_stream *s, void *arg)
+{
+    (void)arg;
+    const char *line;
+    ssize_t n = cio_stream_readline(s, &line);
+    if (n > 0 && cio_stream_write(s, line, (size_t)n) == 0)
+        cio_stream_drain(s);
+    return 0;
+}
+
+static ssize_t read_reply(void *arg)
+{
+    const char *line;
+    ssize_t n = cio_stream_readline(arg, &line);
+    return n == 5 && memcmp(line, "ping\n", 5) == 0 ? 0 : n < 0 ? n : -EPROTO;
+}
+
+static ssize_t wait_closed(void *arg) { return cio_server_wait_closed(arg); }
+
+/* One line through a Unix stream server and back. */
+static int unix_echo(const char *path)
+{
+    cio_server *srv;
+    int r = cio_start_unix_server(echo_one_line, NULL, path, NULL, NULL, &srv);
+    if (r)
+        return r;
+    cio_stream *s;
+    r = cio_open_unix_connection(path, NULL, &s);
+    if (!r) {
+        r = cio_stream_write(s, "ping\n", 5);
+        if (!r)
+            r = (int)bounded(read_reply, s, "the Unix echo");
+        cio_stream_free(s);
+    }
+    cio_server_close(srv);
+    int closed = (int)bounded(wait_closed, srv, "closing the Unix server");
+    cio_server_free(srv);
+    return r ? r : closed;
+}
+
+/* A datagram endpoint's state. The transport is valid until its
+ * connection_lost, which may come early (a fault ends it) or after the
+ * scenario returned (a close completes on a later turn): whichever of the
+ * two comes last frees the state. */
+typedef struct udp_end {
+    cio_transport *t;
+    int got;      /* datagrams received */
+    bool echo;    /* sends each one back */
+    bool lost;    /* connection_lost ran: t is gone */
+    bool dropped; /* the scenario is done with it */
+} udp_end;
+
+static void udp_received(cio_transport *t, const char *data, size_t n,
+                         const struct sockaddr *addr, socklen_t len, void *ctx)
+{
+    udp_end *e = ctx;
+    e->got++;
+    if (e->echo) /* may fail with the fault: the client sends again */
+        cio_transport_sendto(t, data, n, addr, len);
+}
+
+static void udp_lost(cio_transport *t, int err, void *ctx)
+{
+    (void)t, (void)err;
+    udp_end *e = ctx;
+    e->lost = true;
+    if (e->dropped)
+        cio__free(e);
+}
+
+static void udp_error(cio_transport *t, int err, void *ctx)
+{
+    (void)t, (void)err, (void)ctx; /* a datagram lost to the fault */
+}
+
+static const cio_protocol udp_proto = {.datagram_received = udp_received,
+                                       .connection_lost = udp_lost,
+                                       .error_received = udp_error};
+
+/* An endpoint bound to loopback (remote_port NULL) or connected there. */
+static udp_end *udp_open(const char *remote_port, bool echo, int *r)
+{
+    udp_end *e = cio__calloc(1, sizeof *e);
+    if (!e) {
+        *r = -ENOMEM;
+        return NULL;
+    }
+    e->echo = echo;
+    *r = remote_port ? cio_create_datagram_endpoint(
+                           NULL, NULL, "127.0.0.1", remote_port, &udp_proto,
+                           e, &e->t)
+                     : cio_create_datagram_endpoint("127.0.0.1", "0", NULL,
+                                                    NULL, &udp_proto, e, &e->t);
+    if (*r) {
+        cio__free(e);
+        return NULL;
+    }
+    return e;
+}
+
+/* Closes e's transport unless a fault ended it, and lets go of e. */
+static void udp_drop(udp_end *e)
+{
+    if (e->lost) {
+        cio__free(e);
+        return;
+    }
+    e->dropped = true;
+    cio_transport_close(e->t);
+}
+
+/* Sends until the echo comes back: a datagram lost to a fault is sent
+ * again, as UDP clients do; a fault for good fails a call instead, or
+ * ends one of the endpoints (it could not read, say). */
+static int udp_ping(udp_end *se, udp_end *ce)
+{
+    for (int tries = 0; tries < 1000; tries++) {
+        if (se->lost || ce->lost)
+            return -EPIPE;
+        int r = cio_transport_sendto(ce->t, "ping", 4, NULL, 0);
+        if (r)
+            return r;
+        for (int i = 0; i < 20 && !ce->got; i++)
+            if ((r = cio_sleep(0.0005)) != 0)
+                return r;
+        if (ce->got)
+            return 0;
+    }
+    test_fail(__FILE__, __LINE__, "no datagram came back");
+}
+
+static int port_text(udp_end *e, char *buf, size_t cap)
+{
+    struct sockaddr_in sin;
+    socklen_t len = sizeof sin;
+    int r = cio_transport_get_extra_info(e->t, "sockname", &sin, &len);
+    if (!r)
+        snprintf(buf, cap, "%d", ntohs(sin.sin_port));
+    return r;
+}
+
+/* A datagram to a UDP echo endpoint and back. */
+static int udp_echo(void)
+{
+    char port[16];
+    int r;
+    udp_end *se = udp_open(NULL, true, &r), *ce = NULL;
+    if (!se)
+        return r;
+    r = port_text(se, port, sizeof port);
+    if (!r && (ce = udp_open(port, false, &r)) != NULL) {
+        r = udp_ping(se, ce);
+        udp_drop(ce);
+    }
+    udp_drop(se);
+    return r;
+}
+
+/* Protocols over a Unix socket: the server's side echoes what it gets. */
+static void echo_back(cio_transport *t, const char *data, size_t n, void *ctx)
+{
+    (void)ctx;
+    cio_transport_write(t, data, n); /* may fail with the fault */
+}
+
+static const cio_protocol echo_proto = {.data_received = echo_back};
+
+/* The client's side: an end (as a datagram endpoint's) counting bytes. */
+static void client_got(cio_transport *t, const char *data, size_t n,
+                       void *ctx)
+{
+    (void)t, (void)data;
+    ((udp_end *)ctx)->got += (int)n;
+}
+
+static const cio_protocol client_proto = {.data_received = client_got,
+                                          .connection_lost = udp_lost};
+
+static int unix_protocols(const char *path)
+{
+    cio_server *srv;
+    int r = cio_create_unix_server(path, &echo_proto, NULL, NULL, NULL, &srv);
+    if (r)
+        return r;
+    udp_end *e = cio__calloc(1, sizeof *e);
+    r = e ? cio_create_unix_connection(path, &client_proto, e, &e->t)
+          : -ENOMEM;
+    if (r) {
+        cio__free(e);
+        e = NULL;
+    } else {
+        r = cio_transport_write(e->t, "ping", 4);
+    }
+    for (int i = 0; !r && e->got < 4 && !e->lost; i++) {
+        if (i == 1000)
+            test_fail(__FILE__, __LINE__, "the Unix echo never came back");
+        r = cio_sleep(0.001);
+    }
+    if (!r && e->got < 4)
+        r = -EPIPE; /* a fault ended the connection */
+    if (e)
+        udp_drop(e);
+    cio_server_close(srv);
+    cio_server_free(srv);
+    return r;
+}
+
+static int unix_udp_scenario(void *arg)
+{
+    int r = unix_echo(arg);
+    int p = unix_protocols(arg);
+    int u = udp_echo();
+    return r ? r : p ? p : u;
+}
+
+TEST_T(faults_unix_socket_and_udp, 120)
+{
+    char dir[] = "/tmp/cio-faults-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[64];
+    snprintf(path, sizeof path, "%s/echo.sock", dir);
+    fault_matrix(unix_udp_scenario, path);
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        for (int persist = 0; persist < 2 - (kinds[i].err == EINTR); persist++)
+            fault_fresh_loops(unix_udp_scenario, path, &kinds[i], persist);
+    /* A connection's handler task whose stack cannot be guarded. */
+    const fault_kind guard = {"madvise ENOMEM", CIO__FAULT_SYS, ENOMEM,
+                              "madvise"};
+    for (int persist = 0; persist < 2; persist++)
+        CHECK(fault_fresh_loops(unix_udp_scenario, path, &guard, persist) >=
+              2);
+    unlink(path);
+    CHECK(rmdir(dir) == 0);
+}
+
+/* ---------------------------------------------------------------- stacks */
+
+static int return_five(void *arg) { (void)arg; return 5; }
+
+/* Spawns a task and waits for it: 0 when it ran and returned 5, else the
+ * task's error. The wait is bounded: a task that never starts is lost. */
+static int spawn_and_wait(cio_loop *loop)
+{
+    cio_task *t;
+    int r = cio_task_new(loop, return_five, NULL, NULL, &t);
+    if (r)
+        return r;
+    for (int i = 0; i < 1000 && !cio_future_done(t); i++)
+        CHECK(cio_loop_run_once(loop, 0) >= 0);
+    if (!cio_future_done(t))
+        test_fail(__FILE__, __LINE__, "the task never finished");
+    r = cio_future_result(t, NULL);
+    cio_future_unref(t);
+    return r == 5 ? 0 : r;
+}
+
+/* The guard page of a task's stack cannot be installed (madvise fails
+ * with ENOMEM or EAGAIN, once or for good): the task's future fails with
+ * that error, and once madvise works again the loop spawns tasks. */
+TEST(faults_stack_guard_cannot_be_installed)
+{
+    const int errs[] = {ENOMEM, EAGAIN};
+    for (int persist = 0; persist < 2; persist++)
+        for (int e = 0; e < 2; e++) {
+            cio_loop *loop;
+            CHECK_ERR(cio_loop_new(&loop, NULL), 0);
+            cio__fault_arm_call(CIO__FAULT_SYS |
+                                    (persist ? CIO__FAULT_PERSIST : 0),
+                                1, errs[e], "madvise");
+            CHECK_ERR(spawn_and_wait(loop), -errs[e]);
+            CHECK(cio__fault_fired());
+            cio__fault_disarm();
+            CHECK_ERR(spawn_and_wait(loop), 0);
+            cio_loop_free(loop);
+        }
 /* ------------------------------------------------------- sync and queues */
 
 typedef struct handoff {
