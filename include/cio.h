@@ -478,6 +478,14 @@ CIO_API int cio_task_new_at(cio_loop *loop, cio_task_fn fn, void *arg,
 /** Returns the task running in this thread (borrowed), or NULL. */
 CIO_API cio_task *cio_current_task(void);
 
+/** How many finished tasks' stacks the loop keeps warm for new tasks
+ * (128 unless set): a stack given back beyond that many has its memory
+ * returned to the kernel (its address space stays reserved, so reusing it
+ * costs no system call, only fresh pages). Lowering it trims the pool at
+ * once; 0 keeps none warm. Returns 0, -EINVAL (NULL), -ESHUTDOWN (closed
+ * loop), -EPERM (debug mode, wrong thread), -ENOMEM. */
+CIO_API int cio_loop_set_stack_pool_max(cio_loop *loop, size_t max);
+
 /** Stores up to cap unfinished tasks of loop (NULL: running) in out
  * (borrowed until the caller next suspends); returns how many there are,
  * or -EINVAL (no loop). */

@@ -581,6 +581,10 @@ CIO_HIDDEN int cio__create_unix_connection(const char *path,
                                            void *ctx,
                                            const cio_tls_options *tls,
                                            cio_transport **out);
+/* The bytes the transport's write buffer holds room for (tests). */
+CIO_HIDDEN size_t cio__transport_wbuf_capacity(const cio_transport *t);
+/* The bytes the stream's read buffer holds room for (tests). */
+CIO_HIDDEN size_t cio__stream_buffer_capacity(const cio_stream *s);
 /* stream.c's state for a server, freed by free_hook with the server. */
 CIO_HIDDEN void cio__server_set_owner(cio_server *s, void *owner,
                                       void (*free_hook)(void *));
@@ -595,6 +599,11 @@ CIO_HIDDEN void cio__stack_unreserve(cio_loop *loop, size_t size);
 CIO_HIDDEN int cio__stack_take(cio_loop *loop, size_t size, char **lo);
 CIO_HIDDEN void cio__stack_put(cio_loop *loop, char *lo, size_t size);
 CIO_HIDDEN void cio__stack_pool_free(cio_loop *loop);
+/* The most used stacks the pool keeps warm; beyond them a stack given
+ * back has its pages dropped. 0 or -ENOMEM. */
+CIO_HIDDEN int cio__stack_pool_set_max(cio_loop *loop, size_t max);
+/* How many used stacks the pool keeps warm now (tests). */
+CIO_HIDDEN size_t cio__stack_pool_idle(cio_loop *loop);
 CIO_HIDDEN size_t cio__stack_round(size_t size);
 /* Fills the running stack's bounds and its owner's name (from a signal
  * handler: no allocation, no locks); 0 if no task's stack runs. */

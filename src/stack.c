@@ -8,6 +8,12 @@
  * splits the mapping (two maps a stack): running out of maps then is a
  * clean -ENOMEM from the spawn call.
  *
+ * Give-back: the pool keeps at most `idle_max` used stacks warm (their
+ * pages resident); a stack given back beyond that has its pages dropped
+ * (MADV_DONTNEED: its guard and its address space stay, so taking it
+ * again makes no system call), so a burst of 10,000 deep tasks leaves no
+ * 10,000 stacks' worth of memory behind.
+ *
  * Overflow: a SIGSEGV handler on an alternate signal stack recognises a
  * fault in the running task's guard page, names the task and aborts.
  */
@@ -30,7 +36,7 @@
 #define MADV_GUARD_INSTALL 102
 #endif
 
-enum { REGION_STACKS = 256 };
+enum { REGION_STACKS = 256, DEFAULT_IDLE_MAX = 128 };
 
 bool cio__stack_force_mprotect; /* tests: behave as on an older kernel */
 bool cio__stack_poison_released; /* tests: wipe every stack given back */
@@ -47,19 +53,24 @@ typedef struct region {
 /* Stacks of one size. A spawned task reserves a stack; it takes one only
  * when it first runs, the most recently used first (its pages are warm),
  * so a million spawned tasks that run one after another share one stack.
- * available = nhot + ncold + uncarved slots, always >= reserved. */
+ * available = nhot + ncold + nspare + uncarved slots, always >= reserved. */
 typedef struct size_class {
     struct size_class *next;
     size_t size;               /* usable bytes */
     void *hot;                 /* used stacks, linked through their tops */
     void *cold;                /* guarded, never used (mprotect mode) */
-    size_t nhot, ncold, uncarved, reserved;
+    /* Guarded, pages dropped: listed here, not through their tops, since
+     * a link there would bring a page back. cio__malloc'd. */
+    char **spare;
+    size_t nhot, ncold, nspare, spare_cap, uncarved, reserved;
     region *regions, **tail;   /* in creation order */
     region *cur;               /* the first with uncarved slots */
 } size_class;
 
 struct cio__stack_pool {
     size_class *classes;       /* one per stack size in use */
+    size_t idle;               /* hot stacks, over every class */
+    size_t idle_max;           /* beyond it, a stack put back is dropped */
     bool mprotect_guards;
 };
 
@@ -97,14 +108,21 @@ static char *pop(void **list, size_t *count, size_t size)
     return top + sizeof(void *) - size;
 }
 
-static size_class *find_class(cio_loop *loop, size_t size)
+static cio__stack_pool *get_pool(cio_loop *loop)
 {
     cio__stack_pool *pool = loop->tasks.stacks;
-    if (!pool) {
-        pool = loop->tasks.stacks = cio__calloc(1, sizeof *pool);
-        if (!pool)
-            return NULL;
+    if (!pool && (pool = cio__calloc(1, sizeof *pool))) {
+        pool->idle_max = DEFAULT_IDLE_MAX;
+        loop->tasks.stacks = pool;
     }
+    return pool;
+}
+
+static size_class *find_class(cio_loop *loop, size_t size)
+{
+    cio__stack_pool *pool = get_pool(loop);
+    if (!pool)
+        return NULL;
     for (size_class *c = pool->classes; c; c = c->next)
         if (c->size == size)
             return c;
@@ -188,7 +206,7 @@ int cio__stack_reserve(cio_loop *loop, size_t size)
         return -ENOMEM;
     if (mprotect_mode(loop->tasks.stacks)) {
         /* Every reservation is backed by a guarded stack. */
-        if (c->nhot + c->ncold <= c->reserved) {
+        if (c->nhot + c->ncold + c->nspare <= c->reserved) {
             char *lo;
             int err = c->uncarved ? 0 : new_region(c);
             if (!err)
@@ -197,7 +215,7 @@ int cio__stack_reserve(cio_loop *loop, size_t size)
                 return err;
             push(&c->cold, &c->ncold, lo, size);
         }
-    } else if (c->nhot + c->ncold + c->uncarved <= c->reserved) {
+    } else if (c->nhot + c->ncold + c->nspare + c->uncarved <= c->reserved) {
         /* Address space only: guards come when a stack is first taken. */
         int err = new_region(c);
         if (err)
@@ -220,9 +238,12 @@ int cio__stack_take(cio_loop *loop, size_t size, char **lo)
 {
     size_class *c = find_class(loop, size);
     cio__assert(c && c->reserved > 0);
-    if (c->nhot)
+    if (c->nhot) {
         *lo = pop(&c->hot, &c->nhot, size);
-    else if (c->ncold)
+        loop->tasks.stacks->idle--;
+    } else if (c->nspare) {
+        *lo = c->spare[--c->nspare];
+    } else if (c->ncold)
         *lo = pop(&c->cold, &c->ncold, size);
     else {
         /* uncarved is empty only if the kernel refused MADV_GUARD_INSTALL
@@ -252,12 +273,62 @@ static void poison_released(cio_loop *loop, char *lo, size_t size)
     memset(lo, 0, size);
 }
 
+/* Drops a stack's pages and lists it as spare; false (nothing changed)
+ * if the list cannot grow or the kernel refuses. */
+static bool drop_pages(size_class *c, char *lo)
+{
+    char **v = cio__grow(c->spare, &c->spare_cap, c->nspare + 1,
+                         sizeof *v, 16);
+    if (!v)
+        return false;
+    c->spare = v;
+    if (cio__sys_madvise(lo, c->size, MADV_DONTNEED))
+        return false;
+    c->spare[c->nspare++] = lo;
+    return true;
+}
+
 void cio__stack_put(cio_loop *loop, char *lo, size_t size)
 {
     size_class *c = find_class(loop, size);
     cio__assert(c);
+    cio__stack_pool *pool = loop->tasks.stacks;
     poison_released(loop, lo, size);
+    if (pool->idle >= pool->idle_max && drop_pages(c, lo))
+        return;
     push(&c->hot, &c->nhot, lo, size);
+    pool->idle++;
+}
+
+/* Drops hot stacks until at most idle_max are left (any will do: beyond
+ * the cap each costs the same). Stops early if memory or the kernel
+ * refuses; the next put tries again. */
+static void trim(cio__stack_pool *pool)
+{
+    for (size_class *c = pool->classes; c; c = c->next)
+        while (pool->idle > pool->idle_max && c->nhot) {
+            char *lo = pop(&c->hot, &c->nhot, c->size);
+            if (!drop_pages(c, lo)) {
+                push(&c->hot, &c->nhot, lo, c->size);
+                return;
+            }
+            pool->idle--;
+        }
+}
+
+int cio__stack_pool_set_max(cio_loop *loop, size_t max)
+{
+    cio__stack_pool *pool = get_pool(loop);
+    if (!pool)
+        return -ENOMEM;
+    pool->idle_max = max;
+    trim(pool);
+    return 0;
+}
+
+size_t cio__stack_pool_idle(cio_loop *loop)
+{
+    return loop->tasks.stacks ? loop->tasks.stacks->idle : 0;
 }
 
 void cio__stack_pool_free(cio_loop *loop)
@@ -277,6 +348,7 @@ void cio__stack_pool_free(cio_loop *loop)
             cio__free(r);
             r = next;
         }
+        cio__free(c->spare);
         cio__free(c);
     }
     cio__free(pool);

@@ -339,6 +339,12 @@ cio_task *cio_current_task(void)
     return cio__current ? &cio__current->fut : NULL;
 }
 
+int cio_loop_set_stack_pool_max(cio_loop *loop, size_t max)
+{
+    int err = cio__loop_check(loop);
+    return err ? err : cio__stack_pool_set_max(loop, max);
+}
+
 int cio_all_tasks(cio_loop *loop, cio_task **out, size_t cap)
 {
     if (!loop)

@@ -32,7 +32,8 @@ enum {
     DEFAULT_HIGH = 64 * 1024,    /* asyncio's write-buffer high-water mark */
     DEFAULT_WMAX = 64 << 20,     /* the most a write may leave buffered */
     IOV_MAX_SEND = 1024,         /* iovecs per writev: below any IOV_MAX */
-    WBUF_MIN = 4096              /* the write buffer's first size */
+    WBUF_MIN = 4096,             /* the write buffer's first size */
+    WBUF_KEEP = 64 * 1024        /* a flushed buffer larger than this goes */
 };
 
 size_t cio__dgram_read_size = READ_CHUNK;
@@ -393,6 +394,22 @@ static void flushed(cio_transport *t)
         force_close(t, 0);
 }
 
+/* The write buffer emptied. One a burst made large is freed (the next
+ * refused bytes get a WBUF_MIN one), so a connection that once buffered
+ * megabytes for a slow peer does not keep them; it is freed only when
+ * empty and above WBUF_KEEP, so the common small case never reallocates. */
+static void wbuf_flushed(cio_transport *t)
+{
+    t->whead = t->wlen = 0;
+    if (t->wcap > WBUF_KEEP) {
+        cio__free(t->wbuf);
+        t->wbuf = NULL;
+        t->wcap = 0;
+    }
+}
+
+size_t cio__transport_wbuf_capacity(const cio_transport *t) { return t->wcap; }
+
 /* The writer watcher of the byte kinds, on only while bytes are queued.
  * A short write keeps the rest for the next wake-up; the watcher goes off
  * in flushed() once the buffer is empty. */
@@ -408,7 +425,7 @@ static void bytes_writable(void *arg)
     }
     t->whead += (size_t)n;
     if (t->whead == t->wlen) {
-        t->whead = t->wlen = 0;
+        wbuf_flushed(t);
         check_pause(t);
         flushed(t);
     } else {

@@ -273,6 +273,60 @@ TEST_T(stack_mprotect_fallback_runs_out_of_maps_cleanly, 120)
     cio_loop_free(loop);
 }
 
+/* -------------------------------------------------- giving stacks back */
+
+/* Runs n tasks alive at once, each 20 levels (10 KiB) deep when the gate
+ * opens; all must return 21. */
+static void burst_of_deep_tasks(int n)
+{
+    CHECK_ERR(cio_future_new(NULL, &GATE), 0);
+    cio_task **t = calloc((size_t)n, sizeof *t);
+    CHECK(t != NULL);
+    for (int i = 0; i < n; i++)
+        t[i] = spawn_sized(await_gate_then_recurse, (void *)(intptr_t)20, 0,
+                           NULL);
+    CHECK_ERR(cio_sleep(0), 0);
+    CHECK_ERR(cio_future_set_result(GATE, NULL), 0);
+    CHECK_ERR(cio_gather(t, (size_t)n, 0, NULL), 0);
+    for (int i = 0; i < n; i++) {
+        CHECK_EQ(cio_future_result(t[i], NULL), 21);
+        cio_future_unref(t[i]);
+    }
+    free(t);
+    cio_future_unref(GATE);
+}
+
+/* After a burst of 1,000 tasks the pool keeps 128 stacks warm (the
+ * default), the rest have their pages dropped; a lower cap trims the
+ * pool at once; the dropped stacks serve the next burst as well. */
+static int main_give_back(void *arg)
+{
+    (void)arg;
+    cio_loop *loop = cio_get_running_loop();
+    burst_of_deep_tasks(1000);
+    CHECK_EQ(cio__stack_pool_idle(loop), 128);
+    CHECK_ERR(cio_loop_set_stack_pool_max(loop, 10), 0);
+    CHECK_EQ(cio__stack_pool_idle(loop), 10);
+    burst_of_deep_tasks(1000);
+    CHECK_EQ(cio__stack_pool_idle(loop), 10);
+    CHECK_ERR(cio_loop_set_stack_pool_max(loop, 0), 0);
+    CHECK_EQ(cio__stack_pool_idle(loop), 0);
+    burst_of_deep_tasks(300);
+    CHECK_EQ(cio__stack_pool_idle(loop), 0);
+    CHECK_ERR(cio_loop_set_stack_pool_max(loop, 1000), 0);
+    burst_of_deep_tasks(300);
+    CHECK_EQ(cio__stack_pool_idle(loop), 300);
+    CHECK_ERR(cio_loop_set_stack_pool_max(NULL, 1), -EINVAL);
+    return 0;
+}
+
+TEST_T(stack_pool_keeps_at_most_its_max_warm, 60)
+{
+    CHECK_ERR(cio_run(main_give_back, NULL), 0);
+    cio__stack_force_mprotect = true;
+    CHECK_ERR(cio_run(main_give_back, NULL), 0);
+}
+
 /* -------------------------------------------------------- stack overflow */
 
 static int overflow_task(void *arg)

@@ -679,6 +679,46 @@ TEST(stream_readuntil_searches_a_long_line_once_not_per_chunk)
     run_main(scan_once_main, NULL);
 }
 
+/* A burst grows the read buffer; once drained it goes back (a stream
+ * idle after reading 64 KiB keeps no 64 KiB), while a buffer that only
+ * ever held small reads stays allocated (no churn). Borrowed data keeps
+ * the buffer until the next read call. */
+static int give_back_main(void *arg)
+{
+    (void)arg;
+    int fd;
+    cio_stream *s = raw_peer_stream(&fd, NULL);
+    static char big[64 * 1024];
+    memset(big, 'b', sizeof big);
+    CHECK_ERR(cio_sock_sendall(fd, big, sizeof big), 0);
+    static char got[64 * 1024];
+    CHECK_EQ(cio_stream_readexactly(s, got, sizeof got, NULL), sizeof got);
+    CHECK_EQ(cio__stream_buffer_capacity(s), 0);
+    for (int i = 0; i < 10; i++) { /* small reads keep their buffer */
+        CHECK_ERR(cio_sock_sendall(fd, "abc\n", 4), 0);
+        const char *line;
+        CHECK_EQ(cio_stream_readline(s, &line), 4);
+        CHECK_EQ(cio__stream_buffer_capacity(s), 4096);
+    }
+    big[sizeof big - 1] = '\n';
+    CHECK_ERR(cio_sock_sendall(fd, big + 32 * 1024, 32 * 1024), 0);
+    const char *line;
+    CHECK_EQ(cio_stream_readline(s, &line), 32 * 1024);
+    CHECK(cio__stream_buffer_capacity(s) >= 32 * 1024); /* line is borrowed */
+    CHECK_EQ(line[0], 'b');
+    shutdown(fd, SHUT_WR);
+    CHECK_EQ(cio_stream_readline(s, &line), 0);
+    CHECK_EQ(cio__stream_buffer_capacity(s), 0);
+    close(fd);
+    cio_stream_free(s);
+    return 0;
+}
+
+TEST(stream_read_buffer_goes_back_once_drained)
+{
+    run_main(give_back_main, NULL);
+}
+
 /* A peer that never reads: the stream's writes stop at the write buffer's
  * maximum with -ENOBUFS, keeping nothing of the refused write. */
 static int write_max_main(void *arg)

@@ -420,6 +420,43 @@ TEST(net_flow_control_pauses_and_resumes_writing)
     run_main(flow_main, NULL);
 }
 
+/* A burst to a peer that does not read grows the write buffer to
+ * megabytes; once it is flushed, the buffer goes back. */
+static int wbuf_give_back_main(void *arg)
+{
+    (void)arg;
+    srv *v = srv_new();
+    v->sp.tmpl.pause_on_made = true; /* a peer that does not read, yet */
+    serve(v, "127.0.0.1");
+    peer c = {0};
+    cio_transport *t = dial("127.0.0.1", v->portstr, &c);
+    AWAIT(v->sp.n == 1 && v->sp.p[0].made);
+    peer *s = &v->sp.p[0];
+    enum { CHUNK = 64 * 1024, TOTAL = 8 << 20 };
+    char *buf = malloc(CHUNK);
+    for (size_t total = 0; total < TOTAL; total += CHUNK) {
+        fill(buf, CHUNK, total);
+        CHECK_ERR(cio_transport_write(t, buf, CHUNK), 0);
+    }
+    CHECK(cio_transport_get_write_buffer_size(t) > 1 << 20);
+    CHECK(cio__transport_wbuf_capacity(t) > 1 << 20);
+    CHECK_ERR(cio_transport_resume_reading(s->t), 0);
+    AWAIT(s->len == TOTAL);
+    CHECK(pattern_ok(s->data, TOTAL, 0));
+    CHECK_EQ(cio_transport_get_write_buffer_size(t), 0);
+    CHECK_EQ(cio__transport_wbuf_capacity(t), 0);
+    free(buf);
+    hang_up(t, &c, &v->sp, 1);
+    srv_done(v);
+    peer_free(&c);
+    return 0;
+}
+
+TEST(net_write_buffer_goes_back_once_flushed)
+{
+    run_main(wbuf_give_back_main, NULL);
+}
+
 static int pause_reading_main(void *arg)
 {
     (void)arg;
