@@ -32,6 +32,9 @@
 #                  turn for BENCH_SENDFILE_ROUNDS rounds (default 7), so a
 #                  load that comes and goes hits all alike: MiB/s, the
 #                  median of each system's rounds
+#   rss            (cio only) VmRSS before, at the peak of and after a burst:
+#                  10,000 streams each reading 64 KiB once (rss_streams_*),
+#                  10,000 tasks each with 64 KiB of stack in use (rss_tasks_*)
 #
 # The TLS benchmarks run each system's TLS echo server (cio's
 # bench/build/cio_echo_tls, the peers given a P-256 certificate made in
@@ -68,7 +71,7 @@ COUNT_ARGS=()
 
 # name -> peer systems, in the order they run.
 BENCHES=(callsoon timers threadsafe spawn switch sleepers queue_pingpong queue_throughput executor
-    spawn_process echo_protocol echo_streams idle_conns readline sendfile tls_echo tls_handshake)
+    spawn_process echo_protocol echo_streams idle_conns readline sendfile tls_echo tls_handshake rss)
 declare -A SYSTEMS=(
     [callsoon]="libuv asyncio uvloop"
     [timers]="libuv asyncio uvloop"
@@ -87,6 +90,7 @@ declare -A SYSTEMS=(
     [sendfile]="epoll blocking"              # bench/peers/sendfile_loop.c
     [tls_echo]="uvloop go"                   # uvloop: protocols, ssl=
     [tls_handshake]="s_server uvloop go"
+    [rss]=""                                 # cio alone: before, peak, after
 )
 LOOP_BENCHES=" callsoon timers threadsafe " # py_loop.py + uv_<name>
 NET_BENCHES=" echo_protocol echo_streams idle_conns " # servers + bench/loadgen
