@@ -1175,6 +1175,31 @@ static void fault_loop(unsigned kind, int err)
 }
 
 static void fault_alloc_body(void) { fault_loop(CIO__FAULT_ALLOC, 0); }
+
+/* The tasks of communicate whose stacks cannot be guarded (madvise
+ * fails at the N-th stack, once or for good): communicate fails or
+ * succeeds, and never waits for an EOF that a feeder which never ran
+ * cannot send. */
+TEST_T(process_fault_stack_guard, 60)
+{
+    fault_state fs = {0, false, false};
+    for (int persist = 0; persist < 2; persist++)
+        for (int n = 1;; n++) {
+            cio__fault_arm_call(CIO__FAULT_SYS |
+                                    (persist ? CIO__FAULT_PERSIST : 0),
+                                n, ENOMEM, "madvise");
+            int r = process_fault_scenario(&fs);
+            bool fired = cio__fault_fired();
+            cio__fault_disarm();
+            CHECK(!fs.hung && !fs.exit_lost);
+            CHECK(r <= 0);
+            if (!fired) {
+                CHECK_ERR(r, 0);
+                CHECK(n > 3); /* main, the feeder and both readers */
+                break;
+            }
+        }
+}
 static void fault_emfile_body(void) { fault_loop(CIO__FAULT_SYS, EMFILE); }
 
 TEST_T(process_fault_alloc, 60) { fault_alloc_body(); }
