@@ -1532,8 +1532,8 @@ CIO_API void cio_server_free(cio_server *s);
  * (may be NULL) and/or connected to remote_host/remote_port (may be NULL).
  * *t is valid until connection_lost returns, which may come before any
  * close of yours (the endpoint could not get memory to read, say): track
- * it there before touching *t again. Returns 0, CIO_EAI(...), -EADDRINUSE, -EINVAL (a bad port, as
- * cio_getaddrinfo), ... */
+ * it there before touching *t again. Returns 0, CIO_EAI(...),
+ * -EADDRINUSE, -EINVAL (a bad port, as cio_getaddrinfo), ... */
 CIO_API int cio_create_datagram_endpoint(const char *local_host,
                                          const char *local_port,
                                          const char *remote_host,
