@@ -40,6 +40,11 @@ CIO_HIDDEN char *cio__strdup(const char *s);
 CIO_HIDDEN void *cio__grow(void *arr, size_t *cap, size_t need, size_t size,
                            size_t first);
 CIO_HIDDEN void cio__free(void *p);
+/* Large buffers that must go back to the kernel when freed (a malloc'd
+ * block in the middle of the heap stays resident): their own mapping, n
+ * bytes (a page multiple), counted and failed as allocations are. */
+CIO_HIDDEN void *cio__big_alloc(size_t n);
+CIO_HIDDEN void cio__big_free(void *p, size_t n);
 
 CIO_HIDDEN int cio__sys_epoll_create1(int flags);
 CIO_HIDDEN int cio__sys_epoll_ctl(int epfd, int op, int fd, void *event);
@@ -562,6 +567,9 @@ CIO_HIDDEN extern size_t cio__stream_scanned;
 /* Seconds a freed stream may go on flushing before it is aborted
  * (stream.c); tests lower it. */
 CIO_HIDDEN extern double cio__stream_free_linger;
+/* Seconds a stream's drained large read buffer is kept before it goes
+ * back (stream.c); tests lower it. */
+CIO_HIDDEN extern double cio__stream_shrink_delay;
 CIO_HIDDEN void cio__net_close(cio_loop *loop);
 /* Pipe transports (process.c's and cio_connect_*_pipe). */
 CIO_HIDDEN int cio__pipe_transport(cio_loop *loop, int fd, bool write_side,

@@ -151,6 +151,26 @@ void cio__free(void *p)
     free(p);
 }
 
+void *cio__big_alloc(size_t n)
+{
+    if (cio__fault_check(CIO__FAULT_ALLOC))
+        return NULL;
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    atomic_fetch_add_explicit(&live_allocs, 1, memory_order_relaxed);
+    return p;
+}
+
+void cio__big_free(void *p, size_t n)
+{
+    if (!p)
+        return;
+    atomic_fetch_sub_explicit(&live_allocs, 1, memory_order_relaxed);
+    munmap(p, n);
+}
+
 /* Wraps a -1/errno call into a -errno return, after the fault check. */
 #define SYSCALL(expr)                                                          \
     do {                                                                       \

@@ -396,12 +396,14 @@ static void flushed(cio_transport *t)
 
 /* The write buffer emptied. One a burst made large is freed (the next
  * refused bytes get a WBUF_MIN one), so a connection that once buffered
- * megabytes for a slow peer does not keep them; it is freed only when
- * empty and above WBUF_KEEP, so the common small case never reallocates. */
+ * megabytes for a slow peer does not keep them. A writer that waits for
+ * drain never has more than the high-water mark and one write buffered:
+ * its buffer (up to four times the mark, or WBUF_KEEP) stays, so it does
+ * not reallocate each time the peer catches up. */
 static void wbuf_flushed(cio_transport *t)
 {
     t->whead = t->wlen = 0;
-    if (t->wcap > WBUF_KEEP) {
+    if (t->wcap > WBUF_KEEP && t->wcap > 4 * t->high) {
         cio__free(t->wbuf);
         t->wbuf = NULL;
         t->wcap = 0;
