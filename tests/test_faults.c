@@ -734,6 +734,8 @@ TEST(faults_stack_guard_cannot_be_installed)
             CHECK_ERR(spawn_and_wait(loop), 0);
             cio_loop_free(loop);
         }
+}
+
 /* ------------------------------------------------------- sync and queues */
 
 typedef struct handoff {
