@@ -231,7 +231,12 @@ bench/build/%: bench/%.c $(LIB_A)
 	@mkdir -p bench/build
 	$(CC) $(CFLAGS) -Ibench $< $(LIB_A) -o $@ $(LDLIBS)
 
-bench: $(BENCH_BIN)
+# The Redis benchmark's server is the example itself.
+bench/build/mini_redis: examples/mini_redis.c $(LIB_A)
+	@mkdir -p bench/build
+	$(CC) $(CFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
+
+bench: $(BENCH_BIN) bench/build/mini_redis
 	@bash bench/run.sh '$(B)'
 
 # make install [PREFIX=/usr/local] [LIBDIR=...] [INCLUDEDIR=...] [DESTDIR=...]
