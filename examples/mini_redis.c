@@ -256,6 +256,10 @@ static int grow_table(void)
 
 static int set_value(entry *e, const char *val, size_t n)
 {
+    if (e->val && n == e->vlen) { /* the same size: overwrite in place */
+        memcpy(e->val, val, n);
+        return 0;
+    }
     char *v = malloc(n + 1);
     if (!v)
         return -ENOMEM;
@@ -359,12 +363,22 @@ static void out_bytes(client *c, const void *p, size_t n)
 
 static void out_str(client *c, const char *s) { out_bytes(c, s, strlen(s)); }
 
-/* A type byte, a number, CRLF: ":42", "$5", "*3". */
+/* A type byte, a number, CRLF: ":42", "$5", "*3". Formatted by hand:
+ * snprintf showed in profiles, once per reply. */
 static void out_num(client *c, char type, long long v)
 {
-    char b[32];
-    int n = snprintf(b, sizeof b, "%c%lld\r\n", type, v);
-    out_bytes(c, b, (size_t)n);
+    char b[32], *p = b + sizeof b;
+    unsigned long long u = v < 0 ? 0 - (unsigned long long)v
+                                 : (unsigned long long)v;
+    *--p = '\n';
+    *--p = '\r';
+    do
+        *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        *--p = '-';
+    *--p = type;
+    out_bytes(c, p, (size_t)(b + sizeof b - p));
 }
 
 static void reply_int(client *c, long long v) { out_num(c, ':', v); }
@@ -711,7 +725,8 @@ static void execute(client *c)
 {
     const command *cmd = NULL;
     for (size_t i = 0; i < sizeof commands / sizeof *commands && !cmd; i++)
-        if (!strcasecmp(c->argv[0].p, commands[i].name))
+        if (c->argv[0].n == strlen(commands[i].name) &&
+            !strcasecmp(c->argv[0].p, commands[i].name))
             cmd = &commands[i];
     if (!cmd) {
         unknown_command(c);
