@@ -34,10 +34,13 @@
 #                  median of each system's rounds
 #   redis          examples/mini_redis (built as bench/build/mini_redis)
 #                  and redis-server (persistence off, io-threads 1), both
-#                  pinned to CPU 0 and running at once, each driven in turn
-#                  by redis-benchmark on CPU 1: -t ping,set,get -c 50, at
-#                  -P 1 (-n BENCH_REDIS_N1, default 400000) and -P 16 (-n
-#                  BENCH_REDIS_N16, default 6000000), about 3 s a test here;
+#                  pinned to CPU 0 and running at once, driven by
+#                  redis-benchmark on CPU 1: -c 50, each of -t ping_inline,
+#                  ping_mbulk, set, get (what -t ping,set,get runs) at -P 1
+#                  (-n BENCH_REDIS_N1, default 400000) and -P 16 (-n
+#                  BENCH_REDIS_N16, default 6000000), about 3 s a test
+#                  here, one system then the other for each test, so a
+#                  load that comes and goes hits both alike;
 #                  BENCH_REDIS_ROUNDS rounds (default 3), the median of
 #                  each: redis_<test>_P<n> in req/s, _p99 in ms
 #
@@ -494,11 +497,11 @@ redis_cmd() {
     command -v "${SERVER_CMD[0]}" >/dev/null
 }
 
-# redis_round PORT SYSTEM P N : one redis-benchmark run, as `name value`
-# lines in REDIS_VALS (appended).
+# redis_round PORT SYSTEM P N TEST : one redis-benchmark run, as
+# `system name value` lines in REDIS_VALS (appended).
 redis_round() {
     local csv
-    csv=$(timeout "$TIMEOUT" "${PIN_LOAD[@]}" redis-benchmark -p "$1" -t ping,set,get \
+    csv=$(timeout "$TIMEOUT" "${PIN_LOAD[@]}" redis-benchmark -p "$1" -t "$5" \
         -c 50 -P "$3" -n "$4" --csv 2>/dev/null) || return 1
     REDIS_VALS+=$(awk -F'"' -v p="$3" -v s="$2" 'NR > 1 {
         t = tolower($2); print s, "redis_" t "_P" p, $4; print s, "redis_" t "_P" p "_p99", $14 }' <<<"$csv")
@@ -507,7 +510,7 @@ redis_round() {
 
 # run_redis : every server at once, driven in turn (see above).
 run_redis() {
-    local rounds=${BENCH_REDIS_ROUNDS:-3} s i r p systems=() ports=() wraps=()
+    local rounds=${BENCH_REDIS_ROUNDS:-3} s i r p t systems=() ports=() wraps=()
     local n1=${BENCH_REDIS_N1:-400000} n16=${BENCH_REDIS_N16:-6000000}
     REDIS_VALS=""
     for s in cio ${SYSTEMS[redis]}; do
@@ -516,8 +519,9 @@ run_redis() {
             continue
         fi
         ports+=("$("$LOADGEN" --free-port)") systems+=("$s")
-        timeout -s KILL "$SERVER_TIMEOUT" "${PIN_SERVER[@]}" "${SERVER_CMD[@]}" "${ports[-1]}" \
-            >/dev/null 2>&1 &
+        # Alive for every round (8 runs of up to TIMEOUT s each).
+        timeout -s KILL "$((rounds * 8 * TIMEOUT + 60))" "${PIN_SERVER[@]}" \
+            "${SERVER_CMD[@]}" "${ports[-1]}" >/dev/null 2>&1 &
         wraps+=($!)
     done
     for i in "${!systems[@]}"; do
@@ -528,9 +532,12 @@ run_redis() {
     done
     for ((r = 0; r < rounds; r++)); do
         for p in 1 16; do
-            for i in "${!systems[@]}"; do
-                redis_round "${ports[$i]}" "${systems[$i]}" "$p" "$([[ $p == 1 ]] && echo "$n1" || echo "$n16")" ||
-                    log "${systems[$i]} redis -P $p failed"
+            for t in ping_inline ping_mbulk set get; do
+                for i in "${!systems[@]}"; do
+                    redis_round "${ports[$i]}" "${systems[$i]}" "$p" \
+                        "$([[ $p == 1 ]] && echo "$n1" || echo "$n16")" "$t" ||
+                        log "${systems[$i]} redis $t -P $p failed"
+                done
             done
         done
     done
@@ -548,7 +555,8 @@ run_redis() {
             for (x = 1; x <= c; x++) w[x] = v[k, s, x] + 0
             for (x = 1; x <= c; x++) for (y = x + 1; y <= c; y++)
                 if (w[y] < w[x]) { t = w[x]; w[x] = w[y]; w[y] = t }
-            print "bench", k, s, w[int(c / 2) + 1], (k ~ /_p99$/ ? "ms" : "req/s")
+            p99 = k ~ /_p99$/
+            printf "bench %s %s " (p99 ? "%.3f ms" : "%.0f req/s") "\n", k, s, w[int(c / 2) + 1]
         }
     }' <<<"$REDIS_VALS"
     ((${#wraps[@]})) && kill "${wraps[@]}" 2>/dev/null

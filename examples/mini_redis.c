@@ -952,7 +952,7 @@ static int handle_client(cio_stream *s, void *arg)
 /* ------------------------------------------------------- serving */
 
 typedef struct serve_opts {
-    const char *port;      /* TCP on 127.0.0.1... every interface: NULL host */
+    const char *port;      /* TCP, on every interface; or NULL */
     const char *unix_path; /* or NULL */
 } serve_opts;
 
