@@ -1,6 +1,7 @@
 # cio: one plain GNU Makefile.
 #   make                      libcio.a, libcio.so and the examples
 #   make check [T=pattern]    every test (per backend), then every example
+#                             (and mini_redis against redis-server)
 #   make check REPEAT=20 [PIN=1] [LOAD=2]   the same, 20 times in a row
 #   make check SAN=address,undefined | SAN=thread | VALGRIND=1
 #   make demo                 the guided run of the examples
@@ -158,6 +159,7 @@ check-once: $(TEST_BIN) $(EX_BIN) $(REPLAY_BIN)
 	  for f in $(FUZZ); do \
 	    $(RUNNER) $(B_DIR)/fuzz/$$f tests/fuzz/corpus/$$f || status=1; \
 	  done; \
+	  RUNNER="$(RUNNER)" bash tests/check_redis.sh $(B_DIR)/examples/mini_redis || status=1; \
 	fi; \
 	exit $$status
 
@@ -229,7 +231,12 @@ bench/build/%: bench/%.c $(LIB_A)
 	@mkdir -p bench/build
 	$(CC) $(CFLAGS) -Ibench $< $(LIB_A) -o $@ $(LDLIBS)
 
-bench: $(BENCH_BIN)
+# The Redis benchmark's server is the example itself.
+bench/build/mini_redis: examples/mini_redis.c $(LIB_A)
+	@mkdir -p bench/build
+	$(CC) $(CFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
+
+bench: $(BENCH_BIN) bench/build/mini_redis
 	@bash bench/run.sh '$(B)'
 
 # make install [PREFIX=/usr/local] [LIBDIR=...] [INCLUDEDIR=...] [DESTDIR=...]

@@ -35,6 +35,17 @@
 #   rss            (cio only) VmRSS before, at the peak of and after a burst:
 #                  10,000 streams each reading 64 KiB once (rss_streams_*),
 #                  10,000 tasks each with 64 KiB of stack in use (rss_tasks_*)
+#   redis          examples/mini_redis (built as bench/build/mini_redis)
+#                  and redis-server (persistence off, io-threads 1), both
+#                  pinned to CPU 0 and running at once, driven by
+#                  redis-benchmark on CPU 1: -c 50, each of -t ping_inline,
+#                  ping_mbulk, set, get (what -t ping,set,get runs) at -P 1
+#                  (-n BENCH_REDIS_N1, default 400000) and -P 16 (-n
+#                  BENCH_REDIS_N16, default 6000000), about 3 s a test
+#                  here, one system then the other for each test, so a
+#                  load that comes and goes hits both alike;
+#                  BENCH_REDIS_ROUNDS rounds (default 3), the median of
+#                  each: redis_<test>_P<n> in req/s, _p99 in ms
 #
 # The TLS benchmarks run each system's TLS echo server (cio's
 # bench/build/cio_echo_tls, the peers given a P-256 certificate made in
@@ -71,7 +82,7 @@ COUNT_ARGS=()
 
 # name -> peer systems, in the order they run.
 BENCHES=(callsoon timers threadsafe spawn switch sleepers queue_pingpong queue_throughput executor
-    spawn_process echo_protocol echo_streams idle_conns readline sendfile tls_echo tls_handshake rss)
+    spawn_process echo_protocol echo_streams idle_conns readline sendfile tls_echo tls_handshake rss redis)
 declare -A SYSTEMS=(
     [callsoon]="libuv asyncio uvloop"
     [timers]="libuv asyncio uvloop"
@@ -91,6 +102,7 @@ declare -A SYSTEMS=(
     [tls_echo]="uvloop go"                   # uvloop: protocols, ssl=
     [tls_handshake]="s_server uvloop go"
     [rss]=""                                 # cio alone: before, peak, after
+    [redis]="redis-server"                   # Debian's, driven by redis-benchmark
 )
 LOOP_BENCHES=" callsoon timers threadsafe " # py_loop.py + uv_<name>
 NET_BENCHES=" echo_protocol echo_streams idle_conns " # servers + bench/loadgen
@@ -116,7 +128,7 @@ need_libuv=0 need_py=0 need_go=0 need_net=0 need_tasks=0 need_tls=0
 for b in "${selected[@]}"; do
     if [[ $TLS_BENCHES == *" $b "* ]]; then
         need_net=1 need_tls=1
-    elif [[ $NET_BENCHES == *" $b "* || $b == sendfile ]]; then
+    elif [[ $NET_BENCHES == *" $b "* || $b == sendfile || $b == redis ]]; then
         need_net=1
     elif [[ $LOOP_BENCHES != *" $b "* ]]; then
         need_tasks=1
@@ -138,6 +150,8 @@ missing=()
 ((need_go)) && ! have_pkg golang-go && missing+=(golang-go)
 ((need_tls)) && ! have_pkg libssl-dev && missing+=(libssl-dev)
 ((need_tls)) && ! have_pkg openssl && missing+=(openssl)
+[[ " ${selected[*]} " == *" redis "* ]] && ! command -v redis-benchmark >/dev/null &&
+    missing+=(redis-tools redis-server)
 if ((${#missing[@]})) && [[ -z ${BENCH_NO_INSTALL:-} ]]; then
     SUDO=()
     ((EUID != 0)) && command -v sudo >/dev/null && SUDO=(sudo -n)
@@ -477,7 +491,87 @@ unavailable() {
     echo "bench $1 $2 unavailable -"
 }
 
+# redis_cmd SYSTEM : its server, with the port to come last, in SERVER_CMD.
+redis_cmd() {
+    case $1 in
+        cio) SERVER_CMD=("$BUILD/mini_redis" --port) ;;
+        redis-server) SERVER_CMD=(redis-server --save '' --appendonly no
+            --io-threads 1 --bind 127.0.0.1 --daemonize no --port) ;;
+    esac
+    command -v "${SERVER_CMD[0]}" >/dev/null
+}
+
+# redis_round PORT SYSTEM P N TEST : one redis-benchmark run, as
+# `system name value` lines in REDIS_VALS (appended).
+redis_round() {
+    local csv
+    csv=$(timeout "$TIMEOUT" "${PIN_LOAD[@]}" redis-benchmark -p "$1" -t "$5" \
+        -c 50 -P "$3" -n "$4" --csv 2>/dev/null) || return 1
+    REDIS_VALS+=$(awk -F'"' -v p="$3" -v s="$2" 'NR > 1 {
+        t = tolower($2); print s, "redis_" t "_P" p, $4; print s, "redis_" t "_P" p "_p99", $14 }' <<<"$csv")
+    REDIS_VALS+=$'\n'
+}
+
+# run_redis : every server at once, driven in turn (see above).
+run_redis() {
+    local rounds=${BENCH_REDIS_ROUNDS:-3} s i r p t systems=() ports=() wraps=()
+    local n1=${BENCH_REDIS_N1:-400000} n16=${BENCH_REDIS_N16:-6000000}
+    REDIS_VALS=""
+    for s in cio ${SYSTEMS[redis]}; do
+        if ! command -v redis-benchmark >/dev/null || ! redis_cmd "$s"; then
+            echo "bench redis $s unavailable -"
+            continue
+        fi
+        ports+=("$("$LOADGEN" --free-port)") systems+=("$s")
+        # Alive for every round (8 runs of up to TIMEOUT s each).
+        timeout -s KILL "$((rounds * 8 * TIMEOUT + 60))" "${PIN_SERVER[@]}" \
+            "${SERVER_CMD[@]}" "${ports[-1]}" >/dev/null 2>&1 &
+        wraps+=($!)
+    done
+    for i in "${!systems[@]}"; do
+        for ((r = 0; r < 200; r++)); do
+            [[ $(redis-cli -p "${ports[$i]}" PING 2>/dev/null) == PONG ]] && break
+            sleep 0.05
+        done
+    done
+    for ((r = 0; r < rounds; r++)); do
+        for p in 1 16; do
+            for t in ping_inline ping_mbulk set get; do
+                for i in "${!systems[@]}"; do
+                    redis_round "${ports[$i]}" "${systems[$i]}" "$p" \
+                        "$([[ $p == 1 ]] && echo "$n1" || echo "$n16")" "$t" ||
+                        log "${systems[$i]} redis $t -P $p failed"
+                done
+            done
+        done
+    done
+    # The median of each system's rounds, per measurement, in run order.
+    awk '
+    NF == 3 {
+        if (!($2 in named)) { named[$2] = 1; names[nn++] = $2 }
+        if (!($1 in sys)) { sys[$1] = 1; systems[ns++] = $1 }
+        v[$2, $1, ++n[$2, $1]] = $3
+    }
+    END {
+        for (i = 0; i < nn; i++) for (j = 0; j < ns; j++) {
+            k = names[i]; s = systems[j]; c = n[k, s]
+            if (!c) continue
+            for (x = 1; x <= c; x++) w[x] = v[k, s, x] + 0
+            for (x = 1; x <= c; x++) for (y = x + 1; y <= c; y++)
+                if (w[y] < w[x]) { t = w[x]; w[x] = w[y]; w[y] = t }
+            p99 = k ~ /_p99$/
+            printf "bench %s %s " (p99 ? "%.3f ms" : "%.0f req/s") "\n", k, s, w[int(c / 2) + 1]
+        }
+    }' <<<"$REDIS_VALS"
+    ((${#wraps[@]})) && kill "${wraps[@]}" 2>/dev/null
+    wait "${wraps[@]}" 2>/dev/null
+}
+
 for b in "${selected[@]}"; do
+    if [[ $b == redis ]]; then
+        run_redis
+        continue
+    fi
     if [[ $b == sendfile ]]; then
         run_sendfile
         continue

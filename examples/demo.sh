@@ -26,6 +26,7 @@ echo_protocol|Protocols: the echo server as callbacks, with no task per connecti
 chat_server|A chat server: each line goes to every other client|09-servers
 udp_echo|UDP: datagram endpoints, datagram_received and sendto|09-servers
 fetch_http|HTTP: a plain GET of a page from a tiny local server|09-servers
+mini_redis|A Redis-protocol key-value store: RESP, pipelining, expiry on a timer heap|09-servers
 other_styles|Other styles: callbacks (promises, Deferreds), async/await, all at once|11-other-styles
 lessons|Pragmatic lessons: stop, threads, no policies, gather before wait, groups, low level, deadlines|12-pragmatic-lessons
 producer_consumer|Queues: producers and consumers over a bounded queue, then shutdown|13-sync-and-queues

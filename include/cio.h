@@ -1634,6 +1634,11 @@ CIO_API size_t cio_stream_partial(const cio_stream *s);
  * 0. Valid until the next read call. */
 CIO_API size_t cio_stream_consumed(const cio_stream *s);
 CIO_API int cio_stream_at_eof(const cio_stream *s); /**< 1 or 0 */
+/** Returns how many bytes the stream has read from the connection that no
+ * read call has handed over yet (0 for NULL): 0 means the next read waits
+ * for the peer (asyncio's len(reader._buffer)). A server answering
+ * pipelined requests flushes its replies when this reaches 0. */
+CIO_API size_t cio_stream_buffered(const cio_stream *s);
 
 /** Queues data (never waits; call drain to wait). Returns 0, -EINVAL,
  * -EPIPE, the connection's error once it is lost, -ENOMEM, -ENOBUFS (past
@@ -1656,6 +1661,10 @@ CIO_API int cio_stream_sendfile(cio_stream *s, int file_fd, int64_t offset,
 /** As cio_transport_set_write_buffer_max, for the stream's transport.
  * Returns 0, -EINVAL (NULL), or the connection's error (-EPIPE) once lost. */
 CIO_API int cio_stream_set_write_buffer_max(cio_stream *s, size_t max);
+/** Returns how many written bytes wait in the transport for the peer to
+ * take them (asyncio's transport.get_write_buffer_size()); 0 for NULL or
+ * once the connection is lost. */
+CIO_API size_t cio_stream_get_write_buffer_size(const cio_stream *s);
 /** Closes the write side once flushed. Returns 0, -EINVAL, -EPIPE, the
  * connection's error once it is lost, -ENOTSUP (as
  * cio_transport_write_eof). */

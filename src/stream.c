@@ -544,6 +544,11 @@ int cio_stream_at_eof(const cio_stream *s)
     return s && s->eof && avail(s) == 0;
 }
 
+size_t cio_stream_buffered(const cio_stream *s)
+{
+    return s ? avail(s) : 0;
+}
+
 /* ------------------------------------------------------------- writing */
 
 static int write_check(const cio_stream *s)
@@ -605,6 +610,12 @@ int cio_stream_set_write_buffer_max(cio_stream *s, size_t max)
 {
     int r = write_check(s);
     return r ? r : cio_transport_set_write_buffer_max(s->t, max);
+}
+
+size_t cio_stream_get_write_buffer_size(const cio_stream *s)
+{
+    return s && s->t && !s->lost ? cio_transport_get_write_buffer_size(s->t)
+                                 : 0;
 }
 
 int cio_stream_write_eof(cio_stream *s)

@@ -821,6 +821,52 @@ TEST(stream_freed_with_unsent_bytes_is_aborted_after_a_linger)
     run_main(free_linger_main, NULL);
 }
 
+/* What a pipelining server asks before it flushes: how much input is
+ * buffered (0: the next read waits), and how much output the peer has
+ * not taken yet. */
+static int buffered_main(void *arg)
+{
+    (void)arg;
+    int fd;
+    cio_stream *s = raw_peer_stream(&fd, NULL);
+    const char *line;
+    CHECK_EQ(cio_stream_buffered(NULL), 0);
+    CHECK_EQ(cio_stream_get_write_buffer_size(NULL), 0);
+    CHECK_EQ(send(fd, "ab\n", 3, 0), 3);
+    CHECK_EQ(cio_stream_readline(s, &line), 3);
+    CHECK_EQ(cio_stream_buffered(s), 0);
+    CHECK_EQ(send(fd, "cd\nef", 5, 0), 5);
+    for (double t0 = mono(); cio_stream_buffered(s) < 5;) {
+        CHECK(mono() - t0 < 30);
+        CHECK_ERR(cio_sleep(0.001), 0);
+    }
+    CHECK_EQ(cio_stream_readline(s, &line), 3);
+    CHECK_EQ(cio_stream_buffered(s), 2);
+    /* The peer never reads: what the kernel cannot take stays queued. */
+    cio_transport *t = stream_transport(s);
+    size_t n = 1u << 20;
+    char *buf = malloc(n);
+    CHECK(buf != NULL);
+    memset(buf, 'q', n);
+    while (cio_transport_get_write_buffer_size(t) == 0)
+        CHECK_ERR(cio_stream_write(s, buf, n), 0);
+    free(buf);
+    CHECK_EQ(cio_stream_get_write_buffer_size(s),
+             cio_transport_get_write_buffer_size(t));
+    cio_stream_abort(s);
+    CHECK_ERR(cio_stream_wait_closed(s), 0);
+    CHECK_EQ(cio_stream_get_write_buffer_size(s), 0);
+    CHECK_EQ(cio_stream_buffered(s), 2); /* still readable, as asyncio's */
+    cio_stream_free(s);
+    close(fd);
+    return 0;
+}
+
+TEST(stream_buffered_and_write_buffer_size_report_both_sides)
+{
+    run_main(buffered_main, NULL);
+}
+
 /* cio_stream_abort drops what is buffered and resets the connection. */
 static int stream_abort_main(void *arg)
 {
