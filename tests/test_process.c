@@ -1298,7 +1298,7 @@ TEST(process_new_session_killpg_kills_the_grandchildren)
 static int t_killpg_after_exit(void *arg)
 {
     (void)arg;
-    cio_process_options o = {.out = {CIO_STDIO_PIPE},
+    cio_process_options o = {.out = {.kind = CIO_STDIO_PIPE},
                              .process_group = CIO_PROCESS_GROUP_NEW};
     cio_process *p = ex(ARGV("sh", "-c", "sleep 100 & echo $!"), &o);
     pid_t g = read_pid(p);
@@ -1333,7 +1333,7 @@ static int t_group_errors(void *arg)
     CHECK_ERR(cio_create_subprocess_exec(ARGV("true"), &both, &p), -EINVAL);
     CHECK_ERR(cio_create_subprocess_exec(ARGV("true"), &bad, &p), -EINVAL);
     /* Joining a group that exists: the child's own, made by another. */
-    cio_process_options lead = {.out = {CIO_STDIO_PIPE},
+    cio_process_options lead = {.out = {.kind = CIO_STDIO_PIPE},
                                 .process_group = CIO_PROCESS_GROUP_NEW};
     cio_process *leader = ex(ARGV("sh", "-c", "echo ready; exec sleep 100"),
                              &lead);
