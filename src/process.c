@@ -370,6 +370,20 @@ static int check_program(const char *file)
     }
 }
 
+/* The job-control idiom (the parent sets the child's group too): where
+ * posix_spawn's clone is a plain fork (qemu-user, valgrind) it returns
+ * before the child has called setpgid, and a killpg or getpgid right
+ * after would miss the group. The child's own call has happened where the
+ * clone is vfork-style: then this fails with EACCES (it has exec'd), as
+ * it does once the plain-forked child has exec'd, and that is fine. */
+static void settle_group(pid_t pid, const cio_process_options *o)
+{
+    if (o->process_group)
+        (void)setpgid(pid, o->process_group == CIO_PROCESS_GROUP_NEW
+                               ? pid
+                               : o->process_group);
+}
+
 /* What posix_spawn cannot report where its vfork-style clone is a plain
  * fork (under valgrind, say): a program that cannot run, a bad cwd.
  * Checked first, they stay errors of the call. */
@@ -461,6 +475,7 @@ static int spawn(const char *file, char *const argv[],
         return err;
     }
     p->pgid = group_of(p->pid, opts);
+    settle_group(p->pid, opts);
     err = take_over(p, &sp, opts, adopt, adopt_arg);
     plan_free(&sp);
     if (err) {
