@@ -967,12 +967,14 @@ static int start(cio_server **srv, const serve_opts *o)
     if (!err && o->unix_path)
         err = cio_start_unix_server(handle_client, NULL, o->unix_path, NULL,
                                     NULL, &srv[1]);
+    char port[16] = ""; /* the port bound: the kernel's choice for "0" */
+    if (!err && o->port)
+        snprintf(port, sizeof port, " on port %d", cio_server_port(srv[0]));
     if (err)
         fprintf(stderr, "mini_redis: cannot listen: %s\n", cio_strerror(err));
     else
-        printf("mini_redis: serving%s%s%s%s\n", o->port ? " on port " : "",
-               o->port ? o->port : "", o->unix_path ? " on " : "",
-               o->unix_path ? o->unix_path : "");
+        printf("mini_redis: serving%s%s%s\n", port,
+               o->unix_path ? " on " : "", o->unix_path ? o->unix_path : "");
     fflush(stdout);
     return err;
 }

@@ -44,32 +44,54 @@ fail() {
     failed=$((failed + 1))
 }
 
-# Two free ports from the kernel (bound, then released: a private pair).
-read -r p_redis p_mini < <(python3 -c '
-import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
 s_redis=$tmp/redis.sock s_mini=$tmp/mini.sock
-
-redis-server --port "$p_redis" --bind 127.0.0.1 --save '' --appendonly no \
-    --unixsocket "$s_redis" --io-threads 1 --daemonize no >"$tmp/redis.log" 2>&1 &
-pids+=($!)
-# shellcheck disable=SC2086 # RUNNER is a command with its arguments
-${RUNNER:-} "$bin" --port "$p_mini" --unix "$s_mini" >"$tmp/mini.log" 2>&1 &
-mini_pid=$!
-pids+=($mini_pid)
 
 # Waits (at most ~20 s: valgrind is slow to start) until a server answers.
 await_server() {
     local i
     for ((i = 0; i < 400; i++)); do
         [[ $(redis-cli -p "$1" PING 2>/dev/null) == PONG ]] && return 0
+        kill -0 "$2" 2>/dev/null || return 1 # it exited: port taken, say
         sleep 0.05
     done
     return 1
 }
-if ! await_server "$p_redis" || ! await_server "$p_mini"; then
+
+# redis-server cannot take port 0, so it gets a port the kernel found free
+# (bound, then released); another program may take that port meanwhile,
+# so a server that could not listen is started again on a new one.
+start_redis() {
+    local try
+    for ((try = 0; try < 5; try++)); do
+        p_redis=$(python3 -c '
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        redis-server --port "$p_redis" --bind 127.0.0.1 --save '' \
+            --appendonly no --unixsocket "$s_redis" --io-threads 1 \
+            --daemonize no >"$tmp/redis.log" 2>&1 &
+        pids+=($!)
+        await_server "$p_redis" $! && return 0
+    done
+    return 1
+}
+
+# mini_redis listens on port 0 and says which port the kernel gave it.
+start_mini() {
+    local i
+    # shellcheck disable=SC2086 # RUNNER is a command with its arguments
+    ${RUNNER:-} "$bin" --port 0 --unix "$s_mini" >"$tmp/mini.log" 2>&1 &
+    mini_pid=$!
+    pids+=($mini_pid)
+    for ((i = 0; i < 400; i++)); do
+        p_mini=$(sed -n 's/^mini_redis: serving on port \([0-9]*\).*/\1/p' \
+            "$tmp/mini.log")
+        [[ $p_mini ]] && break
+        sleep 0.05
+    done
+    [[ $p_mini ]] && await_server "$p_mini" $mini_pid
+}
+p_mini=
+if ! start_redis || ! start_mini; then
     fail "servers start" "$(cat "$tmp/redis.log" "$tmp/mini.log")"
     exit 1
 fi
