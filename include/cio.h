@@ -23,6 +23,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <errno.h>
 #include <math.h>
 #include <sys/types.h>
@@ -1872,6 +1873,88 @@ CIO_API int cio_connect_write_pipe(cio_loop *loop, int fd,
                                    const cio_protocol *proto, void *ctx,
                                    cio_transport **t);
 /** @} */
+
+/* ------------------------------------------------------- seeing inside
+ * What every task of a running program is doing, without a debugger:
+ * asyncio's capture_call_graph / print_call_graph and `python -m asyncio
+ * pstree`. A task parked in a cio call records what it waits on (the
+ * kinds below); the await graph has an edge from a task to each
+ * unfinished task its wait is for: cio_await of a task, cio_gather or
+ * cio_wait of tasks, a task group's join. These only read, cost nothing
+ * while unused, and work in and outside debug mode (creation sites are
+ * known wherever the create macros were used).
+ */
+
+/** A snapshot of one task (cio_task_inspect). Strings are borrowed: valid
+ * while the task lives and until it next runs. */
+typedef struct cio_task_info {
+    uint64_t id;             /**< its number on the loop (Task-N's N) */
+    const char *name;        /**< cio_task_get_name */
+    const char *state;       /**< "running", "ready", "parked" or "done" */
+    /** Parked: what on, else NULL. One of "task", "future", "executor
+     * job", "process exit", "sleep", "lock", "event", "condition",
+     * "semaphore", "barrier", "queue get", "queue put", "queue join",
+     * "gather or wait", "as_completed", "task group", "read", "write"
+     * (cio_sock_* on fd), "stream read", "stream drain", "sendfile",
+     * "connect", "TLS handshake", "transport flush". */
+    const char *waiting_on;
+    const void *object;      /**< what it waits on (the lock, queue,
+                              * stream, future, ...), or NULL */
+    int fd;                  /**< the fd of an I/O wait, else -1 */
+    double deadline;         /**< loop time its wait ends by itself (a
+                              * sleep), or INFINITY */
+    double scope_deadline;   /**< the earliest deadline of its open
+                              * timeout scopes, or INFINITY */
+    const char *file;        /**< where it was created, or NULL */
+    int line;
+    double age;              /**< seconds since it was created */
+    int cancelling;          /**< cio_task_cancelling */
+} cio_task_info;
+
+/** Fills *info about task (any task of the loop this thread runs, or of
+ * a loop no thread runs). Returns 0, or -EINVAL (not a task, NULL). */
+CIO_API int cio_task_inspect(const cio_task *task, cio_task_info *info);
+
+/** The unfinished tasks that task's wait is for (up to cap into out,
+ * borrowed until the caller next suspends), and those waiting for task.
+ * Return how many there are, or -EINVAL. */
+/** @{ */
+CIO_API int cio_task_awaits(const cio_task *task, cio_task **out,
+                            size_t cap);
+CIO_API int cio_task_awaited_by(const cio_task *task, cio_task **out,
+                                size_t cap);
+/** @} */
+
+/** Writes task (NULL: the current one) to out on one line, then each
+ * task awaiting it on its own line, indented, up to the roots: asyncio's
+ * print_call_graph. Returns 0, or -EINVAL (no task, NULL out). */
+CIO_API int cio_print_call_graph(const cio_task *task, FILE *out);
+
+/** Formats of cio_loop_print_tasks. */
+enum {
+    CIO_DUMP_TEXT = 0, /**< a count, then an indented tree: each root
+                        * task (one nothing awaits), below it what it
+                        * awaits; a line per task */
+    CIO_DUMP_JSON = 1  /**< one JSON object per line and task: id, name,
+                        * state, waiting_on, object, fd, due_in and
+                        * timeout_in (seconds from now, or null),
+                        * cancelling, file, line, age, and the ids of
+                        * awaits and awaited_by */
+};
+
+/** Writes every unfinished task of loop (NULL: the running loop) to out
+ * in format. Returns 0, or -EINVAL. */
+CIO_API int cio_loop_print_tasks(cio_loop *loop, FILE *out, int format);
+
+/** Opt-in: whenever signum arrives, loop writes its task dump in format
+ * to fd (not owned; it must stay open), from the loop thread between
+ * callbacks, never from a signal handler: `kill -USR1 <pid>` then asks a
+ * running program what it is doing. One destination per loop: calling
+ * again (for another signal too) moves it. Remove it with
+ * cio_remove_signal_handler. Returns 0, -EINVAL, or what
+ * cio_add_signal_handler returns (-EPERM off the main thread). */
+CIO_API int cio_loop_dump_on_signal(cio_loop *loop, int signum, int fd,
+                                    int format);
 
 /* For the next API break (inconsistencies kept for now; one per line):
  *  - 1-or-0 predicates (cio_loop_is_running, cio_future_done, ...) -> bool.

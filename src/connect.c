@@ -178,6 +178,8 @@ static void race_teardown(void *arg)
  * turn either starts an attempt (the first, or the next once the delay
  * passed or nothing is active) or parks until a writer watcher or the
  * timer wakes the task; cancellation ends the race with its error. */
+static const cio__wait_kind connect_wait = {"connect", NULL};
+
 static int race_run(race *rc, struct addrinfo **addrs, int n,
                     const cio_connection_options *opts)
 {
@@ -191,6 +193,7 @@ static int race_run(race *rc, struct addrinfo **addrs, int n,
             break; /* every address failed */
         cio__cleanup c;
         cio__cleanup_push(rc->task, &c, race_teardown, rc);
+        cio__task_waits(rc->task, &connect_wait, NULL, -1);
         int r = cio__park_checked(NULL, NULL);
         cio__cleanup_pop(rc->task, &c);
         if (r) {

@@ -619,6 +619,7 @@ static int run_bridged(cio_loop *loop, cio_executor *ex, cio_work_fn fn,
         cio__free(br);
         return err;
     }
+    br->fut->label = "executor job";
     atomic_init(&br->b.refs, 2);
     /* Open before the work can finish, so bridge_done finds it listed. */
     cio__bridge_open(loop, &br->b, bridge_deliver, bridge_drop,

@@ -335,6 +335,24 @@ static int multi_start(multi *m, cio__task *t, cio_future *const *futs,
 static void multi_end(multi *m);
 static void multi_teardown(void *arg) { multi_end(arg); }
 
+/* The pending futures of a multi-future wait (the task dump). */
+static size_t multi_pending(const void *on, cio_future **out, size_t cap)
+{
+    const multi *m = on;
+    size_t k = 0;
+    for (size_t i = 0; i < m->n; i++)
+        if (m->futs[i]->state == CIO__F_PENDING) {
+            if (k < cap)
+                out[k] = m->futs[i];
+            k++;
+        }
+    return k;
+}
+static const cio__wait_kind multi_wait_kind = {"gather or wait",
+                                               multi_pending};
+static const cio__wait_kind as_completed_kind = {"as_completed",
+                                                 multi_pending};
+
 /* Parks until the condition holds; on interruption calls on_interrupt
  * (which may set need_all and keep waiting). Returns the interruption. */
 static int multi_wait(multi *m, void (*on_interrupt)(cio__task *, void *))
@@ -347,6 +365,7 @@ static int multi_wait(multi *m, void (*on_interrupt)(cio__task *, void *))
         m->task = t;
         cio__cleanup c;
         cio__cleanup_push(t, &c, multi_teardown, m);
+        cio__task_waits(t, &multi_wait_kind, m, -1);
         cio__park(on_interrupt, m);
         cio__cleanup_pop(t, &c);
         m->task = NULL;
@@ -555,6 +574,7 @@ int cio_as_completed_next(cio_as_completed *it, cio_future **fut)
         it->m.task = t;
         cio__cleanup c; /* the iterator's one pointer is our caller's */
         cio__cleanup_push(t, &c, as_completed_teardown, it);
+        cio__task_waits(t, &as_completed_kind, &it->m, -1);
         r = cio__park_checked(wake_interrupt, NULL);
         cio__cleanup_pop(t, &c);
         it->m.task = NULL;
@@ -632,6 +652,21 @@ struct cio_task_group {
     bool joining, joined, aborting;
     bool collect;        /* gather_calls' return_exceptions: no abort */
 };
+
+/* The unfinished children of a group (the task dump). */
+static size_t group_running(const void *on, cio_future **out, size_t cap)
+{
+    const cio_task_group *g = on;
+    size_t k = 0;
+    for (size_t i = 0; i < g->n; i++)
+        if (g->children[i]->state == CIO__F_PENDING) {
+            if (k < cap)
+                out[k] = g->children[i];
+            k++;
+        }
+    return k;
+}
+static const cio__wait_kind group_wait = {"task group", group_running};
 
 int cio_task_group_new(cio_task_group **out)
 {
@@ -771,8 +806,10 @@ int cio_task_group_join(cio_task_group *g)
     g->joining = true;
     if (cio__interrupted(t))
         group_abort(g);
-    while (g->running > 0)
+    while (g->running > 0) {
+        cio__task_waits(t, &group_wait, g, -1);
         cio__park(join_interrupt, g);
+    }
     g->joining = false;
     g->joined = true;
     for (; g->parent_cancels > 0; g->parent_cancels--)

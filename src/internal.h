@@ -267,7 +267,10 @@ struct cio_loop {
         size_t n;
         uint64_t counter;        /* for "Task-N" names */
         cio__stack_pool *stacks; /* reusable task stacks */
+        uint64_t dump_gen;       /* inspect.c: the last tree dump's mark */
     } tasks;
+    /* inspect.c's cio_loop_dump_on_signal: where (owned; NULL: never). */
+    struct dump_request *dump_request;
 };
 
 /* Embedded handles: scheduled by their owner, no allocation, no id. */
@@ -391,6 +394,9 @@ struct cio_future {
      * NULL: made inside cio. Static strings, never owned. */
     const char *site_file;
     int site_line;
+    /* What cio made it for ("executor job", "process exit"), as the task
+     * dump tells it, or NULL. A static string. */
+    const char *label;
     cio__list live;          /* debug loops: in loop->dbg.live until freed */
 };
 
@@ -457,6 +463,16 @@ typedef struct cio__cleanup {
  * the object. */
 enum { CIO__GONE = -ESHUTDOWN };
 
+/* What a parked task waits on, as the task dump tells it (inspect.c):
+ * one static descriptor per kind of wait, in the file that parks. */
+typedef struct cio__wait_kind {
+    const char *what;        /* "lock", "queue get", "read", ... */
+    /* NULL, or the futures the wait is for (cio_await's one, gather's,
+     * a task group's children): up to cap of them into out; returns how
+     * many there are. Only called while the task is parked. */
+    size_t (*futures)(const void *on, cio_future **out, size_t cap);
+} cio__wait_kind;
+
 typedef struct cio__task {
     cio_future fut;          /* first: a task is a future */
     cio__fiber fiber;        /* its stack and saved registers */
@@ -475,6 +491,7 @@ typedef struct cio__task {
     cio__handle scope_timer;
     int wake_result;         /* what the waker said */
     bool parked, started;
+    bool interrupting;       /* its interrupt hook is running */
     int cancel_requests;     /* asyncio's cancelling() */
     int expired_scopes;      /* active timeout scopes past their deadline */
     cio__scope_rec *scopes;  /* its open timeout scopes, innermost last */
@@ -489,7 +506,23 @@ typedef struct cio__task {
      * loop closes meanwhile they unlink what those frames linked and free
      * what they, which will never run again, would have freed. */
     cio__cleanup *cleanups;
+    /* What it is parked on (the task dump): set just before it parks,
+     * cleared when it resumes; NULL kind: a wait that tells nothing. */
+    const cio__wait_kind *wait_kind;
+    const void *wait_on;     /* the object waited on */
+    int wait_fd;             /* the fd of an I/O wait, else -1 */
+    double created;          /* loop time at creation: the dump's age */
+    uint64_t dump_mark;      /* inspect.c: printed by tree dump number */
 } cio__task;
+
+/* Says what t is about to park on (see cio__task.wait_kind). */
+static inline void cio__task_waits(cio__task *t, const cio__wait_kind *kind,
+                                   const void *on, int fd)
+{
+    t->wait_kind = kind;
+    t->wait_on = on;
+    t->wait_fd = fd;
+}
 
 /* Pushes c (in the caller's frame) for the wait that follows: fn(arg)
  * runs if the loop closes before the matching pop. */
@@ -512,6 +545,8 @@ static inline void cio__cleanup_pop(cio__task *t, cio__cleanup *c)
 }
 
 CIO_HIDDEN extern _Thread_local cio__task *cio__current;
+/* f as a task, or NULL if it is a plain future. */
+CIO_HIDDEN cio__task *cio__task_of(const cio_future *f);
 /* Returns CIO_ENOTASK for `call` (a public function's name) made outside a
  * task; a debug loop running in this thread reports it. */
 CIO_HIDDEN int cio__no_task(const char *call);

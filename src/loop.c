@@ -862,6 +862,7 @@ void cio__loop_free_core(cio_loop *loop)
     cio__free(loop->watchers);
     cio__free(loop->posts.posted);
     cio__free(loop->posts.torun);
+    cio__free(loop->dump_request); /* its signal handler went already */
     pthread_mutex_destroy(&loop->posts.lock);
     cio__free(loop);
 }

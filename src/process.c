@@ -417,6 +417,7 @@ static int process_new(cio_loop *loop, cio_process **out)
         cio__free(p);
         return err;
     }
+    p->exit_fut->label = "process exit";
     *out = p;
     return 0;
 }
@@ -535,6 +536,7 @@ int cio_process_wait(cio_process *p, int *code)
         int r = cio_shield(p->exit_fut, &mine);
         if (r)
             return r;
+        mine->label = "process exit"; /* what the task dump says */
         r = cio__await_owned(mine, NULL); /* mine goes with the wait */
         if (r)
             return r;

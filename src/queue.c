@@ -26,6 +26,11 @@
 #include <stddef.h>
 #include <string.h>
 
+/* The waits of this file, as the task dump tells them. */
+static const cio__wait_kind put_wait = {"queue put", NULL};
+static const cio__wait_kind get_wait = {"queue get", NULL};
+static const cio__wait_kind join_wait = {"queue join", NULL};
+
 enum { FIFO = 0, LIFO, PRIORITY };
 /* The hand-off path is a few dozen instructions: keep it in one piece. */
 #define HOT static inline __attribute__((always_inline))
@@ -415,7 +420,8 @@ int cio_queue_put(cio_queue *q, const void *item)
         return insert(q, item);
     q->users++;
     for (;;) {
-        int woke = cio__waitq_park(&q->putters, t, true, putter_dropped, q);
+        int woke = cio__waitq_park(&q->putters, t, &put_wait, q, true,
+                                    putter_dropped, q);
         r = cio__interrupted_now(t);
         if (woke == CIO__HANDED) {
             r = putter_woken(q, item, r);
@@ -452,7 +458,8 @@ int cio_queue_get(cio_queue *q, void *item)
         return -ESHUTDOWN;
     q->users++;
     for (;;) {
-        int woke = cio__waitq_park(&q->getters, t, true, getter_dropped, q);
+        int woke = cio__waitq_park(&q->getters, t, &get_wait, q, true,
+                                    getter_dropped, q);
         r = cio__interrupted_now(t);
         if (woke == CIO__HANDED) {
             r = getter_woken(q, item, r);
@@ -525,7 +532,8 @@ int cio_queue_join(cio_queue *q)
         return r;
     q->users++;
     for (;;) {
-        int woke = cio__waitq_park(&q->joiners, t, true, joiner_dropped, q);
+        int woke = cio__waitq_park(&q->joiners, t, &join_wait, q, true,
+                                    joiner_dropped, q);
         r = cio__interrupted_now(t);
         if (r || woke < 0) {
             r = r ? r : woke;

@@ -65,6 +65,8 @@ static void on_news(cio__transport_waiter *w)
         cio__wake(s->task, 0);
 }
 
+static const cio__wait_kind sendfile_wait = {"sendfile", NULL};
+
 /* Parks until the write buffer holds at most level bytes. Returns 0, or
  * why it stopped: the transport is closing, the task was interrupted. */
 static int wait_level(sendfile_state *s, size_t level)
@@ -73,6 +75,7 @@ static int wait_level(sendfile_state *s, size_t level)
     while (!(r = stopped(s)) &&
            cio_transport_get_write_buffer_size(s->w.t) > level) {
         s->level = level;
+        cio__task_waits(s->task, &sendfile_wait, s->w.t, s->w.t->fd);
         r = cio__park_checked(NULL, NULL);
         s->level = NO_LEVEL;
         if (r)

@@ -22,6 +22,9 @@
 
 static void fd_ready(void *arg) { cio__wake(arg, 0); }
 
+static const cio__wait_kind read_wait = {"read", NULL};
+static const cio__wait_kind write_wait = {"write", NULL};
+
 /* Parks the current task until fd is readable (dir 0) or writable (1).
  * The watcher is removed on every way out, cancellation included: fd
  * belongs to the caller, who may close it the moment we return. */
@@ -38,6 +41,7 @@ static int wait_fd(int fd, int dir)
             : cio_add_reader(loop, fd, fd_ready, t);
     if (r)
         return r;
+    cio__task_waits(t, dir ? &write_wait : &read_wait, NULL, fd);
     r = cio__park_checked(NULL, NULL);
     if (dir)
         cio_remove_writer(loop, fd);

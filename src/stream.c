@@ -311,6 +311,9 @@ static cio_stream *stream_new(cio_loop *loop, size_t limit)
 
 /* ------------------------------------------------------------- reading */
 
+static const cio__wait_kind read_wait = {"stream read", NULL};
+static const cio__wait_kind drain_wait = {"stream drain", NULL};
+
 /* Waits for the buffer to change. Returns 0, -EBUSY (another task is
  * reading), -ECANCELED, -ETIMEDOUT. */
 static int wait_data(cio_stream *s)
@@ -321,6 +324,7 @@ static int wait_data(cio_stream *s)
         avail(s) <= 2 * s->limit)
         cio_transport_resume_reading(s->t);
     s->reader = cio__current;
+    cio__task_waits(cio__current, &read_wait, s, -1);
     int r = cio__park_checked(NULL, NULL);
     s->reader = NULL;
     return r;
@@ -586,6 +590,7 @@ int cio_stream_drain(cio_stream *s)
         cio__list_push_back(&s->drainers, &d.link);
         cio__cleanup c; /* the stream outlives the loop, d our stack */
         cio__cleanup_push(cio__current, &c, drainer_gone, &d);
+        cio__task_waits(cio__current, &drain_wait, s, -1);
         r = cio__park_checked(NULL, NULL);
         cio__cleanup_pop(cio__current, &c);
         cio__list_unlink(&d.link);

@@ -18,6 +18,13 @@
 #include <limits.h>
 #include <string.h>
 
+/* The waits of this file, as the task dump tells them. */
+static const cio__wait_kind lock_wait = {"lock", NULL};
+static const cio__wait_kind event_wait = {"event", NULL};
+static const cio__wait_kind cond_wait = {"condition", NULL};
+static const cio__wait_kind sem_wait = {"semaphore", NULL};
+static const cio__wait_kind barrier_wait = {"barrier", NULL};
+
 /* ------------------------------------------------------------ wait queues
  * The queue itself is inline in internal.h; here are its interrupt hooks:
  * cancellation or an expired scope reaches a parked waiter. */
@@ -100,7 +107,7 @@ static int lock_take(lock_impl *l, cio__task *t, bool interruptible)
         return 0;
     }
     for (;;) {
-        int woke = cio__waitq_park(&l->waiters, t, interruptible,
+        int woke = cio__waitq_park(&l->waiters, t, &lock_wait, l, interruptible,
                                    lock_dropped, l);
         if (woke == CIO__HANDED)
             return 0;
@@ -222,7 +229,8 @@ int cio_event_wait(cio_event *ev)
         return r;
     event_impl *e = E(ev);
     while (!e->set) {
-        int woke = cio__waitq_park(&e->waiters, t, true, NULL, NULL);
+        int woke = cio__waitq_park(&e->waiters, t, &event_wait, e, true,
+                                    NULL, NULL);
         if ((r = cio__interrupted(t)))
             return r;
         if (woke == CIO__HANDED) /* set, maybe cleared since: still 0 */
@@ -334,7 +342,8 @@ int cio_condition_wait(cio_condition *cond)
         return r; /* never released: the caller holds the lock as it did */
     cond_impl *c = C(cond);
     lock_give(L(lock));
-    int woke = cio__waitq_park(&c->waiters, t, true, cond_dropped, c);
+    int woke = cio__waitq_park(&c->waiters, t, &cond_wait, c, true,
+                                cond_dropped, c);
     if (woke == CIO__GONE)
         return woke; /* the condition and its lock are no more */
     int taken = lock_take(L(lock), t, false);
@@ -440,7 +449,8 @@ int cio_semaphore_acquire(cio_semaphore *sem)
         return r;
     sem_impl *s = S(sem);
     while (s->value == 0) {
-        int woke = cio__waitq_park(&s->waiters, t, true, sem_dropped, s);
+        int woke = cio__waitq_park(&s->waiters, t, &sem_wait, s, true,
+                                    sem_dropped, s);
         r = cio__interrupted(t);
         if (woke == CIO__HANDED) {
 #ifndef CIO_PLANT_BUG_SEMAPHORE /* make cancel plants the lost unit */
@@ -543,7 +553,7 @@ static void barrier_dropped(void *b, int handed)
  * closes). */
 static int barrier_park(barrier_impl *b, cio__task *t, bool counted)
 {
-    int woke = cio__waitq_park(&b->waiters, t, true,
+    int woke = cio__waitq_park(&b->waiters, t, &barrier_wait, b, true,
                                counted ? barrier_dropped : NULL, b);
     if (woke == CIO__GONE)
         return woke; /* its drop left the barrier for it */

@@ -25,6 +25,11 @@ static cio__task *as_task(const cio_future *f)
     return f && f->ops == &task_ops ? (cio__task *)(uintptr_t)f : NULL;
 }
 
+cio__task *cio__task_of(const cio_future *f)
+{
+    return as_task(f);
+}
+
 /* ----------------------------------------------------------- the kernel */
 
 int cio__interrupted(const cio__task *t)
@@ -50,10 +55,21 @@ void cio__interrupt(cio__task *t)
 {
     if (!t->parked)
         return; /* it will see the request at its next suspension point */
-    if (t->interrupt)
-        t->interrupt(t, t->interrupt_arg);
-    else
+    if (t->interrupting) {
+        /* Back round a cycle of awaits (a awaits b awaits a): its own
+         * hook's cancel reached it again. Nothing it awaits can finish
+         * first, so it wakes to the request now; the rest of the cycle
+         * then sees it finish. (asyncio recurses until RecursionError.) */
         cio__wake(t, 0);
+        return;
+    }
+    if (t->interrupt) {
+        t->interrupting = true;
+        t->interrupt(t, t->interrupt_arg);
+        t->interrupting = false;
+    } else {
+        cio__wake(t, 0);
+    }
 }
 
 /* ------------------------------------------------------ timeout scopes
@@ -99,6 +115,7 @@ int cio__park(void (*interrupt)(cio__task *t, void *arg), void *arg)
     t->interrupt = interrupt;
     t->interrupt_arg = arg;
     cio__fiber_switch(&t->fiber, &scheduler, 0);
+    t->wait_kind = NULL;
     return t->wake_result;
 }
 
@@ -258,6 +275,8 @@ int cio_task_new(cio_loop *loop, cio_task_fn fn, void *arg,
     t->fn = fn;
     t->arg = arg;
     t->id = ++loop->tasks.counter;
+    t->created = cio_loop_time(loop);
+    t->wait_fd = -1;
     cio__handle_init(&t->wake, loop, task_step, t);
     cio__list_init(&t->await.link);
     cio__list_push_back(&loop->tasks.all, &t->all);
@@ -396,7 +415,8 @@ int cio_task_cancel(cio_task *task)
         return -EINVAL;
     if (t->fut.state != CIO__F_PENDING)
         return 0;
-    t->cancel_requests++;
+    if (!t->interrupting) /* else the request that went round a cycle */
+        t->cancel_requests++;
     cio__interrupt(t);
     return 1;
 }
@@ -455,6 +475,17 @@ static int await_check(const cio__task *t, const cio_future *f, void **value)
     return cio__interrupted(t);
 }
 
+/* The waits of this file, as the task dump tells them. */
+static size_t one_future(const void *on, cio_future **out, size_t cap)
+{
+    if (cap)
+        out[0] = (cio_future *)(uintptr_t)on;
+    return 1;
+}
+static const cio__wait_kind await_task = {"task", one_future};
+static const cio__wait_kind await_future = {"future", one_future};
+static const cio__wait_kind sleeping = {"sleep", NULL};
+
 /* Parks t on pending f. The reference on f is t->awaiting's: given back
  * here, or by cio__tasks_close if the loop closes first. */
 static int await_pending(cio__task *t, cio_future *f, void **value)
@@ -462,6 +493,7 @@ static int await_pending(cio__task *t, cio_future *f, void **value)
     t->await.wake = await_woken;
     t->awaiting = f;
     cio__waiter_add(f, &t->await);
+    cio__task_waits(t, as_task(f) ? &await_task : &await_future, f, -1);
     int r = cio__park_checked(await_interrupt, f);
     cio__list_unlink(&t->await.link);
     t->awaiting = NULL;
@@ -542,6 +574,7 @@ int cio_sleep(double seconds)
     r = cio__task_timer_at(t, cio_loop_time(loop) + seconds, sleep_done);
     if (r)
         return r;
+    cio__task_waits(t, &sleeping, NULL, -1);
     r = cio__park_checked(NULL, NULL);
     cio__handle_unschedule(&t->timer);
     return r;

@@ -1135,6 +1135,9 @@ int cio__transport_start_tls_new(cio_transport *t, cio__list *list,
     return 0;
 }
 
+static const cio__wait_kind handshake_wait = {"TLS handshake", NULL};
+static const cio__wait_kind flush_wait = {"transport flush", NULL};
+
 /* The handshake of a transport no task of the program holds yet (create
  * connection) or one it holds (start_tls): on failure, abort it either
  * way; the protocol hears of it only if it heard connection_made. */
@@ -1144,6 +1147,7 @@ int cio__transport_tls_wait(cio_transport *t)
     int err = c->result;
     if (err == 0 && c->phase == CIO__TLS_HANDSHAKE && !t->lost_scheduled) {
         c->waiter = cio__current;
+        cio__task_waits(cio__current, &handshake_wait, t, t->fd);
         err = cio__park_checked(NULL, NULL);
         if (t->tls)
             t->tls->waiter = NULL; /* woken by a cancel, not by the end */
@@ -1167,6 +1171,7 @@ static int await_flush(cio_transport *t)
 {
     while (buffered(t) && !t->lost_scheduled) {
         t->flush_waiter = cio__current;
+        cio__task_waits(cio__current, &flush_wait, t, t->fd);
         int err = cio__park_checked(NULL, NULL);
         t->flush_waiter = NULL;
         if (err)

@@ -81,8 +81,9 @@ CIO_HIDDEN void cio__waitq_forget(void *wait);
  * unlinks it and wakes it with 0 (the caller reads cio__interrupted).
  * Otherwise it stays parked through both. drop(ctx, handed) (may be NULL)
  * runs if the loop closes first. -EINVAL: tasks of another loop wait on
- * q. */
+ * q. kind and on say what it waits on (the task dump). */
 static inline int cio__waitq_park(cio__waitq *q, cio__task *t,
+                                  const cio__wait_kind *kind, const void *on,
                                   bool interruptible,
                                   void (*drop)(void *ctx, int handed),
                                   void *ctx)
@@ -95,6 +96,7 @@ static inline int cio__waitq_park(cio__waitq *q, cio__task *t,
     cio__cleanup_push(t, &c, cio__waitq_teardown, &w);
     c.on = q;
     c.forget = cio__waitq_forget;
+    cio__task_waits(t, kind, on, -1);
     int r = cio__park(interruptible ? cio__waitq_interrupt : cio__waitq_ignore,
                       &w);
     cio__cleanup_pop(t, &c);

@@ -29,7 +29,7 @@ connect sendfile
 server
 stream
 process signal
-runner
+runner inspect
 """
 floor = {name: i for i, line in enumerate(FLOORS.strip().split('\n'))
          for name in line.split()}
