@@ -1909,6 +1909,13 @@ typedef struct cio_task_info {
     int line;
     double age;              /**< seconds since it was created */
     int cancelling;          /**< cio_task_cancelling */
+    size_t stack_size;       /**< its stack's usable bytes; 0 once done */
+    /** Debug mode: the most of its stack it has used so far (its
+     * high-water mark; for a finished task, its last), exact or rounded up
+     * to the page it reached; 0 outside debug mode or before it ran. A
+     * debug task that finishes having used more than 75% is reported
+     * (through the exception handler) with the size to give it instead. */
+    size_t stack_used;
 } cio_task_info;
 
 /** Fills *info about task (any task of the loop this thread runs, or of

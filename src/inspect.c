@@ -68,7 +68,12 @@ int cio_task_inspect(const cio_task *task, cio_task_info *info)
         .line = t->fut.site_line,
         .age = now - t->created,
         .cancelling = t->cancel_requests,
+        .stack_size = t->fiber.stack_size,
+        .stack_used = t->stack_used,
     };
+    if (t->fut.loop->debug && t->fiber.stack_lo)
+        info->stack_used = cio__stack_used(t->fiber.stack_lo,
+                                           t->fiber.stack_size);
     /* A plain future awaited: its label says what it stands for. */
     const cio_future *f = t->wait_on;
     if (k && strcmp(k->what, "future") == 0 && f->label)
@@ -158,7 +163,10 @@ static void print_line(FILE *out, int indent, const char *lead,
         fprintf(out, ", cancelling %d", i.cancelling);
     if (i.file)
         fprintf(out, ", created at %s:%d", i.file, i.line);
-    fprintf(out, ", age %.3f s\n", i.age);
+    fprintf(out, ", age %.3f s", i.age);
+    if (i.stack_used)
+        fprintf(out, ", stack %zu of %zu bytes", i.stack_used, i.stack_size);
+    fputc('\n', out);
 }
 
 /* Below task, the tasks that await it, up to the roots. `gen` marks the
@@ -279,7 +287,9 @@ static void print_json(FILE *out, const cio_task *task)
         print_json_string(out, i.file);
     else
         fputs("null", out);
-    fprintf(out, ",\"line\":%d,\"age\":%.6f,\"awaits\":", i.line, i.age);
+    fprintf(out, ",\"line\":%d,\"age\":%.6f,\"stack_size\":%zu,"
+            "\"stack_used\":%zu,\"awaits\":", i.line, i.age, i.stack_size,
+            i.stack_used);
     cio_task *ts[MAX_AWAITS];
     print_json_ids(out, ts, cio_task_awaits(task, ts, MAX_AWAITS));
     fputs(",\"awaited_by\":", out);

@@ -88,6 +88,7 @@ CIO_HIDDEN int cio__sys_thread_create(pthread_t *t, void *(*fn)(void *),
 CIO_HIDDEN void *cio__sys_mmap(size_t len, int *err);
 CIO_HIDDEN int cio__sys_munmap(void *addr, size_t len);
 CIO_HIDDEN int cio__sys_madvise(void *addr, size_t len, int advice);
+CIO_HIDDEN int cio__sys_mincore(void *addr, size_t len, unsigned char *vec);
 CIO_HIDDEN int cio__sys_mprotect(void *addr, size_t len, int prot);
 
 /* Failure injection, for tests: the nth counted call (1-based) of the
@@ -513,6 +514,7 @@ typedef struct cio__task {
     int wait_fd;             /* the fd of an I/O wait, else -1 */
     double created;          /* loop time at creation: the dump's age */
     uint64_t dump_mark;      /* inspect.c: printed by tree dump number */
+    size_t stack_used;       /* debug: its high-water mark, once done */
 } cio__task;
 
 /* Says what t is about to park on (see cio__task.wait_kind). */
@@ -648,6 +650,16 @@ CIO_HIDDEN int cio__stack_pool_set_max(cio_loop *loop, size_t max);
 /* How many used stacks the pool keeps warm now (tests). */
 CIO_HIDDEN size_t cio__stack_pool_idle(cio_loop *loop);
 CIO_HIDDEN size_t cio__stack_round(size_t size);
+/* Debug mode's high-water marks. paint fills the pages of a free stack
+ * that are resident with a pattern (pages not yet touched stay so: no
+ * memory is spent on them); used returns how many bytes from the top of
+ * the stack were ever used since: exact where the pattern was, rounded
+ * up to the page where a page was first touched since. 0 if unknown. */
+CIO_HIDDEN void cio__stack_paint(char *lo, size_t size);
+CIO_HIDDEN size_t cio__stack_used(const char *lo, size_t size);
+/* Debug: a finished task used this much; the overflow report tells the
+ * deepest so far. */
+CIO_HIDDEN void cio__stack_note_use(size_t used);
 /* Fills the running stack's bounds and its owner's name (from a signal
  * handler: no allocation, no locks); 0 if no task's stack runs. */
 typedef int (*cio__stack_running_fn)(char **lo, size_t *size, char *name,

@@ -207,6 +207,10 @@ int cio__sys_madvise(void *addr, size_t len, int advice)
 {
     SYSCALL(madvise(addr, len, advice));
 }
+int cio__sys_mincore(void *addr, size_t len, unsigned char *vec)
+{
+    SYSCALL(mincore(addr, len, vec));
+}
 int cio__sys_mprotect(void *addr, size_t len, int prot)
 {
     SYSCALL(mprotect(addr, len, prot));

@@ -190,10 +190,30 @@ static void finish(cio__task *t, int status)
                              status >= 0 ? t->result_value : NULL);
 }
 
+/* Debug: the high-water mark of a finished task's stack, and a warning
+ * if it came within a quarter of the end: the next run, with other input,
+ * may overflow. */
+static void record_stack_use(cio__task *t)
+{
+    size_t size = t->fiber.stack_size;
+    t->stack_used = cio__stack_used(t->fiber.stack_lo, size);
+    cio__stack_note_use(t->stack_used);
+    if (t->stack_used <= size / 4 * 3)
+        return;
+    char msg[160];
+    snprintf(msg, sizeof msg, "a task used %zu of its %zu-byte stack (more "
+             "than 75%%): give it a stack_size of at least %zu",
+             t->stack_used, size, cio__stack_round(2 * t->stack_used));
+    cio__report(t->fut.loop, msg, 0, "task", cio_task_get_name(&t->fut),
+                &t->fut);
+}
+
 /* Gives back the task's stack, or its reservation if it never ran. */
 static void release_stack(cio__task *t)
 {
     if (t->fiber.stack_lo) {
+        if (t->fut.loop->debug)
+            record_stack_use(t);
         cio__fiber_destroy(&t->fiber);
         cio__stack_put(t->fut.loop, t->fiber.stack_lo, t->fiber.stack_size);
         t->fiber.stack_lo = NULL;
@@ -232,6 +252,8 @@ static void task_step(void *arg)
         }
         cio__stack_watch_overflow(running_stack_info);
         cio__fiber_stack_fresh(t->fiber.stack_lo, t->fiber.stack_size);
+        if (t->fut.loop->debug)
+            cio__stack_paint(t->fiber.stack_lo, t->fiber.stack_size);
         cio__fiber_make(&t->fiber, task_entry, t);
     }
     cio__current = t;

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "util.h"
 
+#include <alloca.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -639,4 +640,101 @@ static int t_signal_dump(void *arg)
 TEST(inspect_dump_on_a_signal)
 {
     run_strict(t_signal_dump, NULL);
+}
+
+/* ---------------------------------------------------------- stack use */
+
+/* Uses `*arg` bytes of its stack (touched, so they count), then parks. */
+static int use_stack(void *arg)
+{
+    size_t n = *(const size_t *)arg;
+    char *buf = alloca(n);
+    memset(buf, 1, n);
+    __asm__ volatile("" : : "r"(buf) : "memory");
+    return cio_sleep(100);
+}
+
+static size_t used_by(size_t n, const cio_task_options *o, size_t *size)
+{
+    cio_task *t = NULL;
+    CHECK_ERR(cio_task_new(NULL, use_stack, &n, o, &t), 0);
+    settle();
+    cio_task_info in = info_of(t);
+    CHECK_STR(in.waiting_on, "sleep");
+    *size = in.stack_size;
+    cio_task_cancel(t);
+    CHECK_ERR(finish(t), -ECANCELED);
+    return in.stack_used;
+}
+
+/* The truth is n and the frames above and below it: a few hundred bytes
+ * here; the mark may round up to the page it reached. */
+#define CHECK_NEAR_USE(used, n)                                                \
+    do {                                                                       \
+        CHECK((used) >= (n));                                                  \
+        CHECK((used) <= (n) + 2048 + (size_t)sysconf(_SC_PAGESIZE));           \
+    } while (0)
+
+static int t_stack_use(void *arg)
+{
+    (void)arg;
+    size_t size;
+    /* A fresh stack, then the same stack again (warm: its pages were
+     * painted), used less the second time: each mark is its own task's. */
+    size_t deep = used_by(100 * 1024, NULL, &size);
+    CHECK_EQ(size, 256 * 1024);
+    CHECK_NEAR_USE(deep, 100 * 1024);
+    size_t shallow = used_by(20 * 1024, NULL, &size);
+    CHECK_NEAR_USE(shallow, 20 * 1024);
+    size_t again = used_by(150 * 1024, NULL, &size);
+    CHECK_NEAR_USE(again, 150 * 1024);
+
+    /* The dump says it, and a finished task keeps its mark. */
+    size_t n = 40 * 1024;
+    cio_task *t = named("digger", use_stack, &n);
+    settle();
+    char *text = printed(dump_text, loop_now());
+    char line[512];
+    line_with(text, "digger (id", line, sizeof line);
+    CHECK_HAS(line, " of 262144 bytes");
+    free(text);
+    cio_task_cancel(t);
+    CHECK_ERR(cio_await(t, NULL), -ECANCELED);
+    cio_task_info in = info_of(t);
+    CHECK_NEAR_USE(in.stack_used, n);
+    CHECK_EQ(in.stack_size, 0);
+    cio_future_unref(t);
+
+    /* Past 75% of its stack: reported, with a size to choose. */
+    record_here();
+    cio_task_options small = {.name = "greedy", .stack_size = 64 * 1024};
+    used_by(52 * 1024, &small, &size);
+    CHECK_EQ(REP.count, 1);
+    CHECK_STR(REP.name, "greedy");
+    CHECK_HAS(REP.message, "of its 65536-byte stack (more than 75%)");
+    CHECK_HAS(REP.message, "stack_size of at least ");
+    used_by(40 * 1024, &small, &size); /* 62%: quiet */
+    CHECK_EQ(REP.count, 1);
+    return 0;
+}
+
+TEST(inspect_stack_high_water_marks_in_debug_mode)
+{
+    cio_run_options o = {.loop = {.debug = 1}};
+    CHECK_ERR(cio_run_with(t_stack_use, NULL, &o), 0);
+}
+
+static int t_no_stack_use(void *arg)
+{
+    (void)arg;
+    size_t size;
+    CHECK_EQ(used_by(20 * 1024, NULL, &size), 0);
+    CHECK_EQ(size, 256 * 1024);
+    return 0;
+}
+
+TEST(inspect_no_stack_marks_outside_debug_mode)
+{
+    cio_run_options o = {.loop = {.debug = -1}};
+    CHECK_ERR(cio_run_with(t_no_stack_use, NULL, &o), 0);
 }

@@ -389,7 +389,8 @@ TEST_T(stack_overflow_aborts_naming_the_task, 30)
                       mode, status, out);
         /* DESIGN: "task NAME overflowed its N-byte stack". */
         if (!strstr(out, "runaway-7") || !strstr(out, "stack overflow") ||
-            !strstr(out, "overflowed its 65536-byte stack"))
+            !strstr(out, "overflowed its 65536-byte stack") ||
+            !strstr(out, "give it a larger cio_task_options.stack_size"))
             test_fail(__FILE__, __LINE__, "mode %d: stderr was: %s", mode,
                       out);
     }
