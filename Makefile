@@ -160,6 +160,8 @@ check-once: $(TEST_BIN) $(EX_BIN) $(REPLAY_BIN)
 	    $(RUNNER) $(B_DIR)/fuzz/$$f tests/fuzz/corpus/$$f || status=1; \
 	  done; \
 	  RUNNER="$(RUNNER)" bash tests/check_redis.sh $(B_DIR)/examples/mini_redis || status=1; \
+	  { CIO_TRACE=$(B_DIR)/cake-trace.json $(RUNNER) $(B_DIR)/examples/cake >/dev/null && \
+	    python3 tests/check_trace.py --cake $(B_DIR)/cake-trace.json; } || status=1; \
 	fi; \
 	exit $$status
 
@@ -281,8 +283,8 @@ check-install: $(LIB_A) $(LIB_SO)
 # when a public function is undocumented or Doxygen cannot read its comment.
 # check-docs renders every page in headless Chromium and checks what shows.
 DOCS_DIR ?= build/docs
-docs:
-	@sh docs/build.sh $(DOCS_DIR) $(VERSION)
+docs: $(B_DIR)/examples/cake
+	@sh docs/build.sh $(DOCS_DIR) $(VERSION) $(B_DIR)/examples/cake
 
 check-docs: docs
 	@sh tests/check_docs.sh $(DOCS_DIR)

@@ -2,8 +2,11 @@
 # make docs: the reference manual (Doxygen, from include/cio.h alone) and
 # the guide (pandoc, one page per chapter), with an index page linking both.
 #
-#   sh docs/build.sh OUT VERSION      OUT/index.html, OUT/guide/*.html,
+#   sh docs/build.sh OUT VERSION CAKE OUT/index.html, OUT/guide/*.html,
 #                                     OUT/reference/html/cio_8h.html
+#
+# CAKE is the built examples/cake: its real timeline, traced as it runs,
+# is chapter 1's picture.
 #
 # Fails when Doxygen warns (docs/Doxyfile) or when a public function is
 # undocumented, says nothing of what it returns, or is documented in a form
@@ -11,6 +14,7 @@
 set -eu
 out=$1
 version=$2
+cake=$3
 for tool in doxygen pandoc dot; do
     command -v $tool >/dev/null ||
         { echo "docs: $tool not found (Debian: apt-get install $tool; dot is graphviz)" >&2; exit 2; }
@@ -30,6 +34,11 @@ mkdir -p "$out/guide/figures"
 for dotfile in docs/guide/figures/*.dot; do
     dot -Tsvg "$dotfile" -o "$out/guide/figures/$(basename "$dotfile" .dot).svg"
 done
+CIO_TRACE=$out/guide/figures/cake-trace.json "$cake" >/dev/null
+python3 tests/check_trace.py --cake "$out/guide/figures/cake-trace.json" >/dev/null
+python3 tools/trace_svg.py "$out/guide/figures/cake-trace.json" \
+    "$out/guide/figures/cake-timeline.svg" --no-loop \
+    --title "examples/cake.c, traced (CIO_TRACE=cake.json)"
 for fig in $(sed -n 's/.*](figures\/\([^)]*\)).*/\1/p' docs/guide/*.md); do
     [ -s "$out/guide/figures/$fig" ] ||
         { echo "docs: figures/$fig is shown but has no source" >&2; exit 1; }

@@ -34,6 +34,11 @@ struct cio_cfuture {
     /* run_coroutine_threadsafe: the task, touched on the loop only */
     cio_loop *loop;
     cio_task *task;
+    /* A traced loop's job: its worker notes when it ran, and which worker
+     * it was, before completing it (so the loop reads them after). */
+    bool timed;
+    double ran_from, ran_to;
+    unsigned worker;
 };
 
 static cio_cfuture *cfuture_new(int refs)
@@ -259,6 +264,24 @@ static bool deadline_passed(struct timespec *deadline)
            (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
 }
 
+/* Each worker thread's number in the process, for the trace's rows. */
+static atomic_uint workers_started;
+static _Thread_local unsigned worker_number;
+
+static int run_work(work *w)
+{
+    if (!w->fut->timed)
+        return w->fn(w->arg);
+    if (!worker_number)
+        worker_number = atomic_fetch_add(&workers_started, 1) + 1;
+    double from = cio__trace_clock();
+    int status = w->fn(w->arg);
+    w->fut->ran_from = from;
+    w->fut->ran_to = cio__trace_clock();
+    w->fut->worker = worker_number;
+    return status;
+}
+
 static void *worker_main(void *arg)
 {
     cio_executor *ex = arg;
@@ -287,7 +310,7 @@ static void *worker_main(void *arg)
         ex->nqueued--;
         pthread_mutex_unlock(&ex->lock);
         if (cfuture_move(w->fut, CF_PENDING, CF_RUNNING, 0))
-            cfuture_move(w->fut, CF_RUNNING, CF_DONE, w->fn(w->arg));
+            cfuture_move(w->fut, CF_RUNNING, CF_DONE, run_work(w));
         cio_cfuture_unref(w->fut);
         cio__free(w);
         pthread_mutex_lock(&ex->lock);
@@ -345,9 +368,10 @@ static int enqueue(cio_executor *ex, work *w)
 }
 
 /* Submits fn(arg); the work and the caller (if out) share fut. */
+/* timed: for a traced loop (cio_cfuture.timed). */
 static int submit(cio_executor *ex, cio_work_fn fn, void *arg,
                   cio_cfuture **out, void (*on_done)(cio_cfuture *, void *),
-                  void *on_done_arg)
+                  void *on_done_arg, bool timed)
 {
     join_exited(ex);
     work *w = cio__malloc(sizeof *w);
@@ -361,6 +385,7 @@ static int submit(cio_executor *ex, cio_work_fn fn, void *arg,
     }
     f->on_done = on_done;
     f->on_done_arg = on_done_arg;
+    f->timed = timed;
     *w = (work){NULL, fn, arg, f};
     if (out)
         *out = f;
@@ -383,7 +408,7 @@ int cio_executor_submit(cio_executor *ex, cio_work_fn fn, void *arg,
         *out = NULL;
     if (!ex || !fn)
         return -EINVAL;
-    return submit(ex, fn, arg, out, NULL, NULL);
+    return submit(ex, fn, arg, out, NULL, NULL, false);
 }
 
 int cio_executor_shutdown(cio_executor *ex, int wait, int cancel_futures)
@@ -524,6 +549,10 @@ static void bridge_deliver(void *arg)
 {
     bridge *br = arg;
     cio_future *f = br->fut;
+    if (br->cf->timed && f->loop->trace && br->cf->worker)
+        cio__trace_slice(f->loop->trace, CIO__TRACE_WORKER + br->cf->worker,
+                         "executor job", NULL, -1, br->cf->ran_from,
+                         br->cf->ran_to);
     if (f->state == CIO__F_PENDING) {
         int status = br->cf->status;
         if (br->cf->state == CF_CANCELLED || status == -ECANCELED)
@@ -624,7 +653,7 @@ static int run_bridged(cio_loop *loop, cio_executor *ex, cio_work_fn fn,
     /* Open before the work can finish, so bridge_done finds it listed. */
     cio__bridge_open(loop, &br->b, bridge_deliver, bridge_drop,
                      bridge_orphaned, br);
-    err = submit(ex, fn, arg, &br->cf, bridge_done, br);
+    err = submit(ex, fn, arg, &br->cf, bridge_done, br, loop->trace != NULL);
     if (err == 0) {
         bridge_submitted(br, cf);
         *out = cio_future_ref(br->fut);

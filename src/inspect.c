@@ -54,11 +54,12 @@ int cio_task_inspect(const cio_task *task, cio_task_info *info)
     double now = cio_loop_time(t->fut.loop);
     bool parked = t->parked && t->fut.state == CIO__F_PENDING;
     const cio__wait_kind *k = parked ? t->wait_kind : NULL;
+    const char *what = parked ? cio__task_wait_what(t) : NULL;
     *info = (cio_task_info){
         .id = t->id,
         .name = cio_task_get_name(task),
         .state = state_of(t),
-        .waiting_on = k ? k->what : NULL,
+        .waiting_on = what,
         .object = k ? t->wait_on : NULL,
         .fd = k ? t->wait_fd : -1,
         .deadline = parked && t->timer.state == CIO__H_TIMER ? t->timer.when
@@ -74,10 +75,6 @@ int cio_task_inspect(const cio_task *task, cio_task_info *info)
     if (t->fut.loop->debug && t->fiber.stack_lo)
         info->stack_used = cio__stack_used(t->fiber.stack_lo,
                                            t->fiber.stack_size);
-    /* A plain future awaited: its label says what it stands for. */
-    const cio_future *f = t->wait_on;
-    if (k && strcmp(k->what, "future") == 0 && f->label)
-        info->waiting_on = f->label;
     return 0;
 }
 

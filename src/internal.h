@@ -196,6 +196,25 @@ typedef struct cio__bridge {
 typedef struct cio__slab cio__slab;
 typedef struct cio__stack_pool cio__stack_pool;
 
+/* ------------------------------------------------------- the trace
+ * trace.c: a loop's timeline, recorded on its thread. Rows: 0 the loop's
+ * callbacks, a task's id, CIO__TRACE_WORKER + n an executor worker. */
+typedef struct cio__trace cio__trace;
+#define CIO__TRACE_WORKER (UINT64_C(1) << 40)
+CIO_HIDDEN double cio__trace_clock(void); /* CLOCK_MONOTONIC, seconds */
+CIO_HIDDEN void cio__trace_slice(cio__trace *tr, uint64_t row,
+                                 const char *name, const char *detail,
+                                 int fd, double from, double to);
+CIO_HIDDEN void cio__trace_instant(cio__trace *tr, uint64_t row,
+                                   const char *name, int fd);
+CIO_HIDDEN void cio__trace_name_row(cio__trace *tr, uint64_t row,
+                                    const char *name);
+/* Begins loop's trace into path (numbered: $CIO_TRACE's, path.N for the
+ * process's N-th traced loop); ends it, writing the file. */
+CIO_HIDDEN int cio__trace_begin(cio_loop *loop, const char *path,
+                                bool numbered);
+CIO_HIDDEN int cio__trace_end(cio_loop *loop);
+
 struct cio_loop {
     const cio__backend *backend;
     void *backend_data;          /* the backend's own state */
@@ -270,6 +289,7 @@ struct cio_loop {
         cio__stack_pool *stacks; /* reusable task stacks */
         uint64_t dump_gen;       /* inspect.c: the last tree dump's mark */
     } tasks;
+    cio__trace *trace;           /* trace.c: NULL unless recording */
     /* inspect.c's cio_loop_dump_on_signal: where (owned; NULL: never). */
     struct dump_request *dump_request;
 };
@@ -515,6 +535,9 @@ typedef struct cio__task {
     double created;          /* loop time at creation: the dump's age */
     uint64_t dump_mark;      /* inspect.c: printed by tree dump number */
     size_t stack_used;       /* debug: its high-water mark, once done */
+    /* Traced: since when it waits (0: it does not), and on what. */
+    double trace_wait_from;
+    const char *trace_wait;
 } cio__task;
 
 /* Says what t is about to park on (see cio__task.wait_kind). */
@@ -549,6 +572,12 @@ static inline void cio__cleanup_pop(cio__task *t, cio__cleanup *c)
 CIO_HIDDEN extern _Thread_local cio__task *cio__current;
 /* f as a task, or NULL if it is a plain future. */
 CIO_HIDDEN cio__task *cio__task_of(const cio_future *f);
+/* What parked t waits on ("lock", "executor job", ...), or NULL. */
+CIO_HIDDEN const char *cio__task_wait_what(const cio__task *t);
+/* The trace begins: the tasks already running get their rows' names. It
+ * ends: the waits still open are recorded as they stand. */
+CIO_HIDDEN void cio__tasks_trace_begin(cio_loop *loop);
+CIO_HIDDEN void cio__tasks_trace_end(cio_loop *loop);
 /* Returns CIO_ENOTASK for `call` (a public function's name) made outside a
  * task; a debug loop running in this thread reports it. */
 CIO_HIDDEN int cio__no_task(const char *call);

@@ -18,6 +18,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -412,6 +413,9 @@ static void io_event(cio_loop *loop, int fd, unsigned events)
     if ((size_t)fd >= loop->watchers_cap || !loop->watchers[fd])
         return;
     cio__watcher *w = loop->watchers[fd];
+    if (cio__unlikely(loop->trace))
+        cio__trace_instant(loop->trace, 0,
+                           events & CIO__READ ? "readable" : "writable", fd);
     if ((events & CIO__READ) && w->io[0].cb)
         cio__handle_schedule(&w->io[0]);
     if ((events & CIO__WRITE) && w->io[1].cb)
@@ -530,20 +534,24 @@ static void timers_phase(cio_loop *loop)
         heap_remove(loop, h);
         h->state = CIO__H_READY;
         cio__list_push_back(&loop->ready, &h->link);
+        if (cio__unlikely(loop->trace))
+            cio__trace_instant(loop->trace, 0, "timer", -1);
     }
 }
 
 static void run_one(cio_loop *loop, cio_callback cb, void *arg)
 {
     loop->ran++;
-    if (!loop->debug) {
+    if (cio__likely(!loop->debug && !loop->trace)) {
         cb(arg);
         return;
     }
     double t0 = monotonic_now();
     cb(arg);
-    double took = monotonic_now() - t0;
-    if (took >= loop->slow_callback_duration)
+    double t1 = monotonic_now(), took = t1 - t0;
+    if (loop->trace)
+        cio__trace_slice(loop->trace, 0, "callback", NULL, -1, t0, t1);
+    if (loop->debug && took >= loop->slow_callback_duration)
         fprintf(stderr, "cio: warning: executing callback %p took %.3f "
                         "seconds\n", (void *)(uintptr_t)cb, took);
 }
@@ -760,6 +768,19 @@ static bool debug_from_env(void)
     return d && *d && strcmp(d, "0") != 0;
 }
 
+/* $CIO_TRACE=path: every new loop records its timeline (cio_loop_trace).
+ * A path that cannot be written costs the trace, not the loop. */
+static void trace_from_env(cio_loop *loop)
+{
+    const char *path = getenv("CIO_TRACE");
+    if (!path || !*path)
+        return;
+    int err = cio__trace_begin(loop, path, true);
+    if (err)
+        fprintf(stderr, "cio: warning: CIO_TRACE=%s: %s\n", path,
+                cio_strerror(err));
+}
+
 int cio_loop_new(cio_loop **out, const cio_loop_options *opts)
 {
     static const cio_loop_options defaults;
@@ -799,6 +820,7 @@ int cio_loop_new(cio_loop **out, const cio_loop_options *opts)
     err = backend->watch(loop, loop->wakefd, 0, CIO__READ);
     if (err)
         goto fail_backend;
+    trace_from_env(loop);
     *out = loop;
     return 0;
 fail_backend:

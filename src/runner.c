@@ -21,6 +21,7 @@ int cio_loop_close(cio_loop *loop)
         return -EBUSY;
     if (loop->closed)
         return 0;
+    cio_loop_trace_stop(loop);      /* written as it stood: teardown aside */
     cio__executor_loop_close(loop); /* its workers may still post to us */
     cio__signals_close(loop);       /* dispositions and masks restored */
     cio__processes_close(loop);     /* running children go to the reaper */
@@ -40,6 +41,32 @@ void cio_loop_free(cio_loop *loop)
     cio__quarantine_flush(loop);
     cio__stack_pool_free(loop);
     cio__loop_free_core(loop);
+}
+
+/* ---------------------------------------------------------- the trace */
+
+int cio_loop_trace_start(cio_loop *loop, const char *path)
+{
+    if (!loop || !path || !*path)
+        return -EINVAL;
+    if (loop->closed)
+        return -ESHUTDOWN;
+    if (loop->trace)
+        return -EBUSY;
+    int err = cio__trace_begin(loop, path, false);
+    if (!err)
+        cio__tasks_trace_begin(loop);
+    return err;
+}
+
+int cio_loop_trace_stop(cio_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (!loop->trace)
+        return 0;
+    cio__tasks_trace_end(loop);
+    return cio__trace_end(loop);
 }
 
 /* ------------------------------------------------------------- runners */

@@ -30,6 +30,17 @@ cio__task *cio__task_of(const cio_future *f)
     return as_task(f);
 }
 
+/* The waits of this file, as the task dump tells them. */
+static size_t one_future(const void *on, cio_future **out, size_t cap)
+{
+    if (cap)
+        out[0] = (cio_future *)(uintptr_t)on;
+    return 1;
+}
+static const cio__wait_kind await_task = {"task", one_future};
+static const cio__wait_kind await_future = {"future", one_future};
+static const cio__wait_kind sleeping = {"sleep", NULL};
+
 /* ----------------------------------------------------------- the kernel */
 
 int cio__interrupted(const cio__task *t)
@@ -233,10 +244,75 @@ static void task_entry(void *arg)
     cio__assert(!"a finished task was resumed");
 }
 
+const char *cio__task_wait_what(const cio__task *t)
+{
+    const cio__wait_kind *k = t->wait_kind;
+    if (!k)
+        return NULL;
+    const cio_future *f = t->wait_on;
+    /* A plain future awaited: its label says what it stands for. */
+    if (k == &await_future && f->label)
+        return f->label;
+    return k->what;
+}
+
+/* ----------------------------------------------------- the trace's view
+ * A task's row: its run slices, and between them what it waited on. */
+
+static double trace_resume(cio__trace *tr, cio__task *t)
+{
+    double now = cio__trace_clock();
+    if (!t->started)
+        cio__trace_name_row(tr, t->id, cio_task_get_name(&t->fut));
+    if (t->trace_wait_from > 0)
+        cio__trace_slice(tr, t->id, t->trace_wait, NULL, -1,
+                         t->trace_wait_from, now);
+    t->trace_wait_from = 0;
+    return now;
+}
+
+static void trace_pause(cio__trace *tr, cio__task *t, double from)
+{
+    double now = cio__trace_clock();
+    if (from > 0) /* 0: the trace began during this step */
+        cio__trace_slice(tr, t->id, "run", NULL, -1, from, now);
+    if (t->parked && t->fut.state == CIO__F_PENDING) {
+        t->trace_wait_from = now;
+        t->trace_wait = cio__task_wait_what(t);
+        if (!t->trace_wait)
+            t->trace_wait = "wait";
+    }
+}
+
+void cio__tasks_trace_begin(cio_loop *loop)
+{
+    cio__list *all = &loop->tasks.all;
+    for (cio__list *n = all->next; n != all; n = n->next) {
+        cio__task *t = cio__container_of(n, cio__task, all);
+        if (t->started)
+            cio__trace_name_row(loop->trace, t->id, cio_task_get_name(&t->fut));
+    }
+}
+
+void cio__tasks_trace_end(cio_loop *loop)
+{
+    double now = cio__trace_clock();
+    cio__list *all = &loop->tasks.all;
+    for (cio__list *n = all->next; n != all; n = n->next) {
+        cio__task *t = cio__container_of(n, cio__task, all);
+        if (t->trace_wait_from > 0)
+            cio__trace_slice(loop->trace, t->id, t->trace_wait, NULL, -1,
+                             t->trace_wait_from, now);
+        t->trace_wait_from = 0;
+    }
+}
+
 /* The wake handle's callback, on the loop's stack: one step of the task. */
 static void task_step(void *arg)
 {
     cio__task *t = arg;
+    cio__trace *tr = t->fut.loop->trace;
+    double from = tr ? trace_resume(tr, t) : 0;
     if (!t->started) {
         t->started = true;
         /* Cancelled before it ran: it never runs, as in asyncio. */
@@ -259,6 +335,9 @@ static void task_step(void *arg)
     cio__current = t;
     cio__fiber_switch(&scheduler, &t->fiber, 0);
     cio__current = NULL;
+    /* Read again: the step may have started or stopped the trace. */
+    if (cio__unlikely((tr = t->fut.loop->trace) != NULL))
+        trace_pause(tr, t, from);
     if (t->fut.state != CIO__F_PENDING) {
         release_stack(t);
         cio_future_unref(&t->fut);
@@ -427,6 +506,8 @@ int cio_task_set_name(cio_task *task, const char *name)
         return -ENOMEM;
     cio__free(t->name);
     t->name = copy;
+    if (t->fut.loop->trace && t->started)
+        cio__trace_name_row(t->fut.loop->trace, t->id, copy);
     return 0;
 }
 
@@ -496,17 +577,6 @@ static int await_check(const cio__task *t, const cio_future *f, void **value)
         return -EDEADLK;
     return cio__interrupted(t);
 }
-
-/* The waits of this file, as the task dump tells them. */
-static size_t one_future(const void *on, cio_future **out, size_t cap)
-{
-    if (cap)
-        out[0] = (cio_future *)(uintptr_t)on;
-    return 1;
-}
-static const cio__wait_kind await_task = {"task", one_future};
-static const cio__wait_kind await_future = {"future", one_future};
-static const cio__wait_kind sleeping = {"sleep", NULL};
 
 /* Parks t on pending f. The reference on f is t->awaiting's: given back
  * here, or by cio__tasks_close if the loop closes first. */

@@ -13,7 +13,7 @@ import sys
 
 # Bottom up, one floor a line; keep in step with docs/design.md.
 FLOORS = """
-sys error ctx stack list internal
+sys error ctx stack list internal trace
 backend_epoll backend_poll
 posts
 loop
