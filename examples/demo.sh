@@ -32,6 +32,7 @@ lessons|Pragmatic lessons: stop, threads, no policies, gather before wait, group
 producer_consumer|Queues: producers and consumers over a bounded queue, then shutdown|13-sync-and-queues
 rate_limit|A semaphore limits how many downloads run at once|13-sync-and-queues
 tls_echo|TLS: an echo server and its clients over TLS, then https from openssl s_server|14-tls
+seeing_inside|Seeing inside: every task, what it waits on and who waits for it|15-seeing-inside
 '
 
 dir=${1:?usage: sh examples/demo.sh DIR}

@@ -67,7 +67,7 @@ int cio_task_inspect(const cio_task *task, cio_task_info *info)
         .scope_deadline = scope_deadline(t),
         .file = t->fut.site_file,
         .line = t->fut.site_line,
-        .age = now - t->created,
+        .age = now > t->created ? now - t->created : 0, /* clock set back */
         .cancelling = t->cancel_requests,
         .stack_size = t->fiber.stack_size,
         .stack_used = t->stack_used,

@@ -279,6 +279,7 @@ struct cio_loop {
     struct cio__loop_debug {
         cio__list live;          /* futures and tasks with references */
         struct cio__graves *graves; /* freed objects kept: NULL until one */
+        bool step_timed;         /* a task step warned of itself (task.c) */
     } dbg;
 
     /* The task layer's (task.c, stack.c). */

@@ -551,7 +551,9 @@ static void run_one(cio_loop *loop, cio_callback cb, void *arg)
     double t1 = monotonic_now(), took = t1 - t0;
     if (loop->trace)
         cio__trace_slice(loop->trace, 0, "callback", NULL, -1, t0, t1);
-    if (loop->debug && took >= loop->slow_callback_duration)
+    bool named = loop->dbg.step_timed; /* a task's step: task.c said it */
+    loop->dbg.step_timed = false;
+    if (loop->debug && !named && took >= loop->slow_callback_duration)
         fprintf(stderr, "cio: warning: executing callback %p took %.3f "
                         "seconds\n", (void *)(uintptr_t)cb, took);
 }

@@ -307,6 +307,23 @@ void cio__tasks_trace_end(cio_loop *loop)
     }
 }
 
+/* Debug: a step that kept the loop from everything else too long (it
+ * blocked: chapter 4), named as asyncio's "Executing <Task ...> took". */
+static void warn_if_slow(const cio__task *t, double took)
+{
+    cio_loop *loop = t->fut.loop;
+    loop->dbg.step_timed = true; /* the loop's generic warning stays quiet */
+    if (took < loop->slow_callback_duration)
+        return;
+    if (t->fut.site_file)
+        fprintf(stderr, "cio: warning: executing task %s (created at %s:%d) "
+                        "took %.3f seconds\n", cio_task_get_name(&t->fut),
+                t->fut.site_file, t->fut.site_line, took);
+    else
+        fprintf(stderr, "cio: warning: executing task %s took %.3f seconds\n",
+                cio_task_get_name(&t->fut), took);
+}
+
 /* The wake handle's callback, on the loop's stack: one step of the task. */
 static void task_step(void *arg)
 {
@@ -332,9 +349,13 @@ static void task_step(void *arg)
             cio__stack_paint(t->fiber.stack_lo, t->fiber.stack_size);
         cio__fiber_make(&t->fiber, task_entry, t);
     }
+    cio_loop *loop = t->fut.loop;
+    double t0 = loop->debug ? cio__trace_clock() : 0;
     cio__current = t;
     cio__fiber_switch(&scheduler, &t->fiber, 0);
     cio__current = NULL;
+    if (loop->debug)
+        warn_if_slow(t, cio__trace_clock() - t0);
     /* Read again: the step may have started or stopped the trace. */
     if (cio__unlikely((tr = t->fut.loop->trace) != NULL))
         trace_pause(tr, t, from);

@@ -711,6 +711,36 @@ TEST(debug_mode_warns_about_slow_callbacks)
     cio_loop_free(loop);
 }
 
+/* A task's slow step is named as the task, with where it was made. */
+static int blocks(void *arg)
+{
+    (void)arg;
+    nap(0.03); /* blocks the loop, as a task must not */
+    return 0;
+}
+
+static void run_slow_task(void *arg)
+{
+    cio_task_options o = {.name = "sleepy-cook"};
+    cio_task *t = NULL;
+    CHECK_ERR(cio_task_new(arg, blocks, NULL, &o, &t), 0);
+    CHECK_ERR(cio_loop_run_until_complete(arg, t), 0);
+    cio_future_unref(t);
+}
+
+TEST(debug_mode_names_the_task_of_a_slow_step)
+{
+    cio_loop_options opts = {NULL, 1, 0.01};
+    cio_loop *loop;
+    CHECK_ERR(cio_loop_new(&loop, &opts), 0);
+    char out[512];
+    capture_stderr(run_slow_task, loop, out, sizeof out);
+    if (!strstr(out, "executing task sleepy-cook (created at tests/test_loop.c:")
+        || strstr(out, "executing callback"))
+        test_fail(__FILE__, __LINE__, "stderr was: %s", out);
+    cio_loop_free(loop);
+}
+
 TEST(debug_mode_switches)
 {
     cio_loop *loop = loop_open_with(NULL, -1);
