@@ -528,8 +528,8 @@ typedef struct cio__task {
      * loop closes meanwhile they unlink what those frames linked and free
      * what they, which will never run again, would have freed. */
     cio__cleanup *cleanups;
-    /* What it is parked on (the task dump): set just before it parks,
-     * cleared when it resumes; NULL kind: a wait that tells nothing. */
+    /* What it is parked on (the task dump): set just before it parks;
+     * read only while it is parked (stale once it runs again). */
     const cio__wait_kind *wait_kind;
     const void *wait_on;     /* the object waited on */
     int wait_fd;             /* the fd of an I/O wait, else -1 */

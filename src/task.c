@@ -37,7 +37,8 @@ static size_t one_future(const void *on, cio_future **out, size_t cap)
         out[0] = (cio_future *)(uintptr_t)on;
     return 1;
 }
-static const cio__wait_kind await_task = {"task", one_future};
+/* cio_await's: "task" or "future" (or the future's label), told when the
+ * dump or the trace asks, not on the await's hot path. */
 static const cio__wait_kind await_future = {"future", one_future};
 static const cio__wait_kind sleeping = {"sleep", NULL};
 
@@ -126,7 +127,6 @@ int cio__park(void (*interrupt)(cio__task *t, void *arg), void *arg)
     t->interrupt = interrupt;
     t->interrupt_arg = arg;
     cio__fiber_switch(&t->fiber, &scheduler, 0);
-    t->wait_kind = NULL;
     return t->wake_result;
 }
 
@@ -250,10 +250,11 @@ const char *cio__task_wait_what(const cio__task *t)
     if (!k)
         return NULL;
     const cio_future *f = t->wait_on;
-    /* A plain future awaited: its label says what it stands for. */
-    if (k == &await_future && f->label)
-        return f->label;
-    return k->what;
+    if (k != &await_future)
+        return k->what;
+    if (as_task(f))
+        return "task";
+    return f->label ? f->label : "future"; /* what it stands for */
 }
 
 /* ----------------------------------------------------- the trace's view
@@ -262,8 +263,6 @@ const char *cio__task_wait_what(const cio__task *t)
 static double trace_resume(cio__trace *tr, cio__task *t)
 {
     double now = cio__trace_clock();
-    if (!t->started)
-        cio__trace_name_row(tr, t->id, cio_task_get_name(&t->fut));
     if (t->trace_wait_from > 0)
         cio__trace_slice(tr, t->id, t->trace_wait, NULL, -1,
                          t->trace_wait_from, now);
@@ -274,8 +273,7 @@ static double trace_resume(cio__trace *tr, cio__task *t)
 static void trace_pause(cio__trace *tr, cio__task *t, double from)
 {
     double now = cio__trace_clock();
-    if (from > 0) /* 0: the trace began during this step */
-        cio__trace_slice(tr, t->id, "run", NULL, -1, from, now);
+    cio__trace_slice(tr, t->id, "run", NULL, -1, from, now);
     if (t->parked && t->fut.state == CIO__F_PENDING) {
         t->trace_wait_from = now;
         t->trace_wait = cio__task_wait_what(t);
@@ -325,40 +323,68 @@ static void warn_if_slow(const cio__task *t, double took)
 }
 
 /* The wake handle's callback, on the loop's stack: one step of the task. */
-static void task_step(void *arg)
+/* Its first step: a stack, and the first frame on it. False if it could
+ * not start (cancelled first, or no stack): then it is finished. */
+static bool task_start(cio__task *t)
 {
-    cio__task *t = arg;
-    cio__trace *tr = t->fut.loop->trace;
-    double from = tr ? trace_resume(tr, t) : 0;
-    if (!t->started) {
-        t->started = true;
-        /* Cancelled before it ran: it never runs, as in asyncio. */
-        int err = t->cancel_requests > 0 ? -ECANCELED : 0;
-        if (!err)
-            err = cio__stack_take(t->fut.loop, t->fiber.stack_size,
-                                  &t->fiber.stack_lo);
-        if (err) {
-            release_stack(t);
-            finish(t, err);
-            cio_future_unref(&t->fut); /* the loop's reference */
-            return;
-        }
-        cio__stack_watch_overflow(running_stack_info);
-        cio__fiber_stack_fresh(t->fiber.stack_lo, t->fiber.stack_size);
-        if (t->fut.loop->debug)
-            cio__stack_paint(t->fiber.stack_lo, t->fiber.stack_size);
-        cio__fiber_make(&t->fiber, task_entry, t);
+    t->started = true;
+    /* Cancelled before it ran: it never runs, as in asyncio. */
+    int err = t->cancel_requests > 0 ? -ECANCELED : 0;
+    if (!err)
+        err = cio__stack_take(t->fut.loop, t->fiber.stack_size,
+                              &t->fiber.stack_lo);
+    if (err) {
+        release_stack(t);
+        finish(t, err);
+        cio_future_unref(&t->fut); /* the loop's reference */
+        return false;
     }
-    cio_loop *loop = t->fut.loop;
-    double t0 = loop->debug ? cio__trace_clock() : 0;
+    cio__stack_watch_overflow(running_stack_info);
+    cio__fiber_stack_fresh(t->fiber.stack_lo, t->fiber.stack_size);
+    if (t->fut.loop->debug)
+        cio__stack_paint(t->fiber.stack_lo, t->fiber.stack_size);
+    if (t->fut.loop->trace)
+        cio__trace_name_row(t->fut.loop->trace, t->id,
+                            cio_task_get_name(&t->fut));
+    cio__fiber_make(&t->fiber, task_entry, t);
+    return true;
+}
+
+static void run_step(cio__task *t)
+{
     cio__current = t;
     cio__fiber_switch(&scheduler, &t->fiber, 0);
     cio__current = NULL;
+}
+
+/* A step on a debug or traced loop: timed, recorded. */
+static void run_step_observed(cio__task *t)
+{
+    cio_loop *loop = t->fut.loop;
+    cio__trace *tr = loop->trace;
+    double from = tr ? trace_resume(tr, t) : cio__trace_clock();
+    run_step(t);
     if (loop->debug)
-        warn_if_slow(t, cio__trace_clock() - t0);
+        warn_if_slow(t, cio__trace_clock() - from);
     /* Read again: the step may have started or stopped the trace. */
-    if (cio__unlikely((tr = t->fut.loop->trace) != NULL))
+    if ((tr = loop->trace) != NULL)
         trace_pause(tr, t, from);
+}
+
+/* The wake handle's callback, on the loop's stack: one step of the task. */
+static void task_step(void *arg)
+{
+    cio__task *t = arg;
+    cio_loop *loop = t->fut.loop;
+    if (cio__unlikely(!t->started) && !task_start(t))
+        return;
+    if (cio__unlikely(loop->debug || loop->trace)) {
+        run_step_observed(t);
+    } else {
+        run_step(t);
+        if (cio__unlikely(loop->trace)) /* the step started a trace */
+            trace_pause(loop->trace, t, 0);
+    }
     if (t->fut.state != CIO__F_PENDING) {
         release_stack(t);
         cio_future_unref(&t->fut);
@@ -606,7 +632,7 @@ static int await_pending(cio__task *t, cio_future *f, void **value)
     t->await.wake = await_woken;
     t->awaiting = f;
     cio__waiter_add(f, &t->await);
-    cio__task_waits(t, as_task(f) ? &await_task : &await_future, f, -1);
+    cio__task_waits(t, &await_future, f, -1);
     int r = cio__park_checked(await_interrupt, f);
     cio__list_unlink(&t->await.link);
     t->awaiting = NULL;

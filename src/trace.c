@@ -62,6 +62,8 @@ void cio__trace_slice(cio__trace *tr, uint64_t row, const char *name,
                       const char *detail, int fd, double from, double to)
 {
     trace_ev *e = append(tr);
+    if (from < tr->t0) /* it began before the trace did */
+        from = tr->t0;
     if (e)
         *e = (trace_ev){from, to - from, row, name, detail, NULL, fd};
 }
