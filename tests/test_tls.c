@@ -746,6 +746,83 @@ TEST(tls_mutual_tls_requires_and_names_the_client)
     run_main(mutual_main, NULL);
 }
 
+/* ------------------------------------------------- address literals */
+
+/* What a server's handler can learn of a client that sent no SNI and no
+ * certificate, and of buffers too small for the answers. */
+typedef struct ip_seen {
+    int sni, peercert, subject, short_object, short_alpn;
+    int served;
+} ip_seen;
+
+static int ip_info_handler(cio_stream *s, void *arg)
+{
+    ip_seen *v = arg;
+    char buf[64];
+    void *p;
+    socklen_t len = sizeof buf;
+    v->sni = cio_stream_get_extra_info(s, "server_hostname", buf, &len);
+    len = sizeof p;
+    v->peercert = cio_stream_get_extra_info(s, "peercert", &p, &len);
+    len = sizeof buf;
+    v->subject = cio_stream_get_extra_info(s, "peercert_subject", buf, &len);
+    len = 1;
+    v->short_object = cio_stream_get_extra_info(s, "ssl_object", buf, &len);
+    len = 0;
+    v->short_alpn = cio_stream_get_extra_info(s, "alpn_protocol", buf, &len);
+    const char *line;
+    ssize_t n = cio_stream_readline(s, &line);
+    if (n > 0 && cio_stream_write(s, line, (size_t)n) == 0)
+        (void)cio_stream_drain(s);
+    v->served++;
+    cio_event_set(&changed);
+    return 0;
+}
+
+/* A client that names the server by address checks the address against
+ * the certificate (its IP entry) and sends no SNI, as the RFC says; an
+ * address the certificate does not list fails verification. */
+static int ip_literal_main(void *arg)
+{
+    SSL_CTX *sctx = server_ctx("server"), *ctx = client_ctx();
+    ip_seen v = {0};
+    cio_tls_options st = {.ctx = sctx};
+    char port[16];
+    cio_server *lsrv = listen_with(ip_info_handler, &v, &st, port);
+    cio_stream *s;
+    CHECK_ERR(connect_tls(port, ctx, "127.0.0.1", 0, &s), 0);
+    char name[64];
+    socklen_t len = sizeof name;
+    CHECK_ERR(cio_stream_get_extra_info(s, "server_hostname", name, &len),
+              -ENOENT);
+    CHECK_ERR(cio_stream_write(s, "by address\n", 11), 0);
+    const char *line;
+    CHECK_EQ(cio_stream_readline(s, &line), 11);
+    CHECK(memcmp(line, "by address\n", 11) == 0);
+    cio_stream_free(s);
+    AWAIT(v.served == 1);
+    CHECK_ERR(v.sni, -ENOENT);
+    CHECK_ERR(v.peercert, -ENOENT);
+    CHECK_ERR(v.subject, -ENOENT);
+    CHECK_ERR(v.short_object, -EINVAL);
+    CHECK_ERR(v.short_alpn, -EINVAL);
+    s = (cio_stream *)1;
+    CHECK_ERR(connect_tls(port, ctx, "127.0.0.2", 0, &s), CIO_ETLS);
+    CHECK(s == NULL);
+    CHECK(strstr(cio_tls_error_string(), "certificate verify failed") != NULL);
+    CHECK_EQ(v.served, 1); /* no handler for a failed handshake */
+    unlisten(lsrv, false);
+    cio_tls_context_free(sctx);
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST(tls_an_address_is_checked_against_the_certificate_and_sent_as_no_sni)
+{
+    need_tls();
+    run_main(ip_literal_main, NULL);
+}
+
 /* --------------------------------------------------------- STARTTLS */
 
 static int starttls_handler(cio_stream *s, void *arg)
