@@ -1256,3 +1256,104 @@ TEST(flow_nan_durations_are_einval)
 {
     run_ok(main_nan_everywhere);
 }
+
+/* ------------------------------------------------------- bad arguments */
+
+static int join_other_group(void *arg)
+{
+    return cio_task_group_join(arg); /* not its parent */
+}
+
+typedef struct flow_outside {
+    cio_as_completed *it;
+    int next;
+    bool ran;
+} flow_outside;
+
+static void as_completed_outside_a_task(void *arg)
+{
+    flow_outside *o = arg;
+    cio_future *f;
+    o->next = cio_as_completed_next(o->it, &f);
+    o->ran = true;
+}
+
+/* The flow calls' documented -EINVAL (NULL outputs and iterators, the
+ * calling task or a future of another loop among the futures, a group
+ * joined twice or by a task not its parent), answers for NULL groups, and
+ * CIO_ENOTASK for waits outside a task; the calls that failed leave
+ * nothing behind, and the ones after still work. */
+static int flow_bad_arguments_main(void *arg)
+{
+    cio_loop *other = arg;
+    cio_future *f = future_open(), *foreign, *none = (cio_future *)1;
+    CHECK_ERR(cio_future_new(other, &foreign), 0);
+    cio_future *me = cio_current_task();
+    cio_as_completed *it = (cio_as_completed *)1;
+    CHECK_ERR(cio_as_completed_new(&f, 1, CIO_NO_TIMEOUT, NULL), -EINVAL);
+    CHECK_ERR(cio_as_completed_new(&foreign, 1, CIO_NO_TIMEOUT, &it), -EINVAL);
+    CHECK(it == NULL);
+    CHECK_ERR(cio_as_completed_new(&me, 1, CIO_NO_TIMEOUT, &it), -EDEADLK);
+    CHECK_ERR(cio_as_completed_next(NULL, &none), -EINVAL);
+    cio_as_completed_free(NULL);
+    CHECK_ERR(cio_wait_for(NULL, 1, NULL), -EINVAL);
+    CHECK_ERR(cio_shield(f, NULL), -EINVAL);
+    CHECK_ERR(cio_as_completed_new(&f, 1, CIO_NO_TIMEOUT, &it), 0);
+    CHECK_ERR(cio_as_completed_next(it, NULL), -EINVAL);
+    flow_outside o = {.it = it};
+    CHECK_ERR(cio_call_soon(loop_now(), as_completed_outside_a_task, &o, NULL),
+              0);
+    while (!o.ran)
+        CHECK_ERR(cio_sleep(0), 0);
+    CHECK_ERR(o.next, CIO_ENOTASK);
+    CHECK_ERR(cio_future_set_result(f, NULL), 0);
+    cio_future *got = NULL;
+    CHECK_EQ(cio_as_completed_next(it, &got), 1); /* still iterates */
+    CHECK(got == f);
+    CHECK_EQ(cio_as_completed_next(it, &got), 0);
+    cio_as_completed_free(it);
+
+    CHECK_ERR(cio_task_group_new(NULL), -EINVAL);
+    CHECK_ERR(cio_task_group_join(NULL), -EINVAL);
+    CHECK_EQ(cio_task_group_size(NULL), 0);
+    CHECK(cio_task_group_task(NULL, 0) == NULL);
+    CHECK_EQ(cio_task_group_error_count(NULL), 0);
+    cio_task *child = (cio_task *)1;
+    CHECK_ERR(cio_task_group_error(NULL, 0, &child), 0);
+    CHECK(child == NULL);
+    cio_task_group_free(NULL);
+    cio_task_group_leave(NULL);
+    cio_task_group *g = NULL;
+    cio_task_group_leave(&g); /* NULL *group: nothing */
+    CHECK_ERR(cio_task_group_new(&g), 0);
+    job j = {"kid", 0, 0, 0};
+    cio_task *kid;
+    CHECK_ERR(cio_task_group_spawn(g, run_job, &j, NULL, &kid), 0);
+    CHECK(cio_task_group_task(g, 1) == NULL); /* out of range */
+    cio_task *stranger = spawn(join_other_group, g);
+    CHECK_ERR(finish(stranger), -EINVAL);
+    CHECK_ERR(cio_task_group_join(g), 0);
+    CHECK_ERR(cio_task_group_join(g), -EINVAL); /* joined */
+    CHECK_EQ(cio_task_group_size(g), 1);
+    CHECK(cio_task_group_task(g, 0) == kid);
+    CHECK_LOG(&L, "kid");
+    cio_task_group_free(g);
+    unref_all(&f, 1);
+    cio_future_unref(foreign);
+    return 0;
+}
+
+TEST(flow_bad_arguments_and_calls_outside_a_task)
+{
+    cio_loop *other = loop_open();
+    run_strict(flow_bad_arguments_main, other);
+    cio_loop_free(other);
+    /* No loop at all. */
+    cio_as_completed *it = (cio_as_completed *)1;
+    CHECK_ERR(cio_as_completed_new(NULL, 0, CIO_NO_TIMEOUT, &it), CIO_ENOTASK);
+    CHECK(it == NULL);
+    cio_task_group *g = (cio_task_group *)1;
+    CHECK_ERR(cio_task_group_new(&g), CIO_ENOTASK);
+    CHECK(g == NULL);
+    CHECK_ERR(cio_wait_for(NULL, 1, NULL), CIO_ENOTASK);
+}

@@ -1255,6 +1255,38 @@ TEST(user_error_codes_are_named)
     CHECK_STR(cio_strerror(CIO_EUSER(42)), "user error 42");
 }
 
+/* Every cio code has its own name; asyncio's meanings win over errno's
+ * texts; other errno codes read as strerror does; anything else, or a
+ * positive number, is "unknown error". */
+TEST(every_error_code_has_its_name)
+{
+    CHECK_STR(cio_strerror(0), "success");
+    CHECK_STR(cio_strerror(CIO_EINCOMPLETE),
+              "incomplete read: end of stream before the expected data");
+    CHECK_STR(cio_strerror(CIO_ELIMIT),
+              "limit overrun: separator not found within the buffer limit");
+    CHECK_STR(cio_strerror(CIO_EBROKEN), "broken barrier");
+    CHECK_STR(cio_strerror(CIO_ETLS),
+              "TLS failure (cio_tls_error_string says why)");
+    CHECK_STR(cio_strerror(CIO_ETLSEOF),
+              "TLS connection ended without close_notify (truncated)");
+    CHECK_STR(cio_strerror(-ECANCELED), "cancelled");
+    CHECK_STR(cio_strerror(-ETIMEDOUT), "timed out");
+    CHECK_STR(cio_strerror(-ESHUTDOWN), "shut down");
+    CHECK_STR(cio_strerror(-EIO), strerror(EIO));
+    CHECK_STR(cio_strerror(-ECONNRESET), strerror(ECONNRESET));
+    CHECK_STR(cio_strerror(-4095), "unknown error"); /* errno has none */
+    CHECK_STR(cio_strerror(-4096), "unknown error");
+    CHECK_STR(cio_strerror(EIO), "unknown error"); /* not negated */
+    CHECK_STR(cio_strerror(1 << 30), "unknown error");
+    /* Between the ranges: cio's codes, then getaddrinfo's, then users'. */
+    CHECK_STR(cio_strerror(-30005), "unknown error");
+    CHECK_STR(cio_strerror(CIO_EAI_BASE + 1), "unknown error");
+    CHECK_STR(cio_strerror(CIO_EAI_BASE - 200), "unknown error");
+    CHECK_EQ(cio_version(), CIO_VERSION_HEX);
+    CHECK_STR(cio_version_string(), CIO_VERSION_STRING);
+}
+
 TEST(unretrieved_user_errors_are_reported_by_name)
 {
     char out[512];

@@ -890,3 +890,249 @@ TEST(queue_survives_a_loop_closed_with_tasks_waiting_on_it)
     cio_queue_free(o.empty); /* at once: the leak check would see it */
     cio_queue_free(o.full);
 }
+
+/* ------------------------------------------- items of every size */
+
+/* Items of `size` bytes: byte 0 is the value (so memcmp orders them by
+ * it), the rest a pattern of the value, so a torn or short copy shows. */
+enum { MAX_ITEM = 40 };
+
+static void make_item(char *item, size_t size, int v)
+{
+    item[0] = (char)v;
+    for (size_t j = 1; j < size; j++)
+        item[j] = (char)(v * 31 + (int)j);
+}
+
+static int item_value(const char *item, size_t size)
+{
+    char want[MAX_ITEM];
+    make_item(want, size, (unsigned char)item[0]);
+    CHECK(memcmp(item, want, size) == 0);
+    return (unsigned char)item[0];
+}
+
+static int cmp_items(const void *a, const void *b, void *arg)
+{
+    return memcmp(a, b, *(size_t *)arg);
+}
+
+typedef struct sized_client {
+    cio_queue *q;
+    size_t size;
+    char item[MAX_ITEM];
+    bool drop; /* get: into NULL */
+    int result;
+} sized_client;
+
+static int sized_get(void *arg)
+{
+    sized_client *c = arg;
+    c->result = cio_queue_get(c->q, c->drop ? NULL : c->item);
+    return 0;
+}
+
+static int sized_put(void *arg)
+{
+    sized_client *c = arg;
+    c->result = cio_queue_put(c->q, c->item);
+    return 0;
+}
+
+static int take_value(cio_queue *q, size_t size, bool wait)
+{
+    char item[MAX_ITEM];
+    memset(item, 0xee, sizeof item);
+    CHECK_ERR(wait ? cio_queue_get(q, item) : cio_queue_get_nowait(q, item),
+              0);
+    return item_value(item, size);
+}
+
+static void give_value(cio_queue *q, size_t size, int v, bool wait)
+{
+    char item[MAX_ITEM];
+    make_item(item, size, v);
+    CHECK_ERR(wait ? cio_queue_put(q, item) : cio_queue_put_nowait(q, item),
+              0);
+}
+
+static cio_queue *sized_queue(int kind, size_t *size, size_t maxsize)
+{
+    cio_queue *q = NULL;
+    if (kind == 0)
+        CHECK_ERR(cio_queue_new(&q, *size, maxsize), 0);
+    else if (kind == 1)
+        CHECK_ERR(cio_lifo_queue_new(&q, *size, maxsize), 0);
+    else
+        CHECK_ERR(cio_priority_queue_new(&q, *size, maxsize, cmp_items, size),
+                  0);
+    return q;
+}
+
+/* Order of 5, 3 (put), then 4 (a waiting putter, once 1 item left):
+ * what each kind gives back. */
+static const int first_out[3] = {5, 3, 3};
+static const int then_out[3][2] = {{3, 4}, {4, 5}, {4, 5}};
+
+static void sized_paths(int kind, size_t size)
+{
+    cio_queue *q = sized_queue(kind, &size, 2);
+    /* The calls that do not wait, then the waiting ones that need not. */
+    give_value(q, size, 5, false);
+    give_value(q, size, 3, true);
+    CHECK_EQ(cio_queue_full(q), 1);
+    CHECK_EQ(take_value(q, size, false), first_out[kind]);
+    CHECK_EQ(take_value(q, size, true), first_out[kind] == 5 ? 3 : 5);
+    /* A waiting getter is handed the item a put stores. */
+    sized_client g = {.q = q, .size = size};
+    cio_task *tg = spawn(sized_get, &g);
+    settle();
+    give_value(q, size, 7, false);
+    CHECK_ERR(finish(tg), 0);
+    CHECK_ERR(g.result, 0);
+    CHECK_EQ(item_value(g.item, size), 7);
+    /* ... and a waiting getter that drops it leaves nothing. */
+    sized_client d = {.q = q, .size = size, .drop = true};
+    cio_task *td = spawn(sized_get, &d);
+    settle();
+    give_value(q, size, 8, true);
+    CHECK_ERR(finish(td), 0);
+    CHECK_ERR(d.result, 0);
+    CHECK_EQ(cio_queue_empty(q), 1);
+    /* A waiting putter is handed the slot a get frees. */
+    give_value(q, size, 5, false);
+    give_value(q, size, 3, false);
+    sized_client p = {.q = q, .size = size};
+    make_item(p.item, size, 4);
+    cio_task *tp = spawn(sized_put, &p);
+    settle();
+    CHECK_EQ(cio_queue_qsize(q), 2); /* it waits */
+    CHECK_EQ(take_value(q, size, false), first_out[kind]);
+    CHECK_ERR(finish(tp), 0);
+    CHECK_ERR(p.result, 0);
+    CHECK_EQ(take_value(q, size, true), then_out[kind][0]);
+    CHECK_EQ(take_value(q, size, false), then_out[kind][1]);
+    CHECK_EQ(cio_queue_empty(q), 1);
+    cio_queue_free(q);
+    /* Unbounded: grows past its first 16 slots with its ring wrapped, and
+     * gives all back in the kind's order. */
+    q = sized_queue(kind, &size, 0);
+    for (int i = 0; i < 10; i++)
+        give_value(q, size, 100 + i, false);
+    for (int i = 0; i < 6; i++)
+        CHECK_EQ(take_value(q, size, false), kind == 1 ? 109 - i : 100 + i);
+    for (int i = 10; i < 40; i++)
+        give_value(q, size, 100 + i, true);
+    CHECK_EQ(cio_queue_qsize(q), 34);
+    int prev = -1;
+    for (int i = 0; i < 34; i++) {
+        int v = take_value(q, size, i % 2 == 0);
+        if (kind == 0)
+            CHECK_EQ(v, 106 + i);
+        else if (kind == 2)
+            CHECK(v > prev);
+        else if (i < 30)
+            CHECK_EQ(v, 139 - i); /* the newest first */
+        else
+            CHECK_EQ(v, 103 - (i - 30));
+        prev = v;
+    }
+    CHECK_EQ(cio_queue_empty(q), 1);
+    cio_queue_free(q);
+}
+
+static int every_size_main(void *arg)
+{
+    (void)arg;
+    const size_t sizes[] = {1, 4, 8, 12, 16, 24, MAX_ITEM};
+    for (int kind = 0; kind < 3; kind++)
+        for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+            sized_paths(kind, sizes[i]);
+    return 0;
+}
+
+TEST(queue_items_of_every_size_pass_intact_through_every_path)
+{
+    CHECK_ERR(cio_run(every_size_main, NULL), 0);
+}
+
+/* ------------------------------------- promises, shutdown, bad arguments */
+
+/* A getter handed an item and then cancelled before it ran stays
+ * cancelled when an immediate shutdown drops the item meanwhile; a putter
+ * handed a slot, then cancelled, stays cancelled through a shutdown and
+ * stores nothing. */
+static int promise_cancelled_then_shut_main(void *arg)
+{
+    (void)arg;
+    test_log log = {0};
+    cio_queue *q;
+    CHECK_ERR(cio_queue_new(&q, sizeof(int), 1), 0);
+    client g = {.name = "G", .q = q, .log = &log};
+    cio_task *tg = spawn(getter_run, &g);
+    settle();
+    put_int(q, 1); /* promised to G, which has not run */
+    CHECK_EQ(cio_task_cancel(tg), 1);
+    CHECK_ERR(cio_queue_shutdown(q, 1), 0);
+    CHECK_ERR(finish(tg), -ECANCELED);
+    CHECK_EQ(cio_queue_qsize(q), 0);
+    cio_queue_free(q);
+
+    CHECK_ERR(cio_queue_new(&q, sizeof(int), 1), 0);
+    put_int(q, 2);
+    client p = {.name = "P", .q = q, .log = &log, .value = 3};
+    cio_task *tp = spawn(putter_run, &p);
+    settle();
+    CHECK_EQ(get_int(q), 2); /* the slot is promised to P */
+    CHECK_EQ(cio_task_cancel(tp), 1);
+    CHECK_ERR(cio_queue_shutdown(q, 0), 0);
+    CHECK_ERR(finish(tp), 0);
+    CHECK_ERR(p.result, -ECANCELED);
+    CHECK_EQ(cio_queue_qsize(q), 0);
+    int v;
+    CHECK_ERR(cio_queue_get_nowait(q, &v), -ESHUTDOWN);
+    CHECK_LOG(&log, "G:cancelled P:cancelled");
+    cio_queue_free(q);
+    return 0;
+}
+
+TEST(queue_promise_cancelled_then_shut_down_stays_cancelled)
+{
+    CHECK_ERR(cio_run(promise_cancelled_then_shut_main, NULL), 0);
+}
+
+/* Sizes no memory holds are -ENOMEM before anything is allocated; NULL
+ * queues and items are -EINVAL (0 for the questions), in a task too. */
+static int queue_bad_arguments_main(void *arg)
+{
+    (void)arg;
+    cio_queue *q = (cio_queue *)1;
+    CHECK_ERR(cio_priority_queue_new(&q, SIZE_MAX - 3, 1, cmp_items, NULL),
+              -ENOMEM);
+    CHECK(q == NULL);
+    CHECK_ERR(cio_queue_new(&q, 1 << 20, SIZE_MAX / 2), -ENOMEM);
+    CHECK(q == NULL);
+    int v = 1;
+    CHECK_ERR(cio_queue_put(NULL, &v), -EINVAL);
+    CHECK_ERR(cio_queue_get(NULL, &v), -EINVAL);
+    CHECK_ERR(cio_queue_join(NULL), -EINVAL);
+    CHECK_ERR(cio_queue_task_done(NULL), -EINVAL);
+    CHECK_ERR(cio_queue_shutdown(NULL, 0), -EINVAL);
+    CHECK_EQ(cio_queue_maxsize(NULL), 0);
+    CHECK_EQ(cio_queue_full(NULL), 0);
+    CHECK_ERR(cio_queue_new(&q, sizeof(int), 0), 0);
+    CHECK_ERR(cio_queue_put(q, NULL), -EINVAL);
+    CHECK_EQ(cio_queue_full(q), 0); /* unbounded: never */
+    CHECK_EQ(cio_queue_qsize(q), 0);
+    /* Shut down and empty: get says so at once, without waiting. */
+    CHECK_ERR(cio_queue_shutdown(q, 0), 0);
+    CHECK_ERR(cio_queue_get(q, &v), -ESHUTDOWN);
+    CHECK_ERR(cio_queue_put(q, &v), -ESHUTDOWN);
+    cio_queue_free(q);
+    return 0;
+}
+
+TEST(queue_bad_arguments_and_impossible_sizes)
+{
+    CHECK_ERR(cio_run(queue_bad_arguments_main, NULL), 0);
+}

@@ -698,3 +698,104 @@ TEST(net_unix_server_close_leaves_a_path_another_server_rebound)
 {
     run_main(unix_rebound_main, NULL);
 }
+
+/* ------------------------------------------------------- bad arguments */
+
+typedef struct server_outside {
+    cio_server *s;
+    int wait_closed, serve_forever;
+    bool ran;
+} server_outside;
+
+static void server_calls_outside_a_task(void *arg)
+{
+    server_outside *o = arg;
+    o->wait_closed = cio_server_wait_closed(o->s);
+    o->serve_forever = cio_server_serve_forever(o->s);
+    o->ran = true;
+}
+
+/* NULL servers, outputs and protocols are -EINVAL (0 for the questions,
+ * no-ops for close, close_clients, abort_clients and free); the waiting
+ * calls need a task; none of it stops a server, which still serves; and a
+ * closed server does not serve forever. */
+static int server_bad_arguments_main(void *arg)
+{
+    (void)arg;
+    cio_server *s = (cio_server *)1;
+    int fds[4];
+    CHECK_ERR(cio_create_server("127.0.0.1", "0", &rec_proto, NULL, NULL,
+                                NULL, NULL),
+              -EINVAL);
+    CHECK_ERR(cio_create_server("127.0.0.1", "0", NULL, NULL, NULL, NULL, &s),
+              -EINVAL);
+    CHECK(s == NULL);
+    CHECK_ERR(cio_create_unix_server("/tmp/x", &rec_proto, NULL, NULL, NULL,
+                                     NULL),
+              -EINVAL);
+    CHECK_ERR(cio_create_unix_server("/tmp/x", NULL, NULL, NULL, NULL, &s),
+              -EINVAL);
+    CHECK_ERR(cio_create_unix_server(NULL, &rec_proto, NULL, NULL, NULL, &s),
+              -EINVAL);
+    char long_path[200];
+    memset(long_path, 'p', sizeof long_path - 1);
+    long_path[0] = '/';
+    long_path[sizeof long_path - 1] = '\0';
+    CHECK_ERR(cio_create_unix_server(long_path, &rec_proto, NULL, NULL, NULL,
+                                     &s),
+              -EINVAL);
+    CHECK(s == NULL);
+    CHECK_ERR(cio_server_start_serving(NULL), -EINVAL);
+    CHECK_ERR(cio_server_serve_forever(NULL), -EINVAL);
+    CHECK_ERR(cio_server_wait_closed(NULL), -EINVAL);
+    CHECK_ERR(cio_server_sockets(NULL, fds, 4), -EINVAL);
+    CHECK_EQ(cio_server_is_serving(NULL), 0);
+    CHECK_EQ(cio_server_port(NULL), 0);
+    cio_server_close(NULL);
+    cio_server_close_clients(NULL);
+    cio_server_abort_clients(NULL);
+    cio_server_free(NULL);
+
+    srv *v = srv_new();
+    v->sp.tmpl.echo = true;
+    serve(v, "127.0.0.1");
+    server_outside o = {.s = v->s};
+    CHECK_ERR(cio_call_soon(cio_get_running_loop(),
+                            server_calls_outside_a_task, &o, NULL),
+              0);
+    while (!o.ran)
+        CHECK_ERR(cio_sleep(0), 0);
+    CHECK_ERR(o.wait_closed, CIO_ENOTASK);
+    CHECK_ERR(o.serve_forever, CIO_ENOTASK);
+    CHECK_EQ(cio_server_is_serving(v->s), 1);
+    CHECK_EQ(cio_server_sockets(v->s, fds, 4), 1);
+    peer c = {0};
+    cio_transport *t = dial("127.0.0.1", v->portstr, &c);
+    CHECK_ERR(cio_transport_write(t, "ping", 4), 0);
+    AWAIT(c.len == 4);
+    CHECK_STR(c.data, "ping");
+    hang_up(t, &c, &v->sp, 1);
+    cio_server_close(v->s);
+    cio_server_close(v->s); /* a second close does nothing */
+    CHECK_ERR(cio_server_serve_forever(v->s), -ESHUTDOWN);
+    CHECK_EQ(cio_server_sockets(v->s, fds, 4), 0);
+    srv_done(v);
+    peer_free(&c);
+    return 0;
+}
+
+TEST(net_server_bad_arguments_and_calls_outside_a_task)
+{
+    run_main(server_bad_arguments_main, NULL);
+    /* No loop at all. */
+    cio_server *s = (cio_server *)1;
+    CHECK_ERR(cio_create_server("127.0.0.1", "0", &rec_proto, NULL, NULL,
+                                NULL, &s),
+              CIO_ENOTASK);
+    CHECK(s == NULL);
+    s = (cio_server *)1;
+    CHECK_ERR(cio_create_unix_server("/tmp/x", &rec_proto, NULL, NULL, NULL,
+                                     &s),
+              CIO_ENOTASK);
+    CHECK(s == NULL);
+}

@@ -468,3 +468,81 @@ TEST(net_sock_recvfrom_reports_an_oversized_datagram_as_emsgsize)
 {
     run_main(recvfrom_trunc_main, NULL);
 }
+
+/* ------------------------------------------------------- bad arguments */
+
+/* The connection and name calls' NULL and NaN arguments, from a task:
+ * -EINVAL with the output cleared, nothing connected, no callback. */
+static int connect_bad_arguments_main(void *arg)
+{
+    (void)arg;
+    peer c = {0};
+    cio_transport *t = (cio_transport *)1;
+    CHECK_ERR(cio_create_connection("127.0.0.1", "80", NULL, &c, NULL, &t),
+              -EINVAL);
+    CHECK(t == NULL);
+    CHECK_ERR(cio_create_connection("127.0.0.1", NULL, &rec_proto, &c, NULL,
+                                    &t),
+              -EINVAL);
+    cio_connection_options nan_delay = {.happy_eyeballs_delay = NAN};
+    CHECK_ERR(cio_create_connection("127.0.0.1", "80", &rec_proto, &c,
+                                    &nan_delay, &t),
+              -EINVAL);
+    t = (cio_transport *)1;
+    CHECK_ERR(cio_create_unix_connection("/tmp/x", NULL, &c, &t), -EINVAL);
+    CHECK(t == NULL);
+    CHECK_ERR(cio_create_unix_connection(NULL, &rec_proto, &c, &t), -EINVAL);
+    char long_path[200];
+    memset(long_path, 'p', sizeof long_path - 1);
+    long_path[0] = '/';
+    long_path[sizeof long_path - 1] = '\0';
+    CHECK_ERR(cio_create_unix_connection(long_path, &rec_proto, &c, &t),
+              -EINVAL);
+    t = (cio_transport *)1;
+    CHECK_ERR(cio_create_datagram_endpoint("127.0.0.1", "0", NULL, NULL, NULL,
+                                           &c, &t),
+              -EINVAL);
+    CHECK(t == NULL);
+    CHECK_ERR(cio_create_datagram_endpoint("127.0.0.1", NULL, "127.0.0.1",
+                                           NULL, &rec_proto, &c, &t),
+              -EINVAL); /* no port on either side */
+    CHECK_EQ(c.made, 0);
+    CHECK_ERR(cio_getaddrinfo("127.0.0.1", "80", NULL, NULL), -EINVAL);
+    char host[64];
+    CHECK_ERR(cio_getnameinfo(NULL, 0, host, sizeof host, NULL, 0, 0),
+              -EINVAL);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    CHECK_ERR(cio_sock_connect(fd, NULL, 0), -EINVAL);
+    int err = -1;
+    socklen_t el = sizeof err;
+    CHECK(getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0);
+    CHECK_EQ(err, 0); /* no connect was tried */
+    close(fd);
+    return 0;
+}
+
+TEST(net_connect_calls_with_bad_arguments_are_einval)
+{
+    run_main(connect_bad_arguments_main, NULL);
+    /* No loop at all: each needs a task. */
+    cio_transport *t = (cio_transport *)1;
+    CHECK_ERR(cio_create_connection("127.0.0.1", "80", &rec_proto, NULL, NULL,
+                                    &t),
+              CIO_ENOTASK);
+    CHECK(t == NULL);
+    t = (cio_transport *)1;
+    CHECK_ERR(cio_create_unix_connection("/tmp/x", &rec_proto, NULL, &t),
+              CIO_ENOTASK);
+    CHECK(t == NULL);
+    t = (cio_transport *)1;
+    CHECK_ERR(cio_create_datagram_endpoint("127.0.0.1", "0", NULL, NULL,
+                                           &rec_proto, NULL, &t),
+              CIO_ENOTASK);
+    CHECK(t == NULL);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    char host[64];
+    CHECK_ERR(cio_getnameinfo((struct sockaddr *)&a, sizeof a, host,
+                              sizeof host, NULL, 0, 0),
+              CIO_ENOTASK);
+}

@@ -8,9 +8,11 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
+#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -394,4 +396,111 @@ TEST_T(stack_overflow_aborts_naming_the_task, 30)
             test_fail(__FILE__, __LINE__, "mode %d: stderr was: %s", mode,
                       out);
     }
+}
+
+/* ---------------------------------------------- faults that are not ours */
+
+/* A SIGSEGV that is no task's stack overflow goes to whoever handled
+ * SIGSEGV before cio: here a handler that jumps back out of the fault.
+ * cio's handler steps aside for good (it puts the old one back), so each
+ * case runs in its own test process. */
+static sigjmp_buf segv_jump;
+static volatile sig_atomic_t own_segvs;
+
+static void own_segv_handler(int sig)
+{
+    (void)sig;
+    own_segvs++;
+    siglongjmp(segv_jump, 1);
+}
+
+static char *forbidden_page(void)
+{
+    char *p = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(p != MAP_FAILED);
+    return p;
+}
+
+/* Touches a page nobody may touch; 1 if the program's handler got it. */
+__attribute__((noinline)) static int touch_forbidden(void)
+{
+    char *page = forbidden_page();
+    int got = 0;
+    if (sigsetjmp(segv_jump, 1) == 0)
+        *(volatile char *)page = 1;
+    else
+        got = 1;
+    munmap(page, 4096);
+    return got;
+}
+
+static int faulting_task(void *arg)
+{
+    (void)arg;
+    return touch_forbidden() ? 7 : -1;
+}
+
+static int main_fault_in_a_task(void *arg)
+{
+    const char *name = arg;
+    cio_task *t = spawn_sized(faulting_task, NULL, 64 * 1024, name);
+    CHECK_ERR(cio_await(t, NULL), 7); /* the task went on */
+    cio_future_unref(t);
+    return 0;
+}
+
+static int main_nothing(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+static void check_foreign_fault(int where) /* 0, 1: in a task; 2: none */
+{
+    if (cio__running_on_valgrind() || UNDER_SANITIZER)
+        test_skip("the tool handles SIGSEGV itself");
+    struct sigaction sa, now;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = own_segv_handler;
+    sigemptyset(&sa.sa_mask);
+    CHECK_EQ(sigaction(SIGSEGV, &sa, NULL), 0);
+    if (where < 2) {
+        CHECK_ERR(cio_run(main_fault_in_a_task, where ? "toucher" : NULL), 0);
+    } else {
+        CHECK_ERR(cio_run(main_nothing, NULL), 0); /* cio's handler is in */
+        CHECK_EQ(touch_forbidden(), 1);
+    }
+    CHECK_EQ(own_segvs, 1);
+    CHECK_EQ(sigaction(SIGSEGV, NULL, &now), 0);
+    CHECK(now.sa_handler == own_segv_handler); /* ours again, for good */
+}
+
+TEST(stack_fault_off_the_guard_in_an_unnamed_task_reaches_the_program)
+{
+    check_foreign_fault(0);
+}
+
+TEST(stack_fault_off_the_guard_in_a_named_task_reaches_the_program)
+{
+    check_foreign_fault(1);
+}
+
+TEST(stack_fault_outside_any_task_reaches_the_program)
+{
+    check_foreign_fault(2);
+}
+
+/* A thread's own alternate signal stack is kept: cio installs one only
+ * where there is none. */
+TEST(stack_keeps_the_programs_alternate_signal_stack)
+{
+    static char mine[65536];
+    stack_t ss = {.ss_sp = mine, .ss_size = sizeof mine, .ss_flags = 0};
+    CHECK_EQ(sigaltstack(&ss, NULL), 0);
+    CHECK_ERR(cio_run(main_nothing, NULL), 0);
+    stack_t now;
+    CHECK_EQ(sigaltstack(NULL, &now), 0);
+    CHECK(now.ss_sp == mine);
+    CHECK_EQ(now.ss_size, sizeof mine);
+    CHECK(!(now.ss_flags & SS_DISABLE));
 }

@@ -1775,3 +1775,122 @@ TEST_T(stream_emfile_system_call_failures_fail_cleanly, 120)
 {
     CHECK(test_fault_loop(CIO__FAULT_SYS, EMFILE, fault_scenario, NULL) > 10);
 }
+
+/* ---------------------------------------------------------- bad arguments */
+
+/* The calls that wait, made from a callback (no task): CIO_ENOTASK. */
+typedef struct outside {
+    cio_stream *s;
+    int read, drain, wait_closed, start_tls;
+    bool ran;
+} outside;
+
+static void stream_calls_outside_a_task(void *arg)
+{
+    outside *o = arg;
+    char b;
+    cio_tls_options tls = {.ctx = (struct ssl_ctx_st *)1};
+    o->read = (int)cio_stream_read(o->s, &b, 1);
+    o->drain = cio_stream_drain(o->s);
+    o->wait_closed = cio_stream_wait_closed(o->s);
+    o->start_tls = cio_stream_start_tls(o->s, &tls, 0);
+    o->ran = true;
+}
+
+/* NULL streams and outputs are -EINVAL (0 for the questions, no-ops for
+ * close, abort and free); a stream's waiting calls need a task; reading
+ * calls with nothing to read into say so; and none of it hurts the
+ * connection, which echoes afterwards as before. */
+static int stream_bad_arguments_main(void *arg)
+{
+    (void)arg;
+    char b[8];
+    const char *line;
+    char *all = (char *)1;
+    size_t partial = 9;
+    socklen_t bl = sizeof b;
+    struct iovec one = {b, 1};
+    const char *nl[] = {"\n"}, *empty_sep[] = {""}, *null_sep[] = {NULL};
+    CHECK_ERR(cio_stream_read(NULL, b, 1), -EINVAL);
+    CHECK_ERR(cio_stream_read_all(NULL, &all), -EINVAL);
+    CHECK(all == NULL);
+    CHECK_ERR(cio_stream_readline(NULL, &line), -EINVAL);
+    CHECK_ERR(cio_stream_readexactly(NULL, b, 1, &partial), -EINVAL);
+    CHECK_EQ(partial, 0);
+    CHECK_ERR(cio_stream_readuntil(NULL, nl, 1, &line), -EINVAL);
+    CHECK_ERR(cio_stream_write(NULL, "x", 1), -EINVAL);
+    CHECK_ERR(cio_stream_writelines(NULL, &one, 1), -EINVAL);
+    CHECK_ERR(cio_stream_drain(NULL), -EINVAL);
+    size_t sent = 9;
+    CHECK_ERR(cio_stream_sendfile(NULL, 0, 0, 1, 0, &sent), -EINVAL);
+    CHECK_EQ(sent, 0);
+    CHECK_ERR(cio_stream_set_write_buffer_max(NULL, 1), -EINVAL);
+    CHECK_ERR(cio_stream_write_eof(NULL), -EINVAL);
+    CHECK_ERR(cio_stream_wait_closed(NULL), -EINVAL);
+    CHECK_ERR(cio_stream_get_extra_info(NULL, "socket", b, &bl), -EINVAL);
+    CHECK_ERR(cio_stream_start_tls(NULL, NULL, 0), -EINVAL);
+    CHECK_EQ(cio_stream_consumed(NULL), 0);
+    CHECK_EQ(cio_stream_at_eof(NULL), 0);
+    CHECK_EQ(cio_stream_buffered(NULL), 0);
+    CHECK_EQ(cio_stream_get_write_buffer_size(NULL), 0);
+    CHECK_EQ(cio_stream_can_write_eof(NULL), 0);
+    CHECK_EQ(cio_stream_is_closing(NULL), 0);
+    cio_stream_close(NULL);
+    cio_stream_abort(NULL);
+    cio_stream_free(NULL);
+    cio_server *srv = (cio_server *)1;
+    CHECK_ERR(cio_start_server(line_echo, NULL, "127.0.0.1", "0", NULL, NULL,
+                               NULL),
+              -EINVAL);
+    CHECK_ERR(cio_start_server(NULL, NULL, "127.0.0.1", "0", NULL, NULL, &srv),
+              -EINVAL);
+    CHECK(srv == NULL);
+    CHECK_ERR(cio_open_connection("127.0.0.1", "1", NULL, NULL), -EINVAL);
+    CHECK_ERR(cio_open_unix_connection("/nonexistent", NULL, NULL), -EINVAL);
+
+    server *v = server_new();
+    start_tcp(v, "127.0.0.1", line_echo, NULL);
+    cio_stream *s = connect_to(v, NULL);
+    CHECK_ERR(cio_stream_read_all(s, NULL), -EINVAL);
+    CHECK_ERR(cio_stream_readuntil(s, NULL, 1, &line), -EINVAL);
+    CHECK_ERR(cio_stream_readuntil(s, nl, 0, &line), -EINVAL);
+    CHECK_ERR(cio_stream_readuntil(s, empty_sep, 1, &line), -EINVAL);
+    CHECK_ERR(cio_stream_readuntil(s, null_sep, 1, &line), -EINVAL);
+    CHECK_ERR(cio_stream_readuntil(s, nl, 1, NULL), -EINVAL);
+    CHECK_ERR(cio_stream_start_tls(s, NULL, 0), -EINVAL);
+    outside o = {.s = s};
+    CHECK_ERR(cio_call_soon(cio_get_running_loop(),
+                            stream_calls_outside_a_task, &o, NULL),
+              0);
+    while (!o.ran)
+        CHECK_ERR(cio_sleep(0), 0);
+    CHECK_ERR(o.read, CIO_ENOTASK);
+    CHECK_ERR(o.drain, CIO_ENOTASK);
+    CHECK_ERR(o.wait_closed, CIO_ENOTASK);
+    CHECK_ERR(o.start_tls, CIO_ENOTASK);
+    CHECK_ERR(cio_stream_write(s, "still here\n", 11), 0);
+    CHECK_EQ(cio_stream_readline(s, &line), 11);
+    CHECK(memcmp(line, "still here\n", 11) == 0);
+    cio_stream_close(s);
+    CHECK_ERR(cio_stream_wait_closed(s), 0);
+    cio_stream_free(s);
+    AWAIT(v->finished == 1);
+    server_done(v);
+    return 0;
+}
+
+TEST(stream_bad_arguments_and_calls_outside_a_task)
+{
+    run_main(stream_bad_arguments_main, NULL);
+    /* No loop at all: connecting and serving need a task. */
+    cio_stream *s = (cio_stream *)1;
+    CHECK_ERR(cio_open_connection("127.0.0.1", "1", NULL, &s), CIO_ENOTASK);
+    CHECK(s == NULL);
+    s = (cio_stream *)1;
+    CHECK_ERR(cio_open_unix_connection("/nonexistent", NULL, &s), CIO_ENOTASK);
+    CHECK(s == NULL);
+    cio_server *srv;
+    CHECK_ERR(cio_start_server(line_echo, NULL, "127.0.0.1", "0", NULL, NULL,
+                               &srv),
+              CIO_ENOTASK);
+}

@@ -777,3 +777,106 @@ TEST_T(process_subprocess_fault_emfile, 60)
 {
     sub_fault_emfile_body();
 }
+
+/* ----------------------------------------------------- bad arguments */
+
+/* The waiting process calls, made from a callback (no task). */
+typedef struct proc_outside {
+    cio_process *p;
+    int wait, communicate;
+    bool ran;
+} proc_outside;
+
+static void process_calls_outside_a_task(void *arg)
+{
+    proc_outside *o = arg;
+    o->wait = cio_process_wait(o->p, NULL);
+    o->communicate = cio_process_communicate(o->p, NULL, 0, NULL, NULL, NULL,
+                                             NULL);
+    o->ran = true;
+}
+
+/* NULL processes and transports are -EINVAL (-1, 0 or NULL for the
+ * questions, no-ops for close); input for a child without a stdin pipe,
+ * or no input for n bytes, is -EINVAL; the waiting calls need a task;
+ * none of it disturbs the child, whose output still comes whole. */
+static int t_bad_arguments(void *arg)
+{
+    (void)arg;
+    char *out = (char *)1, *err = (char *)1;
+    size_t outlen = 0;
+    CHECK(cio_process_stdin(NULL) == NULL);
+    CHECK(cio_process_stdout(NULL) == NULL);
+    CHECK(cio_process_stderr(NULL) == NULL);
+    CHECK_ERR(cio_process_wait(NULL, NULL), -EINVAL);
+    CHECK_ERR(cio_process_communicate(NULL, NULL, 0, &out, NULL, &err, NULL),
+              -EINVAL);
+    CHECK(out == NULL && err == NULL);
+    CHECK_ERR(cio_create_subprocess_exec(NULL, NULL, NULL), -EINVAL);
+    CHECK_ERR(cio_create_subprocess_shell(NULL, NULL, NULL), -EINVAL);
+    cio_process_options o = stdio3(DEVNULL, PIPE, DEVNULL);
+    cio_process *p = sh("echo hi", &o);
+    CHECK(cio_process_stdin(p) == NULL);
+    CHECK_ERR(cio_process_communicate(p, "x", 1, NULL, NULL, NULL, NULL),
+              -EINVAL); /* no stdin pipe */
+    CHECK_ERR(cio_process_communicate(p, NULL, 1, NULL, NULL, NULL, NULL),
+              -EINVAL);
+    CHECK_ERR(cio_process_killpg(p, -1), -EINVAL);
+    CHECK_ERR(cio_process_killpg(p, NSIG), -EINVAL);
+    proc_outside po = {.p = p};
+    CHECK_ERR(cio_call_soon(cio_get_running_loop(),
+                            process_calls_outside_a_task, &po, NULL),
+              0);
+    while (!po.ran)
+        CHECK_ERR(cio_sleep(0), 0);
+    CHECK_ERR(po.wait, CIO_ENOTASK);
+    CHECK_ERR(po.communicate, CIO_ENOTASK);
+    CHECK_ERR(cio_process_communicate(p, NULL, 0, &out, &outlen, NULL, NULL),
+              0);
+    CHECK_BYTES(out, outlen, "hi\n");
+    cio_free(out);
+    int code = -1;
+    CHECK_EQ(cio_process_returncode(p, &code), 1);
+    CHECK_EQ(code, 0);
+    cio_process_free(p);
+
+    /* The protocol form. */
+    sub_rec r;
+    sub_init(&r, 0);
+    cio_subprocess_transport *t = (cio_subprocess_transport *)&t;
+    o = stdio3(DEVNULL, DEVNULL, DEVNULL);
+    CHECK_ERR(cio_subprocess_exec(ARGV("true"), &o, &sub_proto, &r, NULL),
+              -EINVAL);
+    CHECK_ERR(cio_subprocess_exec(NULL, &o, &sub_proto, &r, NULL), -EINVAL);
+    CHECK_ERR(cio_subprocess_shell(NULL, &o, &sub_proto, &r, NULL), -EINVAL);
+    CHECK_ERR(cio_subprocess_shell(NULL, &o, &sub_proto, &r, &t), -EINVAL);
+    CHECK(t == NULL);
+    CHECK_EQ(cio_subprocess_get_pid(NULL), -1);
+    CHECK_EQ(cio_subprocess_get_returncode(NULL, &code), 0);
+    CHECK(cio_subprocess_get_pipe_transport(NULL, 0) == NULL);
+    CHECK_ERR(cio_subprocess_send_signal(NULL, SIGTERM), -EINVAL);
+    cio_subprocess_close(NULL);
+    CHECK_EQ(count_children(NULL), 0); /* none of those spawned anything */
+    CHECK_ERR(cio_subprocess_shell("exit 3", &o, &sub_proto, &r, &t), 0);
+    r.t = t;
+    CHECK(cio_subprocess_get_pipe_transport(t, -1) == NULL);
+    CHECK(cio_subprocess_get_pipe_transport(t, 3) == NULL);
+    CHECK(cio_subprocess_get_pipe_transport(t, 1) == NULL); /* DEVNULL */
+    sub_await_lost(&r);
+    CHECK_EQ(r.code_at_exit, 3);
+    CHECK_LOG(&r.log, "made exited lost");
+    cio_subprocess_close(t); /* frees it */
+    return 0;
+}
+
+TEST(process_bad_arguments_and_calls_outside_a_task)
+{
+    run_strict(t_bad_arguments, NULL);
+    /* No loop at all. */
+    static const cio_subprocess_protocol none = {0};
+    cio_subprocess_transport *t = (cio_subprocess_transport *)&t;
+    CHECK_ERR(cio_subprocess_exec(ARGV("true"), NULL, &none, NULL, &t),
+              CIO_ENOTASK);
+    CHECK(t == NULL);
+    CHECK_EQ(count_children(NULL), 0);
+}

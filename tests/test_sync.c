@@ -1284,3 +1284,81 @@ TEST(semaphore_static_initialisers)
 {
     CHECK_ERR(cio_run(static_sem_main, NULL), 0);
 }
+
+/* ---------------------------------------------- the rest of the NULLs */
+
+typedef struct cond_outside {
+    cio_condition *cond;
+    int wait, wait_for;
+    bool ran;
+} cond_outside;
+
+static int never(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+static void condition_waits_outside_a_task(void *arg)
+{
+    cond_outside *o = arg;
+    o->wait = cio_condition_wait(o->cond);
+    o->wait_for = cio_condition_wait_for(o->cond, never, NULL);
+    o->ran = true;
+}
+
+/* Every primitive's remaining NULL cases: -EINVAL, 0 for the questions,
+ * no-ops for leave; enter into a holder already holding is -EINVAL and
+ * takes nothing; a condition's waits need a task. */
+static int sync_bad_arguments_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(cio_event_is_set(NULL), 0);
+    CHECK_ERR(cio_condition_acquire(NULL), -EINVAL);
+    CHECK_ERR(cio_condition_release(NULL), -EINVAL);
+    CHECK_EQ(cio_condition_locked(NULL), 0);
+    CHECK_ERR(cio_condition_wait_for(NULL, never, NULL), -EINVAL);
+    CHECK_ERR(cio_condition_notify(NULL, 1), -EINVAL);
+    CHECK_EQ(cio_semaphore_locked(NULL), 0);
+    CHECK_ERR(cio_barrier_reset(NULL), -EINVAL);
+    CHECK_ERR(cio_barrier_abort(NULL), -EINVAL);
+    CHECK_ERR(cio_barrier_parties(NULL), -EINVAL);
+    CHECK_ERR(cio_barrier_n_waiting(NULL), -EINVAL);
+    CHECK_EQ(cio_barrier_broken(NULL), 0);
+
+    cio_condition cond = CIO_CONDITION_INIT, *held = NULL;
+    CHECK_ERR(cio_condition_enter(NULL, &cond), -EINVAL);
+    cio_condition_leave(NULL);
+    cio_condition_leave(&held); /* holds nothing: nothing to do */
+    CHECK_ERR(cio_condition_enter(&held, &cond), 0);
+    CHECK(held == &cond);
+    CHECK_ERR(cio_condition_enter(&held, &cond), -EINVAL); /* holds one */
+    CHECK_EQ(cio_condition_locked(&cond), 1);
+    cond_outside o = {.cond = &cond};
+    CHECK_ERR(cio_call_soon(loop_now(), condition_waits_outside_a_task, &o,
+                            NULL),
+              0);
+    while (!o.ran)
+        CHECK_ERR(cio_sleep(0), 0);
+    CHECK_ERR(o.wait, CIO_ENOTASK);
+    CHECK_ERR(o.wait_for, CIO_ENOTASK);
+    cio_condition_leave(&held);
+    CHECK(held == NULL);
+    CHECK_EQ(cio_condition_locked(&cond), 0);
+
+    cio_semaphore sem = CIO_SEMAPHORE_INIT(1), *sheld = NULL;
+    CHECK_ERR(cio_semaphore_enter(NULL, &sem), -EINVAL);
+    cio_semaphore_leave(NULL);
+    cio_semaphore_leave(&sheld);
+    CHECK_ERR(cio_semaphore_enter(&sheld, &sem), 0);
+    CHECK_ERR(cio_semaphore_enter(&sheld, &sem), -EINVAL);
+    CHECK_EQ(cio_semaphore_locked(&sem), 1); /* taken once, not twice */
+    cio_semaphore_leave(&sheld);
+    CHECK_EQ(cio_semaphore_locked(&sem), 0);
+    return 0;
+}
+
+TEST(sync_bad_arguments_and_condition_waits_outside_a_task)
+{
+    run_strict(sync_bad_arguments_main, NULL);
+}

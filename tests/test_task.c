@@ -1189,3 +1189,96 @@ TEST(task_call_outside_a_task_is_reported_in_debug_mode)
     CHECK_EQ(rep.count, 2);
     cio_loop_free(loop);
 }
+
+/* ------------------------------------------------------ bad arguments */
+
+static int task_bad_arguments_main(void *arg)
+{
+    cio_loop *other = arg;
+    cio_task *me = cio_current_task();
+    CHECK_ERR(cio_task_set_name(me, "mine"), 0);
+    CHECK_ERR(cio_task_set_name(me, NULL), -EINVAL);
+    CHECK_STR(cio_task_get_name(me), "mine"); /* unchanged */
+    cio_task *list[1] = {NULL};
+    CHECK_EQ(cio_all_tasks(NULL, list, 1), 1); /* the running loop's */
+    CHECK(list[0] == me);
+    /* A future of another loop cannot be awaited here. */
+    cio_future *f;
+    CHECK_ERR(cio_future_new(other, &f), 0);
+    void *v = &v;
+    CHECK_ERR(cio_await(f, &v), -EINVAL);
+    CHECK(v == NULL);
+    CHECK_EQ(cio_future_done(f), 0); /* nothing happened to it */
+    cio_future_unref(f);
+    return 0;
+}
+
+/* NULL and non-tasks are -EINVAL for the task calls (NULL for its name);
+ * with no loop running, all_tasks has none to list. */
+TEST(task_bad_arguments_are_einval)
+{
+    CHECK_ERR(cio_all_tasks(NULL, NULL, 0), -EINVAL);
+    CHECK(cio_task_get_name(NULL) == NULL);
+    CHECK_ERR(cio_task_set_name(NULL, "x"), -EINVAL);
+    CHECK_ERR(cio_task_cancel(NULL), -EINVAL);
+    CHECK_ERR(cio_task_cancelling(NULL), -EINVAL);
+    CHECK_ERR(cio_task_uncancel(NULL), -EINVAL);
+    cio_loop *other = loop_open();
+    cio_future *f;
+    CHECK_ERR(cio_future_new(other, &f), 0);
+    CHECK(cio_task_get_name(f) == NULL); /* a plain future has none */
+    CHECK_ERR(cio_task_set_name(f, "x"), -EINVAL);
+    cio_future_unref(f);
+    CHECK_ERR(cio_run(task_bad_arguments_main, other), 0);
+    cio_loop_free(other);
+}
+
+/* ------------------------------------- a scope left open at the return */
+
+__attribute__((noinline)) static int open_scope(double delay)
+{
+    cio_timeout_scope s;
+    return cio_timeout(&s, delay);
+}
+
+static int return_inside_a_scope(void *arg)
+{
+    (void)arg;
+    CHECK_ERR(open_scope(0.001), 0);
+    return 5; /* past the scope: it is closed with the task */
+}
+
+/* A task that returns with a timeout scope still open finishes as it
+ * returned, and its deadline never fires at anything later; a debug loop
+ * says so, naming the task, and a plain one stays quiet. */
+static void scope_left_open(int debug)
+{
+    cio_loop *loop = loop_open_with(NULL, debug);
+    memset(&REP, 0, sizeof REP);
+    CHECK_ERR(cio_loop_set_exception_handler(loop, record_report, &REP), 0);
+    cio_task *t;
+    CHECK_ERR(cio_task_new(loop, return_inside_a_scope, NULL,
+                           &(cio_task_options){.name = "leaver"}, &t),
+              0);
+    CHECK_ERR(cio_loop_run_until_complete(loop, t), 5);
+    cio_future_unref(t);
+    /* Past the old deadline: nothing is due. */
+    nap(0.01);
+    CHECK_EQ(cio_loop_run_once(loop, 0), 0);
+    if (debug) {
+        CHECK_EQ(REP.count, 1);
+        CHECK_STR(REP.message,
+                  "a timeout scope was never ended: its task returned");
+        CHECK_STR(REP.what, "task");
+        CHECK_STR(REP.name, "leaver");
+    } else {
+        CHECK_EQ(REP.count, 0);
+    }
+    cio_loop_free(loop);
+}
+
+TEST(task_returning_inside_a_timeout_scope_closes_it_and_debug_says_so)
+{
+    scope_left_open(0);
+    scope_left_open(1);
+}

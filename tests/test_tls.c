@@ -746,6 +746,83 @@ TEST(tls_mutual_tls_requires_and_names_the_client)
     run_main(mutual_main, NULL);
 }
 
+/* ------------------------------------------------- address literals */
+
+/* What a server's handler can learn of a client that sent no SNI and no
+ * certificate, and of buffers too small for the answers. */
+typedef struct ip_seen {
+    int sni, peercert, subject, short_object, short_alpn;
+    int served;
+} ip_seen;
+
+static int ip_info_handler(cio_stream *s, void *arg)
+{
+    ip_seen *v = arg;
+    char buf[64];
+    void *p;
+    socklen_t len = sizeof buf;
+    v->sni = cio_stream_get_extra_info(s, "server_hostname", buf, &len);
+    len = sizeof p;
+    v->peercert = cio_stream_get_extra_info(s, "peercert", &p, &len);
+    len = sizeof buf;
+    v->subject = cio_stream_get_extra_info(s, "peercert_subject", buf, &len);
+    len = 1;
+    v->short_object = cio_stream_get_extra_info(s, "ssl_object", buf, &len);
+    len = 0;
+    v->short_alpn = cio_stream_get_extra_info(s, "alpn_protocol", buf, &len);
+    const char *line;
+    ssize_t n = cio_stream_readline(s, &line);
+    if (n > 0 && cio_stream_write(s, line, (size_t)n) == 0)
+        (void)cio_stream_drain(s);
+    v->served++;
+    cio_event_set(&changed);
+    return 0;
+}
+
+/* A client that names the server by address checks the address against
+ * the certificate (its IP entry) and sends no SNI, as the RFC says; an
+ * address the certificate does not list fails verification. */
+static int ip_literal_main(void *arg)
+{
+    SSL_CTX *sctx = server_ctx("server"), *ctx = client_ctx();
+    ip_seen v = {0};
+    cio_tls_options st = {.ctx = sctx};
+    char port[16];
+    cio_server *lsrv = listen_with(ip_info_handler, &v, &st, port);
+    cio_stream *s;
+    CHECK_ERR(connect_tls(port, ctx, "127.0.0.1", 0, &s), 0);
+    char name[64];
+    socklen_t len = sizeof name;
+    CHECK_ERR(cio_stream_get_extra_info(s, "server_hostname", name, &len),
+              -ENOENT);
+    CHECK_ERR(cio_stream_write(s, "by address\n", 11), 0);
+    const char *line;
+    CHECK_EQ(cio_stream_readline(s, &line), 11);
+    CHECK(memcmp(line, "by address\n", 11) == 0);
+    cio_stream_free(s);
+    AWAIT(v.served == 1);
+    CHECK_ERR(v.sni, -ENOENT);
+    CHECK_ERR(v.peercert, -ENOENT);
+    CHECK_ERR(v.subject, -ENOENT);
+    CHECK_ERR(v.short_object, -EINVAL);
+    CHECK_ERR(v.short_alpn, -EINVAL);
+    s = (cio_stream *)1;
+    CHECK_ERR(connect_tls(port, ctx, "127.0.0.2", 0, &s), CIO_ETLS);
+    CHECK(s == NULL);
+    CHECK(strstr(cio_tls_error_string(), "certificate verify failed") != NULL);
+    CHECK_EQ(v.served, 1); /* no handler for a failed handshake */
+    unlisten(lsrv, false);
+    cio_tls_context_free(sctx);
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST(tls_an_address_is_checked_against_the_certificate_and_sent_as_no_sni)
+{
+    need_tls();
+    run_main(ip_literal_main, NULL);
+}
+
 /* --------------------------------------------------------- STARTTLS */
 
 static int starttls_handler(cio_stream *s, void *arg)
@@ -797,6 +874,134 @@ TEST(tls_starttls_upgrades_both_ends_of_a_plain_stream)
 {
     need_tls();
     run_main(starttls_main, NULL);
+}
+
+/* The server end of a protocol's STARTTLS: "GO", then TLS; one line back
+ * if the handshake succeeds. A failed handshake is the client's to see:
+ * the handler just ends. */
+static int starttls_echo_handler(cio_stream *s, void *arg)
+{
+    SSL_CTX *sctx = arg;
+    const char *line;
+    if (cio_stream_readline(s, &line) != 9 || memcmp(line, "STARTTLS\n", 9))
+        return 0;
+    if (cio_stream_write(s, "GO\n", 3) || cio_stream_drain(s))
+        return 0;
+    cio_tls_options tls = {.ctx = sctx};
+    if (cio_stream_start_tls(s, &tls, 1) != 0)
+        return 0;
+    ssize_t n = cio_stream_readline(s, &line);
+    if (n > 0 && cio_stream_write(s, line, (size_t)n) == 0)
+        (void)cio_stream_drain(s);
+    return 0;
+}
+
+typedef struct start_tls_try {
+    cio_transport *t;
+    const cio_tls_options *o;
+    int r;
+} start_tls_try;
+
+static void start_tls_from_callback(void *arg)
+{
+    start_tls_try *x = arg;
+    x->r = cio_transport_start_tls(x->t, x->o, 0);
+}
+
+/* A plain protocol connection that says STARTTLS and waits for "GO". */
+static cio_transport *plain_until_go(const char *port, peer *c)
+{
+    cio_transport *t;
+    CHECK_ERR(cio_create_connection("127.0.0.1", port, &rec_proto, c, NULL,
+                                    &t),
+              0);
+    CHECK_ERR(cio_transport_write(t, "STARTTLS\n", 9), 0);
+    AWAIT(c->len == 3);
+    CHECK(memcmp(c->data, "GO\n", 3) == 0);
+    return t;
+}
+
+/* asyncio's loop.start_tls on a protocol's transport: the same pointer
+ * goes on as TLS, the protocol sees plaintext; what cannot be upgraded
+ * says why and is left as it was; a failed handshake aborts it. */
+static int transport_starttls_main(void *arg)
+{
+    SSL_CTX *sctx = server_ctx("server"), *ctx = client_ctx();
+    char port[16];
+    cio_server *lsrv = listen_with(starttls_echo_handler, sctx, NULL, port);
+    cio_tls_options tls = {.ctx = ctx, .server_hostname = "localhost"};
+    cio_tls_options no_ctx = {.server_hostname = "localhost"};
+    peer c = {0};
+    cio_transport *t = plain_until_go(port, &c);
+    CHECK_ERR(cio_transport_start_tls(NULL, &tls, 0), -EINVAL);
+    CHECK_ERR(cio_transport_start_tls(t, NULL, 0), -EINVAL);
+    CHECK_ERR(cio_transport_start_tls(t, &no_ctx, 0), -EINVAL);
+    start_tls_try x = {t, &tls, 1};
+    CHECK_ERR(cio_call_soon(cio_get_running_loop(), start_tls_from_callback,
+                            &x, NULL),
+              0);
+    while (x.r == 1)
+        CHECK_ERR(cio_sleep(0), 0);
+    CHECK_ERR(x.r, CIO_ENOTASK); /* it waits, and only a task can */
+    CHECK_EQ(cio_transport_can_write_eof(t), 1); /* still plain */
+    CHECK_ERR(cio_transport_start_tls(t, &tls, 0), 0);
+    CHECK_ERR(cio_transport_start_tls(t, &tls, 0), -EALREADY);
+    CHECK_EQ(cio_transport_can_write_eof(t), 0);
+    char v[32];
+    socklen_t len = sizeof v;
+    CHECK_ERR(cio_transport_get_extra_info(t, "tls_version", v, &len), 0);
+    CHECK_STR(v, "TLSv1.3");
+    CHECK_ERR(cio_transport_write(t, "secret\n", 7), 0);
+    AWAIT(c.len == 10);
+    CHECK_BYTES(c.data, c.len, "GO\nsecret\n");
+    CHECK_EQ(c.made, 1);
+    cio_transport_close(t);
+    AWAIT(c.lost);
+
+    /* Closing: -EPIPE, and it stays plain. */
+    peer d = {0};
+    cio_transport *u = plain_until_go(port, &d);
+    cio_transport_close(u);
+    CHECK_ERR(cio_transport_start_tls(u, &tls, 0), -EPIPE);
+    AWAIT(d.lost);
+    CHECK_EQ(d.lost_error, 0);
+
+    /* A datagram endpoint has no TLS. */
+    peer g = {0};
+    cio_transport *dg;
+    CHECK_ERR(cio_create_datagram_endpoint("127.0.0.1", "0", NULL, NULL,
+                                           &rec_proto, &g, &dg),
+              0);
+    CHECK_ERR(cio_transport_start_tls(dg, &tls, 0), -EINVAL);
+    cio_transport_close(dg);
+    AWAIT(g.lost);
+
+    /* A server the client cannot verify (no test CA): CIO_ETLS with the
+     * reason, and the transport is aborted. */
+    SSL_CTX *untrusting;
+    CHECK_ERR(cio_tls_client_context(&untrusting), 0);
+    cio_tls_options bad = {.ctx = untrusting, .server_hostname = "localhost"};
+    peer e = {0};
+    cio_transport *w = plain_until_go(port, &e);
+    CHECK_ERR(cio_transport_start_tls(w, &bad, 0), CIO_ETLS);
+    CHECK(strstr(cio_tls_error_string(), "certificate verify failed") != NULL);
+    AWAIT(e.lost);
+    CHECK_EQ(e.len, 3); /* nothing after "GO" */
+    peer_free(&c);
+    peer_free(&d);
+    peer_free(&g);
+    peer_free(&e);
+    unlisten(lsrv, false);
+    cio_tls_context_free(untrusting);
+    cio_tls_context_free(sctx);
+    cio_tls_context_free(ctx);
+    return 0;
+}
+
+TEST(tls_transport_starttls_upgrades_a_protocol_connection_in_place)
+{
+    need_tls();
+    run_main(transport_starttls_main, NULL);
 }
 
 /* -------------------------------------------- flow control, many peers */

@@ -978,3 +978,101 @@ TEST(net_abort_resets_the_connection)
 {
     run_main(abort_reset_main, NULL);
 }
+
+/* ------------------------------------------------------ bad arguments */
+
+/* Every call with a NULL transport says -EINVAL (or 0 / NULL where it
+ * answers a question) and touches nothing; calls that do not fit the
+ * transport's kind or state say so, and the connection goes on. */
+static int bad_arguments_main(void *arg)
+{
+    (void)arg;
+    char b[8];
+    socklen_t bl = sizeof b;
+    struct iovec one = {"x", 1};
+    CHECK_ERR(cio_transport_write(NULL, "x", 1), -EINVAL);
+    CHECK_ERR(cio_transport_writelines(NULL, &one, 1), -EINVAL);
+    CHECK_ERR(cio_transport_write_eof(NULL), -EINVAL);
+    CHECK_EQ(cio_transport_can_write_eof(NULL), 0);
+    CHECK_EQ(cio_transport_is_closing(NULL), 0);
+    CHECK_EQ(cio_transport_is_reading(NULL), 0);
+    CHECK(cio_transport_get_context(NULL) == NULL);
+    CHECK_EQ(cio_transport_get_write_buffer_size(NULL), 0);
+    CHECK_ERR(cio_transport_get_extra_info(NULL, "socket", b, &bl), -EINVAL);
+    CHECK_ERR(cio_transport_set_write_buffer_limits(NULL, 0, 0), -EINVAL);
+    CHECK_ERR(cio_transport_pause_reading(NULL), -EINVAL);
+    CHECK_ERR(cio_transport_resume_reading(NULL), -EINVAL);
+    CHECK_ERR(cio_transport_sendto(NULL, "x", 1, NULL, 0), -EINVAL);
+    cio_transport_close(NULL); /* no-ops */
+    cio_transport_abort(NULL);
+
+    srv *v = srv_new();
+    serve(v, "127.0.0.1");
+    peer c = {0};
+    cio_transport *t = dial("127.0.0.1", v->portstr, &c);
+    AWAIT(v->sp.n == 1 && v->sp.p[0].made);
+    CHECK_ERR(cio_transport_write(t, NULL, 1), -EINVAL);
+    CHECK_ERR(cio_transport_writelines(t, NULL, 1), -EINVAL);
+    CHECK_ERR(cio_transport_writelines(t, &one, -1), -EINVAL);
+    CHECK_ERR(cio_transport_writelines(t, NULL, 0), 0); /* nothing to do */
+    CHECK_ERR(cio_transport_write(t, NULL, 0), 0);
+    /* Lengths whose sum overflows are more than any buffer takes. */
+    struct iovec vast[2] = {{"a", SIZE_MAX / 2 + 1}, {"b", SIZE_MAX / 2 + 1}};
+    CHECK_ERR(cio_transport_writelines(t, vast, 2), -ENOBUFS);
+    CHECK_EQ(cio_transport_get_write_buffer_size(t), 0);
+    CHECK_ERR(cio_transport_get_extra_info(t, NULL, b, &bl), -EINVAL);
+    CHECK_ERR(cio_transport_get_extra_info(t, "socket", NULL, &bl), -EINVAL);
+    CHECK_ERR(cio_transport_get_extra_info(t, "socket", b, NULL), -EINVAL);
+    /* A stream is no datagram endpoint. */
+    CHECK_ERR(cio_transport_sendto(t, "x", 1, NULL, 0), -EINVAL);
+    /* Water marks: low alone makes high four times it; low > high is
+     * refused and changes nothing. */
+    CHECK_ERR(cio_transport_set_write_buffer_limits(t, 0, 100), 0);
+    CHECK_ERR(cio_transport_set_write_buffer_limits(t, 10, 100), -EINVAL);
+    CHECK_ERR(cio_transport_set_write_buffer_limits(t, 0, 0), 0);
+    /* None of it broke the connection: bytes still flow. */
+    CHECK_ERR(cio_transport_write(t, "ok", 2), 0);
+    AWAIT(v->sp.p[0].len == 2);
+    CHECK_BYTES(v->sp.p[0].data, v->sp.p[0].len, "ok");
+    /* A second write_eof is a no-op; once closing, write_eof is -EPIPE
+     * and so is an empty write. */
+    CHECK_ERR(cio_transport_write_eof(t), 0);
+    CHECK_ERR(cio_transport_write_eof(t), 0);
+    cio_transport_close(t);
+    CHECK_EQ(cio_transport_is_closing(t), 1);
+    CHECK_EQ(cio_transport_is_reading(t), 0);
+    CHECK_ERR(cio_transport_write_eof(t), -EPIPE);
+    CHECK_ERR(cio_transport_write(t, NULL, 0), -EPIPE);
+    AWAIT(c.lost && v->sp.p[0].lost);
+    CHECK_EQ(c.lost_error, 0);
+
+    /* A datagram endpoint: an address too long for any family, then
+     * sendto once it is closing. */
+    peer u = {0};
+    cio_transport *ut = NULL;
+    CHECK_ERR(cio_create_datagram_endpoint("127.0.0.1", "0", NULL, NULL,
+                                           &rec_proto, &u, &ut),
+              0);
+    struct sockaddr_storage to;
+    socklen_t tolen = loopback(AF_INET, v->port, &to);
+    CHECK_ERR(cio_transport_sendto(ut, "x", 1, (struct sockaddr *)&to,
+                                   sizeof(struct sockaddr_storage) + 1),
+              -EINVAL);
+    CHECK_ERR(cio_transport_sendto(ut, NULL, 1, (struct sockaddr *)&to,
+                                   tolen),
+              -EINVAL);
+    cio_transport_close(ut);
+    CHECK_ERR(cio_transport_sendto(ut, "x", 1, (struct sockaddr *)&to, tolen),
+              -EPIPE);
+    AWAIT(u.lost);
+    CHECK_EQ(u.datagrams + u.dgram_errors, 0);
+    srv_done(v);
+    peer_free(&c);
+    peer_free(&u);
+    return 0;
+}
+
+TEST(net_bad_arguments_are_einval_and_change_nothing)
+{
+    run_main(bad_arguments_main, NULL);
+}
