@@ -679,6 +679,9 @@ CIO_HIDDEN void cio__stack_pool_free(cio_loop *loop);
 CIO_HIDDEN int cio__stack_pool_set_max(cio_loop *loop, size_t max);
 /* How many used stacks the pool keeps warm now (tests). */
 CIO_HIDDEN size_t cio__stack_pool_idle(cio_loop *loop);
+/* How many regions (REGION_STACKS stacks' address space each) the pool
+ * keeps: one allocation each, kept for the loop's life (tests). */
+CIO_HIDDEN size_t cio__stack_pool_regions(cio_loop *loop);
 CIO_HIDDEN size_t cio__stack_round(size_t size);
 /* Debug mode's high-water marks. paint fills the pages of a free stack
  * that are resident with a pattern (pages not yet touched stay so: no

@@ -399,6 +399,16 @@ int cio__stack_pool_set_max(cio_loop *loop, size_t max)
     return 0;
 }
 
+size_t cio__stack_pool_regions(cio_loop *loop)
+{
+    size_t n = 0;
+    cio__stack_pool *pool = loop->tasks.stacks;
+    for (size_class *c = pool ? pool->classes : NULL; c; c = c->next)
+        for (region *r = c->regions; r; r = r->next)
+            n++;
+    return n;
+}
+
 size_t cio__stack_pool_idle(cio_loop *loop)
 {
     return loop->tasks.stacks ? loop->tasks.stacks->idle : 0;
