@@ -12,6 +12,7 @@ cake|Synchronous vs asynchronous: mix the ingredients while the oven preheats|01
 callbacks|The event loop: callbacks run in the order they were scheduled|02-core-concepts
 protocol_basics|Transports and protocols: connection_made, data_received, eof_received, connection_lost|02-core-concepts
 threadsafe|Threads: a worker hands its results to the loop with call_soon_threadsafe|02-core-concepts
+futures|Futures: a promised result, awaited by two tasks, filled by a callback|02-core-concepts
 many_tasks|Many tasks: gather, as_completed, wait, wait_for, shield, timeout scopes, task groups|03-running-many-tasks
 blocking|Blocking code: run_in_executor runs it in a thread while the loop keeps going|04-blocking-code
 loop_per_thread|One loop per thread, and the two safe ways between them|04-blocking-code
@@ -27,6 +28,7 @@ chat_server|A chat server: each line goes to every other client|09-servers
 udp_echo|UDP: datagram endpoints, datagram_received and sendto|09-servers
 fetch_http|HTTP: a plain GET of a page from a tiny local server|09-servers
 mini_redis|A Redis-protocol key-value store: RESP, pipelining, expiry on a timer heap|09-servers
+errors|Errors: codes passed up, errors nobody retrieved, cancellation, scopes left by a return|10-errors
 other_styles|Other styles: callbacks (promises, Deferreds), async/await, all at once|11-other-styles
 lessons|Pragmatic lessons: stop, threads, no policies, gather before wait, groups, low level, deadlines|12-pragmatic-lessons
 producer_consumer|Queues: producers and consumers over a bounded queue, then shutdown|13-sync-and-queues

@@ -99,7 +99,7 @@ typedef struct waits {
     cio_semaphore sem;
     cio_barrier barrier;
     cio_queue *empty, *full, *unjoined;
-    int sock[2];
+    int sock[2], jam[2]; /* jam[1]: its send buffer is full */
     cio_process *child;
     int work_pipe[2];
     cio_future *fut;
@@ -159,6 +159,29 @@ static int w_thread(void *arg)
 }
 static int w_future(void *arg) { return cio_await(((waits *)arg)->fut, NULL); }
 static int w_task(void *arg) { return cio_await(((waits *)arg)->sleeper, NULL); }
+static int w_write(void *arg)
+{
+    return cio_sock_sendall(((waits *)arg)->jam[1], "x", 1);
+}
+static int w_drain(void *arg)
+{
+    static char big[512 * 1024]; /* more than the pipe and the buffer */
+    cio_stream *in = cio_process_stdin(((waits *)arg)->child);
+    int err = cio_stream_write(in, big, sizeof big);
+    return err ? err : cio_stream_drain(in); /* sleep never reads */
+}
+static int w_as_completed(void *arg)
+{
+    cio_future *f = ((waits *)arg)->fut;
+    cio_as_completed *it;
+    int err = cio_as_completed_new(&f, 1, CIO_NO_TIMEOUT, &it);
+    if (err)
+        return err;
+    cio_future *next;
+    err = cio_as_completed_next(it, &next);
+    cio_as_completed_free(it);
+    return err;
+}
 static int w_scope(void *arg)
 {
     cio_timeout_scope s;
@@ -190,6 +213,9 @@ static const expect EXPECT[] = {
     {"threader", w_thread, "executor job"},
     {"futurer", w_future, "future"},
     {"tasker", w_task, "task"},
+    {"writer", w_write, "write"},
+    {"drainer", w_drain, "stream drain"},
+    {"completer", w_as_completed, "as_completed"},
     {"scoper", w_scope, "event"},
 };
 enum { NWAITS = sizeof EXPECT / sizeof EXPECT[0] };
@@ -214,6 +240,8 @@ static const void *object_of(waits *w, const char *what)
         return w->unjoined;
     if (!strcmp(what, "stream read"))
         return cio_process_stdout(w->child);
+    if (!strcmp(what, "stream drain"))
+        return cio_process_stdin(w->child);
     if (!strcmp(what, "future"))
         return w->fut;
     if (!strcmp(what, "task"))
@@ -237,7 +265,13 @@ static void waits_open(waits *w)
     CHECK_ERR(cio_queue_put(w->full, &item), 0);
     CHECK_ERR(cio_queue_put(w->unjoined, &item), 0);
     CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, w->sock) == 0);
-    cio_process_options o = {.out = {.kind = CIO_STDIO_PIPE}};
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, w->jam) == 0);
+    static char chunk[4096];
+    while (write(w->jam[1], chunk, sizeof chunk) > 0) {
+    }
+    CHECK(errno == EAGAIN);
+    cio_process_options o = {.in = {.kind = CIO_STDIO_PIPE},
+                             .out = {.kind = CIO_STDIO_PIPE}};
     CHECK_ERR(cio_create_subprocess_exec(ARGV("sleep", "100"), &o, &w->child),
               0);
     CHECK(pipe(w->work_pipe) == 0);
@@ -253,6 +287,7 @@ static void waits_close(waits *w)
     cio_queue_free(w->full);
     cio_queue_free(w->unjoined);
     close_pair(w->sock);
+    close_pair(w->jam);
     close_pair(w->work_pipe);
     cio_process_free(w->child);
     cio_future_unref(w->fut);
@@ -285,7 +320,10 @@ static int t_each_wait(void *arg)
             obj = &w.never; /* the scope's task waits on this one */
         if (obj)
             CHECK(in.object == obj);
-        CHECK_EQ(in.fd, strcmp(in.waiting_on, "read") ? -1 : w.sock[0]);
+        int fd = !strcmp(in.waiting_on, "read")    ? w.sock[0]
+                 : !strcmp(in.waiting_on, "write") ? w.jam[1]
+                                                   : -1;
+        CHECK_EQ(in.fd, fd);
         CHECK_STR(in.file, __FILE__);
         CHECK(in.line > 0);
         CHECK(in.age == now() - t0);
@@ -301,7 +339,7 @@ static int t_each_wait(void *arg)
     /* The text dump: one line per task, each saying its wait. */
     char *text = printed(dump_text, loop_now());
     CHECK_EQ(count_lines(text), 1 + NWAITS + 1);
-    CHECK(strncmp(text, "17 tasks\n", 9) == 0);
+    CHECK(strncmp(text, "20 tasks\n", 9) == 0);
     char line[512], want[128];
     line_with(text, "eventer (id", line, sizeof line);
     snprintf(want, sizeof want, "parked on event %p", (void *)&w.event);
