@@ -225,20 +225,6 @@ static void print_tree(FILE *out, cio__task *t, int depth, uint64_t gen)
     }
 }
 
-static void print_json_string(FILE *out, const char *s)
-{
-    fputc('"', out);
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(out, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(out, "\\u%04x", c);
-        else
-            fputc(c, out);
-    }
-    fputc('"', out);
-}
 
 static void print_json_ids(FILE *out, cio_task *const *ts, int n)
 {
@@ -266,10 +252,10 @@ static void print_json(FILE *out, const cio_task *task)
     cio_task_inspect(task, &i);
     double now = cio_loop_time(task->loop);
     fprintf(out, "{\"id\":%llu,\"name\":", (unsigned long long)i.id);
-    print_json_string(out, i.name);
+    cio__json_string(out, i.name);
     fprintf(out, ",\"state\":\"%s\",\"waiting_on\":", i.state);
     if (i.waiting_on)
-        print_json_string(out, i.waiting_on);
+        cio__json_string(out, i.waiting_on);
     else
         fputs("null", out);
     if (i.object)
@@ -281,7 +267,7 @@ static void print_json(FILE *out, const cio_task *task)
     print_json_time(out, "timeout_in", i.scope_deadline, now);
     fprintf(out, ",\"cancelling\":%d,\"file\":", i.cancelling);
     if (i.file)
-        print_json_string(out, i.file);
+        cio__json_string(out, i.file);
     else
         fputs("null", out);
     fprintf(out, ",\"line\":%d,\"age\":%.6f,\"stack_size\":%zu,"

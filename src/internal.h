@@ -209,6 +209,9 @@ CIO_HIDDEN void cio__trace_instant(cio__trace *tr, uint64_t row,
                                    const char *name, int fd);
 CIO_HIDDEN void cio__trace_name_row(cio__trace *tr, uint64_t row,
                                     const char *name);
+/* Writes s (NULL: "") to f as a JSON string, quoted and escaped: the
+ * trace's and the task dump's. */
+CIO_HIDDEN void cio__json_string(FILE *f, const char *s);
 /* Begins loop's trace into path (numbered: $CIO_TRACE's, path.N for the
  * process's N-th traced loop); ends it, writing the file. */
 CIO_HIDDEN int cio__trace_begin(cio_loop *loop, const char *path,

@@ -90,10 +90,10 @@ void cio__trace_name_row(cio__trace *tr, uint64_t row, const char *name)
 
 /* --------------------------------------------------------------- writing */
 
-static void put_string(FILE *f, const char *s)
+void cio__json_string(FILE *f, const char *s)
 {
     fputc('"', f);
-    for (; *s; s++) {
+    for (; s && *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '"' || c == '\\')
             fprintf(f, "\\%c", c);
@@ -112,7 +112,7 @@ static void put_event(FILE *f, const cio__trace *tr, const trace_ev *e)
         fprintf(f, "{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%u,"
                    "\"tid\":%llu,\"args\":{\"name\":",
                 tr->number, (unsigned long long)e->row);
-        put_string(f, e->row_name);
+        cio__json_string(f, e->row_name);
         fprintf(f, "}},\n{\"ph\":\"M\",\"name\":\"thread_sort_index\","
                    "\"pid\":%u,\"tid\":%llu,\"args\":{\"sort_index\":%llu}}",
                 tr->number, (unsigned long long)e->row,
@@ -120,7 +120,7 @@ static void put_event(FILE *f, const cio__trace *tr, const trace_ev *e)
         return;
     }
     fprintf(f, "{\"ph\":\"%s\",\"name\":", e->dur < 0 ? "i" : "X");
-    put_string(f, e->name);
+    cio__json_string(f, e->name);
     fprintf(f, ",\"pid\":%u,\"tid\":%llu,\"ts\":%.3f", tr->number,
             (unsigned long long)e->row, us);
     if (e->dur < 0)
@@ -131,7 +131,7 @@ static void put_event(FILE *f, const cio__trace *tr, const trace_ev *e)
         fputs(",\"args\":{", f);
         if (e->detail) {
             fputs("\"on\":", f);
-            put_string(f, e->detail);
+            cio__json_string(f, e->detail);
         }
         if (e->fd >= 0)
             fprintf(f, "%s\"fd\":%d", e->detail ? "," : "", e->fd);

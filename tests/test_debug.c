@@ -52,12 +52,6 @@ static cio_loop *debug_loop(void)
     return loop;
 }
 
-#define CHECK_HAS(haystack, needle)                                            \
-    do {                                                                       \
-        if (!strstr((haystack), (needle)))                                     \
-            test_fail(__FILE__, __LINE__, "\"%s\" in \"%s\"", (needle),         \
-                      (haystack));                                             \
-    } while (0)
 
 static int return_7(void *arg)
 {

@@ -75,12 +75,6 @@ static void line_with(const char *text, const char *needle, char *line,
     line[n] = 0;
 }
 
-#define CHECK_HAS(text, needle)                                                \
-    do {                                                                       \
-        if (!strstr((text), (needle)))                                         \
-            test_fail(__FILE__, __LINE__, "no \"%s\" in:\n%s", (needle),      \
-                      (text));                                                 \
-    } while (0)
 
 static int count_lines(const char *text)
 {

@@ -45,12 +45,6 @@ static char *slurp(const char *path)
     return buf;
 }
 
-#define CHECK_HAS(text, needle)                                                \
-    do {                                                                       \
-        if (!strstr((text), (needle)))                                         \
-            test_fail(__FILE__, __LINE__, "no \"%s\" in:\n%s", (needle),      \
-                      (text));                                                 \
-    } while (0)
 
 static void check_valid(const char *path)
 {

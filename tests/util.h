@@ -135,6 +135,14 @@ cio_process_options stdio3(cio_stdio_kind in, cio_stdio_kind out,
 /* cio_create_subprocess_shell, which must succeed with a pid. */
 cio_process *sh(const char *cmd, const cio_process_options *o);
 
+/* Fails unless the string text contains needle, showing both. */
+#define CHECK_HAS(text, needle)                                                \
+    do {                                                                       \
+        if (!strstr((text), (needle)))                                         \
+            test_fail(__FILE__, __LINE__, "no \"%s\" in:\n%s", (needle),      \
+                      (text));                                                 \
+    } while (0)
+
 #define CHECK_BYTES(data, len, expected)                                       \
     check_bytes(__FILE__, __LINE__, (data), (len), (expected))
 void check_bytes(const char *file, int line, const char *data, size_t len,
