@@ -1945,8 +1945,10 @@ enum {
     CIO_DUMP_JSON = 1  /**< one JSON object per line and task: id, name,
                         * state, waiting_on, object, fd, due_in and
                         * timeout_in (seconds from now, or null),
-                        * cancelling, file, line, age, and the ids of
-                        * awaits and awaited_by */
+                        * cancelling, file, line, age, stack_size,
+                        * stack_used, and the ids it awaits ("awaits":
+                        * a reader inverts them for who awaits whom; the
+                        * dump stays one pass over the tasks) */
 };
 
 /** Writes every unfinished task of loop (NULL: the running loop) to out

@@ -538,6 +538,7 @@ typedef struct cio__task {
     int wait_fd;             /* the fd of an I/O wait, else -1 */
     double created;          /* loop time at creation: the dump's age */
     uint64_t dump_mark;      /* inspect.c: printed by tree dump number */
+    uint64_t dump_awaited;   /* inspect.c: awaited, as of dump number */
     size_t stack_used;       /* debug: its high-water mark, once done */
     /* Traced: since when it waits (0: it does not), and on what. */
     double trace_wait_from;

@@ -363,8 +363,10 @@ static int t_each_wait(void *arg)
     CHECK_HAS(line, "\"age\":2.000000");
     line_with(json, "\"name\":\"sleeper\"", line, sizeof line);
     CHECK_HAS(line, "\"due_in\":28.000000");
-    snprintf(want, sizeof want, "\"awaited_by\":[%llu]",
-             (unsigned long long)info_of(ts[14]).id);
+    CHECK_HAS(line, "\"awaits\":[]");
+    line_with(json, "\"name\":\"tasker\"", line, sizeof line);
+    snprintf(want, sizeof want, "\"awaits\":[%llu]}",
+             (unsigned long long)info_of(ts[0]).id);
     CHECK_HAS(line, want);
     free(json);
 
