@@ -551,7 +551,7 @@ static void bridge_deliver(void *arg)
     cio_future *f = br->fut;
     if (br->cf->timed && f->loop->trace && br->cf->worker)
         cio__trace_slice(f->loop->trace, CIO__TRACE_WORKER + br->cf->worker,
-                         "executor job", NULL, -1, br->cf->ran_from,
+                         "executor job", br->cf->ran_from,
                          br->cf->ran_to);
     if (f->state == CIO__F_PENDING) {
         int status = br->cf->status;

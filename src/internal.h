@@ -203,8 +203,7 @@ typedef struct cio__trace cio__trace;
 #define CIO__TRACE_WORKER (UINT64_C(1) << 40)
 CIO_HIDDEN double cio__trace_clock(void); /* CLOCK_MONOTONIC, seconds */
 CIO_HIDDEN void cio__trace_slice(cio__trace *tr, uint64_t row,
-                                 const char *name, const char *detail,
-                                 int fd, double from, double to);
+                                 const char *name, double from, double to);
 CIO_HIDDEN void cio__trace_instant(cio__trace *tr, uint64_t row,
                                    const char *name, int fd);
 CIO_HIDDEN void cio__trace_name_row(cio__trace *tr, uint64_t row,

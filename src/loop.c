@@ -550,7 +550,7 @@ static void run_one(cio_loop *loop, cio_callback cb, void *arg)
     cb(arg);
     double t1 = monotonic_now(), took = t1 - t0;
     if (loop->trace)
-        cio__trace_slice(loop->trace, 0, "callback", NULL, -1, t0, t1);
+        cio__trace_slice(loop->trace, 0, "callback", t0, t1);
     bool named = loop->dbg.step_timed; /* a task's step: task.c said it */
     loop->dbg.step_timed = false;
     if (loop->debug && !named && took >= loop->slow_callback_duration)

@@ -264,8 +264,7 @@ static double trace_resume(cio__trace *tr, cio__task *t)
 {
     double now = cio__trace_clock();
     if (t->trace_wait_from > 0)
-        cio__trace_slice(tr, t->id, t->trace_wait, NULL, -1,
-                         t->trace_wait_from, now);
+        cio__trace_slice(tr, t->id, t->trace_wait, t->trace_wait_from, now);
     t->trace_wait_from = 0;
     return now;
 }
@@ -273,7 +272,7 @@ static double trace_resume(cio__trace *tr, cio__task *t)
 static void trace_pause(cio__trace *tr, cio__task *t, double from)
 {
     double now = cio__trace_clock();
-    cio__trace_slice(tr, t->id, "run", NULL, -1, from, now);
+    cio__trace_slice(tr, t->id, "run", from, now);
     if (t->parked && t->fut.state == CIO__F_PENDING) {
         t->trace_wait_from = now;
         t->trace_wait = cio__task_wait_what(t);
@@ -299,7 +298,7 @@ void cio__tasks_trace_end(cio_loop *loop)
     for (cio__list *n = all->next; n != all; n = n->next) {
         cio__task *t = cio__container_of(n, cio__task, all);
         if (t->trace_wait_from > 0)
-            cio__trace_slice(loop->trace, t->id, t->trace_wait, NULL, -1,
+            cio__trace_slice(loop->trace, t->id, t->trace_wait,
                              t->trace_wait_from, now);
         t->trace_wait_from = 0;
     }

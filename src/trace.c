@@ -18,16 +18,17 @@
 #include <string.h>
 #include <time.h>
 
-/* One event. dur < 0: an instant. name and detail are static strings,
- * except for a row's name (owned: tasks rename themselves and die). */
+/* One event, 48 bytes. dur < 0: an instant. name is a static string; a
+ * row's name is owned (tasks rename themselves, and die). */
 typedef struct trace_ev {
     double ts, dur;          /* seconds on CLOCK_MONOTONIC */
-    uint64_t row;            /* CIO__TRACE_LOOP, a task's id, or a worker */
+    uint64_t row;            /* 0 the loop, a task's id, or a worker's */
     const char *name;
-    const char *detail;      /* the args' "on", or NULL */
     char *row_name;          /* set: this event names its row (owned) */
-    int fd;                  /* the args' "fd", or -1 */
+    int fd;                  /* an instant's "fd" argument, or -1 */
 } trace_ev;
+_Static_assert(sizeof(void *) != 8 || sizeof(trace_ev) == 48,
+               "the documented cost of an event");
 
 struct cio__trace {
     char *path;              /* owned */
@@ -59,13 +60,13 @@ static trace_ev *append(cio__trace *tr)
 }
 
 void cio__trace_slice(cio__trace *tr, uint64_t row, const char *name,
-                      const char *detail, int fd, double from, double to)
+                      double from, double to)
 {
     trace_ev *e = append(tr);
     if (from < tr->t0) /* it began before the trace did */
         from = tr->t0;
     if (e)
-        *e = (trace_ev){from, to - from, row, name, detail, NULL, fd};
+        *e = (trace_ev){from, to - from, row, name, NULL, -1};
 }
 
 void cio__trace_instant(cio__trace *tr, uint64_t row, const char *name,
@@ -73,7 +74,7 @@ void cio__trace_instant(cio__trace *tr, uint64_t row, const char *name,
 {
     trace_ev *e = append(tr);
     if (e)
-        *e = (trace_ev){cio__trace_clock(), -1, row, name, NULL, NULL, fd};
+        *e = (trace_ev){cio__trace_clock(), -1, row, name, NULL, fd};
 }
 
 void cio__trace_name_row(cio__trace *tr, uint64_t row, const char *name)
@@ -85,7 +86,7 @@ void cio__trace_name_row(cio__trace *tr, uint64_t row, const char *name)
         tr->failed = true;
         return;
     }
-    *e = (trace_ev){cio__trace_clock(), -1, row, NULL, NULL, copy, -1};
+    *e = (trace_ev){cio__trace_clock(), -1, row, NULL, copy, -1};
 }
 
 /* --------------------------------------------------------------- writing */
@@ -127,16 +128,8 @@ static void put_event(FILE *f, const cio__trace *tr, const trace_ev *e)
         fputs(",\"s\":\"t\"", f);
     else
         fprintf(f, ",\"dur\":%.3f", e->dur * 1e6);
-    if (e->detail || e->fd >= 0) {
-        fputs(",\"args\":{", f);
-        if (e->detail) {
-            fputs("\"on\":", f);
-            cio__json_string(f, e->detail);
-        }
-        if (e->fd >= 0)
-            fprintf(f, "%s\"fd\":%d", e->detail ? "," : "", e->fd);
-        fputc('}', f);
-    }
+    if (e->fd >= 0)
+        fprintf(f, ",\"args\":{\"fd\":%d}", e->fd);
     fputc('}', f);
 }
 
