@@ -745,6 +745,17 @@ CIO_API int cio_task_group_new(cio_task_group **group);
 CIO_API int cio_task_group_spawn(cio_task_group *group, cio_task_fn fn,
                                  void *arg, const cio_task_options *opts,
                                  cio_task **task);
+/** cio_task_group_spawn recording the caller's file and line, as
+ * cio_task_new_at does (the macro of the same name calls it, unless
+ * CIO_NO_SITE_MACROS). Returns as cio_task_group_spawn. */
+CIO_API int cio_task_group_spawn_at(cio_task_group *group, cio_task_fn fn,
+                                    void *arg, const cio_task_options *opts,
+                                    cio_task **task, const char *file,
+                                    int line);
+#ifndef CIO_NO_SITE_MACROS
+#define cio_task_group_spawn(...)                                              \
+    cio_task_group_spawn_at(__VA_ARGS__, __FILE__, __LINE__)
+#endif
 /** Fails the group with its own error err (< 0), as an exception raised
  * in asyncio's `async with` body: the children are cancelled, no more can
  * be spawned, and join (after waiting for them) returns err. The first

@@ -766,6 +766,21 @@ int cio_task_group_spawn(cio_task_group *g, cio_task_fn fn, void *arg,
     return 0;
 }
 
+int cio_task_group_spawn_at(cio_task_group *g, cio_task_fn fn, void *arg,
+                            const cio_task_options *opts, cio_task **out,
+                            const char *file, int line)
+{
+    cio_task *t;
+    int err = cio_task_group_spawn(g, fn, arg, opts, &t);
+    if (!err) { /* the group's task: its site, as cio_task_new_at's */
+        t->site_file = file;
+        t->site_line = line;
+    }
+    if (out)
+        *out = err ? NULL : t;
+    return err;
+}
+
 int cio_task_group_abort(cio_task_group *g, int err)
 {
     if (!g || err >= 0 || g->joined)

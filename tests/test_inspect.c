@@ -494,6 +494,9 @@ static int t_tree(void *arg)
     CHECK(g && m);
     CHECK(strncmp(strstr(g + 1, "\n") + 1, "  kid (id ", 10) == 0);
     CHECK(strncmp(strstr(m + 1, "\n") + 1, "  member (id ", 13) == 0);
+    char line[512];
+    line_with(text, "  member (id ", line, sizeof line);
+    CHECK_HAS(line, ", created at tests/test_inspect.c:"); /* spawn's site */
     CHECK(strstr(text, "\nkid (id ") == NULL); /* never a root */
     free(text);
 
