@@ -321,7 +321,6 @@ static void warn_if_slow(const cio__task *t, double took)
                 cio_task_get_name(&t->fut), took);
 }
 
-/* The wake handle's callback, on the loop's stack: one step of the task. */
 /* Its first step: a stack, and the first frame on it. False if it could
  * not start (cancelled first, or no stack): then it is finished. */
 static bool task_start(cio__task *t)
