@@ -269,28 +269,49 @@ int cio__stack_take(cio_loop *loop, size_t size, char **lo)
  * page's start, less than a page from the truth. */
 #define PAINT 0xc10c10c10c10c10cULL
 
-/* The residency of each page of [lo, lo + size) into vec; false if the
- * kernel would not say. */
-static bool resident(const char *lo, size_t size, unsigned char *vec)
-{
-    return cio__sys_mincore((void *)(uintptr_t)lo, size, vec) == 0;
-}
+/* Residency is asked a chunk at a time, with a small array on the stack:
+ * a stack of any size, and no memory kept in every thread. */
+enum { CHUNK_PAGES = 256 };
 
-/* Enough for the residency of a stack of 64 MiB (the rest: not asked). */
-enum { MAX_PAGES = 16384 };
+/* The residency of the n pages from p into vec; false if the kernel
+ * would not say. */
+static bool resident(const char *p, size_t n, unsigned char *vec)
+{
+    return cio__sys_mincore((void *)(uintptr_t)p, n * page_size(), vec) == 0;
+}
 
 void cio__stack_paint(char *lo, size_t size)
 {
-    static _Thread_local unsigned char vec[MAX_PAGES];
-    size_t pg = page_size(), n = size / pg;
-    if (n > MAX_PAGES || !resident(lo, size, vec))
-        return;
-    for (size_t i = 0; i < n; i++)
-        if (vec[i] & 1)
-            for (uint64_t *w = (uint64_t *)(void *)(lo + i * pg),
-                          *end = w + pg / sizeof *w;
-                 w < end; w++)
-                *w = PAINT;
+    unsigned char vec[CHUNK_PAGES];
+    size_t pg = page_size(), pages = size / pg;
+    for (size_t at = 0; at < pages; at += CHUNK_PAGES) {
+        size_t n = pages - at < CHUNK_PAGES ? pages - at : CHUNK_PAGES;
+        if (!resident(lo + at * pg, n, vec))
+            return;
+        for (size_t i = 0; i < n; i++)
+            if (vec[i] & 1)
+                for (uint64_t *w = (uint64_t *)(void *)(lo + (at + i) * pg),
+                              *end = w + pg / sizeof *w;
+                     w < end; w++)
+                    *w = PAINT;
+    }
+}
+
+/* The lowest resident page of [lo, lo + size), or NULL: none, or the
+ * kernel would not say. */
+static const char *lowest_resident(const char *lo, size_t size)
+{
+    unsigned char vec[CHUNK_PAGES];
+    size_t pg = page_size(), pages = size / pg;
+    for (size_t at = 0; at < pages; at += CHUNK_PAGES) {
+        size_t n = pages - at < CHUNK_PAGES ? pages - at : CHUNK_PAGES;
+        if (!resident(lo + at * pg, n, vec))
+            return NULL;
+        for (size_t i = 0; i < n; i++)
+            if (vec[i] & 1)
+                return lo + (at + i) * pg;
+    }
+    return NULL;
 }
 
 /* Reads a parked task's stack below its frames: to AddressSanitizer their
@@ -301,16 +322,10 @@ __attribute__((no_sanitize_address))
 #endif
 size_t cio__stack_used(const char *lo, size_t size)
 {
-    static _Thread_local unsigned char vec[MAX_PAGES];
-    size_t pg = page_size(), n = size / pg;
-    if (n > MAX_PAGES || !resident(lo, size, vec))
+    const char *low = lowest_resident(lo, size);
+    if (!low)
         return 0;
-    size_t i = 0;
-    while (i < n && !(vec[i] & 1))
-        i++;
-    if (i == n)
-        return 0;
-    const uint64_t *w = (const uint64_t *)(const void *)(lo + i * pg);
+    const uint64_t *w = (const uint64_t *)(const void *)low;
     const uint64_t *end = (const uint64_t *)(const void *)(lo + size);
     VALGRIND_MAKE_MEM_DEFINED(w, (size_t)((const char *)end - (const char *)w));
     while (w < end && *w == PAINT)
