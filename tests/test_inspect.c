@@ -272,10 +272,18 @@ static void waits_open(waits *w)
     w->fut = future_open();
 }
 
-static void waits_close(waits *w)
+/* What the cancelled tasks cannot end by themselves: the child they
+ * wait for, the thread's blocking read. */
+static void waits_unblock(waits *w)
 {
     CHECK_ERR(cio_process_kill(w->child), 0);
     CHECK(write(w->work_pipe[1], "x", 1) == 1);
+}
+
+/* Once every task is done: what they waited on (as_completed, for one,
+ * borrows its future until it is freed). */
+static void waits_close(waits *w)
+{
     cio_lock_release(&w->lock);
     cio_queue_free(w->empty);
     cio_queue_free(w->full);
@@ -372,9 +380,10 @@ static int t_each_wait(void *arg)
 
     for (int i = 0; i < NWAITS; i++)
         cio_task_cancel(ts[i]);
-    waits_close(&w);
+    waits_unblock(&w);
     for (int i = 0; i < NWAITS; i++)
         finish(ts[i]);
+    waits_close(&w);
     return 0;
 }
 

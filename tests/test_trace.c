@@ -124,7 +124,8 @@ static int wait_event(void *arg) { return cio_event_wait(arg); }
 static int t_left_open(void *arg)
 {
     CHECK_ERR(cio_loop_trace_start(loop_now(), arg), 0);
-    cio_event never = CIO_EVENT_INIT;
+    /* Static: the task still waits on it after this frame has returned. */
+    static cio_event never = CIO_EVENT_INIT;
     cio_task_options o = {.name = "forever"};
     cio_task *t = NULL;
     CHECK_ERR(cio_task_new(NULL, wait_event, &never, &o, &t), 0);
