@@ -557,6 +557,44 @@ typedef struct cio_run_options {
 CIO_API int cio_run_with(cio_task_fn fn, void *arg,
                          const cio_run_options *opts);
 
+/** cio_run_loops' choices; all zero: a loop per CPU, no signals taken. */
+typedef struct cio_loops_options {
+    int nloops;          /**< 0: one per CPU this process may run on */
+    /** 1: loop 0 (the calling thread, which must be the main thread)
+     * takes SIGTERM and SIGINT: the first stops the group
+     * (cio_loops_stop), a second one acts as if cio had not handled it.
+     * The other loops' threads start with both blocked. */
+    int stop_signals;
+    cio_run_options run; /**< each loop's, as cio_run_with's */
+} cio_loops_options;
+
+/** Every core in use: runs fn(arg) as the main task of nloops loops, each
+ * in a thread of its own (the calling thread runs loop 0), as cio_run_with
+ * would, and returns once every one has returned. A server listens on each
+ * loop with reuse_port (SO_REUSEPORT: the kernel spreads connections over
+ * the listeners), then waits in cio_loops_wait_stop and drains. The first
+ * main task to fail (in time), or a loop that cannot start, stops the
+ * others. Nothing is shared between the loops but what fn shares itself.
+ * Returns 0, the first failure, -EBUSY (this thread runs a loop), -EINVAL
+ * (NULL fn, nloops < 0), -ENOMEM, -EAGAIN (no thread), -EPERM
+ * (stop_signals off the main thread). There is no asyncio counterpart:
+ * Python runs one loop per process. */
+CIO_API int cio_run_loops(cio_task_fn fn, void *arg,
+                          const cio_loops_options *opts);
+/** Returns which loop of its cio_run_loops group the running loop is,
+ * 0 .. count - 1, or -1 outside any. */
+CIO_API int cio_loops_index(void);
+/** Returns the number of loops in the running loop's group, 0 outside. */
+CIO_API int cio_loops_count(void);
+/** From a task on a group's loop: waits until the group is told to stop
+ * (at once if it was). Returns 0, -ECANCELED, -ETIMEDOUT (a scope),
+ * CIO_ENOTASK, -EINVAL (the running loop is in no group). */
+CIO_API int cio_loops_wait_stop(void);
+/** From a group's loop: tells every loop of the group to stop (each one's
+ * cio_loops_wait_stop returns); idempotent. Returns 0, or -EINVAL (the
+ * running loop is in no group). */
+CIO_API int cio_loops_stop(void);
+
 /** Runs loop until fut is done. Returns fut's status or error, -EAGAIN if
  * the loop was stopped before fut was done, -EINVAL (NULL, or fut of
  * another loop), or as cio_loop_run_forever (-EBUSY, -ESHUTDOWN). */

@@ -6,7 +6,9 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
+#include <sched.h>
 #include <signal.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------- the teardown
  * Order matters: each step may still need what the later ones tear down.
@@ -175,3 +177,253 @@ int cio_run_with(cio_task_fn fn, void *arg, const cio_run_options *opts)
 }
 
 int cio_run(cio_task_fn fn, void *arg) { return cio_run_with(fn, arg, NULL); }
+
+/* ------------------------------------------------- loops on every core
+ * cio_run_loops: one loop per thread, the caller's thread running loop 0,
+ * all of them told to stop at once. Each slot is one loop's, in the
+ * caller's memory for the whole call. The stop reaches a loop through a
+ * bridge opened when its main task starts: landing one allocates nothing,
+ * so a stop cannot fail for want of memory and leave a loop running. The
+ * group's lock orders a stop against a loop coming and going: a loop
+ * lists itself (opens its bridge) or unlists itself (takes the unlanded
+ * bridge back) under it, and a stop lands every listed bridge under it.
+ * (An open bridge is "a thread owes this loop a result": a loop with the
+ * virtual clock waits for real time in a group.) */
+typedef struct loops_group loops_group;
+
+typedef struct loop_slot {
+    loops_group *g;
+    int index;
+    cio_loop *loop;  /* while its main task runs: listed, under g->lock */
+    cio__bridge stop_bridge;
+    cio_event stop;  /* set on its own loop once the group stops */
+    pthread_t thread;
+    bool started;    /* thread created (slots 1..n-1) */
+} loop_slot;
+
+struct loops_group {
+    pthread_mutex_t lock;
+    bool stopped;
+    int first_error;            /* the first main task to fail, in time */
+    int nsignals;               /* stop signals seen (loop 0's thread) */
+    int n;
+    cio_task_fn fn;
+    void *arg;
+    const cio_loops_options *opts;
+    loop_slot *slots;
+};
+
+static _Thread_local loop_slot *current_slot;
+
+static void stop_delivered(void *arg) { cio_event_set(&((loop_slot *)arg)->stop); }
+static void stop_dropped(void *arg) { (void)arg; }
+static void stop_orphaned(cio__bridge *b) { (void)b; } /* never: unlisted first */
+
+/* Any thread. Idempotent. */
+static void group_stop(loops_group *g)
+{
+    pthread_mutex_lock(&g->lock);
+    if (!g->stopped) {
+        g->stopped = true;
+        for (int i = 0; i < g->n; i++)
+            if (g->slots[i].loop)
+                cio__bridge_land(&g->slots[i].stop_bridge);
+    }
+    pthread_mutex_unlock(&g->lock);
+}
+
+static void group_fail(loops_group *g, int err)
+{
+    pthread_mutex_lock(&g->lock);
+    if (!g->first_error)
+        g->first_error = err;
+    pthread_mutex_unlock(&g->lock);
+    group_stop(g);
+}
+
+static void slot_list(loop_slot *s)
+{
+    loops_group *g = s->g;
+    cio_event_init(&s->stop);
+    pthread_mutex_lock(&g->lock);
+    s->loop = cio__running_loop;
+    if (g->stopped)
+        cio_event_set(&s->stop);
+    else
+        cio__bridge_open(s->loop, &s->stop_bridge, stop_delivered,
+                         stop_dropped, stop_orphaned, s);
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* A landed bridge is the loop's: delivered, or dropped when it closes. */
+static void slot_unlist(loop_slot *s)
+{
+    loops_group *g = s->g;
+    pthread_mutex_lock(&g->lock);
+    if (!g->stopped)
+        cio__bridge_unopen(&s->stop_bridge);
+    s->loop = NULL;
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* SIGTERM or SIGINT, on loop 0: the first stops the group (which drains),
+ * a second one acts as if cio had never handled it, as cio_run's Ctrl-C. */
+static const int stop_signals[] = {SIGTERM, SIGINT};
+
+static void stop_signal(loop_slot *s, int sig)
+{
+    if (s->g->nsignals++ == 0) {
+        group_stop(s->g);
+        return;
+    }
+    for (size_t i = 0; i < 2; i++) {
+        cio_remove_signal_handler(s->loop, stop_signals[i]);
+        signal(stop_signals[i], SIG_DFL);
+    }
+    raise(sig);
+}
+
+static void on_sigterm(void *arg) { stop_signal(arg, SIGTERM); }
+static void on_sigint_stop(void *arg) { stop_signal(arg, SIGINT); }
+
+static int stop_signals_begin(loop_slot *s)
+{
+    int err = cio_add_signal_handler(s->loop, SIGTERM, on_sigterm, s);
+    return err ? err : cio_add_signal_handler(s->loop, SIGINT, on_sigint_stop, s);
+}
+
+static void stop_signals_end(loop_slot *s)
+{
+    for (size_t i = 0; i < 2; i++)
+        cio_remove_signal_handler(s->loop, stop_signals[i]);
+}
+
+/* Each loop's main task: the user's, between listing and unlisting. */
+static int slot_main(void *arg)
+{
+    loop_slot *s = arg;
+    bool signals = s->index == 0 && s->g->opts->stop_signals;
+    current_slot = s;
+    slot_list(s);
+    int err = signals ? stop_signals_begin(s) : 0;
+    if (!err)
+        err = s->g->fn(s->g->arg);
+    if (signals)
+        stop_signals_end(s);
+    slot_unlist(s);
+    current_slot = NULL;
+    if (err)
+        group_fail(s->g, err);
+    return err;
+}
+
+static int slot_run(loop_slot *s)
+{
+    int err = cio_run_with(slot_main, s, &s->g->opts->run);
+    if (err)
+        group_fail(s->g, err); /* also when slot_main never ran */
+    return err;
+}
+
+static void *slot_thread(void *arg)
+{
+    slot_run(arg);
+    return NULL;
+}
+
+static int cpu_count(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* Starts loops 1..n-1; a thread that cannot start stops the group. */
+static void start_threads(loops_group *g)
+{
+    for (int i = 1; i < g->n; i++) {
+        int err = cio__sys_thread_create(&g->slots[i].thread, slot_thread,
+                                         &g->slots[i]);
+        if (err) {
+            group_fail(g, err);
+            break;
+        }
+        g->slots[i].started = true;
+    }
+}
+
+/* With stop_signals, both are blocked from before the first thread starts
+ * (which inherit that) until the end: one sent before loop 0's handlers
+ * are in place waits for its signalfd, and none goes to a thread that
+ * would die of it. */
+static void block_stop_signals(sigset_t *old)
+{
+    sigset_t block;
+    sigemptyset(&block);
+    for (size_t i = 0; i < 2; i++)
+        sigaddset(&block, stop_signals[i]);
+    pthread_sigmask(SIG_BLOCK, &block, old);
+}
+
+int cio_run_loops(cio_task_fn fn, void *arg, const cio_loops_options *opts)
+{
+    static const cio_loops_options defaults;
+    if (cio__running_loop)
+        return -EBUSY;
+    if (!opts)
+        opts = &defaults;
+    if (!fn || opts->nloops < 0)
+        return -EINVAL;
+    loops_group g = {.fn = fn, .arg = arg, .opts = opts};
+    g.n = opts->nloops ? opts->nloops : cpu_count();
+    g.slots = cio__calloc((size_t)g.n, sizeof *g.slots);
+    if (!g.slots)
+        return -ENOMEM;
+    pthread_mutex_init(&g.lock, NULL);
+    for (int i = 0; i < g.n; i++)
+        g.slots[i] = (loop_slot){.g = &g, .index = i};
+    sigset_t old;
+    if (opts->stop_signals)
+        block_stop_signals(&old);
+    start_threads(&g);
+    slot_run(&g.slots[0]);
+    for (int i = 1; i < g.n; i++)
+        if (g.slots[i].started)
+            pthread_join(g.slots[i].thread, NULL);
+    if (opts->stop_signals)
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_mutex_destroy(&g.lock);
+    cio__free(g.slots);
+    return g.first_error;
+}
+
+int cio_loops_index(void)
+{
+    loop_slot *s = current_slot;
+    return s && s->loop == cio__running_loop ? s->index : -1;
+}
+
+int cio_loops_count(void)
+{
+    loop_slot *s = current_slot;
+    return s && s->loop == cio__running_loop ? s->g->n : 0;
+}
+
+int cio_loops_wait_stop(void)
+{
+    loop_slot *s = current_slot;
+    if (!s || s->loop != cio__running_loop)
+        return -EINVAL;
+    return cio_event_wait(&s->stop);
+}
+
+int cio_loops_stop(void)
+{
+    loop_slot *s = current_slot;
+    if (!s || s->loop != cio__running_loop)
+        return -EINVAL;
+    group_stop(s->g);
+    return 0;
+}
