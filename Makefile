@@ -165,6 +165,7 @@ check-once: $(TEST_BIN) $(EX_BIN) $(REPLAY_BIN)
 	    $(RUNNER) $(B_DIR)/fuzz/$$f tests/fuzz/corpus/$$f || status=1; \
 	  done; \
 	  RUNNER="$(RUNNER)" bash tests/check_redis.sh $(B_DIR)/examples/mini_redis || status=1; \
+	  RUNNER="$(RUNNER)" python3 tests/check_http.py $(B_DIR)/examples/http_server || status=1; \
 	  { CIO_TRACE=$(B_DIR)/cake-trace.json $(RUNNER) $(B_DIR)/examples/cake >/dev/null && \
 	    python3 tests/check_trace.py --cake $(B_DIR)/cake-trace.json; } || status=1; \
 	fi; \
@@ -182,6 +183,9 @@ $(B_DIR)/fuzz/%: tests/fuzz/%.c tests/fuzz/replay.c $(LIB_A)
 $(B_DIR)/libfuzzer/%: tests/fuzz/%.c $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fsanitize=fuzzer $(LDFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
+
+# A target that fuzzes an example's parser includes the example.
+$(B_DIR)/fuzz/fuzz_http $(B_DIR)/libfuzzer/fuzz_http: examples/http_server.c
 
 fuzz-bins: $(LIBFUZZER_BIN)
 
