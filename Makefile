@@ -242,12 +242,16 @@ bench/build/%: bench/%.c $(LIB_A)
 	@mkdir -p bench/build
 	$(CC) $(CFLAGS) -Ibench $< $(LIB_A) -o $@ $(LDLIBS)
 
-# The Redis benchmark's server is the example itself.
+# The Redis and HTTP benchmarks' servers are the examples themselves.
 bench/build/mini_redis: examples/mini_redis.c $(LIB_A)
 	@mkdir -p bench/build
 	$(CC) $(CFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
 
-bench: $(BENCH_BIN) bench/build/mini_redis
+bench/build/http_server: examples/http_server.c $(LIB_A)
+	@mkdir -p bench/build
+	$(CC) $(CFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
+
+bench: $(BENCH_BIN) bench/build/mini_redis bench/build/http_server
 	@bash bench/run.sh '$(B)'
 
 # make install [PREFIX=/usr/local] [LIBDIR=...] [INCLUDEDIR=...] [DESTDIR=...]

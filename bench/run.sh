@@ -46,6 +46,22 @@
 #                  load that comes and goes hits both alike;
 #                  BENCH_REDIS_ROUNDS rounds (default 3), the median of
 #                  each: redis_<test>_P<n> in req/s, _p99 in ms
+#   http           examples/http_server (bench/build/http_server, one loop),
+#                  nginx (one worker; sendfile, tcp_nopush, access log off,
+#                  keepalive_requests raised so wrk's connections stay
+#                  open) and go_http (net/http, GOMAXPROCS=1), serving one
+#                  root directory, all pinned to CPU 0 and running at once;
+#                  wrk on CPU 1 (-t 1 -c 50 --latency, BENCH_SECONDS a run)
+#                  takes them in turn for each test: http_small (a 1 KiB
+#                  file), http_64k (a 64 KiB file), http_hello (the dynamic
+#                  /hello; nginx answers it with `return 200`, a constant of
+#                  its configuration: a reference, not a like-for-like
+#                  handler); then http_loops (/hello from the server with
+#                  one loop, cio_1, and with --threads 2, cio_2, unpinned,
+#                  wrk -t 2 unpinned: the two cores shared by server and
+#                  load, so not a scaling figure, only that 2 loops are not
+#                  slower); BENCH_HTTP_ROUNDS rounds (default 3), the
+#                  median of each: req/s, and _p99 in ms
 #
 # The TLS benchmarks run each system's TLS echo server (cio's
 # bench/build/cio_echo_tls, the peers given a P-256 certificate made in
@@ -82,7 +98,7 @@ COUNT_ARGS=()
 
 # name -> peer systems, in the order they run.
 BENCHES=(callsoon timers threadsafe spawn switch sleepers queue_pingpong queue_throughput executor
-    spawn_process echo_protocol echo_streams idle_conns readline sendfile tls_echo tls_handshake rss redis)
+    spawn_process echo_protocol echo_streams idle_conns readline sendfile tls_echo tls_handshake rss redis http)
 declare -A SYSTEMS=(
     [callsoon]="libuv asyncio uvloop"
     [timers]="libuv asyncio uvloop"
@@ -103,6 +119,7 @@ declare -A SYSTEMS=(
     [tls_handshake]="s_server uvloop go"
     [rss]=""                                 # cio alone: before, peak, after
     [redis]="redis-server"                   # Debian's, driven by redis-benchmark
+    [http]="nginx go"                        # driven by wrk
 )
 LOOP_BENCHES=" callsoon timers threadsafe " # py_loop.py + uv_<name>
 NET_BENCHES=" echo_protocol echo_streams idle_conns " # servers + bench/loadgen
@@ -128,7 +145,7 @@ need_libuv=0 need_py=0 need_go=0 need_net=0 need_tasks=0 need_tls=0
 for b in "${selected[@]}"; do
     if [[ $TLS_BENCHES == *" $b "* ]]; then
         need_net=1 need_tls=1
-    elif [[ $NET_BENCHES == *" $b "* || $b == sendfile || $b == redis ]]; then
+    elif [[ $NET_BENCHES == *" $b "* || $b == sendfile || $b == redis || $b == http ]]; then
         need_net=1
     elif [[ $LOOP_BENCHES != *" $b "* ]]; then
         need_tasks=1
@@ -152,6 +169,11 @@ missing=()
 ((need_tls)) && ! have_pkg openssl && missing+=(openssl)
 [[ " ${selected[*]} " == *" redis "* ]] && ! command -v redis-benchmark >/dev/null &&
     missing+=(redis-tools redis-server)
+if [[ " ${selected[*]} " == *" http "* ]]; then
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v nginx >/dev/null || missing+=(nginx-light)
+    command -v curl >/dev/null || missing+=(curl)
+fi
 if ((${#missing[@]})) && [[ -z ${BENCH_NO_INSTALL:-} ]]; then
     SUDO=()
     ((EUID != 0)) && command -v sudo >/dev/null && SUDO=(sudo -n)
@@ -240,6 +262,7 @@ if ((need_go)) && command -v go >/dev/null; then
     progs=()
     ((need_tasks)) && progs+=(go_tasks)
     ((need_net)) && progs+=(go_echo)
+    [[ " ${selected[*]} " == *" http "* ]] && progs+=(go_http)
     for prog in "${progs[@]}"; do
         out=$BUILD/$prog
         if needs_build "$out" "$PEERS/$prog"/*; then
@@ -491,6 +514,29 @@ unavailable() {
     echo "bench $1 $2 unavailable -"
 }
 
+# print_medians : `system name value` lines on stdin (rounds of runs) ->
+# a bench line per measurement and system, the median of its rounds, in
+# run order; names ending in _p99 are milliseconds, the rest req/s.
+print_medians() {
+    awk '
+    NF == 3 {
+        if (!($2 in named)) { named[$2] = 1; names[nn++] = $2 }
+        if (!($1 in sys)) { sys[$1] = 1; systems[ns++] = $1 }
+        v[$2, $1, ++n[$2, $1]] = $3
+    }
+    END {
+        for (i = 0; i < nn; i++) for (j = 0; j < ns; j++) {
+            k = names[i]; s = systems[j]; c = n[k, s]
+            if (!c) continue
+            for (x = 1; x <= c; x++) w[x] = v[k, s, x] + 0
+            for (x = 1; x <= c; x++) for (y = x + 1; y <= c; y++)
+                if (w[y] < w[x]) { t = w[x]; w[x] = w[y]; w[y] = t }
+            p99 = k ~ /_p99$/
+            printf "bench %s %s " (p99 ? "%.3f ms" : "%.0f req/s") "\n", k, s, w[int(c / 2) + 1]
+        }
+    }'
+}
+
 # redis_cmd SYSTEM : its server, with the port to come last, in SERVER_CMD.
 redis_cmd() {
     case $1 in
@@ -545,29 +591,128 @@ run_redis() {
             done
         done
     done
-    # The median of each system's rounds, per measurement, in run order.
-    awk '
-    NF == 3 {
-        if (!($2 in named)) { named[$2] = 1; names[nn++] = $2 }
-        if (!($1 in sys)) { sys[$1] = 1; systems[ns++] = $1 }
-        v[$2, $1, ++n[$2, $1]] = $3
-    }
-    END {
-        for (i = 0; i < nn; i++) for (j = 0; j < ns; j++) {
-            k = names[i]; s = systems[j]; c = n[k, s]
-            if (!c) continue
-            for (x = 1; x <= c; x++) w[x] = v[k, s, x] + 0
-            for (x = 1; x <= c; x++) for (y = x + 1; y <= c; y++)
-                if (w[y] < w[x]) { t = w[x]; w[x] = w[y]; w[y] = t }
-            p99 = k ~ /_p99$/
-            printf "bench %s %s " (p99 ? "%.3f ms" : "%.0f req/s") "\n", k, s, w[int(c / 2) + 1]
-        }
-    }' <<<"$REDIS_VALS"
+    print_medians <<<"$REDIS_VALS"
     ((${#wraps[@]})) && kill "${wraps[@]}" 2>/dev/null
     wait "${wraps[@]}" 2>/dev/null
 }
 
+# ---- http: examples/http_server against nginx and Go (see the top)
+
+# wrk_round SYSTEM NAME URL PIN... : one wrk run, as `system name value`
+# lines (req/s, and the 99th percentile in ms) appended to HTTP_VALS.
+wrk_round() {
+    local sys=$1 name=$2 url=$3 out
+    shift 3
+    out=$(timeout "$LG_TIMEOUT" "$@" wrk -t "${WRK_THREADS:-1}" -c 50 \
+        -d "${SECS}s" --latency "$url" 2>&1) || return 1
+    HTTP_VALS+=$(awk -v s="$sys" -v n="$name" '
+        $1 == "99%" { v = $2 + 0; u = $2; sub(/^[0-9.]+/, "", u)
+                      if (u == "us") v /= 1000; else if (u == "s") v *= 1000
+                      print s, n "_p99", v }
+        $1 == "Requests/sec:" { print s, n, $2 }' <<<"$out")
+    HTTP_VALS+=$'\n'
+}
+
+# nginx_conf PORT ROOT DIR : nginx's configuration for the benchmark.
+nginx_conf() {
+    cat <<EOF
+worker_processes 1;
+daemon off;
+pid $3/nginx.pid;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 10000000;
+    client_body_temp_path $3/tmp; proxy_temp_path $3/tmp;
+    fastcgi_temp_path $3/tmp; uwsgi_temp_path $3/tmp; scgi_temp_path $3/tmp;
+    types { text/html html; application/octet-stream bin; }
+    server {
+        listen 127.0.0.1:$1;
+        root $2;
+        location = /hello { default_type text/plain; return 200 "Hello, world!\n"; }
+    }
+}
+EOF
+}
+
+# http_start SYSTEM PORT ROOT PIN... : starts SYSTEM's server in the
+# background (its timeout wrapper in HTTP_WRAPS) and waits until it
+# answers; false if it cannot run here.
+http_start() {
+    local sys=$1 port=$2 root=$3 cmd=() i
+    shift 3
+    case $sys in
+        cio | cio_1) cmd=("$BUILD/http_server" --host 127.0.0.1 --root "$root" --port "$port") ;;
+        cio_2) cmd=("$BUILD/http_server" --threads 2 --host 127.0.0.1 --root "$root" --port "$port") ;;
+        go) [[ ${AVAIL[go]:-0} == 1 ]] || return 1
+            cmd=(env GOMAXPROCS=1 "$BUILD/go_http" "$root" "$port") ;;
+        nginx) command -v nginx >/dev/null || return 1
+            mkdir -p "$BUILD/nginx/tmp"
+            nginx_conf "$port" "$root" "$BUILD/nginx" >"$BUILD/nginx/nginx.conf"
+            cmd=(nginx -e "$BUILD/nginx/error.log" -p "$BUILD/nginx" -c "$BUILD/nginx/nginx.conf") ;;
+    esac
+    [[ -x ${cmd[0]} ]] || command -v "${cmd[0]}" >/dev/null || return 1
+    timeout -s KILL "$HTTP_LIFE" "$@" "${cmd[@]}" >/dev/null 2>&1 &
+    HTTP_WRAPS+=($!)
+    for ((i = 0; i < 200; i++)); do
+        curl -sf -o /dev/null "http://127.0.0.1:$port/hello" && return 0
+        sleep 0.05
+    done
+    log "$sys http server did not answer"
+    return 1
+}
+
+# http_tests ROOT "PIN_SERVER" "PIN_LOAD" NAME:PATH... : starts each of
+# $SYSTEMS_NOW once, then runs every test against each in turn, for
+# every round, so a load that comes and goes hits all alike.
+http_tests() {
+    local root=$1 pin_server=$2 pin_load=$3 r t i s port sys=() ports=()
+    shift 3
+    for s in $SYSTEMS_NOW; do
+        port=$("$LOADGEN" --free-port)
+        if http_start "$s" "$port" "$root" $pin_server; then
+            sys+=("$s") ports+=("$port")
+        else
+            for t in "$@"; do echo "bench ${t%%:*} $s unavailable -"; done
+        fi
+    done
+    for ((r = 0; r < ${BENCH_HTTP_ROUNDS:-3}; r++)); do
+        for t in "$@"; do
+            for i in "${!sys[@]}"; do
+                wrk_round "${sys[$i]}" "${t%%:*}" "http://127.0.0.1:${ports[$i]}${t#*:}" \
+                    $pin_load || log "${sys[$i]} ${t%%:*} failed"
+            done
+        done
+    done
+    ((${#HTTP_WRAPS[@]})) && kill "${HTTP_WRAPS[@]}" 2>/dev/null
+    wait "${HTTP_WRAPS[@]}" 2>/dev/null
+    HTTP_WRAPS=()
+}
+
+run_http() {
+    local root=$BUILD/http_root s
+    HTTP_VALS="" HTTP_WRAPS=()
+    HTTP_LIFE=$(((${BENCH_HTTP_ROUNDS:-3} * 9 + 2) * LG_TIMEOUT))
+    if ! command -v wrk >/dev/null || ! command -v curl >/dev/null; then
+        for s in cio ${SYSTEMS[http]}; do echo "bench http $s unavailable -"; done
+        return
+    fi
+    mkdir -p "$root"
+    head -c 1024 /dev/zero | tr '\0' x >"$root/small.html"
+    head -c 65536 /dev/urandom >"$root/64k.bin"
+    SYSTEMS_NOW="cio ${SYSTEMS[http]}" http_tests "$root" "${PIN_SERVER[*]}" \
+        "${PIN_LOAD[*]}" http_small:/small.html http_64k:/64k.bin http_hello:/hello
+    SYSTEMS_NOW="cio_1 cio_2" WRK_THREADS=2 http_tests "$root" "" "" http_loops:/hello
+    print_medians <<<"$HTTP_VALS"
+}
+
 for b in "${selected[@]}"; do
+    if [[ $b == http ]]; then
+        run_http
+        continue
+    fi
     if [[ $b == redis ]]; then
         run_redis
         continue

@@ -57,7 +57,9 @@
 #include <limits.h>
 #include <linux/openat2.h>
 #include <math.h>
+#include <signal.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -292,6 +294,7 @@ typedef struct conn {
     struct conn *prev, *next; /* site->conns */
     bool idle;                /* between requests: a shutdown cancels it */
     bool closing;             /* answer with Connection: close, then stop */
+    int corked;               /* TCP_CORK is on */
     char *out;                /* answers not yet written */
     size_t nout, outcap;
     char *body;               /* the request body */
@@ -506,6 +509,17 @@ static int open_beneath(const site *st, const char *path)
     return fd;
 }
 
+/* TCP_CORK on (1) or off (0): off sends what it held back. */
+static void cork(conn *c, int on)
+{
+    int fd;
+    socklen_t len = sizeof fd;
+    if (c->corked != on &&
+        cio_stream_get_extra_info(c->s, "socket", &fd, &len) == 0 &&
+        setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0)
+        c->corked = on;
+}
+
 static int send_file(conn *c, bool head_only)
 {
     char path[MAX_HEAD + 16];
@@ -521,7 +535,10 @@ static int send_file(conn *c, bool head_only)
     int err = head_out(c, 200, content_type(path), (size_t)st.st_size, NULL)
                   ? 0 : -ENOMEM;
     if (!err && !head_only && st.st_size > 0) {
-        err = flush(c); /* the head goes first */
+        /* The head goes first, held back (TCP_CORK, as nginx's tcp_nopush)
+         * so that it leaves in one segment with the file's first bytes. */
+        cork(c, 1);
+        err = flush(c);
         size_t sent = 0;
         CIO_TIMEOUT_SCOPE(scope);
         if (!err && !(err = cio_timeout(&scope, c->site->idle))) {
@@ -531,6 +548,7 @@ static int send_file(conn *c, bool head_only)
             err = t ? t : err;
         }
     }
+    cork(c, 0);
     close(fd);
     return err;
 }
@@ -820,7 +838,9 @@ static int handle_client(cio_stream *s, void *arg)
     free(c->out);
     free(c->body);
     free(c);
-    return err;
+    /* A client that left (reset, broken pipe) is no failure of ours: only
+     * running out of memory is reported (as the task's exception). */
+    return err == -ENOMEM ? err : 0;
 }
 
 /* --------------------------------------------------------------- serving */
@@ -1049,6 +1069,10 @@ int main(int argc, char **argv)
         else
             return usage();
     }
+    /* As every server does (nginx, Python, Go): a peer gone is an error
+     * code, never a signal; and cio's sendfile then skips its own guard
+     * against the signal, two system calls per file. */
+    signal(SIGPIPE, SIG_IGN);
     if (argc == 1)
         return cio_run(demo, NULL) == 0 ? 0 : 1;
     if (!opt.port || opt.threads < 0 || !(opt.idle > 0))

@@ -58,6 +58,12 @@ typedef struct cio__sendfile {
  * or a file without splice), copies with read and send if sf->fallback,
  * else -ENOTSUP. Returns 0 or -errno; sf->sent is exact either way. */
 CIO_HIDDEN int cio__sendfile_run(cio__sendfile *sf);
+/* One sendfile(2) call that never waits, for a sender that would rather
+ * not set up its wait when the whole file fits in the socket at once:
+ * returns whether the send is over (count bytes went, or EOF). Anything
+ * else (not now, an error) leaves it to cio__sendfile_run, which meets
+ * the same again and answers it properly. */
+CIO_HIDDEN bool cio__sendfile_try(cio__sendfile *sf);
 /* The next chunk of sf->file for a copying sender, at offset + sent (a
  * file without offsets: what comes next, waiting until it is readable;
  * only offset 0 is possible there, else -ESPIPE). Returns the bytes read,

@@ -160,7 +160,10 @@ static int refused(const cio_transport *t, int64_t offset, int fallback)
 
 /* Reading pauses meanwhile where sendfile(2) runs, as asyncio's. Not on
  * the copying path: a write pipe's "reader" only watches for its reader
- * leaving, and TLS may need to read for its own sake while writing. */
+ * leaving, and TLS may need to read for its own sake while writing. Nor
+ * when the file goes in one call before anything waits: no callback can
+ * run in between then, so the pause could not be seen, and it would cost
+ * two epoll_ctl calls (a small static file's answer, over and over). */
 static int send_over(sendfile_state *s, cio_transport *t)
 {
     s->task = cio__current;
@@ -168,6 +171,9 @@ static int send_over(sendfile_state *s, cio_transport *t)
     s->sf.sock = t->fd;
     s->sf.check = check_transport;
     s->sf.check_arg = s;
+    if (native_possible(t) && cio_transport_get_write_buffer_size(t) == 0 &&
+        cio__sendfile_try(&s->sf))
+        return 0;
     bool resume = native_possible(t) && cio_transport_is_reading(t);
     if (resume)
         cio_transport_pause_reading(t);

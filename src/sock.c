@@ -310,6 +310,15 @@ static int send_copies(cio__sendfile *sf)
     return r;
 }
 
+bool cio__sendfile_try(cio__sendfile *sf)
+{
+    sock_op op = {.fd = sf->sock, .sf = sf, .n = sendfile_want(sf, SENDFILE_MAX)};
+    ssize_t r = op_sendfile(&op);
+    if (r > 0)
+        sf->sent += (size_t)r;
+    return r == 0 || (r > 0 && sendfile_done(sf));
+}
+
 int cio__sendfile_run(cio__sendfile *sf)
 {
     int r = send_native(sf);

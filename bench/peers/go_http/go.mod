@@ -1,0 +1,3 @@
+module cio.bench/go_http
+
+go 1.19
