@@ -913,26 +913,17 @@ static int serve(void *arg)
     return err;
 }
 
-/* With several loops and port 0, the port is chosen once, here: a socket
- * bound with SO_REUSEPORT (never listening: the kernel hands connections
- * only to listeners) holds it while every loop binds it. Returns the fd
- * (or -1), the port in port[]. */
+/* With several loops and port 0 the port is chosen once, here, and held
+ * (cio_hold_port) while every loop binds it. Returns the holding socket
+ * or -1, the port in port[]. */
 static int hold_port(char *port, size_t cap)
 {
-    if (opt.threads == 1 || strcmp(opt.port, "0") != 0)
-        return -1;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    socklen_t len = sizeof a;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) ||
-        bind(fd, (struct sockaddr *)&a, sizeof a) ||
-        getsockname(fd, (struct sockaddr *)&a, &len)) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
+    int p = 0, fd = -1;
+    if (opt.threads != 1 && strcmp(opt.port, "0") == 0 &&
+        (fd = cio_hold_port(opt.host, &p)) >= 0) {
+        snprintf(port, cap, "%d", p);
+        opt.port = port;
     }
-    snprintf(port, cap, "%d", ntohs(a.sin_port));
-    opt.port = port;
     return fd;
 }
 

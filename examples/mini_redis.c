@@ -1,6 +1,7 @@
 /* mini_redis: a Redis-protocol (RESP2) key-value store on cio streams.
  *
- *   mini_redis --port P [--unix PATH]   serve until SIGTERM or Ctrl-C
+ *   mini_redis --port P [--unix PATH] [--threads N]
+ *                                       serve until SIGTERM or Ctrl-C
  *   mini_redis                          a short self-demo (its own client)
  *
  * Commands: PING ECHO GET SET (EX PX NX XX KEEPTTL) DEL EXISTS INCR DECR
@@ -27,6 +28,13 @@
  *    off gets "-ERR ..." after the replies it had coming, then EOF; its
  *    further input is read and dropped (for at most DISCARD_SECONDS) so
  *    that closing does not reset the connection under those replies.
+ *  - Every core (--threads N, 0: one per CPU): N loops (cio_run_loops),
+ *    each with its own listening socket on the port (SO_REUSEPORT), share
+ *    the one store under a lock, held while a command runs (commands
+ *    never wait, so a lock is all it takes; with one loop it is never
+ *    taken). The expiry timer below then lives on loop 0 as a sweep every
+ *    SWEEP_SECONDS, Redis's own active expiry (hz 10), since another
+ *    loop's thread may not arm a timer of loop 0's.
  *  - Keys: a chained hash table that doubles when full. Expiry: keys with
  *    a deadline sit in a binary min-heap, and one cio_call_at timer fires
  *    at the earliest deadline, deletes what is due and re-arms itself;
@@ -38,12 +46,15 @@
 
 #include <fnmatch.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 enum {
     MAX_BULK = 16 << 20,      /* bytes in one bulk string */
@@ -54,6 +65,7 @@ enum {
     DISCARD_SECONDS = 10,     /* reading a cut-off client's leftovers */
     EXPIRE_BATCH = 1000,      /* keys the timer deletes per callback */
 };
+#define SWEEP_SECONDS 0.1 /* --threads: loop 0's expiry sweep */
 
 /* ------------------------------------------------------------ the store */
 
@@ -78,9 +90,24 @@ typedef struct store {
     cio_loop *loop;
 } store;
 
-static store db; /* one loop thread serves every client: no locks */
+static store db;       /* one loop, or several under db_lock */
+static bool shared;    /* --threads: more than one loop uses db */
+static pthread_mutex_t db_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static double now(void) { return cio_loop_time(db.loop); }
+static void store_lock(void)
+{
+    if (shared)
+        pthread_mutex_lock(&db_lock);
+}
+
+static void store_unlock(void)
+{
+    if (shared)
+        pthread_mutex_unlock(&db_lock);
+}
+
+/* Every loop's clock is CLOCK_MONOTONIC: one loop's deadline is another's. */
+static double now(void) { return cio_loop_time(cio_get_running_loop()); }
 
 static uint64_t hash(const char *p, size_t n)
 {
@@ -166,6 +193,8 @@ static void expire_due(void *arg);
  * that deadline changed, so a SET EX that is not the earliest costs none. */
 static void arm_timer(void)
 {
+    if (shared)
+        return; /* loop 0's sweep expires keys instead */
     double at = db.nheap ? db.heap[0]->expires : 0;
     if (at == db.timer_at)
         return;
@@ -208,10 +237,8 @@ static entry *lookup(const char *key, size_t n)
 
 /* The timer: deletes a batch of due keys, then waits for the next one. A
  * big batch goes on at the next iteration, so clients are not held up. */
-static void expire_due(void *arg)
+static void expire_batch(void)
 {
-    (void)arg;
-    db.timer_at = 0;
     double t = now();
     for (int i = 0; i < EXPIRE_BATCH && db.nheap; i++) {
         entry *e = db.heap[0];
@@ -219,7 +246,26 @@ static void expire_due(void *arg)
             break;
         unlink_entry(find_link(e->key, e->klen));
     }
+}
+
+static void expire_due(void *arg)
+{
+    (void)arg;
+    db.timer_at = 0;
+    expire_batch();
     arm_timer();
+}
+
+/* --threads: loop 0's sweep, every SWEEP_SECONDS while it serves. */
+static void sweep(void *arg)
+{
+    (void)arg;
+    store_lock();
+    expire_batch();
+    store_unlock();
+    /* timer_at: 1 while a sweep is pending; on -ENOMEM lazy expiry holds */
+    db.timer_at = !cio_call_later(cio_get_running_loop(), SWEEP_SECONDS,
+                                  sweep, NULL, &db.timer);
 }
 
 /* Sets e's deadline (0: none), keeping the heap and the timer in step. */
@@ -301,7 +347,7 @@ static void flush_all(void)
 
 static int store_init(void)
 {
-    db.loop = cio_get_running_loop();
+    db.loop = cio_get_running_loop(); /* NULL when shared: no timer */
     return grow_table();
 }
 
@@ -911,8 +957,11 @@ static int serve_requests(client *c)
 {
     int r;
     while ((r = read_request(c)) > 0) {
-        if (c->argc)
+        if (c->argc) {
+            store_lock();
             execute(c);
+            store_unlock();
+        }
         if (c->failed)
             return -ENOMEM;
         if (c->quit || cio_stream_buffered(c->s) == 0 || c->olen >= FLUSH_AT)
@@ -953,17 +1002,22 @@ static int handle_client(cio_stream *s, void *arg)
 
 typedef struct serve_opts {
     const char *port;      /* TCP, on every interface; or NULL */
-    const char *unix_path; /* or NULL */
+    const char *unix_path; /* or NULL; loop 0's alone */
+    int threads;           /* loops: 0 one per CPU */
 } serve_opts;
 
-static void on_sigterm(void *task) { cio_task_cancel(task); }
-
+/* The listeners of one loop; only loop 0 says so and takes --unix (a Unix
+ * socket has no SO_REUSEPORT). */
 static int start(cio_server **srv, const serve_opts *o)
 {
     int err = 0;
+    bool first = cio_loops_index() == 0;
+    cio_server_options so = {.reuse_port = shared};
     if (o->port)
         err = cio_start_server(handle_client, NULL, NULL, o->port, NULL,
-                               NULL, &srv[0]);
+                               &so, &srv[0]);
+    if (!first)
+        return err;
     if (!err && o->unix_path)
         err = cio_start_unix_server(handle_client, NULL, o->unix_path, NULL,
                                     NULL, &srv[1]);
@@ -979,20 +1033,17 @@ static int start(cio_server **srv, const serve_opts *o)
     return err;
 }
 
-/* The main task when serving: Ctrl-C (cio_run's) or SIGTERM (ours)
- * cancels it; then it closes the servers and their connections. */
+/* Each loop's main task when serving: SIGTERM or Ctrl-C stops every
+ * loop (cio_run_loops' stop_signals); then each closes its servers and
+ * their connections. */
 static int serve(void *arg)
 {
     cio_server *srv[2] = {NULL, NULL};
-    cio_event never = CIO_EVENT_INIT;
-    int err = store_init();
-    if (!err)
-        err = cio_add_signal_handler(db.loop, SIGTERM, on_sigterm,
-                                     cio_current_task());
+    int err = shared ? 0 : store_init();
+    if (shared && cio_loops_index() == 0)
+        sweep(NULL);
     if (!err && !(err = start(srv, arg)))
-        err = cio_event_wait(&never); /* until cancelled */
-    while (cio_task_uncancel(cio_current_task()) > 0)
-        ; /* stopping is what was asked: wait for the cleanup below */
+        err = cio_loops_wait_stop();
     for (int i = 0; i < 2; i++)
         if (srv[i]) {
             cio_server_close(srv[i]);
@@ -1000,8 +1051,34 @@ static int serve(void *arg)
             cio_server_wait_closed(srv[i]);
             cio_server_free(srv[i]);
         }
-    store_fini();
-    return err == -ECANCELED ? 0 : err;
+    if (shared && cio_loops_index() == 0 && db.timer_at)
+        cio_handle_cancel(db.timer);
+    if (!shared)
+        store_fini();
+    return err;
+}
+
+/* With several loops the store is made before them, and the port, if
+ * "0", chosen and held (cio_hold_port) while every loop binds it. */
+static int serve_all(serve_opts *o)
+{
+    char port[16];
+    int p = 0, held = -1;
+    cio_loops_options lo = {.nloops = o->threads, .stop_signals = 1};
+    shared = o->threads != 1;
+    if (shared && store_init())
+        return 1;
+    if (shared && o->port && strcmp(o->port, "0") == 0 &&
+        (held = cio_hold_port(NULL, &p)) >= 0) {
+        snprintf(port, sizeof port, "%d", p);
+        o->port = port;
+    }
+    int err = cio_run_loops(serve, o, &lo);
+    if (held >= 0)
+        close(held);
+    if (shared)
+        store_fini();
+    return err == 0 ? 0 : 1;
 }
 
 /* ------------------------------------------------- the self-demo */
@@ -1151,14 +1228,15 @@ static int demo(void *arg)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: mini_redis [--port PORT] [--unix PATH]\n"
+    fprintf(stderr, "usage: mini_redis [--port PORT] [--unix PATH] "
+                    "[--threads N]\n"
                     "       (no arguments: a short self-demo)\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
-    serve_opts o = {NULL, NULL};
+    serve_opts o = {NULL, NULL, 1};
     for (int i = 1; i < argc; i += 2) {
         if (i + 1 >= argc)
             return usage();
@@ -1166,10 +1244,12 @@ int main(int argc, char **argv)
             o.port = argv[i + 1];
         else if (!strcmp(argv[i], "--unix"))
             o.unix_path = argv[i + 1];
+        else if (!strcmp(argv[i], "--threads") && (o.threads = atoi(argv[i + 1])) >= 0)
+            continue;
         else
             return usage();
     }
     if (argc == 1)
         return cio_run(demo, NULL) == 0 ? 0 : 1;
-    return cio_run(serve, &o) == 0 ? 0 : 1;
+    return serve_all(&o);
 }

@@ -1577,6 +1577,16 @@ CIO_API int cio_server_sockets(const cio_server *s, int *fds, size_t cap);
 CIO_API int cio_server_port(const cio_server *s);
 /** Closes the server if open and frees it; its connections go on. */
 CIO_API void cio_server_free(cio_server *s);
+/** Holds a TCP port for servers that will listen on it with reuse_port
+ * (one per loop of cio_run_loops), so that they can all bind one port
+ * "0" chose without any of them going first: binds a socket with
+ * SO_REUSEPORT to host (a numeric IPv4 or IPv6 address; NULL: every IPv4
+ * interface) and *port (0: the kernel picks; *port gets the port bound),
+ * and never listens on it, so it takes no connection. Needs no loop.
+ * Returns the socket (the caller's: close it once the servers listen, or
+ * at the end), -EINVAL (NULL port, out of 0..65535, host not numeric),
+ * -EADDRINUSE, or another -errno of socket/bind. */
+CIO_API int cio_hold_port(const char *host, int *port);
 
 /** UDP: from a task, a datagram endpoint bound to local_host/local_port
  * (may be NULL) and/or connected to remote_host/remote_port (may be NULL).

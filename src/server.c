@@ -509,20 +509,53 @@ int cio_server_sockets(const cio_server *s, int *fds, size_t cap)
     return s->nfds;
 }
 
-/* The first socket's port: with port "0" every socket got the same one. */
-int cio_server_port(const cio_server *s)
+/* The port a socket is bound to, or 0. */
+static int bound_port(int fd)
 {
-    if (!s || !s->nfds)
-        return 0;
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    if (getsockname(s->fds[0], (struct sockaddr *)&ss, &len) < 0)
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
         return 0;
     if (ss.ss_family == AF_INET)
         return ntohs(((struct sockaddr_in *)&ss)->sin_port);
     if (ss.ss_family == AF_INET6)
         return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     return 0;
+}
+
+/* The first socket's port: with port "0" every socket got the same one. */
+int cio_server_port(const cio_server *s)
+{
+    return s && s->nfds ? bound_port(s->fds[0]) : 0;
+}
+
+/* Bound with SO_REUSEPORT and never listening: the kernel hands a
+ * connection only to a listening socket of the group, so this one takes
+ * none, yet while it is open no socket without SO_REUSEPORT (and none of
+ * another user) can bind the port. */
+int cio_hold_port(const char *host, int *port)
+{
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6};
+    struct sockaddr_in a4 = {.sin_family = AF_INET};
+    if (!port || *port < 0 || *port > 65535)
+        return -EINVAL;
+    bool v6 = host && inet_pton(AF_INET6, host, &a6.sin6_addr) == 1;
+    if (!v6 && host && inet_pton(AF_INET, host, &a4.sin_addr) != 1)
+        return -EINVAL;
+    a6.sin6_port = a4.sin_port = htons((uint16_t)*port);
+    int fd = cio__sys_socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return fd;
+    int err = cio__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, 1);
+    if (!err)
+        err = v6 ? cio__sys_bind(fd, &a6, sizeof a6)
+                 : cio__sys_bind(fd, &a4, sizeof a4);
+    if (err) {
+        close(fd);
+        return err;
+    }
+    *port = bound_port(fd);
+    return fd;
 }
 
 /* ---------------------------------------------------------------- freeing */

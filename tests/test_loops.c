@@ -1,9 +1,8 @@
 /* cio_run_loops: a loop per thread, spread connections, one stop for all.
  *
- * The servers listen with SO_REUSEPORT on a port the test holds first:
- * a socket bound with SO_REUSEPORT but not listening keeps the port for
- * the group (the kernel hands connections only to listening sockets), so
- * every loop can bind the same port without one of them going first. */
+ * The servers listen with SO_REUSEPORT on a port the test holds first
+ * (cio_hold_port), so every loop can bind the same port without one of
+ * them going first. */
 #define _GNU_SOURCE
 #include "harness.h"
 #include "util.h"
@@ -240,26 +239,11 @@ static int serve_on_each_loop(void *arg)
     return c ? finish(c) : 0;
 }
 
-/* A socket that holds a port for the group without taking connections. */
-static int hold_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    CHECK(fd >= 0);
-    CHECK(setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0);
-    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-    CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
-    port = ntohs(a.sin_port);
-    return fd;
-}
-
 TEST(loops_connections_spread_over_the_loops_and_stop_closes_them_all)
 {
     int threads = thread_base(), fds = test_open_fds();
-    int held = hold_port();
+    int held = cio_hold_port("127.0.0.1", &port);
+    CHECK(held >= 0);
     cio_loops_options o = {.nloops = NLOOPS};
     CHECK_ERR(cio_run_loops(serve_on_each_loop, NULL, &o), 0);
     close(held);
@@ -268,4 +252,48 @@ TEST(loops_connections_spread_over_the_loops_and_stop_closes_them_all)
     CHECK_EQ(atomic_load(&served[0]) + atomic_load(&served[1]), NCLIENTS);
     CHECK_EQ(test_open_fds(), fds);
     WAIT_UNTIL(thread_count() <= threads);
+}
+
+/* The held port keeps out a socket without SO_REUSEPORT, lets a
+ * reuse_port listener in, and takes no connection itself. */
+static int listen_on_held(void *arg)
+{
+    (void)arg;
+    int p = 0, held = cio_hold_port("127.0.0.1", &p);
+    CHECK(held >= 0 && p > 0);
+    int plain = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(bind(plain, (struct sockaddr *)&a, sizeof a) < 0 && errno == EADDRINUSE);
+    close(plain);
+    int refused = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(connect(refused, (struct sockaddr *)&a, sizeof a) < 0 &&
+          errno == ECONNREFUSED); /* not listening: it takes nothing */
+    close(refused);
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", p);
+    cio_server_options so = {.reuse_port = 1};
+    cio_server *srv;
+    CHECK_ERR(cio_start_server(tell_loop, NULL, "127.0.0.1", ps, NULL, &so,
+                               &srv), 0);
+    CHECK_EQ(cio_server_port(srv), p);
+    cio_server_free(srv);
+    close(held);
+    return 0;
+}
+
+TEST(loops_hold_port_keeps_a_port_for_reuse_port_servers)
+{
+    run_strict(listen_on_held, NULL);
+    int p = 70000;
+    CHECK_ERR(cio_hold_port(NULL, &p), -EINVAL);
+    p = 0;
+    CHECK_ERR(cio_hold_port("localhost", &p), -EINVAL); /* numeric only */
+    CHECK_ERR(cio_hold_port(NULL, NULL), -EINVAL);
+    int fd = cio_hold_port("::1", &p);
+    CHECK(fd >= 0 || fd == -EADDRNOTAVAIL); /* a machine without IPv6 */
+    if (fd >= 0) {
+        CHECK(p > 0);
+        close(fd);
+    }
 }
