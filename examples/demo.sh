@@ -27,7 +27,6 @@ echo_protocol|Protocols: the echo server as callbacks, with no task per connecti
 chat_server|A chat server: each line goes to every other client|09-servers
 udp_echo|UDP: datagram endpoints, datagram_received and sendto|09-servers
 fetch_http|HTTP: a plain GET of a page from a tiny local server|09-servers
-mini_redis|A Redis-protocol key-value store: RESP, pipelining, expiry on a timer heap|09-servers
 errors|Errors: codes passed up, errors nobody retrieved, cancellation, scopes left by a return|10-errors
 other_styles|Other styles: callbacks (promises, Deferreds), async/await, all at once|11-other-styles
 lessons|Pragmatic lessons: stop, threads, no policies, gather before wait, groups, low level, deadlines|12-pragmatic-lessons
@@ -35,6 +34,8 @@ producer_consumer|Queues: producers and consumers over a bounded queue, then shu
 rate_limit|A semaphore limits how many downloads run at once|13-sync-and-queues
 tls_echo|TLS: an echo server and its clients over TLS, then https from openssl s_server|14-tls
 seeing_inside|Seeing inside: every task, what it waits on and who waits for it|15-seeing-inside
+http_server|An HTTP/1.1 server: keep-alive, pipelining, sendfile, bad requests refused|16-http-server
+mini_redis|A Redis-protocol key-value store: RESP, pipelining, expiry on a timer heap|17-redis-capstone
 '
 
 dir=${1:?usage: sh examples/demo.sh DIR}
