@@ -48,12 +48,15 @@ int cio__fault_fired(void) { return atomic_load(&fault_hit); }
 long cio__alloc_live(void) { return atomic_load(&live_allocs); }
 
 /* Whether the system call written as `expr` ("epoll_wait(epfd, ...)") is
- * the one the armed fault is restricted to. */
+ * the one the armed fault is restricted to. A call without a name (NULL
+ * expr) counts only when the fault names none. */
 static bool call_matches(const char *expr)
 {
     const char *call = atomic_load(&fault_call);
-    if (!call || !expr)
+    if (!call)
         return true;
+    if (!expr)
+        return false;
     size_t n = strlen(call);
     return strncmp(expr, call, n) == 0 && expr[n] == '(';
 }
