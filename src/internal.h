@@ -633,7 +633,7 @@ CIO_HIDDEN extern double cio__accept_retry_delay; /* tests lower it */
 CIO_HIDDEN extern size_t cio__dgram_read_size;
 /* Bytes readuntil and readline have searched for separators (stream.c),
  * for the tests that check a long line is scanned once, not per chunk. */
-CIO_HIDDEN extern size_t cio__stream_scanned;
+CIO_HIDDEN extern _Thread_local size_t cio__stream_scanned;
 /* Seconds a freed stream may go on flushing before it is aborted
  * (stream.c); tests lower it. */
 CIO_HIDDEN extern double cio__stream_free_linger;

@@ -20,7 +20,7 @@ enum {
     BUF_KEEP = 16 * 1024    /* a drained buffer larger than this goes back */
 };
 
-size_t cio__stream_scanned;
+_Thread_local size_t cio__stream_scanned;
 double cio__stream_free_linger = 30.0;
 double cio__stream_shrink_delay = 1.0;
 
