@@ -218,15 +218,22 @@ static int clients(void *arg)
     return 0;
 }
 
+/* A tell_loop server with reuse_port on 127.0.0.1 port p. */
+static cio_server *reuse_port_server(int p)
+{
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", p);
+    cio_server_options so = {.reuse_port = 1};
+    cio_server *srv;
+    CHECK_ERR(cio_start_server(tell_loop, NULL, "127.0.0.1", ps, NULL, &so,
+                               &srv), 0);
+    return srv;
+}
+
 static int serve_on_each_loop(void *arg)
 {
     (void)arg;
-    char p[16];
-    snprintf(p, sizeof p, "%d", port);
-    cio_server_options so = {.reuse_port = 1};
-    cio_server *srv;
-    CHECK_ERR(cio_start_server(tell_loop, NULL, "127.0.0.1", p, NULL, &so,
-                               &srv), 0);
+    cio_server *srv = reuse_port_server(port);
     atomic_fetch_add(&listening, 1);
     cio_task *c = NULL;
     if (cio_loops_index() == 0)
@@ -270,12 +277,7 @@ static int listen_on_held(void *arg)
     CHECK(connect(refused, (struct sockaddr *)&a, sizeof a) < 0 &&
           errno == ECONNREFUSED); /* not listening: it takes nothing */
     close(refused);
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", p);
-    cio_server_options so = {.reuse_port = 1};
-    cio_server *srv;
-    CHECK_ERR(cio_start_server(tell_loop, NULL, "127.0.0.1", ps, NULL, &so,
-                               &srv), 0);
+    cio_server *srv = reuse_port_server(p);
     CHECK_EQ(cio_server_port(srv), p);
     cio_server_free(srv);
     close(held);
