@@ -178,8 +178,8 @@ static int port;
 static int tell_loop(cio_stream *s, void *arg)
 {
     (void)arg;
-    char i = (char)cio_loops_index();
-    atomic_fetch_add(&served[(int)i], 1);
+    unsigned char i = (unsigned char)cio_loops_index();
+    atomic_fetch_add(&served[i], 1);
     int err = cio_stream_write(s, &i, 1);
     if (!err)
         err = cio_stream_drain(s);
@@ -201,11 +201,11 @@ static int clients(void *arg)
     int took[NLOOPS] = {0};
     for (int i = 0; i < NCLIENTS; i++) {
         CHECK_ERR(cio_open_connection("127.0.0.1", p, NULL, &s[i]), 0);
-        char who;
+        unsigned char who;
         size_t partial;
         CHECK_EQ(cio_stream_readexactly(s[i], &who, 1, &partial), 1);
-        CHECK(who >= 0 && who < NLOOPS);
-        took[(int)who]++;
+        CHECK(who < NLOOPS);
+        took[who]++;
     }
     for (int i = 0; i < NLOOPS; i++)
         CHECK(took[i] > 0); /* each misses all 64 with odds 2^-64 */
