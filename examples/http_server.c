@@ -44,8 +44,8 @@
  *    between requests, and lets the others finish the request they are in
  *    (answered with "Connection: close"); then the loop ends.
  *  - Every core: --threads N runs N loops (cio_run_loops), each with its
- *    own listening socket on the same port (SO_REUSEPORT). Nothing is
- *    shared but the read-only root directory's fd.
+ *    own listening socket on the same port (SO_REUSEPORT) and its own fd
+ *    of the root directory: the loops share nothing but the options.
  */
 #define _GNU_SOURCE
 #include <cio.h>
