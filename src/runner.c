@@ -320,8 +320,9 @@ static int slot_main(void *arg)
 static int slot_run(loop_slot *s)
 {
     int err = cio_run_with(slot_main, s, &s->g->opts->run);
-    if (err)
-        group_fail(s->g, err); /* also when slot_main never ran */
+    if (err) /* slot_main stopped the group at once; this covers a loop
+              * that never ran it (no loop, no stack) */
+        group_fail(s->g, err);
     return err;
 }
 
@@ -399,30 +400,35 @@ int cio_run_loops(cio_task_fn fn, void *arg, const cio_loops_options *opts)
     return g.first_error;
 }
 
-int cio_loops_index(void)
+/* The running loop's slot, or NULL when it is in no group. */
+static loop_slot *running_slot(void)
 {
     loop_slot *s = current_slot;
-    return s && s->loop == cio__running_loop ? s->index : -1;
+    return s && s->loop == cio__running_loop ? s : NULL;
+}
+
+int cio_loops_index(void)
+{
+    loop_slot *s = running_slot();
+    return s ? s->index : -1;
 }
 
 int cio_loops_count(void)
 {
-    loop_slot *s = current_slot;
-    return s && s->loop == cio__running_loop ? s->g->n : 0;
+    loop_slot *s = running_slot();
+    return s ? s->g->n : 0;
 }
 
 int cio_loops_wait_stop(void)
 {
-    loop_slot *s = current_slot;
-    if (!s || s->loop != cio__running_loop)
-        return -EINVAL;
-    return cio_event_wait(&s->stop);
+    loop_slot *s = running_slot();
+    return s ? cio_event_wait(&s->stop) : -EINVAL;
 }
 
 int cio_loops_stop(void)
 {
-    loop_slot *s = current_slot;
-    if (!s || s->loop != cio__running_loop)
+    loop_slot *s = running_slot();
+    if (!s)
         return -EINVAL;
     group_stop(s->g);
     return 0;
