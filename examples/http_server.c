@@ -307,12 +307,13 @@ typedef struct conn {
 struct site {
     cio_server *srv;
     conn *conns;
-    bool stopping;
     cio_event stop; /* set once stopping: GET /wait answers then */
     int root;       /* the --root directory's fd, or -1 */
     char root_path[PATH_MAX]; /* its real path */
     double idle;    /* seconds */
 };
+
+static bool stopping(const site *st) { return cio_event_is_set(&st->stop); }
 
 static bool out_add(conn *c, const void *p, size_t n)
 {
@@ -361,9 +362,7 @@ static const char *reason(int status)
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
     case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
     case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
@@ -743,7 +742,7 @@ static int one_request(conn *c)
     size_t len = 0;
     route to = FILES;
     bool head_only = false;
-    if (c->site->stopping && cio_stream_buffered(c->s) == 0)
+    if (stopping(c->site) && cio_stream_buffered(c->s) == 0)
         return -ECANCELED; /* idle once its last answer went out */
     CIO_TIMEOUT_SCOPE(scope);
     int err = cio_timeout(&scope, c->site->idle), status = 0;
@@ -764,7 +763,7 @@ static int one_request(conn *c)
         return got_head || cio_stream_buffered(c->s) > 0 ? 408 : -ETIMEDOUT;
     if (err)
         return err;
-    if (!r.keep_alive || c->site->stopping)
+    if (!r.keep_alive || stopping(c->site))
         c->closing = true;
     if (status) {
         char extra[64];
@@ -858,7 +857,6 @@ static options opt = {NULL, NULL, NULL, 1, 10.0};
  * requests, let the others finish theirs, then wait for all to go. */
 static int drain(site *st)
 {
-    st->stopping = true;
     cio_event_set(&st->stop);
     cio_server_close(st->srv);
     for (conn *c = st->conns; c; c = c->next)
